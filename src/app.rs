@@ -1,0 +1,177 @@
+//! Wiring: binds the listeners, starts the admin server and the metadata refresher, and runs
+//! until shutdown, then drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin;
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use crate::protocol::client::call;
+use crate::proxy::rewrite::BrokerAddresses;
+use crate::proxy::{Gateway, Target};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Liveness facts the admin endpoint reports.
+#[derive(Default)]
+pub struct Health {
+    pub upstream_reachable: AtomicBool,
+    pub upstream_error: std::sync::Mutex<Option<String>>,
+}
+
+/// A started gateway.
+pub struct Running {
+    pub gateway: Arc<Gateway>,
+    pub bootstrap: SocketAddr,
+    pub admin: SocketAddr,
+    pub health: Arc<Health>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish within the drain timeout, and returns
+    /// whether everything finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.gateway.shutdown.cancel();
+        self.gateway.tasks.close();
+        let drained =
+            tokio::time::timeout(self.gateway.config.drain_timeout, self.gateway.tasks.wait()).await;
+        drained.is_ok()
+    }
+}
+
+/// Binds every listener and starts serving.
+pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let bootstrap = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let admin_listener = TcpListener::bind(config.admin)
+        .await
+        .map_err(|source| AppError::Bind {
+            addr: config.admin,
+            source,
+        })?;
+    let bootstrap_addr = bootstrap.local_addr().map_err(|source| AppError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| AppError::Bind {
+        addr: config.admin,
+        source,
+    })?;
+    let gateway = Gateway::new(config, metrics.clone(), shutdown.clone());
+    gateway.serve(bootstrap, Target::Bootstrap);
+    let health = Arc::new(Health::default());
+    gateway.tasks.spawn(admin::serve(
+        admin_listener,
+        admin::AdminState {
+            metrics,
+            health: health.clone(),
+        },
+        shutdown.clone(),
+    ));
+    gateway
+        .tasks
+        .spawn(refresh_metadata(gateway.clone(), health.clone()));
+    tracing::info!(listen = %bootstrap_addr, admin = %admin_addr, upstream = ?gateway.config.upstream,
+        broker_port_base = gateway.config.broker_port_base, "meshgate started");
+    Ok(Running {
+        gateway,
+        bootstrap: bootstrap_addr,
+        admin: admin_addr,
+        health,
+    })
+}
+
+/// Runs a gateway until `signal` completes, then drains.
+pub async fn run(config: GatewayConfig, signal: impl Future<Output = ()>) -> Result<(), AppError> {
+    let running = start(config).await?;
+    signal.await;
+    tracing::info!("shutting down: no new connections; draining in-flight requests");
+    if running.shutdown().await {
+        tracing::info!("drained; bye");
+    } else {
+        tracing::warn!("drain timeout reached; closing remaining connections");
+    }
+    Ok(())
+}
+
+/// Keeps the broker map current from the gateway's own Metadata calls, so that every broker's port
+/// is served even before a client asks (e.g. right after a restart, when clients reconnect to the
+/// broker ports they cached), and so that readiness knows whether the upstream answers.
+async fn refresh_metadata(gw: Arc<Gateway>, health: Arc<Health>) {
+    let mut correlation_id = 0;
+    loop {
+        correlation_id += 2;
+        let outcome = tokio::time::timeout(
+            gw.config.upstream_connect_timeout * 2,
+            fetch_brokers(&gw, correlation_id),
+        )
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+        match outcome {
+            Ok(n) => {
+                if !health.upstream_reachable.swap(true, Ordering::Relaxed) {
+                    tracing::info!(brokers = n, "upstream reachable");
+                }
+                *health.upstream_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            Err(e) => {
+                if health.upstream_reachable.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "upstream unreachable");
+                }
+                *health.upstream_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        }
+        let wait = if health.upstream_reachable.load(Ordering::Relaxed) {
+            gw.config.metadata_refresh
+        } else {
+            std::time::Duration::from_secs(1)
+        };
+        tokio::select! {
+            _ = gw.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, String> {
+    let mut stream = gw.connect_upstream(Target::Bootstrap).await?;
+    let versions = call(&mut stream, correlation_id, 0, &ApiVersionsRequest::default()).await?;
+    if versions.error_code != 0 {
+        return Err(format!("ApiVersions error {}", versions.error_code));
+    }
+    let upstream_max = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Metadata as i16)
+        .map(|k| k.max_version)
+        .ok_or("upstream does not support Metadata")?;
+    let version = upstream_max.min(ApiKey::Metadata.valid_versions().max).min(12);
+    let mut req = MetadataRequest::default();
+    // An empty topic list asks for brokers only (v1+); v0 has no way to say "none".
+    req.topics = if version >= 1 { Some(vec![]) } else { None };
+    let metadata = call(&mut stream, correlation_id + 1, version, &req).await?;
+    for b in &metadata.brokers {
+        gw.gateway_port(b.node_id.0, &b.host, b.port);
+    }
+    Ok(metadata.brokers.len())
+}

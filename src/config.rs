@@ -1,0 +1,343 @@
+//! Gateway configuration: the `gateway.yaml` model, command-line overrides, and validation.
+//!
+//! Loading follows "parse, then `validate()`, then use": the serde model refuses unknown keys so a
+//! typo is an error, and [`GatewayConfig::validate`] reports *every* problem at once rather than the
+//! first. Nothing here touches the network.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the gateway listens when neither the config file nor a flag says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
+/// The upstream bootstrap broker of the local default (a tansu on 19092).
+pub const DEFAULT_UPSTREAM: &str = "127.0.0.1:19092";
+/// The admin HTTP endpoint (metrics, health).
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9644";
+/// The policy directory.
+pub const DEFAULT_POLICIES: &str = "./policies";
+
+/// The gateway configuration file, exactly as written. Every key is optional; defaults apply.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Client-facing bootstrap address, `HOST:PORT`.
+    pub listen: Option<String>,
+    /// Host name written into every broker address returned to clients.
+    pub advertised_host: Option<String>,
+    /// Upstream bootstrap brokers, `HOST:PORT` each.
+    pub upstream: Option<Vec<String>>,
+    /// Policy directory.
+    pub policies: Option<PathBuf>,
+    /// Admin HTTP address, `HOST:PORT`.
+    pub admin: Option<String>,
+    /// First gateway port for brokers: broker `node_id` is reachable at `broker_port_base + node_id`.
+    /// Defaults to the listen port + 1.
+    pub broker_port_base: Option<u16>,
+    /// Largest request or response frame accepted, in bytes (default 100 MiB, as Kafka's
+    /// `socket.request.max.bytes`).
+    pub max_frame_bytes: Option<usize>,
+    /// Requests in flight per client connection before the gateway stops reading from it.
+    pub max_in_flight: Option<usize>,
+    /// Client connections accepted at once, over all listeners.
+    pub max_connections: Option<usize>,
+    /// Seconds allowed for in-flight requests to finish on shutdown.
+    pub drain_timeout_secs: Option<u64>,
+    /// Seconds allowed to connect to an upstream broker.
+    pub upstream_connect_timeout_secs: Option<u64>,
+    /// Seconds between the gateway's own Metadata refreshes of the upstream cluster.
+    pub metadata_refresh_secs: Option<u64>,
+    /// Confluent-compatible schema registry URL.
+    pub schema_registry: Option<String>,
+}
+
+/// Values given on the command line; each overrides the same key of the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub advertised_host: Option<String>,
+    pub upstream: Option<Vec<String>>,
+    pub policies: Option<PathBuf>,
+    pub admin: Option<String>,
+    pub schema_registry: Option<String>,
+}
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub upstream: Vec<String>,
+    pub policies: PathBuf,
+    pub admin: SocketAddr,
+    pub broker_port_base: u16,
+    pub max_frame_bytes: usize,
+    pub max_in_flight: usize,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub metadata_refresh: Duration,
+    pub schema_registry: Option<String>,
+}
+
+/// A configuration problem. `validate` returns all of them.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl ConfigFile {
+    /// Reads and parses a config file. Unknown keys are errors, reported with their line.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            line: e.location().map(|l| l.line()).unwrap_or(0),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Applies command-line overrides, then validates the result, reporting every error at once.
+    pub fn build(self, flags: Overrides) -> Result<GatewayConfig, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let listen_text = flags
+            .listen
+            .or(self.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let admin_text = flags
+            .admin
+            .or(self.admin)
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+        let listen = parse_socket_addr("listen", &listen_text, &mut errors);
+        let admin = parse_socket_addr("admin", &admin_text, &mut errors);
+
+        let upstream = flags
+            .upstream
+            .or(self.upstream)
+            .unwrap_or_else(|| vec![DEFAULT_UPSTREAM.to_string()]);
+        if upstream.is_empty() {
+            errors.push(invalid("upstream", "at least one HOST:PORT is required"));
+        }
+        for u in &upstream {
+            if split_host_port(u).is_none() {
+                errors.push(invalid("upstream", format!("`{u}` is not HOST:PORT")));
+            }
+        }
+
+        let listen_port = listen.map(|a| a.port()).unwrap_or(0);
+        if listen.is_some() && listen_port == 0 {
+            errors.push(invalid(
+                "listen",
+                "port 0 is not allowed: broker ports are derived from the listen port",
+            ));
+        }
+        let broker_port_base = match self.broker_port_base {
+            Some(0) => {
+                errors.push(invalid("broker_port_base", "must be a port above 0"));
+                0
+            }
+            Some(b) => b,
+            None => listen_port.saturating_add(1),
+        };
+
+        let advertised_host = flags
+            .advertised_host
+            .or(self.advertised_host)
+            .unwrap_or_else(|| match listen {
+                Some(a) if !a.ip().is_unspecified() => a.ip().to_string(),
+                _ => "127.0.0.1".to_string(),
+            });
+        if advertised_host.is_empty() || advertised_host.contains(char::is_whitespace) {
+            errors.push(invalid(
+                "advertised_host",
+                format!("`{advertised_host}` is not a host name"),
+            ));
+        }
+
+        let max_frame_bytes = self.max_frame_bytes.unwrap_or(100 * 1024 * 1024);
+        if !(1024..=i32::MAX as usize).contains(&max_frame_bytes) {
+            errors.push(invalid(
+                "max_frame_bytes",
+                "must be between 1024 and 2147483647",
+            ));
+        }
+        let max_in_flight = self.max_in_flight.unwrap_or(256);
+        if !(1..=65536).contains(&max_in_flight) {
+            errors.push(invalid("max_in_flight", "must be between 1 and 65536"));
+        }
+        let max_connections = self.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            errors.push(invalid("max_connections", "must be at least 1"));
+        }
+        let metadata_refresh_secs = self.metadata_refresh_secs.unwrap_or(30);
+        if metadata_refresh_secs == 0 {
+            errors.push(invalid("metadata_refresh_secs", "must be at least 1"));
+        }
+        let connect_secs = self.upstream_connect_timeout_secs.unwrap_or(10);
+        if connect_secs == 0 {
+            errors.push(invalid("upstream_connect_timeout_secs", "must be at least 1"));
+        }
+        let schema_registry = flags.schema_registry.or(self.schema_registry);
+        if let Some(url) = &schema_registry {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(invalid(
+                    "schema_registry",
+                    format!("`{url}` is not an http(s) URL"),
+                ));
+            }
+        }
+
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(GatewayConfig {
+            listen: listen.expect("checked above"),
+            advertised_host,
+            upstream,
+            policies: flags
+                .policies
+                .or(self.policies)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_POLICIES)),
+            admin: admin.expect("checked above"),
+            broker_port_base,
+            max_frame_bytes,
+            max_in_flight,
+            max_connections,
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs.unwrap_or(10)),
+            upstream_connect_timeout: Duration::from_secs(connect_secs),
+            metadata_refresh: Duration::from_secs(metadata_refresh_secs),
+            schema_registry,
+        })
+    }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+fn parse_socket_addr(
+    key: &'static str,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push(invalid(
+                key,
+                format!("`{text}` is not IP:PORT (e.g. 127.0.0.1:9092)"),
+            ));
+            None
+        }
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets). Returns `None` when it is not of that form.
+pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_local_setup() {
+        let c = ConfigFile::default().build(Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.upstream, vec![DEFAULT_UPSTREAM.to_string()]);
+        assert_eq!(c.admin.to_string(), DEFAULT_ADMIN);
+        assert_eq!(c.policies, PathBuf::from(DEFAULT_POLICIES));
+        assert_eq!(c.broker_port_base, 9093);
+        assert_eq!(c.advertised_host, "127.0.0.1");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let err = ConfigFile::parse("listen: 127.0.0.1:1\nlisten_port: 3\n", "g.yaml").unwrap_err();
+        match err {
+            ConfigError::Parse { line, reason, .. } => {
+                assert_eq!(line, 2);
+                assert!(reason.contains("listen_port"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = ConfigFile::parse(
+            "listen: 127.0.0.1:7000\nupstream: ['a:1']\nadvertised_host: gw.example\n",
+            "g.yaml",
+        )
+        .unwrap();
+        let c = file
+            .build(Overrides {
+                listen: Some("127.0.0.1:8000".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(c.listen.port(), 8000);
+        assert_eq!(c.broker_port_base, 8001);
+        assert_eq!(c.upstream, vec!["a:1".to_string()]);
+        assert_eq!(c.advertised_host, "gw.example");
+    }
+
+    #[test]
+    fn validation_reports_every_error_not_the_first() {
+        let file = ConfigFile::parse(
+            "listen: nowhere\nadmin: also-nowhere\nupstream: ['no-port']\nmax_in_flight: 0\n",
+            "g.yaml",
+        )
+        .unwrap();
+        let errors = file.build(Overrides::default()).unwrap_err();
+        let keys: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 4, "{keys:?}");
+        for k in ["listen", "admin", "upstream", "max_in_flight"] {
+            assert!(keys.iter().any(|e| e.starts_with(k)), "{k} missing in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn split_host_port_handles_ipv6_and_rejects_garbage() {
+        assert_eq!(split_host_port("[::1]:9092"), Some(("::1", 9092)));
+        assert_eq!(split_host_port("kafka-0:19092"), Some(("kafka-0", 19092)));
+        assert_eq!(split_host_port("kafka-0"), None);
+        assert_eq!(split_host_port(":9092"), None);
+        assert_eq!(split_host_port("h:0"), None);
+    }
+}

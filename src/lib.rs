@@ -1,0 +1,18 @@
+//! meshgate: a Kafka governance gateway.
+//!
+//! The data path, module by module:
+//!
+//! ```text
+//! client socket → protocol::frame → protocol::header (peek) → proxy::connection
+//!     → forward original bytes upstream → proxy::rewrite (addresses, ApiVersions) → client, in order
+//! ```
+//!
+//! Side paths: [`app`] wires listeners and shutdown; [`admin`] serves HTTP; [`metrics`] defines
+//! every metric once. See ARCHITECTURE.md for the invariants.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod proxy;

@@ -1,0 +1,124 @@
+//! The `meshgate` command line. Parsing only: the work happens in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meshgate::config::{ConfigFile, Overrides};
+
+#[derive(Parser)]
+#[command(name = "meshgate", version, about = "A Kafka governance gateway for a data mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Gateway config file (YAML). Flags override its keys.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Client-facing bootstrap address [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Host name written into every broker address returned to clients.
+    #[arg(long, value_name = "HOST")]
+    advertised_host: Option<String>,
+    /// Upstream bootstrap brokers [default: 127.0.0.1:19092].
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]", value_delimiter = ',')]
+    upstream: Option<Vec<String>>,
+    /// Policy directory [default: ./policies].
+    #[arg(long, value_name = "DIR")]
+    policies: Option<PathBuf>,
+    /// Admin HTTP address for /metrics, /healthz, /readyz [default: 127.0.0.1:9644].
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<String>,
+    /// Confluent-compatible schema registry URL.
+    #[arg(long, value_name = "URL")]
+    schema_registry: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logging();
+    let file = match args.config.as_deref().map(ConfigFile::load).transpose() {
+        Ok(f) => f.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("meshgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match file.build(Overrides {
+        listen: args.listen,
+        advertised_host: args.advertised_host,
+        upstream: args.upstream,
+        policies: args.policies,
+        admin: args.admin,
+        schema_registry: args.schema_registry,
+    }) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("meshgate: config: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(meshgate::app::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,183 @@
+//! Length-prefixed Kafka frames: a big-endian `i32` size, then that many bytes.
+//!
+//! [`FrameReader`] grows its buffer only as bytes actually arrive, so a peer that announces a
+//! 2 GiB frame and then trickles costs what it sent, never what it claimed. A frame larger than the
+//! configured maximum, or with a negative size, is an error and the caller closes the connection.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Bytes read from the socket per `read` call at most when no frame size is known yet.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {size} bytes exceeds the {max}-byte limit")]
+    TooLarge { size: i64, max: usize },
+    #[error("negative frame size {0}")]
+    NegativeSize(i32),
+    #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
+    Truncated { buffered: usize },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads whole frames from a byte stream.
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max_frame: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, max_frame: usize) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            max_frame,
+        }
+    }
+
+    /// The next frame's payload (without its size prefix), or `None` on a clean end of stream at a
+    /// frame boundary.
+    pub async fn read_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        loop {
+            if let Some(frame) = self.try_take_frame()? {
+                return Ok(Some(frame));
+            }
+            let want = self.bytes_wanted();
+            self.buf.reserve(want);
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated {
+                        buffered: self.buf.len(),
+                    })
+                };
+            }
+        }
+    }
+
+    /// True when a complete frame is already buffered, so the caller may defer a flush.
+    pub fn has_buffered_frame(&self) -> bool {
+        matches!(self.declared_size(), Some(Ok(n)) if self.buf.len() >= 4 + n)
+    }
+
+    fn declared_size(&self) -> Option<Result<usize, FrameError>> {
+        if self.buf.len() < 4 {
+            return None;
+        }
+        let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        Some(if size < 0 {
+            Err(FrameError::NegativeSize(size))
+        } else if size as usize > self.max_frame {
+            Err(FrameError::TooLarge {
+                size: size as i64,
+                max: self.max_frame,
+            })
+        } else {
+            Ok(size as usize)
+        })
+    }
+
+    fn try_take_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        match self.declared_size() {
+            None => Ok(None),
+            Some(Err(e)) => Err(e),
+            Some(Ok(n)) if self.buf.len() >= 4 + n => {
+                self.buf.advance(4);
+                Ok(Some(self.buf.split_to(n).freeze()))
+            }
+            Some(Ok(_)) => Ok(None),
+        }
+    }
+
+    /// How much to reserve before the next read: the rest of the current frame, capped so that a
+    /// claimed size is never trusted for allocation.
+    fn bytes_wanted(&self) -> usize {
+        match self.declared_size() {
+            Some(Ok(n)) => (4 + n - self.buf.len()).clamp(1, READ_CHUNK * 16),
+            _ => READ_CHUNK,
+        }
+    }
+}
+
+/// Writes one frame: its size prefix, then the payload. Does not flush.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
+    let len = i32::try_from(payload.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(payload).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frames_of(input: &[u8], max: usize) -> (Vec<Bytes>, Option<FrameError>) {
+        let mut r = FrameReader::new(input, max);
+        let mut out = Vec::new();
+        loop {
+            match r.read_frame().await {
+                Ok(Some(f)) => out.push(f),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    fn framed(parts: &[&[u8]]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for p in parts {
+            v.extend_from_slice(&(p.len() as i32).to_be_bytes());
+            v.extend_from_slice(p);
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn reads_back_to_back_frames_and_clean_eof() {
+        let (frames, err) = frames_of(&framed(&[b"abc", b"", b"defgh"]), 1024).await;
+        assert!(err.is_none());
+        assert_eq!(frames, vec![&b"abc"[..], &b""[..], &b"defgh"[..]]);
+    }
+
+    #[tokio::test]
+    async fn truncated_frame_is_an_error_not_a_frame() {
+        let mut bytes = framed(&[b"abcdef"]);
+        bytes.truncate(7);
+        let (frames, err) = frames_of(&bytes, 1024).await;
+        assert!(frames.is_empty());
+        assert!(matches!(err, Some(FrameError::Truncated { buffered: 7 })));
+    }
+
+    #[tokio::test]
+    async fn oversized_and_negative_sizes_are_refused_before_allocating() {
+        let (_, err) = frames_of(&i32::MAX.to_be_bytes(), 1024).await;
+        assert!(matches!(err, Some(FrameError::TooLarge { .. })));
+        let (_, err) = frames_of(&(-5i32).to_be_bytes(), 1024).await;
+        assert!(matches!(err, Some(FrameError::NegativeSize(-5))));
+    }
+
+    #[tokio::test]
+    async fn a_huge_claim_allocates_only_what_arrives() {
+        let mut bytes = (50_000_000i32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0u8; 10]);
+        let mut r = FrameReader::new(&bytes[..], 100_000_000);
+        assert!(matches!(
+            r.read_frame().await,
+            Err(FrameError::Truncated { .. })
+        ));
+        assert!(r.buf.capacity() <= READ_CHUNK * 16 + READ_CHUNK);
+    }
+
+    #[tokio::test]
+    async fn write_then_read_round_trips() {
+        let mut out = Vec::new();
+        write_frame(&mut out, b"hello").await.unwrap();
+        let (frames, err) = frames_of(&out, 16).await;
+        assert!(err.is_none());
+        assert_eq!(frames, vec![&b"hello"[..]]);
+    }
+}

@@ -1,0 +1,127 @@
+//! Which API versions meshgate lets clients use.
+//!
+//! The upstream's ApiVersions response is rewritten so that a client can only pick versions that
+//! meshgate handles correctly:
+//!
+//! - APIs whose *body* meshgate decodes (Produce, CreateTopics, Metadata, FindCoordinator,
+//!   DescribeCluster, ApiVersions) are capped at what the protocol crate can decode.
+//! - **Produce is capped at v12.** v13 names topics by id instead of name; policies are keyed by
+//!   topic name, and mapping ids to names would put a metadata lookup on the produce path.
+//! - **Fetch is capped at v15.** v16+ responses may carry broker `node_endpoints` (KIP-951); Fetch
+//!   responses are the largest frames on the wire and are forwarded untouched, so rather than
+//!   decode them all to rewrite a rarely-present field, clients use v15 and rediscover leaders via
+//!   Metadata.
+//! - **DescribeQuorum is capped at v1**, since v2 lists controller listeners.
+//! - APIs that return broker addresses meshgate does not rewrite are not advertised at all: the
+//!   KRaft-internal ones (Vote, BeginQuorumEpoch, EndQuorumEpoch, FetchSnapshot, UpdateRaftVoter)
+//!   and share-group fetch/acknowledge (KIP-932), whose responses carry `node_endpoints`.
+//! - APIs the protocol crate does not know are not advertised either: meshgate cannot tell whether
+//!   a future API leaks an upstream address.
+//!
+//! Everything else passes at the upstream's range, untouched and undecoded.
+
+use kafka_protocol::messages::ApiKey;
+
+/// Highest Produce version meshgate accepts (v13 uses topic ids).
+pub const PRODUCE_MAX: i16 = 12;
+/// Lowest Produce version meshgate accepts: v3 is the first with record batch v2, which is all
+/// Kafka 4 accepts as well.
+pub const PRODUCE_MIN: i16 = 3;
+/// Highest Fetch version meshgate accepts (v16 adds node endpoints).
+pub const FETCH_MAX: i16 = 15;
+
+/// The version range meshgate advertises for `api_key`, given the upstream's range, or `None` to
+/// leave the API out of the response.
+pub fn advertised_range(api_key: i16, upstream_min: i16, upstream_max: i16) -> Option<(i16, i16)> {
+    let api = ApiKey::try_from(api_key).ok()?;
+    let (mut lo, mut hi) = (upstream_min, upstream_max);
+    match api {
+        ApiKey::Vote
+        | ApiKey::BeginQuorumEpoch
+        | ApiKey::EndQuorumEpoch
+        | ApiKey::FetchSnapshot
+        | ApiKey::UpdateRaftVoter
+        | ApiKey::ShareFetch
+        | ApiKey::ShareAcknowledge => return None,
+        ApiKey::Produce => {
+            lo = lo.max(PRODUCE_MIN);
+            hi = hi.min(PRODUCE_MAX);
+        }
+        ApiKey::Fetch => hi = hi.min(FETCH_MAX),
+        ApiKey::DescribeQuorum => hi = hi.min(1),
+        _ => {}
+    }
+    if is_decoded(api) {
+        let crate_range = api.valid_versions();
+        lo = lo.max(crate_range.min);
+        hi = hi.min(crate_range.max);
+    }
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// The APIs whose request or response body meshgate decodes.
+pub fn is_decoded(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::Produce
+            | ApiKey::CreateTopics
+            | ApiKey::Metadata
+            | ApiKey::FindCoordinator
+            | ApiKey::DescribeCluster
+            | ApiKey::ApiVersions
+    )
+}
+
+/// True when a request at this version may be handled: it is inside what meshgate advertises,
+/// assuming the upstream's range is wider. Requests outside it get UNSUPPORTED_VERSION.
+pub fn gateway_accepts(api: ApiKey, version: i16) -> bool {
+    match api {
+        ApiKey::Produce => (PRODUCE_MIN..=PRODUCE_MAX).contains(&version),
+        // An ApiVersions request at any version is answered (a too-new one gets the broker's
+        // v0-formatted error, which clients use to downgrade).
+        ApiKey::ApiVersions => true,
+        a if is_decoded(a) => {
+            let r = a.valid_versions();
+            (r.min..=r.max).contains(&version)
+        }
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn produce_is_capped_below_topic_ids_and_above_legacy_formats() {
+        assert_eq!(advertised_range(0, 0, 13), Some((3, 12)));
+        assert_eq!(advertised_range(0, 0, 2), None);
+    }
+
+    #[test]
+    fn fetch_is_capped_below_node_endpoints() {
+        assert_eq!(advertised_range(1, 4, 18), Some((4, 15)));
+    }
+
+    #[test]
+    fn address_leaking_and_unknown_apis_are_not_advertised() {
+        for key in [52, 53, 54, 59, 78, 79, 82, 30_000] {
+            assert_eq!(advertised_range(key, 0, 5), None, "api {key}");
+        }
+    }
+
+    #[test]
+    fn opaque_apis_keep_the_upstream_range() {
+        // OffsetCommit (8) is forwarded undecoded.
+        assert_eq!(advertised_range(8, 0, 99), Some((0, 99)));
+    }
+
+    #[test]
+    fn decoded_apis_are_capped_at_the_protocol_crate() {
+        let metadata = ApiKey::Metadata.valid_versions();
+        assert_eq!(advertised_range(3, 0, 99), Some((0, metadata.max)));
+        assert!(gateway_accepts(ApiKey::Produce, 12));
+        assert!(!gateway_accepts(ApiKey::Produce, 13));
+        assert!(!gateway_accepts(ApiKey::Produce, 2));
+    }
+}

@@ -1,0 +1,293 @@
+//! One client connection: two tasks joined by an ordered in-flight queue.
+//!
+//! ```text
+//!  client ──frames──▶ [requests task] ──original bytes──▶ upstream broker
+//!                          │ Slot (in request order)
+//!                          ▼
+//!  client ◀──in order── [responses task] ◀──frames────── upstream broker
+//! ```
+//!
+//! **Concurrency contract.**
+//! - The requests task owns the client read half and the upstream write half; the responses task
+//!   owns the upstream read half and the client write half. Neither ever waits on the other's
+//!   socket, so a broker writing a large response while the gateway writes a large request cannot
+//!   deadlock.
+//! - The requests task registers a [`Slot`] *before* it writes the request upstream, so a response
+//!   always finds its slot.
+//! - Responses leave in request order. A slot holds either "awaiting upstream" or a ready response
+//!   (one the gateway made itself). Only the ready prefix of the queue is written.
+//! - Each slot holds a permit of a per-connection semaphore of `max_in_flight` permits. When they
+//!   are all taken the requests task stops reading the client: memory per connection is bounded,
+//!   and a slow client slows its own producer, not the gateway.
+//! - Produce with acks=0 gets no slot: the broker sends no response.
+//! - On shutdown the requests task stops reading; the responses task drains what is in flight.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
+use super::Gateway;
+use crate::protocol::frame::write_frame;
+use crate::protocol::header::{
+    peek_produce_acks, response_correlation_id, split_request, HeaderError,
+};
+use crate::protocol::versions::gateway_accepts;
+use crate::protocol::{FrameError, FrameReader, RequestHeaderView};
+
+/// Why a connection ended, tagged by the side at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("client sent a bad frame: {0}")]
+    ClientFrame(#[from] FrameError),
+    #[error("client sent a bad request: {0}")]
+    ClientRequest(#[from] HeaderError),
+    #[error("client sent {api:?} v{version}, which meshgate does not accept")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("client write failed: {0}")]
+    ClientIo(std::io::Error),
+    #[error("upstream: {0}")]
+    Upstream(String),
+    #[error("upstream response: {0}")]
+    Rewrite(#[from] RewriteError),
+}
+
+impl ConnError {
+    /// A short, bounded label for the malformed-frame metric, or `None` when the client is not at
+    /// fault.
+    pub fn client_fault_label(&self) -> Option<&'static str> {
+        match self {
+            ConnError::ClientFrame(FrameError::TooLarge { .. }) => Some("oversized"),
+            ConnError::ClientFrame(FrameError::NegativeSize(_)) => Some("negative_size"),
+            ConnError::ClientFrame(FrameError::Truncated { .. }) => Some("truncated"),
+            ConnError::ClientRequest(_) => Some("undecodable"),
+            ConnError::UnsupportedVersion { .. } => Some("unsupported_version"),
+            _ => None,
+        }
+    }
+}
+
+/// A request whose response is owed to the client.
+struct Slot {
+    correlation_id: i32,
+    api_key: i16,
+    action: ResponseAction,
+    state: SlotState,
+    started: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum SlotState {
+    Awaiting,
+    Ready(Bytes),
+}
+
+/// Proxies one client connection until either side closes, a protocol error, or shutdown.
+pub async fn proxy<C, U>(gw: Arc<Gateway>, client: C, upstream: U) -> Result<(), ConnError>
+where
+    C: AsyncRead + AsyncWrite + Send + 'static,
+    U: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (client_r, client_w) = tokio::io::split(client);
+    let (upstream_r, upstream_w) = tokio::io::split(upstream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let permits = Arc::new(Semaphore::new(gw.config.max_in_flight));
+
+    let requests = requests_task(gw.clone(), client_r, upstream_w, tx, permits);
+    let responses = responses_task(gw, upstream_r, client_w, rx);
+    tokio::pin!(requests);
+    tokio::pin!(responses);
+    // The responses side decides when the connection is over: it drains in-flight requests after
+    // the client stops sending. A requests-side error ends everything at once.
+    tokio::select! {
+        r = &mut requests => {
+            r?;
+            responses.await
+        }
+        r = &mut responses => r,
+    }
+}
+
+async fn requests_task<R, W>(
+    gw: Arc<Gateway>,
+    client_r: R,
+    upstream_w: W,
+    tx: mpsc::UnboundedSender<Slot>,
+    permits: Arc<Semaphore>,
+) -> Result<(), ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reader = FrameReader::new(client_r, gw.config.max_frame_bytes);
+    let mut upstream = BufWriter::with_capacity(64 * 1024, upstream_w);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = gw.shutdown.cancelled() => break,
+            f = reader.read_frame() => f?,
+        };
+        let Some(frame) = frame else { break };
+        let started = Instant::now();
+        let header = RequestHeaderView::peek(&frame)?;
+        let api = header.api();
+        gw.metrics.api(header.api_key).requests.inc();
+        if let Some(api) = api {
+            if !gateway_accepts(api, header.api_version) {
+                return Err(ConnError::UnsupportedVersion {
+                    api,
+                    version: header.api_version,
+                });
+            }
+        }
+        let expects_response = match api {
+            Some(ApiKey::Produce) => {
+                let (_, body) = split_request(&frame, ApiKey::Produce, header.api_version)?;
+                let acks = peek_produce_acks(&body, header.api_version).ok_or_else(|| {
+                    HeaderError::Undecodable {
+                        api: ApiKey::Produce,
+                        version: header.api_version,
+                        reason: "truncated before acks".into(),
+                    }
+                })?;
+                acks != 0
+            }
+            _ => true,
+        };
+        if expects_response {
+            let permit = tokio::select! {
+                biased;
+                _ = gw.shutdown.cancelled() => break,
+                p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            };
+            let slot = Slot {
+                correlation_id: header.correlation_id,
+                api_key: header.api_key,
+                action: ResponseAction::for_request(api, header.api_version),
+                state: SlotState::Awaiting,
+                started,
+                _permit: permit,
+            };
+            if tx.send(slot).is_err() {
+                // The responses side has ended; it reports why.
+                break;
+            }
+        }
+        write_frame(&mut upstream, &frame)
+            .await
+            .map_err(|e| ConnError::Upstream(format!("write failed: {e}")))?;
+        if !reader.has_buffered_frame() {
+            upstream
+                .flush()
+                .await
+                .map_err(|e| ConnError::Upstream(format!("write failed: {e}")))?;
+        }
+    }
+    upstream
+        .flush()
+        .await
+        .map_err(|e| ConnError::Upstream(format!("write failed: {e}")))?;
+    Ok(())
+}
+
+async fn responses_task<R, W>(
+    gw: Arc<Gateway>,
+    upstream_r: R,
+    client_w: W,
+    mut rx: mpsc::UnboundedReceiver<Slot>,
+) -> Result<(), ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reader = FrameReader::new(upstream_r, gw.config.max_frame_bytes);
+    let mut client = BufWriter::with_capacity(64 * 1024, client_w);
+    let mut queue: VecDeque<Slot> = VecDeque::new();
+    let mut requests_open = true;
+    loop {
+        if !requests_open && queue.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            slot = rx.recv(), if requests_open => match slot {
+                Some(slot) => queue.push_back(slot),
+                None => requests_open = false,
+            },
+            frame = reader.read_frame() => {
+                let frame = frame.map_err(|e| ConnError::Upstream(e.to_string()))?;
+                let Some(frame) = frame else {
+                    if queue.is_empty() {
+                        // The broker closed an idle connection; so do we.
+                        break;
+                    }
+                    return Err(ConnError::Upstream(format!(
+                        "closed with {} request(s) in flight", queue.len()
+                    )));
+                };
+                let correlation_id = response_correlation_id(&frame)
+                    .map_err(|e| ConnError::Upstream(e.to_string()))?;
+                let index = match find_awaiting(&queue, correlation_id) {
+                    Some(i) => i,
+                    None => {
+                        // Its slot may still be in the channel: it is always sent before the
+                        // request is written.
+                        while let Ok(slot) = rx.try_recv() {
+                            queue.push_back(slot);
+                        }
+                        find_awaiting(&queue, correlation_id).ok_or_else(|| {
+                            ConnError::Upstream(format!(
+                                "response to unknown correlation id {correlation_id}"
+                            ))
+                        })?
+                    }
+                };
+                let slot = &mut queue[index];
+                let response = rewrite_response(slot.action, frame, gw.as_ref())?;
+                slot.state = SlotState::Ready(response);
+            }
+        }
+        let wrote = write_ready_prefix(&gw, &mut queue, &mut client).await?;
+        if wrote && !reader.has_buffered_frame() {
+            client.flush().await.map_err(ConnError::ClientIo)?;
+        }
+    }
+    client.flush().await.map_err(ConnError::ClientIo)?;
+    let _ = client.shutdown().await;
+    Ok(())
+}
+
+fn find_awaiting(queue: &VecDeque<Slot>, correlation_id: i32) -> Option<usize> {
+    queue
+        .iter()
+        .position(|s| matches!(s.state, SlotState::Awaiting) && s.correlation_id == correlation_id)
+}
+
+/// Writes every ready response at the front of the queue. Returns whether anything was written.
+async fn write_ready_prefix<W: AsyncWrite + Unpin>(
+    gw: &Gateway,
+    queue: &mut VecDeque<Slot>,
+    client: &mut W,
+) -> Result<bool, ConnError> {
+    let mut wrote = false;
+    while let Some(SlotState::Ready(_)) = queue.front().map(|s| &s.state) {
+        let slot = queue.pop_front().expect("front exists");
+        let SlotState::Ready(bytes) = slot.state else {
+            unreachable!("checked above")
+        };
+        write_frame(client, &bytes)
+            .await
+            .map_err(ConnError::ClientIo)?;
+        gw.metrics
+            .api(slot.api_key)
+            .duration
+            .observe(slot.started.elapsed().as_secs_f64());
+        wrote = true;
+    }
+    Ok(wrote)
+}

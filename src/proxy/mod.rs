@@ -1,0 +1,192 @@
+//! The proxy: listeners, per-connection tasks, broker addressing and response rewriting.
+//!
+//! The proxy never improvises a reply on the data path: a request is forwarded as its original
+//! bytes, and the only edits to responses happen in [`rewrite`].
+
+pub mod brokers;
+pub mod connection;
+pub mod rewrite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use brokers::{BrokerMap, Observed};
+use rewrite::BrokerAddresses;
+
+/// What a gateway port stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The bootstrap port: any upstream bootstrap broker.
+    Bootstrap,
+    /// The port of one upstream broker.
+    Broker(i32),
+}
+
+/// State shared by every listener and connection of one gateway.
+pub struct Gateway {
+    pub config: GatewayConfig,
+    pub brokers: BrokerMap,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+    connections: Arc<Semaphore>,
+    me: std::sync::Weak<Gateway>,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new_cyclic(|me| Gateway {
+            brokers: BrokerMap::new(config.advertised_host.clone(), config.broker_port_base),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            metrics,
+            shutdown,
+            tasks: TaskTracker::new(),
+            me: me.clone(),
+        })
+    }
+
+    /// Starts accepting on `listener` for `target`, until shutdown.
+    pub fn serve(self: &Arc<Self>, listener: TcpListener, target: Target) {
+        let gw = self.clone();
+        self.tasks.spawn(async move { gw.accept_loop(listener, target).await });
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, target: Target) {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let (socket, peer) = match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(5);
+                    a
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, ?target, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                self.metrics.connections_refused.inc();
+                tracing::warn!(%peer, limit = self.config.max_connections, "connection refused: max_connections reached");
+                drop(socket);
+                continue;
+            };
+            let gw = self.clone();
+            self.tasks.spawn(async move {
+                gw.metrics.connections_active.inc();
+                gw.clone().handle(socket, peer, target).await;
+                gw.metrics.connections_active.dec();
+                drop(permit);
+            });
+        }
+    }
+
+    async fn handle(self: Arc<Self>, client: TcpStream, peer: std::net::SocketAddr, target: Target) {
+        let _ = client.set_nodelay(true);
+        let upstream = match self.connect_upstream(target).await {
+            Ok(u) => u,
+            Err(e) => {
+                self.metrics.upstream_errors.inc();
+                tracing::warn!(%peer, ?target, error = %e, "cannot reach upstream; closing client connection");
+                return;
+            }
+        };
+        match connection::proxy(self.clone(), client, upstream).await {
+            Ok(()) => tracing::debug!(%peer, ?target, "connection closed"),
+            Err(e) => {
+                if let Some(label) = e.client_fault_label() {
+                    self.metrics.frames_rejected.with_label_values(&[label]).inc();
+                    tracing::warn!(%peer, ?target, error = %e, "closing client connection");
+                } else if matches!(e, connection::ConnError::ClientIo(_)) {
+                    tracing::debug!(%peer, ?target, error = %e, "client went away");
+                } else {
+                    self.metrics.upstream_errors.inc();
+                    tracing::warn!(%peer, ?target, error = %e, "closing client connection");
+                }
+            }
+        }
+    }
+
+    /// Connects to the upstream broker that `target` stands for.
+    pub async fn connect_upstream(&self, target: Target) -> Result<TcpStream, String> {
+        let candidates = match target {
+            Target::Bootstrap => self.config.upstream.clone(),
+            Target::Broker(id) => vec![self
+                .brokers
+                .upstream_of(id)
+                .ok_or_else(|| format!("broker {id} is unknown"))?],
+        };
+        let mut last = String::from("no upstream address");
+        for addr in &candidates {
+            match tokio::time::timeout(
+                self.config.upstream_connect_timeout,
+                TcpStream::connect(addr.as_str()),
+            )
+            .await
+            {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Ok(Err(e)) => last = format!("{addr}: {e}"),
+                Err(_) => last = format!("{addr}: connect timed out"),
+            }
+        }
+        Err(last)
+    }
+
+    /// Binds the gateway port for a newly seen broker and starts serving it.
+    fn bind_broker_port(&self, node_id: i32, port: u16) {
+        let Some(gw) = self.me.upgrade() else { return };
+        let addr = std::net::SocketAddr::new(self.config.listen.ip(), port);
+        let bound = std::net::TcpListener::bind(addr).and_then(|l| {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
+        });
+        match bound {
+            Ok(listener) => {
+                self.brokers.set_listening(node_id, true);
+                tracing::info!(node_id, %addr, upstream = ?self.brokers.upstream_of(node_id), "serving broker");
+                gw.serve(listener, Target::Broker(node_id));
+            }
+            Err(e) => {
+                tracing::error!(node_id, %addr, error = %e, "cannot bind the gateway port for this broker; clients cannot reach it");
+            }
+        }
+    }
+}
+
+impl BrokerAddresses for Gateway {
+    fn advertised_host(&self) -> &str {
+        self.brokers.advertised_host()
+    }
+
+    fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> i32 {
+        match self.brokers.observe(node_id, host, port) {
+            Observed::Known(p) => p as i32,
+            Observed::New(p) => {
+                self.bind_broker_port(node_id, p);
+                p as i32
+            }
+            Observed::Unmappable => {
+                tracing::error!(node_id, base = self.config.broker_port_base, "broker node id has no gateway port; advertising port 0");
+                0
+            }
+        }
+    }
+}

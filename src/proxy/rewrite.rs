@@ -1,0 +1,277 @@
+//! Response rewriting: the only place that edits upstream responses.
+//!
+//! - Every broker address (Metadata, FindCoordinator, DescribeCluster, Produce `node_endpoints`)
+//!   becomes `advertised_host:gateway_port`, so a client never learns an upstream address.
+//! - ApiVersions is narrowed to what meshgate handles (see [`crate::protocol::versions`]).
+//!
+//! A response that needs no change is returned as the original bytes. A response that should be
+//! rewritten but does not decode is an error: passing it on could leak an upstream address.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, DescribeClusterResponse, FindCoordinatorResponse,
+    MetadataResponse, ProduceResponse, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::protocol::header::split_response;
+use crate::protocol::versions::advertised_range;
+
+/// What to do with the response to a forwarded request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseAction {
+    /// Forward the upstream bytes as they are.
+    Passthrough,
+    /// Rewrite the response of this API at this version.
+    Rewrite(ApiKey, i16),
+}
+
+impl ResponseAction {
+    /// The action for a request of `api` at `version`.
+    pub fn for_request(api: Option<ApiKey>, version: i16) -> Self {
+        match api {
+            Some(
+                a @ (ApiKey::ApiVersions
+                | ApiKey::Metadata
+                | ApiKey::FindCoordinator
+                | ApiKey::DescribeCluster),
+            ) => Self::Rewrite(a, version),
+            // Produce responses carry node endpoints from v10 (KIP-951).
+            Some(ApiKey::Produce) if version >= 10 => Self::Rewrite(ApiKey::Produce, version),
+            _ => Self::Passthrough,
+        }
+    }
+}
+
+/// Maps upstream broker identities to the addresses clients must see.
+pub trait BrokerAddresses {
+    fn advertised_host(&self) -> &str;
+    /// The gateway port standing for `node_id`, now at `host:port` upstream.
+    fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> i32;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot rewrite {api:?} v{version} response: {reason}")]
+pub struct RewriteError {
+    pub api: ApiKey,
+    pub version: i16,
+    pub reason: String,
+}
+
+/// Applies `action` to an upstream response frame (payload without the size prefix).
+pub fn rewrite_response(
+    action: ResponseAction,
+    frame: Bytes,
+    addrs: &dyn BrokerAddresses,
+) -> Result<Bytes, RewriteError> {
+    let ResponseAction::Rewrite(api, version) = action else {
+        return Ok(frame);
+    };
+    let err = |reason: String| RewriteError {
+        api,
+        version,
+        reason,
+    };
+    let (header, mut body) = split_response(&frame, api, version).map_err(|e| err(e.to_string()))?;
+    match api {
+        ApiKey::Metadata => {
+            let mut r = MetadataResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
+            for b in &mut r.brokers {
+                b.port = addrs.gateway_port(b.node_id.0, &b.host, b.port);
+                b.host = host(addrs);
+            }
+            encode(&header, &r, api, version).map_err(err)
+        }
+        ApiKey::FindCoordinator => {
+            let mut r =
+                FindCoordinatorResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
+            if r.node_id.0 >= 0 {
+                r.port = addrs.gateway_port(r.node_id.0, &r.host, r.port);
+                r.host = host(addrs);
+            }
+            for c in &mut r.coordinators {
+                if c.node_id.0 >= 0 {
+                    c.port = addrs.gateway_port(c.node_id.0, &c.host, c.port);
+                    c.host = host(addrs);
+                }
+            }
+            encode(&header, &r, api, version).map_err(err)
+        }
+        ApiKey::DescribeCluster => {
+            let mut r =
+                DescribeClusterResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
+            for b in &mut r.brokers {
+                b.port = addrs.gateway_port(b.broker_id.0, &b.host, b.port);
+                b.host = host(addrs);
+            }
+            encode(&header, &r, api, version).map_err(err)
+        }
+        ApiKey::Produce => {
+            let mut r = ProduceResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
+            if r.node_endpoints.is_empty() {
+                return Ok(frame);
+            }
+            for n in &mut r.node_endpoints {
+                n.port = addrs.gateway_port(n.node_id.0, &n.host, n.port);
+                n.host = host(addrs);
+            }
+            encode(&header, &r, api, version).map_err(err)
+        }
+        ApiKey::ApiVersions => rewrite_api_versions(&header, body, version).map_err(err),
+        _ => Ok(frame),
+    }
+}
+
+fn host(addrs: &dyn BrokerAddresses) -> StrBytes {
+    StrBytes::from_string(addrs.advertised_host().to_string())
+}
+
+/// A broker that does not support the requested ApiVersions version answers in v0 with
+/// UNSUPPORTED_VERSION; so try the request's version, then v0.
+fn rewrite_api_versions(header: &ResponseHeader, body: Bytes, version: i16) -> Result<Bytes, String> {
+    let (mut r, decoded_at) = match ApiVersionsResponse::decode(&mut body.clone(), version) {
+        Ok(r) => (r, version),
+        Err(first) => match ApiVersionsResponse::decode(&mut body.clone(), 0) {
+            Ok(r) => (r, 0),
+            Err(_) => return Err(first.to_string()),
+        },
+    };
+    r.api_keys.retain_mut(|k| match advertised_range(k.api_key, k.min_version, k.max_version) {
+        Some((lo, hi)) => {
+            k.min_version = lo;
+            k.max_version = hi;
+            true
+        }
+        None => false,
+    });
+    encode(header, &r, ApiKey::ApiVersions, decoded_at)
+}
+
+fn encode<M: Encodable>(
+    header: &ResponseHeader,
+    body: &M,
+    api: ApiKey,
+    version: i16,
+) -> Result<Bytes, String> {
+    let hv = api.response_header_version(version);
+    let size = header.compute_size(hv).map_err(|e| e.to_string())?
+        + body.compute_size(version).map_err(|e| e.to_string())?;
+    let mut out = BytesMut::with_capacity(size);
+    header.encode(&mut out, hv).map_err(|e| e.to_string())?;
+    body.encode(&mut out, version).map_err(|e| e.to_string())?;
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+    use kafka_protocol::messages::BrokerId;
+    use std::sync::Mutex;
+
+    struct Fixed(Mutex<Vec<(i32, String, i32)>>);
+    impl BrokerAddresses for Fixed {
+        fn advertised_host(&self) -> &str {
+            "gw.local"
+        }
+        fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> i32 {
+            self.0.lock().unwrap().push((node_id, host.to_string(), port));
+            20_000 + node_id
+        }
+    }
+
+    fn frame<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
+        let mut h = ResponseHeader::default();
+        h.correlation_id = 42;
+        encode(&h, body, api, version).unwrap()
+    }
+
+    #[test]
+    fn metadata_brokers_are_rewritten_at_every_version() {
+        for version in 0..=ApiKey::Metadata.valid_versions().max {
+            let mut r = MetadataResponse::default();
+            for id in 0..3 {
+                let mut b = MetadataResponseBroker::default();
+                b.node_id = BrokerId(id);
+                b.host = StrBytes::from_string(format!("upstream-{id}"));
+                b.port = 19092;
+                r.brokers.push(b);
+            }
+            let seen = Fixed(Mutex::new(vec![]));
+            let out = rewrite_response(
+                ResponseAction::Rewrite(ApiKey::Metadata, version),
+                frame(ApiKey::Metadata, version, &r),
+                &seen,
+            )
+            .unwrap();
+            let (h, mut body) = split_response(&out, ApiKey::Metadata, version).unwrap();
+            assert_eq!(h.correlation_id, 42);
+            let back = MetadataResponse::decode(&mut body, version).unwrap();
+            let addrs: Vec<_> = back
+                .brokers
+                .iter()
+                .map(|b| (b.host.to_string(), b.port))
+                .collect();
+            assert_eq!(
+                addrs,
+                vec![
+                    ("gw.local".into(), 20_000),
+                    ("gw.local".into(), 20_001),
+                    ("gw.local".into(), 20_002)
+                ],
+                "v{version}"
+            );
+            assert_eq!(seen.0.lock().unwrap()[2], (2, "upstream-2".into(), 19092));
+        }
+    }
+
+    #[test]
+    fn api_versions_are_narrowed_and_unknown_apis_dropped() {
+        let mut r = ApiVersionsResponse::default();
+        for (key, lo, hi) in [(0i16, 0i16, 13i16), (1, 4, 18), (52, 0, 1), (8, 0, 9)] {
+            let mut v = ApiVersion::default();
+            v.api_key = key;
+            v.min_version = lo;
+            v.max_version = hi;
+            r.api_keys.push(v);
+        }
+        let out = rewrite_response(
+            ResponseAction::Rewrite(ApiKey::ApiVersions, 3),
+            frame(ApiKey::ApiVersions, 3, &r),
+            &Fixed(Mutex::new(vec![])),
+        )
+        .unwrap();
+        let (_, mut body) = split_response(&out, ApiKey::ApiVersions, 3).unwrap();
+        let back = ApiVersionsResponse::decode(&mut body, 3).unwrap();
+        let keys: Vec<_> = back
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
+        assert_eq!(keys, vec![(0, 3, 12), (1, 4, 15), (8, 0, 9)]);
+    }
+
+    #[test]
+    fn produce_without_node_endpoints_is_forwarded_byte_for_byte() {
+        let r = ProduceResponse::default();
+        let f = frame(ApiKey::Produce, 11, &r);
+        let out = rewrite_response(
+            ResponseAction::Rewrite(ApiKey::Produce, 11),
+            f.clone(),
+            &Fixed(Mutex::new(vec![])),
+        )
+        .unwrap();
+        assert_eq!(out, f);
+    }
+
+    #[test]
+    fn garbage_that_must_be_rewritten_is_an_error_not_a_leak() {
+        let out = rewrite_response(
+            ResponseAction::Rewrite(ApiKey::Metadata, 9),
+            Bytes::from_static(&[0, 0, 0, 1, 0xff, 0xff, 0xff]),
+            &Fixed(Mutex::new(vec![])),
+        );
+        assert!(out.is_err());
+    }
+}
