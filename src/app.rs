@@ -48,7 +48,8 @@ impl Running {
         self.gateway.shutdown.cancel();
         self.gateway.tasks.close();
         let drained =
-            tokio::time::timeout(self.gateway.config.drain_timeout, self.gateway.tasks.wait()).await;
+            tokio::time::timeout(self.gateway.config.drain_timeout, self.gateway.tasks.wait())
+                .await;
         drained.is_ok()
     }
 }
@@ -63,20 +64,23 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
             addr: config.listen,
             source,
         })?;
-    let admin_listener = TcpListener::bind(config.admin)
-        .await
-        .map_err(|source| AppError::Bind {
-            addr: config.admin,
-            source,
-        })?;
+    let admin_listener =
+        TcpListener::bind(config.admin)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.admin,
+                source,
+            })?;
     let bootstrap_addr = bootstrap.local_addr().map_err(|source| AppError::Bind {
         addr: config.listen,
         source,
     })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| AppError::Bind {
-        addr: config.admin,
-        source,
-    })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| AppError::Bind {
+            addr: config.admin,
+            source,
+        })?;
     let gateway = Gateway::new(config, metrics.clone(), shutdown.clone());
     gateway.serve(bootstrap, Target::Bootstrap);
     let health = Arc::new(Health::default());
@@ -132,13 +136,19 @@ async fn refresh_metadata(gw: Arc<Gateway>, health: Arc<Health>) {
                 if !health.upstream_reachable.swap(true, Ordering::Relaxed) {
                     tracing::info!(brokers = n, "upstream reachable");
                 }
-                *health.upstream_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *health
+                    .upstream_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
             }
             Err(e) => {
                 if health.upstream_reachable.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "upstream unreachable");
                 }
-                *health.upstream_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                *health
+                    .upstream_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
         }
         let wait = if health.upstream_reachable.load(Ordering::Relaxed) {
@@ -155,7 +165,13 @@ async fn refresh_metadata(gw: Arc<Gateway>, health: Arc<Health>) {
 
 async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, String> {
     let mut stream = gw.connect_upstream(Target::Bootstrap).await?;
-    let versions = call(&mut stream, correlation_id, 0, &ApiVersionsRequest::default()).await?;
+    let versions = call(
+        &mut stream,
+        correlation_id,
+        0,
+        &ApiVersionsRequest::default(),
+    )
+    .await?;
     if versions.error_code != 0 {
         return Err(format!("ApiVersions error {}", versions.error_code));
     }
@@ -165,7 +181,9 @@ async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, Strin
         .find(|k| k.api_key == ApiKey::Metadata as i16)
         .map(|k| k.max_version)
         .ok_or("upstream does not support Metadata")?;
-    let version = upstream_max.min(ApiKey::Metadata.valid_versions().max).min(12);
+    let version = upstream_max
+        .min(ApiKey::Metadata.valid_versions().max)
+        .min(12);
     let mut req = MetadataRequest::default();
     // An empty topic list asks for brokers only (v1+); v0 has no way to say "none".
     req.topics = if version >= 1 { Some(vec![]) } else { None };

@@ -197,7 +197,10 @@ impl ConfigFile {
         }
         let connect_secs = self.upstream_connect_timeout_secs.unwrap_or(10);
         if connect_secs == 0 {
-            errors.push(invalid("upstream_connect_timeout_secs", "must be at least 1"));
+            errors.push(invalid(
+                "upstream_connect_timeout_secs",
+                "must be at least 1",
+            ));
         }
         let schema_registry = flags.schema_registry.or(self.schema_registry);
         if let Some(url) = &schema_registry {
@@ -328,7 +331,10 @@ mod tests {
         let keys: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 4, "{keys:?}");
         for k in ["listen", "admin", "upstream", "max_in_flight"] {
-            assert!(keys.iter().any(|e| e.starts_with(k)), "{k} missing in {keys:?}");
+            assert!(
+                keys.iter().any(|e| e.starts_with(k)),
+                "{k} missing in {keys:?}"
+            );
         }
     }
 

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use meshgate::config::{ConfigFile, Overrides};
 
 #[derive(Parser)]
-#[command(name = "meshgate", version, about = "A Kafka governance gateway for a data mesh")]
+#[command(
+    name = "meshgate",
+    version,
+    about = "A Kafka governance gateway for a data mesh"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,7 +80,10 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("meshgate: cannot start the runtime: {e}");

@@ -145,7 +145,13 @@ mod tests {
         m.api(-3).requests.inc();
         m.api(31_000).requests.inc();
         let text = m.render();
-        assert!(text.contains("meshgate_requests_total{api=\"Produce\"} 1"), "{text}");
-        assert!(text.contains("meshgate_requests_total{api=\"unknown\"} 2"), "{text}");
+        assert!(
+            text.contains("meshgate_requests_total{api=\"Produce\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshgate_requests_total{api=\"unknown\"} 2"),
+            "{text}"
+        );
     }
 }

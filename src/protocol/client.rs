@@ -30,7 +30,9 @@ where
     header
         .encode(&mut buf, api.request_header_version(version))
         .map_err(|e| e.to_string())?;
-    request.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    request
+        .encode(&mut buf, version)
+        .map_err(|e| e.to_string())?;
     write_frame(stream, &buf).await.map_err(|e| e.to_string())?;
     stream.flush().await.map_err(|e| e.to_string())?;
     let mut reader = FrameReader::new(&mut *stream, 64 * 1024 * 1024);

@@ -163,6 +163,9 @@ mod tests {
             }
         }
         assert_eq!(peek_produce_acks(&[0, 5, b'a'], 3), None);
-        assert_eq!(peek_produce_acks(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 9), None);
+        assert_eq!(
+            peek_produce_acks(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], 9),
+            None
+        );
     }
 }

@@ -47,6 +47,8 @@ pub enum ConnError {
     ClientFrame(#[from] FrameError),
     #[error("client sent a bad request: {0}")]
     ClientRequest(#[from] HeaderError),
+    #[error("client sent API key {0}, which meshgate does not know")]
+    UnknownApi(i16),
     #[error("client sent {api:?} v{version}, which meshgate does not accept")]
     UnsupportedVersion { api: ApiKey, version: i16 },
     #[error("client write failed: {0}")]
@@ -67,6 +69,7 @@ impl ConnError {
             ConnError::ClientFrame(FrameError::Truncated { .. }) => Some("truncated"),
             ConnError::ClientRequest(_) => Some("undecodable"),
             ConnError::UnsupportedVersion { .. } => Some("unsupported_version"),
+            ConnError::UnknownApi(_) => Some("unknown_api"),
             _ => None,
         }
     }
@@ -135,18 +138,18 @@ where
         let Some(frame) = frame else { break };
         let started = Instant::now();
         let header = RequestHeaderView::peek(&frame)?;
-        let api = header.api();
         gw.metrics.api(header.api_key).requests.inc();
-        if let Some(api) = api {
-            if !gateway_accepts(api, header.api_version) {
-                return Err(ConnError::UnsupportedVersion {
-                    api,
-                    version: header.api_version,
-                });
-            }
+        // APIs this build does not know are not advertised either (they might carry broker
+        // addresses meshgate cannot rewrite); a broker closes the connection for them too.
+        let api = header.api().ok_or(ConnError::UnknownApi(header.api_key))?;
+        if !gateway_accepts(api, header.api_version) {
+            return Err(ConnError::UnsupportedVersion {
+                api,
+                version: header.api_version,
+            });
         }
         let expects_response = match api {
-            Some(ApiKey::Produce) => {
+            ApiKey::Produce => {
                 let (_, body) = split_request(&frame, ApiKey::Produce, header.api_version)?;
                 let acks = peek_produce_acks(&body, header.api_version).ok_or_else(|| {
                     HeaderError::Undecodable {
@@ -168,7 +171,7 @@ where
             let slot = Slot {
                 correlation_id: header.correlation_id,
                 api_key: header.api_key,
-                action: ResponseAction::for_request(api, header.api_version),
+                action: ResponseAction::for_request(Some(api), header.api_version),
                 state: SlotState::Awaiting,
                 started,
                 _permit: permit,

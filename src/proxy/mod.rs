@@ -41,7 +41,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: GatewayConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        config: GatewayConfig,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Gateway {
             brokers: BrokerMap::new(config.advertised_host.clone(), config.broker_port_base),
             connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -56,7 +60,8 @@ impl Gateway {
     /// Starts accepting on `listener` for `target`, until shutdown.
     pub fn serve(self: &Arc<Self>, listener: TcpListener, target: Target) {
         let gw = self.clone();
-        self.tasks.spawn(async move { gw.accept_loop(listener, target).await });
+        self.tasks
+            .spawn(async move { gw.accept_loop(listener, target).await });
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener, target: Target) {
@@ -96,7 +101,12 @@ impl Gateway {
         }
     }
 
-    async fn handle(self: Arc<Self>, client: TcpStream, peer: std::net::SocketAddr, target: Target) {
+    async fn handle(
+        self: Arc<Self>,
+        client: TcpStream,
+        peer: std::net::SocketAddr,
+        target: Target,
+    ) {
         let _ = client.set_nodelay(true);
         let upstream = match self.connect_upstream(target).await {
             Ok(u) => u,
@@ -110,7 +120,10 @@ impl Gateway {
             Ok(()) => tracing::debug!(%peer, ?target, "connection closed"),
             Err(e) => {
                 if let Some(label) = e.client_fault_label() {
-                    self.metrics.frames_rejected.with_label_values(&[label]).inc();
+                    self.metrics
+                        .frames_rejected
+                        .with_label_values(&[label])
+                        .inc();
                     tracing::warn!(%peer, ?target, error = %e, "closing client connection");
                 } else if matches!(e, connection::ConnError::ClientIo(_)) {
                     tracing::debug!(%peer, ?target, error = %e, "client went away");
@@ -184,7 +197,11 @@ impl BrokerAddresses for Gateway {
                 p as i32
             }
             Observed::Unmappable => {
-                tracing::error!(node_id, base = self.config.broker_port_base, "broker node id has no gateway port; advertising port 0");
+                tracing::error!(
+                    node_id,
+                    base = self.config.broker_port_base,
+                    "broker node id has no gateway port; advertising port 0"
+                );
                 0
             }
         }

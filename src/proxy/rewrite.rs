@@ -72,10 +72,12 @@ pub fn rewrite_response(
         version,
         reason,
     };
-    let (header, mut body) = split_response(&frame, api, version).map_err(|e| err(e.to_string()))?;
+    let (header, mut body) =
+        split_response(&frame, api, version).map_err(|e| err(e.to_string()))?;
     match api {
         ApiKey::Metadata => {
-            let mut r = MetadataResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
+            let mut r =
+                MetadataResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
             for b in &mut r.brokers {
                 b.port = addrs.gateway_port(b.node_id.0, &b.host, b.port);
                 b.host = host(addrs);
@@ -83,9 +85,10 @@ pub fn rewrite_response(
             encode(&header, &r, api, version).map_err(err)
         }
         ApiKey::FindCoordinator => {
-            let mut r =
-                FindCoordinatorResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
-            if r.node_id.0 >= 0 {
+            let mut r = FindCoordinatorResponse::decode(&mut body, version)
+                .map_err(|e| err(e.to_string()))?;
+            // v0-3 answer one coordinator in top-level fields; v4+ a list (KIP-699).
+            if version < 4 && r.node_id.0 >= 0 {
                 r.port = addrs.gateway_port(r.node_id.0, &r.host, r.port);
                 r.host = host(addrs);
             }
@@ -98,8 +101,8 @@ pub fn rewrite_response(
             encode(&header, &r, api, version).map_err(err)
         }
         ApiKey::DescribeCluster => {
-            let mut r =
-                DescribeClusterResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
+            let mut r = DescribeClusterResponse::decode(&mut body, version)
+                .map_err(|e| err(e.to_string()))?;
             for b in &mut r.brokers {
                 b.port = addrs.gateway_port(b.broker_id.0, &b.host, b.port);
                 b.host = host(addrs);
@@ -107,7 +110,8 @@ pub fn rewrite_response(
             encode(&header, &r, api, version).map_err(err)
         }
         ApiKey::Produce => {
-            let mut r = ProduceResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
+            let mut r =
+                ProduceResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
             if r.node_endpoints.is_empty() {
                 return Ok(frame);
             }
@@ -128,7 +132,11 @@ fn host(addrs: &dyn BrokerAddresses) -> StrBytes {
 
 /// A broker that does not support the requested ApiVersions version answers in v0 with
 /// UNSUPPORTED_VERSION; so try the request's version, then v0.
-fn rewrite_api_versions(header: &ResponseHeader, body: Bytes, version: i16) -> Result<Bytes, String> {
+fn rewrite_api_versions(
+    header: &ResponseHeader,
+    body: Bytes,
+    version: i16,
+) -> Result<Bytes, String> {
     let (mut r, decoded_at) = match ApiVersionsResponse::decode(&mut body.clone(), version) {
         Ok(r) => (r, version),
         Err(first) => match ApiVersionsResponse::decode(&mut body.clone(), 0) {
@@ -136,14 +144,16 @@ fn rewrite_api_versions(header: &ResponseHeader, body: Bytes, version: i16) -> R
             Err(_) => return Err(first.to_string()),
         },
     };
-    r.api_keys.retain_mut(|k| match advertised_range(k.api_key, k.min_version, k.max_version) {
-        Some((lo, hi)) => {
-            k.min_version = lo;
-            k.max_version = hi;
-            true
-        }
-        None => false,
-    });
+    r.api_keys.retain_mut(
+        |k| match advertised_range(k.api_key, k.min_version, k.max_version) {
+            Some((lo, hi)) => {
+                k.min_version = lo;
+                k.max_version = hi;
+                true
+            }
+            None => false,
+        },
+    );
     encode(header, &r, ApiKey::ApiVersions, decoded_at)
 }
 
@@ -176,7 +186,10 @@ mod tests {
             "gw.local"
         }
         fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> i32 {
-            self.0.lock().unwrap().push((node_id, host.to_string(), port));
+            self.0
+                .lock()
+                .unwrap()
+                .push((node_id, host.to_string(), port));
             20_000 + node_id
         }
     }

@@ -1,0 +1,13 @@
+//! The integration-test binary. `support` holds the harness (an in-process fake broker, a raw
+//! Kafka client, gateway start-up); each other module proves one capability.
+//!
+//! The fake broker exists for what a real single broker cannot show: several brokers, brokers that
+//! join later, and responses delivered out of step. The end-to-end suite against a real broker
+//! (tansu) with real clients lives in tests/e2e.
+
+mod support;
+
+mod addressing;
+mod malformed;
+mod ordering;
+mod shutdown;

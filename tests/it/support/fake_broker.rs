@@ -1,0 +1,213 @@
+//! An in-process fake Kafka cluster, for what one real broker cannot show: several brokers,
+//! brokers that join later, responses out of step, and injected faults.
+//!
+//! It answers ApiVersions, Metadata, FindCoordinator, DescribeCluster, Produce and Heartbeat.
+//! A Heartbeat whose group id is `delay-<ms>` is answered after that many milliseconds, and
+//! responses are written as they become ready, so later requests can overtake earlier ones.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use meshgate::protocol::frame::{write_frame, FrameReader};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+#[derive(Default)]
+pub struct Cluster {
+    pub brokers: Mutex<Vec<(i32, SocketAddr)>>,
+}
+
+pub struct FakeBroker {
+    pub addr: SocketAddr,
+    /// Produce requests seen: (topic, partition, records length).
+    pub produced: Arc<Mutex<Vec<(String, i32, usize)>>>,
+}
+
+impl Cluster {
+    pub async fn start(n: i32) -> (Arc<Cluster>, Vec<FakeBroker>) {
+        let cluster = Arc::new(Cluster::default());
+        let mut brokers = Vec::new();
+        for id in 0..n {
+            brokers.push(cluster.add_broker(id).await);
+        }
+        (cluster, brokers)
+    }
+
+    pub async fn add_broker(self: &Arc<Self>, node_id: i32) -> FakeBroker {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        self.brokers.lock().unwrap().push((node_id, addr));
+        let produced = Arc::new(Mutex::new(Vec::new()));
+        let cluster = self.clone();
+        let log = produced.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let cluster = cluster.clone();
+                let log = log.clone();
+                tokio::spawn(async move { serve_connection(sock, cluster, log).await });
+            }
+        });
+        FakeBroker { addr, produced }
+    }
+}
+
+async fn serve_connection(
+    sock: tokio::net::TcpStream,
+    cluster: Arc<Cluster>,
+    log: Arc<Mutex<Vec<(String, i32, usize)>>>,
+) {
+    let (r, mut w) = sock.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if write_frame(&mut w, &frame).await.is_err() || w.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut reader = FrameReader::new(r, 64 * 1024 * 1024);
+    while let Ok(Some(mut frame)) = reader.read_frame().await {
+        let api = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]])).unwrap();
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        let header =
+            RequestHeader::decode(&mut frame, api.request_header_version(version)).unwrap();
+        let corr = header.correlation_id;
+        let (delay, response) = match api {
+            ApiKey::ApiVersions => (0, api_versions(corr, version)),
+            ApiKey::Metadata => (0, metadata(corr, version, &cluster)),
+            ApiKey::FindCoordinator => (0, find_coordinator(corr, version, &cluster)),
+            ApiKey::DescribeCluster => (0, describe_cluster(corr, version, &cluster)),
+            ApiKey::Heartbeat => {
+                let req = HeartbeatRequest::decode(&mut frame, version).unwrap();
+                let delay = req
+                    .group_id
+                    .as_str()
+                    .strip_prefix("delay-")
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0);
+                (
+                    delay,
+                    Some(encode(corr, api, version, &HeartbeatResponse::default())),
+                )
+            }
+            ApiKey::Produce => {
+                let req = ProduceRequest::decode(&mut frame, version).unwrap();
+                let mut resp = ProduceResponse::default();
+                for t in &req.topic_data {
+                    let mut tr = TopicProduceResponse::default();
+                    tr.name = t.name.clone();
+                    for p in &t.partition_data {
+                        log.lock().unwrap().push((
+                            t.name.to_string(),
+                            p.index,
+                            p.records.as_ref().map_or(0, |r| r.len()),
+                        ));
+                        let mut pr = PartitionProduceResponse::default();
+                        pr.index = p.index;
+                        tr.partition_responses.push(pr);
+                    }
+                    resp.responses.push(tr);
+                }
+                let reply = (req.acks != 0).then(|| encode(corr, api, version, &resp));
+                (0, reply)
+            }
+            _ => (0, None),
+        };
+        if let Some(response) = response {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                let _ = tx.send(response);
+            });
+        }
+    }
+}
+
+fn encode<M: Encodable>(corr: i32, api: ApiKey, version: i16, body: &M) -> Bytes {
+    let mut h = ResponseHeader::default();
+    h.correlation_id = corr;
+    let mut buf = BytesMut::new();
+    h.encode(&mut buf, api.response_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    buf.freeze()
+}
+
+fn api_versions(corr: i32, version: i16) -> Option<Bytes> {
+    let mut r = ApiVersionsResponse::default();
+    for (key, lo, hi) in [
+        (ApiKey::Produce, 3, 11),
+        (ApiKey::Metadata, 0, 12),
+        (ApiKey::ApiVersions, 0, 3),
+        (ApiKey::FindCoordinator, 0, 4),
+        (ApiKey::DescribeCluster, 0, 1),
+        (ApiKey::Heartbeat, 0, 4),
+    ] {
+        let mut v = ApiVersion::default();
+        v.api_key = key as i16;
+        v.min_version = lo;
+        v.max_version = hi;
+        r.api_keys.push(v);
+    }
+    if version > 3 {
+        r.error_code = 35;
+        return Some(encode(corr, ApiKey::ApiVersions, 0, &r));
+    }
+    Some(encode(corr, ApiKey::ApiVersions, version, &r))
+}
+
+fn metadata(corr: i32, version: i16, cluster: &Cluster) -> Option<Bytes> {
+    let mut r = MetadataResponse::default();
+    for (id, addr) in cluster.brokers.lock().unwrap().iter() {
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(*id);
+        b.host = StrBytes::from_string(addr.ip().to_string());
+        b.port = addr.port() as i32;
+        r.brokers.push(b);
+    }
+    r.controller_id = BrokerId(0);
+    Some(encode(corr, ApiKey::Metadata, version, &r))
+}
+
+fn find_coordinator(corr: i32, version: i16, cluster: &Cluster) -> Option<Bytes> {
+    let (id, addr) = cluster.brokers.lock().unwrap()[0];
+    let mut r = FindCoordinatorResponse::default();
+    if version < 4 {
+        r.node_id = BrokerId(id);
+        r.host = StrBytes::from_string(addr.ip().to_string());
+        r.port = addr.port() as i32;
+    } else {
+        let mut c = Coordinator::default();
+        c.key = StrBytes::from_static_str("group");
+        c.node_id = BrokerId(id);
+        c.host = StrBytes::from_string(addr.ip().to_string());
+        c.port = addr.port() as i32;
+        r.coordinators.push(c);
+    }
+    Some(encode(corr, ApiKey::FindCoordinator, version, &r))
+}
+
+fn describe_cluster(corr: i32, version: i16, cluster: &Cluster) -> Option<Bytes> {
+    let mut r = DescribeClusterResponse::default();
+    r.cluster_id = StrBytes::from_static_str("fake");
+    for (id, addr) in cluster.brokers.lock().unwrap().iter() {
+        let mut b = DescribeClusterBroker::default();
+        b.broker_id = BrokerId(*id);
+        b.host = StrBytes::from_string(addr.ip().to_string());
+        b.port = addr.port() as i32;
+        r.brokers.push(b);
+    }
+    Some(encode(corr, ApiKey::DescribeCluster, version, &r))
+}

@@ -1,0 +1,43 @@
+pub mod client;
+pub mod fake_broker;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use meshgate::app::{start, Running};
+use meshgate::config::{ConfigFile, Overrides};
+
+/// Hands out blocks of free local ports: each gateway needs a listen port and the ports after it
+/// for brokers. Blocks start at a per-process offset so parallel test binaries rarely collide, and
+/// stay below Linux's ephemeral range.
+pub fn port_block(size: u16) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = 20_000 + (std::process::id() % 200) as u16 * 50;
+    loop {
+        let offset = NEXT.fetch_add(size, Ordering::Relaxed);
+        let base = 20_000 + (seed - 20_000 + offset) % 12_000;
+        if (base..base + size).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// Starts an in-process gateway in front of `upstream`, with extra config YAML.
+pub async fn gateway(upstream: SocketAddr, extra_yaml: &str) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("meshgate=debug")),
+        )
+        .try_init();
+    let base = port_block(40);
+    let yaml = format!(
+        "listen: 127.0.0.1:{base}\nadmin: 127.0.0.1:0\nupstream: ['{upstream}']\n{extra_yaml}"
+    );
+    let config = ConfigFile::parse(&yaml, "test")
+        .unwrap()
+        .build(Overrides::default())
+        .unwrap();
+    start(config).await.expect("gateway starts")
+}
