@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""End-to-end bench: direct-to-broker vs through meshgate (and tansu's own proxy as a peer),
+in one run, pinned and alternated as ../shared/docs/BENCHMARKING.md describes.
+
+  tansu + the producer: core 0 (`taskset -c 0`, inherited by every thread)
+  meshgate / tansu proxy: core 1
+
+Arms alternate (direct, meshgate, tansu-proxy, direct, ...) for --pairs rounds; ratios are taken
+per round against that round's direct arm and the median is reported. Each arm gets a fresh topic.
+
+Usage:
+  cargo build --release
+  python3 benches/e2e.py --size 1024 --records 200000 --pairs 3 --out bench-results/e2e-1k.md
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from conftest import port_block, wait_for_port  # noqa: E402
+from clients import create_topic  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+
+def delete_topic(bootstrap, topic):
+    """tansu keeps topics in memory: drop each arm's data so later rounds run on the same
+    footing as earlier ones."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
+    try:
+        admin.delete_topics([topic])[topic].result(30)
+    except Exception as e:  # a failed delete only costs memory
+        print(f"warning: could not delete {topic}: {e}", file=sys.stderr)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start(cmd, core, log):
+    return subprocess.Popen(["taskset", "-c", str(core), *cmd], stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT)
+
+
+def run_producer(bootstrap, topic, args, mode, rate=None):
+    cmd = ["taskset", "-c", "0", sys.executable, str(ROOT / "benches" / "producer.py"),
+           "--bootstrap", bootstrap, "--topic", topic, "--size", str(args.size), "--mode", mode,
+           "--records", str(args.records)]
+    if rate:
+        cmd += ["--rate", str(rate), "--seconds", str(args.rate_seconds)]
+    if args.value_file:
+        cmd += ["--value-file", args.value_file]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["errors"] or result["undelivered"]:
+        raise RuntimeError(f"delivery failures: {result}")
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--rate-seconds", type=float, default=8)
+    ap.add_argument("--rate", type=float, default=0,
+                    help="fixed offered load for the latency runs (default: 50%% of direct saturation)")
+    ap.add_argument("--arms", default="direct,meshgate,tansu-proxy")
+    ap.add_argument("--policies", help="policy dir for the meshgate arm (default: none)")
+    ap.add_argument("--topic-prefix", default="bench.load")
+    ap.add_argument("--value-file", help="payloads, one per line (for contract arms)")
+    ap.add_argument("--meshgate", default=str(ROOT / "target" / "release" / "meshgate"))
+    ap.add_argument("--out", help="write the markdown table here too")
+    args = ap.parse_args()
+    arms = args.arms.split(",")
+
+    logdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    broker_port = port_block(1)
+    url = f"tcp://127.0.0.1:{broker_port}"
+    procs = {}
+    procs["tansu"] = start(["tansu", "broker", "--listener-url", url, "--advertised-listener-url", url,
+                            "--storage-engine", "memory://tansu/"], 0, logdir / "tansu.log")
+    wait_for_port(broker_port)
+    direct = f"127.0.0.1:{broker_port}"
+    bootstrap = {"direct": direct}
+    if "meshgate" in arms:
+        port, admin = port_block(300), port_block(1)
+        policies = args.policies or tempfile.mkdtemp(prefix="nopolicies-")
+        procs["meshgate"] = start([args.meshgate, "run", "--listen", f"127.0.0.1:{port}",
+                                   "--admin", f"127.0.0.1:{admin}", "--upstream", direct,
+                                   "--policies", policies], 1, logdir / "meshgate.log")
+        wait_for_port(port)
+        bootstrap["meshgate"] = f"127.0.0.1:{port}"
+    if "tansu-proxy" in arms:
+        port = port_block(1)
+        purl = f"tcp://127.0.0.1:{port}"
+        procs["tansu-proxy"] = start(["tansu", "proxy", "--listener-url", purl,
+                                      "--advertised-listener-url", purl, "--origin-url", url],
+                                     1, logdir / "tansu-proxy.log")
+        wait_for_port(port)
+        bootstrap["tansu-proxy"] = f"127.0.0.1:{port}"
+    time.sleep(2)
+
+    sat = {a: [] for a in arms}
+    lat = {a: [] for a in arms}
+    cpu = {a: [] for a in arms}
+    try:
+        for rnd in range(args.pairs):
+            for arm in arms:
+                topic = f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
+                create_topic(direct, topic, partitions=3)
+                pid = procs[arm].pid if arm in procs else None
+                c0 = cpu_seconds(pid) if pid else None
+                r = run_producer(bootstrap[arm], topic, args, "saturate")
+                if pid:
+                    cpu[arm].append((cpu_seconds(pid) - c0) / (r["bytes"] / 1e9))
+                sat[arm].append(r)
+                delete_topic(direct, topic)
+                print(f"round {rnd} {arm:12} saturate {r['records_per_s']:>9.0f} rec/s "
+                      f"{r['mb_per_s']:6.1f} MB/s", flush=True)
+            rate = args.rate or (0.5 * sat["direct"][-1]["records_per_s"] if "direct" in sat else 10_000)
+            for arm in arms:
+                topic = f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
+                create_topic(direct, topic, partitions=3)
+                r = run_producer(bootstrap[arm], topic, args, "rate", rate=int(rate))
+                lat[arm].append(r)
+                delete_topic(direct, topic)
+                print(f"round {rnd} {arm:12} @{int(rate)}/s p50 {r['p50_ms']:.2f} ms "
+                      f"p99 {r['p99_ms']:.2f} ms p99.9 {r['p999_ms']:.2f} ms", flush=True)
+        rss = {a: peak_rss_mb(procs[a].pid) for a in arms if a in procs}
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    med = statistics.median
+    lines = [
+        f"End-to-end produce bench: {args.size} B records, acks=all, idempotent, linger.ms=5, "
+        f"3 partitions, {args.pairs} alternating rounds; tansu + producer on core 0, proxy on core 1.",
+        f"Machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "| arm | records/s | MB/s | ratio vs direct (median of rounds) | p50 ms | p99 ms | p99.9 ms "
+        "| proxy CPU s/GB | proxy peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in arms:
+        rps = med(r["records_per_s"] for r in sat[arm])
+        mbs = med(r["mb_per_s"] for r in sat[arm])
+        if "direct" in sat:
+            ratio = med(a["records_per_s"] / d["records_per_s"] for a, d in zip(sat[arm], sat["direct"]))
+            ratio_s = f"{ratio:.3f}"
+        else:
+            ratio_s = "-"
+        p50 = med(r["p50_ms"] for r in lat[arm])
+        p99 = med(r["p99_ms"] for r in lat[arm])
+        p999 = med(r["p999_ms"] for r in lat[arm])
+        c = f"{med(cpu[arm]):.2f}" if cpu[arm] else "-"
+        m = f"{rss[arm]:.0f}" if arm in rss else "-"
+        lines.append(f"| {arm} | {rps:.0f} | {mbs:.1f} | {ratio_s} | {p50:.2f} | {p99:.2f} | "
+                     f"{p999:.2f} | {c} | {m} |")
+    rate_note = int(args.rate or (0.5 * sat["direct"][0]["records_per_s"] if "direct" in sat else 10_000))
+    lines += ["", f"Latency columns: produce-to-delivery at a fixed offered load of about 50% of the "
+                  f"direct arm's saturation unless --rate is given ({rate_note} records/s in round 1), {args.rate_seconds:.0f} s "
+                  f"per arm per round."]
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Harness for the end-to-end suite: a real tansu broker, the real meshgate binary, real clients.
+
+Environment:
+  MESHGATE_BIN  the gateway binary (default: target/debug/meshgate)
+  TANSU_BIN     the tansu binary (default: `tansu` on PATH)
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+_next_block = [20_000 + (os.getpid() % 300) * 40]
+
+
+def port_block(size: int) -> int:
+    """A run of `size` free ports below the ephemeral range (the gateway needs its listen port and
+    the ports after it, one per broker)."""
+    while True:
+        base = _next_block[0]
+        _next_block[0] = 20_000 + (base - 20_000 + size) % 12_000
+        if all(port_is_free(p) for p in range(base, base + size)):
+            return base
+
+
+def wait_for_port(port: int, timeout: float = 30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def http_get(url: str, timeout: float = 5.0):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@dataclass
+class Broker:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_tansu(port: int, logdir: Path) -> Broker:
+    binary = os.environ.get("TANSU_BIN") or shutil.which("tansu")
+    if not binary:
+        pytest.fail("tansu not found: run .ci/run or `cargo install tansu@0.6.0 --locked --features dynostore`")
+    url = f"tcp://127.0.0.1:{port}"
+    log = logdir / f"tansu-{port}.log"
+    proc = subprocess.Popen(
+        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port)
+    return Broker(port, proc, log)
+
+
+@dataclass
+class Gateway:
+    port: int
+    admin_port: int
+    proc: subprocess.Popen
+    log: Path
+    policies: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def broker_port_base(self) -> int:
+        return self.port + 1
+
+    def admin(self, path: str):
+        return http_get(f"http://127.0.0.1:{self.admin_port}{path}")
+
+    def metrics(self) -> str:
+        status, body = self.admin("/metrics")
+        assert status == 200
+        return body
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (the gateway must drain and exit 0)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return -9
+        return self.proc.returncode
+
+
+def start_gateway(upstream: str, logdir: Path, policies: Path | None = None, extra_args=()) -> Gateway:
+    binary = os.environ.get("MESHGATE_BIN") or str(ROOT / "target" / "debug" / "meshgate")
+    if not Path(binary).exists():
+        pytest.fail(f"{binary} not built: run `cargo build` first")
+    port = port_block(300)
+    admin_port = port_block(1)
+    if policies is None:
+        policies = Path(tempfile.mkdtemp(prefix="policies-", dir=logdir))
+    log = logdir / f"meshgate-{port}.log"
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info,meshgate=debug"))
+    proc = subprocess.Popen(
+        [binary, "run", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
+         "--upstream", upstream, "--policies", str(policies), *extra_args],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
+    )
+    gw = Gateway(port, admin_port, proc, log, policies)
+    wait_for_port(port)
+    wait_for_port(admin_port)
+    end = time.time() + 30
+    while time.time() < end:
+        if gw.admin("/readyz")[0] == 200:
+            return gw
+        time.sleep(0.2)
+    raise TimeoutError("gateway never became ready:\n" + gw.log_text())
+
+
+@pytest.fixture(scope="session")
+def logdir(tmp_path_factory):
+    d = Path(os.environ.get("E2E_LOG_DIR") or tmp_path_factory.mktemp("e2e-logs"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tansu(logdir):
+    broker = start_tansu(port_block(1), logdir)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(tansu, logdir):
+    gw = start_gateway(tansu.bootstrap, logdir)
+    yield gw
+    code = gw.stop()
+    assert code == 0, f"meshgate did not exit cleanly on SIGTERM ({code}):\n{gw.log_text()[-4000:]}"
+
+
+@pytest.fixture
+def topic():
+    """A fresh topic name per test, following the example naming convention."""
+    return f"e2e.t{uuid.uuid4().hex[:10]}.v1"
