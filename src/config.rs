@@ -112,9 +112,9 @@ impl ConfigFile {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
-            line: e.location().map(|l| l.line()).unwrap_or(0),
+            line: e.location().map(|l| l.line() as usize).unwrap_or(0),
             reason: e.to_string(),
         })
     }

@@ -16,3 +16,5 @@ pub mod config;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
+pub mod rules;
+pub mod schema;

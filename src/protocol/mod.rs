@@ -7,6 +7,7 @@
 pub mod client;
 pub mod frame;
 pub mod header;
+pub mod records;
 pub mod versions;
 
 pub use frame::{FrameError, FrameReader};

@@ -1,0 +1,114 @@
+//! The rule language of `validity_rules`: SQL-style predicates and CEL, compiled once at policy
+//! load into a [`Rule`], then evaluated per record on a borrowed view of the decoded value.
+//!
+//! **Null semantics.** SQL predicates use SQL's three-valued logic: a comparison, `IN`, `BETWEEN`
+//! or `LIKE` over a missing or null field is UNKNOWN, `NOT UNKNOWN` is UNKNOWN, and `AND`/`OR`
+//! follow Kleene logic. A record passes a rule only when the rule is TRUE. So a rule over a missing
+//! or null field fails unless it is written to handle null (`x IS NULL`, `x IS NULL OR x > 0`).
+//! A missing field and a null field are the same to every rule. In CEL rules, selecting a missing
+//! field is an evaluation error, and an error or a non-boolean result fails the record.
+//!
+//! **Type checking.** When the contract has a schema, every field path a rule names must exist,
+//! and comparisons must be between compatible types (numbers with numbers, strings with strings,
+//! booleans with booleans). Violations are load errors, reported by `meshgate check`.
+
+pub mod cel_rule;
+pub mod sql;
+
+use crate::schema::shape::Shape;
+
+/// A borrowed scalar read from a record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Val<'a> {
+    /// The field is absent (treated as null).
+    Missing,
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    /// An array, map or record: not a scalar.
+    Other,
+}
+
+/// A decoded record whose fields rules can read.
+pub trait RecordFields {
+    /// The value at a dotted path from the record root.
+    fn get(&self, path: &[Box<str>]) -> Val<'_>;
+    /// The whole record as a CEL value (used by CEL rules only).
+    fn to_cel(&self) -> cel::Value;
+}
+
+impl RecordFields for serde_json::Value {
+    fn get(&self, path: &[Box<str>]) -> Val<'_> {
+        let mut v = self;
+        for segment in path {
+            match v.as_object().and_then(|o| o.get(&**segment)) {
+                Some(next) => v = next,
+                None => return Val::Missing,
+            }
+        }
+        match v {
+            serde_json::Value::Null => Val::Null,
+            serde_json::Value::Bool(b) => Val::Bool(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Val::Int(i),
+                None => n.as_f64().map(Val::Float).unwrap_or(Val::Other),
+            },
+            serde_json::Value::String(s) => Val::Str(s),
+            _ => Val::Other,
+        }
+    }
+
+    fn to_cel(&self) -> cel::Value {
+        cel::to_value(self).unwrap_or(cel::Value::Null)
+    }
+}
+
+/// How a rule was written in the policy file.
+#[derive(Debug, Clone, Copy)]
+pub enum RuleSource<'a> {
+    Sql(&'a str),
+    Cel(&'a str),
+}
+
+/// A compiled validity rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// The rule as written (`cel: ` prefix included for CEL rules), for messages and metric labels.
+    pub text: String,
+    kind: RuleKind,
+}
+
+#[derive(Debug)]
+enum RuleKind {
+    Sql(sql::Pred),
+    Cel(cel_rule::CelRule),
+}
+
+impl Rule {
+    /// Parses and type-checks a rule against the contract's schema shape, if it has one.
+    pub fn compile(source: RuleSource<'_>, shape: Option<&Shape>) -> Result<Rule, String> {
+        match source {
+            RuleSource::Sql(text) => Ok(Rule {
+                text: text.trim().to_string(),
+                kind: RuleKind::Sql(sql::compile(text, shape)?),
+            }),
+            RuleSource::Cel(text) => Ok(Rule {
+                text: format!("cel: {}", text.trim()),
+                kind: RuleKind::Cel(cel_rule::CelRule::compile(text, shape)?),
+            }),
+        }
+    }
+
+    /// True when the record satisfies the rule.
+    pub fn passes(&self, record: &dyn RecordFields) -> bool {
+        match &self.kind {
+            RuleKind::Sql(p) => p.eval(record) == Some(true),
+            RuleKind::Cel(c) => c.passes(record),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

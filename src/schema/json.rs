@@ -1,0 +1,229 @@
+//! JSON contracts: a record value must be a JSON document that satisfies the contract's schema.
+//!
+//! - A JSON Schema file is compiled once with the `jsonschema` crate.
+//! - An Avro record schema is applied structurally: every field without a default must be present,
+//!   and every present field must have a JSON type that Avro's type allows. Fields the schema does
+//!   not name are allowed (a reader with this schema ignores them).
+
+use serde_json::Value as Json;
+
+use super::shape::Shape;
+
+/// How a JSON value is checked against a contract's schema.
+pub enum JsonCheck {
+    /// `file:` was a JSON Schema.
+    JsonSchema(Box<jsonschema::Validator>),
+    /// `file:` was an Avro record schema.
+    Avro(Shape),
+}
+
+impl std::fmt::Debug for JsonCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonCheck::JsonSchema(_) => f.write_str("JsonSchema"),
+            JsonCheck::Avro(s) => write!(f, "Avro({s:?})"),
+        }
+    }
+}
+
+impl JsonCheck {
+    /// Builds the check from a schema document, deciding by its content: an object whose `type` is
+    /// `record` is Avro, anything else is JSON Schema. Returns the shape too, for rule checking.
+    pub fn from_schema_text(text: &str) -> Result<(JsonCheck, Shape), String> {
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| format!("schema is not JSON: {e}"))?;
+        if json.get("type").and_then(Json::as_str) == Some("record") {
+            let shape = Shape::from_avro(text)?;
+            return Ok((JsonCheck::Avro(shape.clone()), shape));
+        }
+        let validator =
+            jsonschema::validator_for(&json).map_err(|e| format!("invalid JSON Schema: {e}"))?;
+        Ok((
+            JsonCheck::JsonSchema(Box::new(validator)),
+            Shape::from_json_schema(&json),
+        ))
+    }
+
+    /// Checks one record value. The error says which field is wrong.
+    pub fn check(&self, value: &Json) -> Result<(), String> {
+        match self {
+            JsonCheck::JsonSchema(v) => v.validate(value).map_err(|e| {
+                let path = e.instance_path().to_string();
+                if path.is_empty() {
+                    format!("JSON Schema: {e}")
+                } else {
+                    format!("JSON Schema at `{path}`: {e}")
+                }
+            }),
+            JsonCheck::Avro(shape) => check_avro(shape, value, &mut Vec::new()),
+        }
+    }
+}
+
+fn check_avro<'a>(shape: &'a Shape, value: &Json, path: &mut Vec<&'a str>) -> Result<(), String> {
+    let here = |path: &Vec<&str>| {
+        if path.is_empty() {
+            "the value".to_string()
+        } else {
+            format!("field `{}`", path.join("."))
+        }
+    };
+    let mismatch = |path: &Vec<&str>, want: &str| {
+        Err(format!(
+            "{} must be {want}, not {}",
+            here(path),
+            json_kind(value)
+        ))
+    };
+    match shape {
+        Shape::Any => Ok(()),
+        Shape::Null => {
+            if value.is_null() {
+                Ok(())
+            } else {
+                mismatch(path, "null")
+            }
+        }
+        Shape::Bool => {
+            if value.is_boolean() {
+                Ok(())
+            } else {
+                mismatch(path, "a boolean")
+            }
+        }
+        Shape::Int => {
+            if value.is_i64() || value.is_u64() {
+                Ok(())
+            } else {
+                mismatch(path, "an integer")
+            }
+        }
+        Shape::Float => {
+            if value.is_number() {
+                Ok(())
+            } else {
+                mismatch(path, "a number")
+            }
+        }
+        Shape::String | Shape::Bytes => {
+            if value.is_string() {
+                Ok(())
+            } else {
+                mismatch(path, "a string")
+            }
+        }
+        Shape::Enum(symbols) => match value.as_str() {
+            Some(s) if symbols.iter().any(|x| x == s) => Ok(()),
+            Some(s) => Err(format!("{} is `{s}`, not one of {symbols:?}", here(path))),
+            None => mismatch(path, "an enum symbol string"),
+        },
+        Shape::Array(items) => {
+            let arr = match value.as_array() {
+                Some(a) => a,
+                None => return mismatch(path, "an array"),
+            };
+            arr.iter().try_for_each(|v| check_avro(items, v, path))
+        }
+        Shape::Map(values) => {
+            let obj = match value.as_object() {
+                Some(o) => o,
+                None => return mismatch(path, "an object"),
+            };
+            obj.values().try_for_each(|v| check_avro(values, v, path))
+        }
+        Shape::Union(branches) => {
+            if branches
+                .iter()
+                .any(|b| check_avro(b, value, &mut path.clone()).is_ok())
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} ({}) matches no branch of its union",
+                    here(path),
+                    json_kind(value)
+                ))
+            }
+        }
+        Shape::Record(fields) => {
+            let obj = match value.as_object() {
+                Some(o) => o,
+                None => return mismatch(path, "an object"),
+            };
+            for f in fields {
+                path.push(&f.name);
+                match obj.get(&f.name) {
+                    Some(v) => check_avro(&f.shape, v, path)?,
+                    None if f.optional || f.shape.accepts_null() => {}
+                    None => return Err(format!("{} is missing", here(path))),
+                }
+                path.pop();
+            }
+            Ok(())
+        }
+    }
+}
+
+fn json_kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(n) if n.is_f64() => "a fractional number",
+        Json::Number(_) => "an integer",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const AVRO: &str = r#"{"type":"record","name":"Order","fields":[
+        {"name":"order_id","type":"string"},
+        {"name":"customer_id","type":["null","string"],"default":null},
+        {"name":"order_total","type":"double"},
+        {"name":"qty","type":"int","default":1},
+        {"name":"lines","type":{"type":"array","items":{"type":"record","name":"Line","fields":[{"name":"sku","type":"string"}]}}, "default": []}]}"#;
+
+    #[test]
+    fn avro_record_schema_checks_presence_and_types() {
+        let (c, _) = JsonCheck::from_schema_text(AVRO).unwrap();
+        assert!(c.check(&json!({"order_id":"o1","order_total":3.5})).is_ok());
+        assert!(c
+            .check(&json!({"order_id":"o1","order_total":3, "customer_id": null, "extra": 1}))
+            .is_ok());
+        let e = c.check(&json!({"order_total":3.5})).unwrap_err();
+        assert_eq!(e, "field `order_id` is missing");
+        let e = c
+            .check(&json!({"order_id":"o1","order_total":"3.5"}))
+            .unwrap_err();
+        assert_eq!(e, "field `order_total` must be a number, not a string");
+        let e = c
+            .check(&json!({"order_id":"o1","order_total":1,"qty":1.5}))
+            .unwrap_err();
+        assert!(e.contains("`qty` must be an integer"), "{e}");
+        let e = c
+            .check(&json!({"order_id":"o1","order_total":1,"lines":[{"sku":5}]}))
+            .unwrap_err();
+        assert!(e.contains("`lines.sku` must be a string"), "{e}");
+        assert!(c
+            .check(&json!([1]))
+            .unwrap_err()
+            .contains("must be an object"));
+    }
+
+    #[test]
+    fn json_schema_files_are_enforced() {
+        let (c, shape) = JsonCheck::from_schema_text(
+            r#"{"type":"object","required":["id"],"properties":{"id":{"type":"integer","minimum":1}}}"#,
+        )
+        .unwrap();
+        assert!(c.check(&json!({"id": 3})).is_ok());
+        assert!(c.check(&json!({"id": 0})).unwrap_err().contains("/id"));
+        assert!(c.check(&json!({})).is_err());
+        assert!(shape.lookup(&["id"]).is_ok());
+    }
+}

@@ -1,0 +1,425 @@
+//! The structural shape of a record, from an Avro schema or a JSON Schema.
+
+use std::collections::HashMap;
+
+use serde_json::Value as Json;
+
+/// A record's structure, as far as rules and JSON validation need it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    Null,
+    Bool,
+    /// Avro int/long, JSON Schema integer.
+    Int,
+    /// Avro float/double, JSON Schema number.
+    Float,
+    String,
+    /// Avro bytes/fixed (a string in JSON).
+    Bytes,
+    Enum(Vec<String>),
+    Record(Vec<Field>),
+    Array(Box<Shape>),
+    Map(Box<Shape>),
+    Union(Vec<Shape>),
+    /// Anything (an unconstrained JSON Schema, a recursive reference).
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub shape: Shape,
+    /// May be absent: it has a default (Avro) or is not `required` (JSON Schema).
+    pub optional: bool,
+}
+
+/// What a rule can do with a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Number,
+    String,
+    Bool,
+    Record,
+    /// Arrays, maps, bytes, mixed unions: not comparable by rules.
+    Other,
+    /// Unknown (no schema, or `Any`): checked at run time only.
+    Dynamic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldType {
+    pub kind: Kind,
+    pub nullable: bool,
+}
+
+impl Shape {
+    /// Parses an Avro schema (JSON text).
+    pub fn from_avro(text: &str) -> Result<Shape, String> {
+        let json: Json = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let mut named = HashMap::new();
+        avro_shape(&json, None, &mut named)
+    }
+
+    /// Parses a JSON Schema document (JSON text).
+    pub fn from_json_schema(json: &Json) -> Shape {
+        json_schema_shape(json)
+    }
+
+    /// True when `value` null is acceptable.
+    pub fn accepts_null(&self) -> bool {
+        match self {
+            Shape::Null | Shape::Any => true,
+            Shape::Union(branches) => branches.iter().any(Shape::accepts_null),
+            _ => false,
+        }
+    }
+
+    /// The record fields, when this is a record (or a nullable record).
+    pub fn fields(&self) -> Option<&[Field]> {
+        match self {
+            Shape::Record(f) => Some(f),
+            Shape::Union(b) => {
+                let mut non_null = b.iter().filter(|s| **s != Shape::Null);
+                match (non_null.next(), non_null.next()) {
+                    (Some(s), None) => s.fields(),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The type of the field at `path` (dotted, from the record root).
+    pub fn lookup(&self, path: &[&str]) -> Result<FieldType, String> {
+        let mut shape = self;
+        let mut nullable = false;
+        for (i, segment) in path.iter().enumerate() {
+            if *shape == Shape::Any {
+                return Ok(FieldType {
+                    kind: Kind::Dynamic,
+                    nullable: true,
+                });
+            }
+            let fields = shape.fields().ok_or_else(|| {
+                format!(
+                    "`{}` is not a record, so it has no field `{segment}`",
+                    path[..i].join(".")
+                )
+            })?;
+            let field = fields
+                .iter()
+                .find(|f| f.name == *segment)
+                .ok_or_else(|| match i {
+                    0 => format!("the schema has no field `{segment}`"),
+                    _ => format!("`{}` has no field `{segment}`", path[..i].join(".")),
+                })?;
+            nullable |= field.optional || shape.accepts_null() || field.shape.accepts_null();
+            shape = &field.shape;
+        }
+        Ok(FieldType {
+            kind: shape.kind(),
+            nullable: nullable || shape.accepts_null(),
+        })
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Shape::Int | Shape::Float => Kind::Number,
+            Shape::String | Shape::Enum(_) => Kind::String,
+            Shape::Bool => Kind::Bool,
+            Shape::Record(_) => Kind::Record,
+            Shape::Any => Kind::Dynamic,
+            Shape::Union(b) => {
+                let kinds: Vec<Kind> = b
+                    .iter()
+                    .filter(|s| **s != Shape::Null)
+                    .map(Shape::kind)
+                    .collect();
+                match kinds.as_slice() {
+                    [k] => *k,
+                    ks if !ks.is_empty() && ks.iter().all(|k| *k == Kind::Number) => Kind::Number,
+                    _ => Kind::Other,
+                }
+            }
+            _ => Kind::Other,
+        }
+    }
+}
+
+fn avro_shape(
+    json: &Json,
+    namespace: Option<&str>,
+    named: &mut HashMap<String, Shape>,
+) -> Result<Shape, String> {
+    match json {
+        Json::String(name) => primitive_or_named(name, namespace, named),
+        Json::Array(branches) => Ok(Shape::Union(
+            branches
+                .iter()
+                .map(|b| avro_shape(b, namespace, named))
+                .collect::<Result<_, _>>()?,
+        )),
+        Json::Object(obj) => {
+            let ty = obj.get("type").ok_or("a schema object needs `type`")?;
+            let ty_name = match ty {
+                Json::String(s) => s.as_str(),
+                // {"type": {"type": ...}} or {"type": [...]}: a wrapped schema.
+                other => return avro_shape(other, namespace, named),
+            };
+            let ns = obj.get("namespace").and_then(Json::as_str).or(namespace);
+            let full_name = |obj: &serde_json::Map<String, Json>| -> Option<String> {
+                let name = obj.get("name")?.as_str()?;
+                Some(match (name.contains('.'), ns) {
+                    (false, Some(ns)) if !ns.is_empty() => format!("{ns}.{name}"),
+                    _ => name.to_string(),
+                })
+            };
+            match ty_name {
+                "record" | "error" => {
+                    let name = full_name(obj).ok_or("a record needs a `name`")?;
+                    // Self-references while the record is being defined resolve to Any.
+                    named.insert(name.clone(), Shape::Any);
+                    let record_ns = name.rsplit_once('.').map(|(n, _)| n.to_string());
+                    let mut fields = Vec::new();
+                    for f in obj
+                        .get("fields")
+                        .and_then(Json::as_array)
+                        .ok_or("a record needs `fields`")?
+                    {
+                        let fname = f
+                            .get("name")
+                            .and_then(Json::as_str)
+                            .ok_or("a field needs a `name`")?;
+                        let fty = f
+                            .get("type")
+                            .ok_or_else(|| format!("field `{fname}` needs a `type`"))?;
+                        fields.push(Field {
+                            name: fname.to_string(),
+                            shape: avro_shape(fty, record_ns.as_deref(), named)?,
+                            optional: f.get("default").is_some(),
+                        });
+                    }
+                    let shape = Shape::Record(fields);
+                    named.insert(name, shape.clone());
+                    Ok(shape)
+                }
+                "enum" => {
+                    let symbols = obj
+                        .get("symbols")
+                        .and_then(Json::as_array)
+                        .ok_or("an enum needs `symbols`")?
+                        .iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect();
+                    let shape = Shape::Enum(symbols);
+                    if let Some(n) = full_name(obj) {
+                        named.insert(n, shape.clone());
+                    }
+                    Ok(shape)
+                }
+                "array" => Ok(Shape::Array(Box::new(avro_shape(
+                    obj.get("items").ok_or("an array needs `items`")?,
+                    ns,
+                    named,
+                )?))),
+                "map" => Ok(Shape::Map(Box::new(avro_shape(
+                    obj.get("values").ok_or("a map needs `values`")?,
+                    ns,
+                    named,
+                )?))),
+                "fixed" => {
+                    if let Some(n) = full_name(obj) {
+                        named.insert(n, Shape::Bytes);
+                    }
+                    Ok(Shape::Bytes)
+                }
+                other => primitive_or_named(other, ns, named),
+            }
+        }
+        other => Err(format!("`{other}` is not an Avro schema")),
+    }
+}
+
+fn primitive_or_named(
+    name: &str,
+    ns: Option<&str>,
+    named: &HashMap<String, Shape>,
+) -> Result<Shape, String> {
+    Ok(match name {
+        "null" => Shape::Null,
+        "boolean" => Shape::Bool,
+        "int" | "long" => Shape::Int,
+        "float" | "double" => Shape::Float,
+        "string" => Shape::String,
+        "bytes" => Shape::Bytes,
+        _ => {
+            let qualified = ns.map(|ns| format!("{ns}.{name}"));
+            qualified
+                .as_ref()
+                .and_then(|q| named.get(q))
+                .or_else(|| named.get(name))
+                .or_else(|| {
+                    named
+                        .iter()
+                        .find(|(k, _)| k.rsplit('.').next() == Some(name))
+                        .map(|(_, v)| v)
+                })
+                .cloned()
+                .ok_or_else(|| format!("unknown type `{name}`"))?
+        }
+    })
+}
+
+fn json_schema_shape(json: &Json) -> Shape {
+    let Some(obj) = json.as_object() else {
+        return Shape::Any;
+    };
+    if let Some(Json::Array(symbols)) = obj.get("enum") {
+        if symbols.iter().all(Json::is_string) {
+            return Shape::Enum(
+                symbols
+                    .iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect(),
+            );
+        }
+        return Shape::Any;
+    }
+    let single = |t: &str| -> Shape {
+        match t {
+            "null" => Shape::Null,
+            "boolean" => Shape::Bool,
+            "integer" => Shape::Int,
+            "number" => Shape::Float,
+            "string" => Shape::String,
+            "array" => Shape::Array(Box::new(
+                obj.get("items")
+                    .map(json_schema_shape)
+                    .unwrap_or(Shape::Any),
+            )),
+            "object" => match obj.get("properties").and_then(Json::as_object) {
+                Some(props) => {
+                    let required: Vec<&str> = obj
+                        .get("required")
+                        .and_then(Json::as_array)
+                        .map(|r| r.iter().filter_map(Json::as_str).collect())
+                        .unwrap_or_default();
+                    Shape::Record(
+                        props
+                            .iter()
+                            .map(|(name, s)| Field {
+                                name: name.clone(),
+                                shape: json_schema_shape(s),
+                                optional: !required.contains(&name.as_str()),
+                            })
+                            .collect(),
+                    )
+                }
+                None => Shape::Map(Box::new(Shape::Any)),
+            },
+            _ => Shape::Any,
+        }
+    };
+    match obj.get("type") {
+        Some(Json::String(t)) => single(t),
+        Some(Json::Array(ts)) => {
+            Shape::Union(ts.iter().filter_map(Json::as_str).map(single).collect())
+        }
+        _ if obj.contains_key("properties") => single("object"),
+        _ => Shape::Any,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDER: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[
+        {"name":"order_id","type":"string"},
+        {"name":"customer_id","type":["null","string"],"default":null},
+        {"name":"order_total","type":"double"},
+        {"name":"status","type":{"type":"enum","name":"Status","symbols":["NEW","PAID"]}},
+        {"name":"address","type":{"type":"record","name":"Address","fields":[
+            {"name":"city","type":"string"},{"name":"zip","type":["null","string"]}]}},
+        {"name":"billing","type":["null","Address"],"default":null},
+        {"name":"items","type":{"type":"array","items":"string"}}]}"#;
+
+    #[test]
+    fn avro_fields_resolve_with_types_and_nullability() {
+        let s = Shape::from_avro(ORDER).unwrap();
+        let t = |p: &[&str]| s.lookup(p).unwrap();
+        assert_eq!(
+            t(&["order_total"]),
+            FieldType {
+                kind: Kind::Number,
+                nullable: false
+            }
+        );
+        assert_eq!(
+            t(&["customer_id"]),
+            FieldType {
+                kind: Kind::String,
+                nullable: true
+            }
+        );
+        assert_eq!(t(&["status"]).kind, Kind::String);
+        assert_eq!(
+            t(&["address", "city"]),
+            FieldType {
+                kind: Kind::String,
+                nullable: false
+            }
+        );
+        assert_eq!(
+            t(&["billing", "city"]),
+            FieldType {
+                kind: Kind::String,
+                nullable: true
+            }
+        );
+        assert_eq!(t(&["items"]).kind, Kind::Other);
+        assert!(s.lookup(&["nope"]).unwrap_err().contains("no field `nope`"));
+        assert!(s
+            .lookup(&["order_total", "x"])
+            .unwrap_err()
+            .contains("not a record"));
+        assert!(s
+            .lookup(&["address", "street"])
+            .unwrap_err()
+            .contains("`address` has no field `street`"));
+    }
+
+    #[test]
+    fn json_schema_properties_and_required() {
+        let j: Json = serde_json::from_str(
+            r#"{"type":"object","required":["id"],"properties":{"id":{"type":"integer"},
+                "note":{"type":["string","null"]},"tags":{"type":"array"}}}"#,
+        )
+        .unwrap();
+        let s = Shape::from_json_schema(&j);
+        assert_eq!(
+            s.lookup(&["id"]).unwrap(),
+            FieldType {
+                kind: Kind::Number,
+                nullable: false
+            }
+        );
+        assert_eq!(
+            s.lookup(&["note"]).unwrap(),
+            FieldType {
+                kind: Kind::String,
+                nullable: true
+            }
+        );
+        assert!(s.lookup(&["missing"]).is_err());
+    }
+
+    #[test]
+    fn bad_avro_is_an_error() {
+        assert!(Shape::from_avro("{").is_err());
+        assert!(Shape::from_avro(
+            r#"{"type":"record","name":"X","fields":[{"name":"a","type":"Nope"}]}"#
+        )
+        .is_err());
+    }
+}
