@@ -13,12 +13,15 @@ use tokio_util::sync::CancellationToken;
 use crate::admin;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
+use crate::policy::store::PolicyStore;
 use crate::protocol::client::call;
 use crate::proxy::rewrite::BrokerAddresses;
 use crate::proxy::{Gateway, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    #[error("the policy set does not load:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Policies(Vec<crate::policy::PolicyError>),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -81,7 +84,16 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
             addr: config.admin,
             source,
         })?;
-    let gateway = Gateway::new(config, metrics.clone(), shutdown.clone());
+    let policies = Arc::new(
+        PolicyStore::open(
+            &config.policies,
+            metrics.policy_reloads.clone(),
+            metrics.policy_generation.clone(),
+        )
+        .map_err(AppError::Policies)?,
+    );
+    let gateway = Gateway::new(config, metrics.clone(), policies.clone(), shutdown.clone());
+    gateway.tasks.spawn(policies.watch(shutdown.clone()));
     gateway.serve(bootstrap, Target::Bootstrap);
     let health = Arc::new(Health::default());
     gateway.tasks.spawn(admin::serve(

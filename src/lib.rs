@@ -14,6 +14,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod metrics;
+pub mod policy;
 pub mod protocol;
 pub mod proxy;
 pub mod rules;

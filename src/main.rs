@@ -21,6 +21,17 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Run(RunArgs),
+    /// Check a policy directory: exit 0 when it loads, 1 on violations, 2 on usage or I/O errors.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The policy directory to check.
+    policy_dir: PathBuf,
+    /// The policy directory currently in force, to check contract evolution against.
+    #[arg(long, value_name = "OLD_POLICY_DIR")]
+    against: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -52,6 +63,48 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Check(args) => check(args),
+    }
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    if let Err(e) = meshgate::policy::load::policy_files(&args.policy_dir) {
+        eprintln!("meshgate check: {}: {e}", args.policy_dir.display());
+        return ExitCode::from(2);
+    }
+    if args.against.is_some() {
+        eprintln!(
+            "meshgate check: --against (contract evolution) is not implemented in this build"
+        );
+        return ExitCode::from(2);
+    }
+    match meshgate::policy::load::load_dir(&args.policy_dir) {
+        Ok(set) => {
+            println!(
+                "ok: {} file(s), {} contract(s), {} produce rule(s), naming {}, topic rules {}",
+                set.files.len(),
+                set.contracts.len(),
+                set.produce.len(),
+                if set.naming.is_some() {
+                    "set"
+                } else {
+                    "not set"
+                },
+                if set.topics.is_some() {
+                    "set"
+                } else {
+                    "not set"
+                },
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!("meshgate check: {} problem(s)", errors.len());
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -24,6 +24,16 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     pub upstream_errors: IntCounter,
     pub frames_rejected: IntCounterVec,
+    pub policy_reloads: IntCounterVec,
+    pub policy_generation: IntGauge,
+    pub policy_rejections: IntCounterVec,
+    pub produce_records: IntCounterVec,
+}
+
+/// The `topic` label for a produce outcome: a contract's topic (bounded by the policy files), or
+/// `_other` for topics no contract governs, whose names come from clients.
+pub fn topic_label(contract_topic: Option<&str>) -> &str {
+    contract_topic.unwrap_or("_other")
 }
 
 impl Metrics {
@@ -69,8 +79,41 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "meshgate_policy_reloads_total",
+                "Policy set loads by outcome (ok, error)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let policy_generation = IntGauge::new(
+            "meshgate_policy_generation",
+            "Generation of the policy set in force (1 at start, +1 per successful reload)",
+        )
+        .expect("valid metric");
+        let policy_rejections = IntCounterVec::new(
+            Opts::new(
+                "meshgate_policy_rejections_total",
+                "Rejected produce partitions and topic creations, by topic, policy and rule",
+            ),
+            &["topic", "policy", "rule"],
+        )
+        .expect("valid metric");
+        let produce_records = IntCounterVec::new(
+            Opts::new(
+                "meshgate_produce_records_total",
+                "Produced records judged, by topic and outcome",
+            ),
+            &["topic", "outcome"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(policy_reloads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(policy_generation.clone()),
+            Box::new(policy_rejections.clone()),
+            Box::new(produce_records.clone()),
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(connections_active.clone()),
             Box::new(connections_refused.clone()),
@@ -103,6 +146,10 @@ impl Metrics {
             connections_refused,
             upstream_errors,
             frames_rejected,
+            policy_reloads,
+            policy_generation,
+            policy_rejections,
+            produce_records,
         }
     }
 

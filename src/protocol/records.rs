@@ -419,10 +419,12 @@ mod tests {
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
 
-    fn encode(
-        records: &[(Option<&str>, Option<&str>, &[(&str, &str)])],
-        compression: Compression,
-    ) -> Vec<u8> {
+    /// (key, value, headers) of one test record.
+    type Spec<'a> = (Option<&'a str>, Option<&'a str>, &'a [(&'a str, &'a str)]);
+    /// (key, value, header names) as read back.
+    type ReadBack = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<String>);
+
+    fn encode(records: &[Spec<'_>], compression: Compression) -> Vec<u8> {
         let recs: Vec<Record> = records
             .iter()
             .enumerate()
@@ -463,9 +465,7 @@ mod tests {
         buf.to_vec()
     }
 
-    fn read_all(
-        bytes: &[u8],
-    ) -> Result<Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Vec<String>)>, RecordError> {
+    fn read_all(bytes: &[u8]) -> Result<Vec<ReadBack>, RecordError> {
         let mut out = Vec::new();
         for batch in batches(bytes) {
             let batch = batch?;
@@ -486,7 +486,7 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips_records_keys_and_headers() {
-        let input: &[(Option<&str>, Option<&str>, &[(&str, &str)])] = &[
+        let input: &[Spec<'_>] = &[
             (Some("k1"), Some("{\"a\":1}"), &[("trace-id", "t1")]),
             (None, Some("v2"), &[]),
             (Some("k3"), None, &[("x", "1"), ("trace-id", "t3")]),

@@ -31,6 +31,7 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use super::enforce::{self, Decision};
 use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
 use super::Gateway;
 use crate::protocol::frame::write_frame;
@@ -51,6 +52,8 @@ pub enum ConnError {
     UnknownApi(i16),
     #[error("client sent {api:?} v{version}, which meshgate does not accept")]
     UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("rejected an acks=0 produce; closing the connection as a broker does")]
+    RejectedAcksZero,
     #[error("client write failed: {0}")]
     ClientIo(std::io::Error),
     #[error("upstream: {0}")]
@@ -70,6 +73,7 @@ impl ConnError {
             ConnError::ClientRequest(_) => Some("undecodable"),
             ConnError::UnsupportedVersion { .. } => Some("unsupported_version"),
             ConnError::UnknownApi(_) => Some("unknown_api"),
+            ConnError::RejectedAcksZero => Some("rejected_acks0"),
             _ => None,
         }
     }
@@ -148,20 +152,56 @@ where
                 version: header.api_version,
             });
         }
-        let expects_response = match api {
+        // Produce with acks=0 owes no response.
+        let acks_zero = match api {
             ApiKey::Produce => {
                 let (_, body) = split_request(&frame, ApiKey::Produce, header.api_version)?;
-                let acks = peek_produce_acks(&body, header.api_version).ok_or_else(|| {
+                peek_produce_acks(&body, header.api_version).ok_or_else(|| {
                     HeaderError::Undecodable {
                         api: ApiKey::Produce,
                         version: header.api_version,
                         reason: "truncated before acks".into(),
                     }
-                })?;
-                acks != 0
+                })? == 0
             }
-            _ => true,
+            _ => false,
         };
+        // Judge governed requests under one policy generation.
+        let decision = {
+            let policies = gw.policies.current();
+            match api {
+                ApiKey::Produce if policies.governs_produce() => {
+                    enforce::produce(&gw, &policies, &frame, header.api_version)?
+                }
+                ApiKey::CreateTopics if policies.governs_create_topics() => {
+                    enforce::create_topics(&gw, &policies, &frame, header.api_version)?
+                }
+                _ => Decision::Forward,
+            }
+        };
+        let mut close_after = false;
+        let (to_forward, action, state) = match decision {
+            Decision::Forward => (
+                Some(frame),
+                ResponseAction::for_request(Some(api), header.api_version),
+                SlotState::Awaiting,
+            ),
+            Decision::ForwardTrimmed { frame, merge } => (
+                Some(frame),
+                ResponseAction::Merge(merge),
+                SlotState::Awaiting,
+            ),
+            Decision::Respond(response) => (
+                None,
+                ResponseAction::Passthrough,
+                SlotState::Ready(response),
+            ),
+            Decision::ForwardThenClose(frame) => {
+                close_after = true;
+                (frame, ResponseAction::Passthrough, SlotState::Awaiting)
+            }
+        };
+        let expects_response = !acks_zero && !close_after;
         if expects_response {
             let permit = tokio::select! {
                 biased;
@@ -171,8 +211,8 @@ where
             let slot = Slot {
                 correlation_id: header.correlation_id,
                 api_key: header.api_key,
-                action: ResponseAction::for_request(Some(api), header.api_version),
-                state: SlotState::Awaiting,
+                action,
+                state,
                 started,
                 _permit: permit,
             };
@@ -181,9 +221,18 @@ where
                 break;
             }
         }
-        write_frame(&mut upstream, &frame)
-            .await
-            .map_err(|e| ConnError::Upstream(format!("write failed: {e}")))?;
+        if let Some(frame) = to_forward {
+            write_frame(&mut upstream, &frame)
+                .await
+                .map_err(|e| ConnError::Upstream(format!("write failed: {e}")))?;
+        }
+        if close_after {
+            upstream
+                .flush()
+                .await
+                .map_err(|e| ConnError::Upstream(format!("write failed: {e}")))?;
+            return Err(ConnError::RejectedAcksZero);
+        }
         if !reader.has_buffered_frame() {
             upstream
                 .flush()
@@ -251,7 +300,7 @@ where
                     }
                 };
                 let slot = &mut queue[index];
-                let response = rewrite_response(slot.action, frame, gw.as_ref())?;
+                let response = rewrite_response(&slot.action, frame, gw.as_ref())?;
                 slot.state = SlotState::Ready(response);
             }
         }

@@ -5,6 +5,7 @@
 
 pub mod brokers;
 pub mod connection;
+pub mod enforce;
 pub mod rewrite;
 
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
+use crate::policy::judge::Limits;
+use crate::policy::store::PolicyStore;
 use brokers::{BrokerMap, Observed};
 use rewrite::BrokerAddresses;
 
@@ -34,6 +37,8 @@ pub struct Gateway {
     pub config: GatewayConfig,
     pub brokers: BrokerMap,
     pub metrics: Arc<Metrics>,
+    pub policies: Arc<PolicyStore>,
+    pub limits: Limits,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     connections: Arc<Semaphore>,
@@ -44,9 +49,12 @@ impl Gateway {
     pub fn new(
         config: GatewayConfig,
         metrics: Arc<Metrics>,
+        policies: Arc<PolicyStore>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Gateway {
+            policies,
+            limits: Limits::default(),
             brokers: BrokerMap::new(config.advertised_host.clone(), config.broker_port_base),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config,

@@ -14,16 +14,19 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use super::enforce::{merge_create_topics, merge_produce, Merge};
 use crate::protocol::header::split_response;
 use crate::protocol::versions::advertised_range;
 
 /// What to do with the response to a forwarded request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ResponseAction {
     /// Forward the upstream bytes as they are.
     Passthrough,
     /// Rewrite the response of this API at this version.
     Rewrite(ApiKey, i16),
+    /// Merge meshgate's results for what it rejected into the upstream response.
+    Merge(Merge),
 }
 
 impl ResponseAction {
@@ -60,12 +63,15 @@ pub struct RewriteError {
 
 /// Applies `action` to an upstream response frame (payload without the size prefix).
 pub fn rewrite_response(
-    action: ResponseAction,
+    action: &ResponseAction,
     frame: Bytes,
     addrs: &dyn BrokerAddresses,
 ) -> Result<Bytes, RewriteError> {
-    let ResponseAction::Rewrite(api, version) = action else {
-        return Ok(frame);
+    let (api, version) = match action {
+        ResponseAction::Passthrough => return Ok(frame),
+        ResponseAction::Merge(Merge::Produce(m)) => return merge_produce(m, frame, addrs),
+        ResponseAction::Merge(Merge::CreateTopics(m)) => return merge_create_topics(m, frame),
+        ResponseAction::Rewrite(api, version) => (*api, *version),
     };
     let err = |reason: String| RewriteError {
         api,
@@ -213,7 +219,7 @@ mod tests {
             }
             let seen = Fixed(Mutex::new(vec![]));
             let out = rewrite_response(
-                ResponseAction::Rewrite(ApiKey::Metadata, version),
+                &ResponseAction::Rewrite(ApiKey::Metadata, version),
                 frame(ApiKey::Metadata, version, &r),
                 &seen,
             )
@@ -250,7 +256,7 @@ mod tests {
             r.api_keys.push(v);
         }
         let out = rewrite_response(
-            ResponseAction::Rewrite(ApiKey::ApiVersions, 3),
+            &ResponseAction::Rewrite(ApiKey::ApiVersions, 3),
             frame(ApiKey::ApiVersions, 3, &r),
             &Fixed(Mutex::new(vec![])),
         )
@@ -270,7 +276,7 @@ mod tests {
         let r = ProduceResponse::default();
         let f = frame(ApiKey::Produce, 11, &r);
         let out = rewrite_response(
-            ResponseAction::Rewrite(ApiKey::Produce, 11),
+            &ResponseAction::Rewrite(ApiKey::Produce, 11),
             f.clone(),
             &Fixed(Mutex::new(vec![])),
         )
@@ -281,7 +287,7 @@ mod tests {
     #[test]
     fn garbage_that_must_be_rewritten_is_an_error_not_a_leak() {
         let out = rewrite_response(
-            ResponseAction::Rewrite(ApiKey::Metadata, 9),
+            &ResponseAction::Rewrite(ApiKey::Metadata, 9),
             Bytes::from_static(&[0, 0, 0, 1, 0xff, 0xff, 0xff]),
             &Fixed(Mutex::new(vec![])),
         );

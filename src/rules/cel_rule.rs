@@ -75,12 +75,10 @@ impl Check<'_> {
                     self.walk(&s.operand);
                 }
             }
-            Expr::Ident(name) => {
-                if name != "message" && !self.bound.contains(name) {
-                    self.errors.push(format!(
-                        "unknown variable `{name}`: the record is `message`"
-                    ));
-                }
+            Expr::Ident(name) if name != "message" && !self.bound.contains(name) => {
+                self.errors.push(format!(
+                    "unknown variable `{name}`: the record is `message`"
+                ));
             }
             Expr::Call(c) => {
                 if let Some(t) = &c.target {

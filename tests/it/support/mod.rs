@@ -22,8 +22,30 @@ pub fn port_block(size: u16) -> u16 {
     }
 }
 
-/// Starts an in-process gateway in front of `upstream`, with extra config YAML.
+/// A fresh, empty policy directory.
+pub fn policy_dir() -> std::path::PathBuf {
+    static N: AtomicU16 = AtomicU16::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "meshgate-it-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts an in-process gateway in front of `upstream`, with extra config YAML and no policies.
 pub async fn gateway(upstream: SocketAddr, extra_yaml: &str) -> Running {
+    gateway_with_policies(upstream, extra_yaml, &policy_dir()).await
+}
+
+/// Starts an in-process gateway in front of `upstream` with the policies in `dir`.
+pub async fn gateway_with_policies(
+    upstream: SocketAddr,
+    extra_yaml: &str,
+    dir: &std::path::Path,
+) -> Running {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
@@ -33,7 +55,8 @@ pub async fn gateway(upstream: SocketAddr, extra_yaml: &str) -> Running {
         .try_init();
     let base = port_block(40);
     let yaml = format!(
-        "listen: 127.0.0.1:{base}\nadmin: 127.0.0.1:0\nupstream: ['{upstream}']\n{extra_yaml}"
+        "listen: 127.0.0.1:{base}\nadmin: 127.0.0.1:0\nupstream: ['{upstream}']\npolicies: '{}'\n{extra_yaml}",
+        dir.display()
     );
     let config = ConfigFile::parse(&yaml, "test")
         .unwrap()

@@ -1,0 +1,501 @@
+//! Verdicts: what the policy set says about a produce partition or a topic to create.
+//!
+//! Pure functions of the policy set and the request bytes: no I/O, no locks. Records are read as
+//! borrowed views; the only per-record allocation is decoding a JSON value for a contract check.
+//!
+//! Order of checks for a produce partition, first failure wins the partition:
+//! 1. the topic: naming (unless exempt), then `require_contract` → POLICY_VIOLATION (44);
+//! 2. request and batch facts: acks, codec, idempotence, control batches → INVALID_RECORD (87);
+//! 3. each record: produce rules (key, headers, size), then the contract (value decodes, schema,
+//!    validity rules) → INVALID_RECORD (87), with `record_errors` for every offending record
+//!    (capped) and the first one named in the message.
+//!
+//! A record with a null value (a tombstone) carries no data: it is exempt from the contract's
+//! schema and rules, but not from produce rules.
+
+use std::sync::Arc;
+
+use super::{Contract, Format, PolicySet, ProduceRule};
+use crate::protocol::records::{batches, RecordError, RecordView};
+
+pub const INVALID_RECORD: i16 = 87;
+pub const POLICY_VIOLATION: i16 = 44;
+
+/// Why a partition or topic was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub error_code: i16,
+    pub message: String,
+    /// (record index within the partition, message), for INVALID_RECORD.
+    pub record_errors: Vec<(i32, String)>,
+    /// Which kind of policy: `naming`, `require_contract`, `produce`, `contract`, `topics`.
+    pub policy: &'static str,
+    /// A bounded label for the rule: rule text from a policy file, or a produce-rule key.
+    pub rule: String,
+}
+
+/// The outcome for one produce partition.
+#[derive(Debug)]
+pub enum PartitionVerdict {
+    Accept { records: u64 },
+    Reject { rejection: Rejection, records: u64 },
+}
+
+/// Resource caps for judging.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest decompressed batch accepted.
+    pub max_inflated_bytes: usize,
+    /// `record_errors` entries per partition at most.
+    pub max_record_errors: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_inflated_bytes: 64 * 1024 * 1024,
+            max_record_errors: 100,
+        }
+    }
+}
+
+/// What applies to one topic of a produce request, resolved once per topic.
+pub struct TopicPlan<'a> {
+    pub topic: &'a str,
+    pub contract: Option<&'a Arc<Contract>>,
+    rules: Vec<&'a ProduceRule>,
+}
+
+impl<'a> TopicPlan<'a> {
+    fn inspects_records(&self) -> bool {
+        self.contract.is_some() || self.rules.iter().any(|r| r.inspects_records())
+    }
+}
+
+impl PolicySet {
+    /// Resolves the policies for a topic, or refuses the topic itself.
+    pub fn plan_topic<'a>(&'a self, topic: &'a str) -> Result<TopicPlan<'a>, Rejection> {
+        let exempt = self.naming.as_ref().is_some_and(|n| n.is_exempt(topic));
+        if let Some(n) = &self.naming {
+            if !exempt && !n.pattern.is_match(topic) {
+                return Err(Rejection {
+                    error_code: POLICY_VIOLATION,
+                    message: format!(
+                        "meshgate: topic `{topic}` breaks the naming rule `{}` ({})",
+                        n.pattern.as_str(),
+                        n.origin
+                    ),
+                    record_errors: vec![],
+                    policy: "naming",
+                    rule: n.pattern.as_str().to_string(),
+                });
+            }
+        }
+        let contract = self.contract_for(topic);
+        if let Some(t) = &self.topics {
+            if t.require_contract && contract.is_none() && !exempt {
+                return Err(Rejection {
+                    error_code: POLICY_VIOLATION,
+                    message: format!(
+                        "meshgate: topic `{topic}` has no data contract, and require_contract is set ({})",
+                        t.origin
+                    ),
+                    record_errors: vec![],
+                    policy: "require_contract",
+                    rule: "require_contract".into(),
+                });
+            }
+        }
+        let rules = self
+            .produce
+            .iter()
+            .filter(|r| r.applies_to(topic))
+            .collect();
+        Ok(TopicPlan {
+            topic,
+            contract,
+            rules,
+        })
+    }
+
+    /// Judges one partition's records under a topic plan.
+    pub fn judge_partition(
+        &self,
+        plan: &TopicPlan<'_>,
+        acks: i16,
+        records: Option<&[u8]>,
+        limits: &Limits,
+    ) -> PartitionVerdict {
+        let mut judge = PartitionJudge {
+            plan,
+            limits,
+            errors: Vec::new(),
+            first: None,
+            count: 0,
+        };
+        if let Some(r) = judge.request_level(acks) {
+            return PartitionVerdict::Reject {
+                rejection: r,
+                records: count_records(records),
+            };
+        }
+        let outcome = judge.records(records.unwrap_or_default());
+        let count = judge.count;
+        match outcome {
+            Err(rejection) => PartitionVerdict::Reject {
+                rejection,
+                records: count.max(count_records(records)),
+            },
+            Ok(()) => match judge.into_rejection() {
+                Some(rejection) => PartitionVerdict::Reject {
+                    rejection,
+                    records: count,
+                },
+                None => PartitionVerdict::Accept { records: count },
+            },
+        }
+    }
+}
+
+/// The record count declared by the batch headers (for metrics of partitions not inspected).
+fn count_records(records: Option<&[u8]>) -> u64 {
+    batches(records.unwrap_or_default())
+        .map_while(Result::ok)
+        .map(|b| b.records_count.max(0) as u64)
+        .sum()
+}
+
+struct PartitionJudge<'p, 'a> {
+    plan: &'p TopicPlan<'a>,
+    limits: &'p Limits,
+    errors: Vec<(i32, String)>,
+    /// The first offending record: (policy, rule label, message with origin).
+    first: Option<(&'static str, String, String)>,
+    count: u64,
+}
+
+impl PartitionJudge<'_, '_> {
+    fn request_level(&self, acks: i16) -> Option<Rejection> {
+        for rule in &self.plan.rules {
+            if let Some(want) = rule.acks {
+                let ok = match want {
+                    -1 => acks == -1,
+                    1 => acks == -1 || acks == 1,
+                    _ => true,
+                };
+                if !ok {
+                    let want_text = if want == -1 { "all" } else { "1" };
+                    return Some(self.batch_rejection(
+                        rule,
+                        "acks",
+                        format!("requires acks={want_text}, the request has acks={acks}"),
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    fn batch_rejection(&self, rule: &ProduceRule, key: &str, why: String) -> Rejection {
+        Rejection {
+            error_code: super::judge::INVALID_RECORD,
+            message: format!(
+                "meshgate: produce rule ({}) `{key}`: {why} (topic `{}`)",
+                rule.origin, self.plan.topic
+            ),
+            record_errors: vec![],
+            policy: "produce",
+            rule: key.to_string(),
+        }
+    }
+
+    fn malformed(&self, e: RecordError) -> Rejection {
+        Rejection {
+            error_code: INVALID_RECORD,
+            message: format!(
+                "meshgate: malformed record batch for topic `{}`: {e}",
+                self.plan.topic
+            ),
+            record_errors: vec![],
+            policy: "produce",
+            rule: "malformed_batch".into(),
+        }
+    }
+
+    fn records(&mut self, bytes: &[u8]) -> Result<(), Rejection> {
+        let mut index: usize = 0;
+        for batch in batches(bytes) {
+            let batch = batch.map_err(|e| self.malformed(e))?;
+            if batch.is_control() {
+                return Err(
+                    self.malformed_text("control batches are written by brokers, not producers")
+                );
+            }
+            let codec = batch.codec().map_err(|e| self.malformed(e))?;
+            for rule in &self.plan.rules {
+                if let Some(allowed) = &rule.compression {
+                    if !allowed.contains(&codec) {
+                        let names: Vec<&str> = allowed.iter().map(|c| c.name()).collect();
+                        return Err(self.batch_rejection(
+                            rule,
+                            "compression",
+                            format!("codec `{}` is not one of {names:?}", codec.name()),
+                        ));
+                    }
+                }
+                if rule.idempotence_required && batch.producer_id < 0 {
+                    return Err(self.batch_rejection(
+                        rule,
+                        "idempotence",
+                        "requires an idempotent producer (enable.idempotence=true); the batch has no producer id".into(),
+                    ));
+                }
+            }
+            if !self.plan.inspects_records() {
+                self.count += batch.records_count.max(0) as u64;
+                index += batch.records_count.max(0) as usize;
+                continue;
+            }
+            let inflated = batch
+                .inflate(self.limits.max_inflated_bytes)
+                .map_err(|e| self.malformed(e))?;
+            for record in inflated.iter() {
+                let record = record.map_err(|e| self.malformed(e))?;
+                self.count += 1;
+                self.record(index, &record);
+                index += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn malformed_text(&self, why: &str) -> Rejection {
+        Rejection {
+            error_code: INVALID_RECORD,
+            message: format!("meshgate: topic `{}`: {why}", self.plan.topic),
+            record_errors: vec![],
+            policy: "produce",
+            rule: "malformed_batch".into(),
+        }
+    }
+
+    fn record(&mut self, index: usize, r: &RecordView<'_>) {
+        if self.errors.len() >= self.limits.max_record_errors {
+            return;
+        }
+        if let Some((policy, label, message)) = self.check_record(r) {
+            self.errors
+                .push((i32::try_from(index).unwrap_or(i32::MAX), message.clone()));
+            if self.first.is_none() {
+                self.first = Some((policy, label, format!("record {index}: {message}")));
+            }
+        }
+    }
+
+    /// The first problem with one record: (policy, rule label, message).
+    fn check_record(&self, r: &RecordView<'_>) -> Option<(&'static str, String, String)> {
+        for rule in &self.plan.rules {
+            if rule.key_required && r.key.is_none() {
+                return Some((
+                    "produce",
+                    "key".into(),
+                    format!("produce rule ({}) `key`: a key is required", rule.origin),
+                ));
+            }
+            for h in &rule.headers {
+                if !r.has_header(h) {
+                    return Some((
+                        "produce",
+                        "headers".into(),
+                        format!(
+                            "produce rule ({}) `headers`: header `{h}` is missing",
+                            rule.origin
+                        ),
+                    ));
+                }
+            }
+            if let Some(max) = rule.max_record_bytes {
+                if r.size > max {
+                    return Some((
+                        "produce",
+                        "max_record_bytes".into(),
+                        format!(
+                            "produce rule ({}) `max_record_bytes`: record is {} bytes, over {max}",
+                            rule.origin, r.size
+                        ),
+                    ));
+                }
+            }
+        }
+        let contract = self.plan.contract?;
+        let value = r.value?; // tombstones carry no data
+        check_contract(contract, value)
+    }
+
+    fn into_rejection(self) -> Option<Rejection> {
+        let (policy, rule, message) = self.first?;
+        let more = self.errors.len().saturating_sub(1);
+        let suffix = if more > 0 {
+            format!(" (and {more} more record(s))")
+        } else {
+            String::new()
+        };
+        Some(Rejection {
+            error_code: INVALID_RECORD,
+            message: format!("meshgate: topic `{}`: {message}{suffix}", self.plan.topic),
+            record_errors: self.errors,
+            policy,
+            rule,
+        })
+    }
+}
+
+/// The first way a record value breaks its contract: (policy, rule label, message).
+fn check_contract(c: &Contract, value: &[u8]) -> Option<(&'static str, String, String)> {
+    let schema_problem = |why: String| {
+        Some((
+            "contract",
+            "schema".to_string(),
+            format!("breaks contract `{}` schema ({}): {why}", c.name, c.origin),
+        ))
+    };
+    let json: serde_json::Value = match c.schema.as_ref().map(|s| s.format) {
+        Some(Format::Avro) => {
+            return schema_problem(
+                "Avro-contract records cannot be validated by this build (Avro decoding is not implemented yet), so they are refused".into(),
+            )
+        }
+        Some(Format::Json) | None => match serde_json::from_slice(value) {
+            Ok(v) => v,
+            Err(e) => return schema_problem(format!("value is not JSON: {e}")),
+        },
+    };
+    if let Some(check) = c.schema.as_ref().and_then(|s| s.json.as_ref()) {
+        if let Err(why) = check.check(&json) {
+            return schema_problem(why);
+        }
+    }
+    for r in &c.rules {
+        if !r.rule.passes(&json) {
+            return Some((
+                "contract",
+                r.rule.text.clone(),
+                format!(
+                    "breaks contract `{}` rule `{}` ({})",
+                    c.name, r.rule.text, r.origin
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// A topic a client asks to create.
+pub struct NewTopic<'a> {
+    pub name: &'a str,
+    /// -1 when the broker default is requested.
+    pub num_partitions: i32,
+    /// -1 when the broker default is requested.
+    pub replication_factor: i16,
+    pub configs: Vec<(&'a str, Option<&'a str>)>,
+}
+
+impl PolicySet {
+    /// Judges one topic of a CreateTopics request.
+    pub fn judge_new_topic(&self, t: &NewTopic<'_>) -> Result<(), Rejection> {
+        let reject = |rule: &str, message: String| Rejection {
+            error_code: POLICY_VIOLATION,
+            message: format!("meshgate: topic `{}`: {message}", t.name),
+            record_errors: vec![],
+            policy: "topics",
+            rule: rule.to_string(),
+        };
+        // Naming and require_contract are shared with produce.
+        self.plan_topic(t.name).map(|_| ()).map_err(|mut r| {
+            r.message = r
+                .message
+                .replacen("meshgate: ", "meshgate: cannot create: ", 1);
+            r
+        })?;
+        let Some(rules) = &self.topics else {
+            return Ok(());
+        };
+        if rules.partitions.is_set() {
+            if t.num_partitions < 0 {
+                return Err(reject("partitions", format!("the partition count must be given explicitly: the topic rules ({}) require {}", rules.origin, rules.partitions)));
+            }
+            if !rules.partitions.contains(t.num_partitions as i64) {
+                return Err(reject(
+                    "partitions",
+                    format!(
+                        "{} partitions, but the topic rules ({}) require {}",
+                        t.num_partitions, rules.origin, rules.partitions
+                    ),
+                ));
+            }
+        }
+        if rules.replication_factor.is_set() {
+            if t.replication_factor < 0 {
+                return Err(reject("replication_factor", format!("the replication factor must be given explicitly: the topic rules ({}) require {}", rules.origin, rules.replication_factor)));
+            }
+            if !rules
+                .replication_factor
+                .contains(t.replication_factor as i64)
+            {
+                return Err(reject(
+                    "replication_factor",
+                    format!(
+                        "replication factor {}, but the topic rules ({}) require {}",
+                        t.replication_factor, rules.origin, rules.replication_factor
+                    ),
+                ));
+            }
+        }
+        for rule in &rules.configs {
+            let Some((_, value)) = t.configs.iter().find(|(k, _)| *k == rule.key) else {
+                continue; // the broker default applies
+            };
+            let Some(value) = value else { continue };
+            if rule.min.is_some() || rule.max.is_some() {
+                let Ok(n) = value.trim().parse::<f64>() else {
+                    return Err(reject(
+                        &rule.key,
+                        format!(
+                            "config {}={value} is not a number ({})",
+                            rule.key, rule.origin
+                        ),
+                    ));
+                };
+                if rule.min.is_some_and(|m| n < m) || rule.max.is_some_and(|m| n > m) {
+                    let bound = match (rule.min, rule.max) {
+                        (Some(a), Some(b)) => format!("between {a} and {b}"),
+                        (Some(a), None) => format!("at least {a}"),
+                        (None, Some(b)) => format!("at most {b}"),
+                        (None, None) => unreachable!(),
+                    };
+                    return Err(reject(
+                        &rule.key,
+                        format!(
+                            "config {}={value} must be {bound} ({})",
+                            rule.key, rule.origin
+                        ),
+                    ));
+                }
+            }
+            if let Some(allowed) = &rule.allowed {
+                for item in value.split(',').map(str::trim) {
+                    if !allowed.iter().any(|a| a == item) {
+                        return Err(reject(
+                            &rule.key,
+                            format!(
+                                "config {}={value}: `{item}` is not one of {allowed:?} ({})",
+                                rule.key, rule.origin
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,562 @@
+//! Loading a policy directory: walk, parse, compile. Every problem is collected and reported as
+//! `file:line: message`; a set with any error is not used.
+//!
+//! The walk takes every `*.yaml` / `*.yml` file below the directory, recursively, in path order,
+//! following symlinks, and skipping entries whose names start with `.`. The last rule matters for
+//! Kubernetes ConfigMap volumes: their files are symlinks into a hidden `..data` directory, which
+//! would otherwise be loaded a second time.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+use serde_saphyr::Spanned;
+
+use super::model::{self, AcksDoc, Document, Format, Requirement, RuleDoc};
+use super::*;
+use crate::protocol::records::Codec;
+use crate::rules::{Rule, RuleSource};
+use crate::schema::json::JsonCheck;
+use crate::schema::shape::Shape;
+
+const MAX_DEPTH: usize = 16;
+
+/// Loads and compiles every policy file under `dir`.
+pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
+    let files = policy_files(dir).map_err(|e| {
+        vec![PolicyError {
+            file: dir.display().to_string(),
+            line: 0,
+            message: e,
+        }]
+    })?;
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for path in files {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => sources.push((path, text)),
+            Err(e) => errors.push(PolicyError {
+                file: path.display().to_string(),
+                line: 0,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    let set = compile_sources(&sources, &mut errors);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The policy files under `dir`, in a stable order.
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta =
+        std::fs::metadata(dir).map_err(|e| format!("cannot read the policy directory: {e}"))?;
+    if !meta.is_dir() {
+        return Err("not a directory".into());
+    }
+    let mut out = Vec::new();
+    walk(dir, 0, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "{}: nested deeper than {MAX_DEPTH} levels (a symlink loop?)",
+            dir.display()
+        ));
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // fs::metadata follows symlinks: a ConfigMap's file symlinks load as files.
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk(&path, depth + 1, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Compiles already-read sources: (path, text) pairs.
+pub fn compile_sources(sources: &[(PathBuf, String)], errors: &mut Vec<PolicyError>) -> PolicySet {
+    let mut set = PolicySet::default();
+    let mut naming_at: Option<Origin> = None;
+    let mut topics_at: Option<Origin> = None;
+    let mut contract_names: HashMap<String, Origin> = HashMap::new();
+    for (path, text) in sources {
+        let file: Arc<str> = Arc::from(path.display().to_string());
+        set.files.push(file.to_string());
+        let docs: Vec<Option<Document>> = match serde_saphyr::from_multiple(text) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(yaml_error(&file, &e));
+                continue;
+            }
+        };
+        let mut cx = Cx {
+            file: file.clone(),
+            dir: path.parent().unwrap_or(Path::new(".")),
+            errors,
+        };
+        for doc in docs.into_iter().flatten() {
+            if let Some(n) = doc.naming {
+                let origin = cx.origin(&n);
+                if let Some(first) = &naming_at {
+                    cx.err(
+                        origin.line,
+                        format!("`naming` is already defined at {first}"),
+                    );
+                } else if let Some(naming) = cx.naming(n.value, &origin) {
+                    naming_at = Some(origin);
+                    set.naming = Some(naming);
+                }
+            }
+            if let Some(t) = doc.topics {
+                let origin = cx.origin(&t);
+                if let Some(first) = &topics_at {
+                    cx.err(
+                        origin.line,
+                        format!("`topics` is already defined at {first}"),
+                    );
+                } else {
+                    set.topics = Some(cx.topics(t.value, origin.clone()));
+                    topics_at = Some(origin);
+                }
+            }
+            for p in doc.produce.into_iter().flatten() {
+                let origin = cx.origin(&p);
+                if let Some(rule) = cx.produce(p.value, origin) {
+                    set.produce.push(rule);
+                }
+            }
+            if let Some(c) = doc.contract {
+                let origin = cx.origin(&c);
+                if let Some(contract) = cx.contract(c.value, origin.clone()) {
+                    if let Some(first) = contract_names.get(&contract.name) {
+                        cx.err(
+                            origin.line,
+                            format!("contract `{}` is already defined at {first}", contract.name),
+                        );
+                    } else {
+                        contract_names.insert(contract.name.clone(), origin);
+                        set.contracts.push(Arc::new(contract));
+                    }
+                }
+            }
+        }
+    }
+    cross_check(&mut set, errors);
+    set
+}
+
+/// Checks that span files: contract topics follow the naming policy and are claimed once.
+fn cross_check(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
+    let mut by_topic = HashMap::new();
+    for (i, c) in set.contracts.iter().enumerate() {
+        if let Some(n) = &set.naming {
+            if !n.pattern.is_match(&c.topic) && !n.is_exempt(&c.topic) {
+                errors.push(PolicyError {
+                    file: c.origin.file.to_string(),
+                    line: c.origin.line,
+                    message: format!(
+                        "contract `{}`: topic `{}` does not match the naming pattern `{}` ({})",
+                        c.name,
+                        c.topic,
+                        n.pattern.as_str(),
+                        n.origin
+                    ),
+                });
+            }
+        }
+        if let Some(&j) = by_topic.get(&c.topic) {
+            let first: &Arc<Contract> = &set.contracts[j];
+            errors.push(PolicyError {
+                file: c.origin.file.to_string(),
+                line: c.origin.line,
+                message: format!(
+                    "contract `{}` claims topic `{}`, already claimed by contract `{}` ({})",
+                    c.name, c.topic, first.name, first.origin
+                ),
+            });
+        } else {
+            by_topic.insert(c.topic.clone(), i);
+        }
+    }
+    set.by_topic = by_topic;
+}
+
+/// `file:line: message` from a YAML error (its first line, without the location prefix).
+fn yaml_error(file: &str, e: &serde_saphyr::Error) -> PolicyError {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let message = match first.split_once(": ") {
+        Some((loc, rest)) if loc.starts_with("line ") => rest.to_string(),
+        _ => first.to_string(),
+    };
+    PolicyError {
+        file: file.to_string(),
+        line: e.location().map(|l| l.line()).unwrap_or(0),
+        message,
+    }
+}
+
+struct Cx<'a> {
+    file: Arc<str>,
+    dir: &'a Path,
+    errors: &'a mut Vec<PolicyError>,
+}
+
+impl Cx<'_> {
+    fn origin<T>(&self, s: &Spanned<T>) -> Origin {
+        Origin {
+            file: self.file.clone(),
+            line: s.referenced.line(),
+        }
+    }
+
+    fn err(&mut self, line: u64, message: String) {
+        self.errors.push(PolicyError {
+            file: self.file.to_string(),
+            line,
+            message,
+        });
+    }
+
+    fn regex(&mut self, s: &Spanned<String>, what: &str) -> Option<Regex> {
+        match Regex::new(&s.value) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let msg = e.to_string().lines().last().unwrap_or_default().to_string();
+                self.err(
+                    s.referenced.line(),
+                    format!("{what} `{}` is not a valid regex: {msg}", s.value),
+                );
+                None
+            }
+        }
+    }
+
+    fn naming(&mut self, n: model::NamingDoc, origin: &Origin) -> Option<Naming> {
+        let pattern = self.regex(&n.topics.pattern, "naming pattern");
+        let exempt: Vec<Regex> = n
+            .topics
+            .exempt
+            .iter()
+            .filter_map(|e| self.regex(e, "exempt pattern"))
+            .collect();
+        (exempt.len() == n.topics.exempt.len())
+            .then_some(())
+            .and(pattern)
+            .map(|pattern| Naming {
+                pattern,
+                exempt,
+                origin: origin.clone(),
+            })
+    }
+
+    fn range(&mut self, r: Option<Spanned<model::RangeDoc>>, what: &str) -> Range {
+        let Some(r) = r else { return Range::default() };
+        if let (Some(a), Some(b)) = (r.value.min, r.value.max) {
+            if a > b {
+                self.err(
+                    r.referenced.line(),
+                    format!("{what}: min {a} is above max {b}"),
+                );
+            }
+        }
+        Range {
+            min: r.value.min,
+            max: r.value.max,
+        }
+    }
+
+    fn topics(&mut self, t: model::TopicsDoc, origin: Origin) -> TopicRules {
+        let partitions = self.range(t.partitions, "partitions");
+        let replication_factor = self.range(t.replication_factor, "replication_factor");
+        let mut configs = Vec::new();
+        for (key, rule) in t.configs {
+            let line = rule.referenced.line();
+            let doc = rule.value;
+            if doc.min.is_none() && doc.max.is_none() && doc.allowed.is_none() {
+                self.err(line, format!("config `{key}` needs min, max or allowed"));
+            }
+            configs.push(ConfigRule {
+                key,
+                min: doc.min,
+                max: doc.max,
+                allowed: doc.allowed,
+                origin: Origin {
+                    file: self.file.clone(),
+                    line,
+                },
+            });
+        }
+        TopicRules {
+            partitions,
+            replication_factor,
+            configs,
+            require_contract: t.require_contract.unwrap_or(false),
+            origin,
+        }
+    }
+
+    fn produce(&mut self, p: model::ProduceRuleDoc, origin: Origin) -> Option<ProduceRule> {
+        let before = self.errors.len();
+        let topics = p
+            .topics
+            .as_ref()
+            .and_then(|t| self.regex(t, "produce topics"));
+        let acks = p.acks.as_ref().and_then(|a| {
+            let v = match &a.value {
+                AcksDoc::Word(w) if w == "all" => Some(-1),
+                AcksDoc::Word(w) => w.parse::<i16>().ok(),
+                AcksDoc::Number(n) => i16::try_from(*n).ok(),
+            };
+            match v {
+                Some(-1) => Some(-1),
+                Some(v @ (0 | 1)) => Some(v),
+                _ => {
+                    self.err(a.referenced.line(), "acks must be all, -1, 1 or 0".into());
+                    None
+                }
+            }
+        });
+        let compression = p.compression.as_ref().map(|codecs| {
+            codecs
+                .iter()
+                .filter_map(|c| {
+                    let codec = Codec::from_name(&c.value);
+                    if codec.is_none() {
+                        self.err(
+                            c.referenced.line(),
+                            format!(
+                                "unknown codec `{}` (none, gzip, snappy, lz4, zstd)",
+                                c.value
+                            ),
+                        );
+                    }
+                    codec
+                })
+                .collect()
+        });
+        let max_record_bytes = p
+            .max_record_bytes
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(ProduceRule {
+            topics,
+            acks,
+            compression,
+            idempotence_required: p.idempotence == Some(Requirement::Required),
+            headers: p.headers,
+            key_required: p.key == Some(Requirement::Required),
+            max_record_bytes,
+            origin,
+        })
+    }
+
+    fn contract(&mut self, c: model::ContractDoc, origin: Origin) -> Option<Contract> {
+        let before = self.errors.len();
+        let name = c.name.value.trim().to_string();
+        if name.is_empty() {
+            self.err(c.name.referenced.line(), "contract name is empty".into());
+        }
+        if c.topic.value.is_empty() {
+            self.err(c.topic.referenced.line(), "contract topic is empty".into());
+        }
+        let schema = c.schema.and_then(|s| self.schema(s));
+        let shape = schema.as_ref().and_then(|s| s.shape.as_ref());
+        let mut sla = Sla::default();
+        if let Some(s) = c.sla {
+            let s = s.value;
+            sla.availability = s
+                .availability
+                .and_then(|a| self.percent(&a, "availability"));
+            sla.latency_p99 = s.latency_p99.and_then(|d| self.duration(&d, "latency_p99"));
+            sla.freshness = s.freshness.and_then(|d| self.duration(&d, "freshness"));
+        }
+        let mut completeness_target = None;
+        let mut rules = Vec::new();
+        if let Some(q) = c.quality {
+            completeness_target = q
+                .completeness
+                .and_then(|p| self.percent(&p, "completeness"));
+            for r in q.validity_rules {
+                let line = r.referenced.line();
+                let source = match &r.value {
+                    RuleDoc::Sql(t) => match t.trim().strip_prefix("cel:") {
+                        Some(cel) => RuleSource::Cel(cel),
+                        None => RuleSource::Sql(t),
+                    },
+                    RuleDoc::Cel { cel } => RuleSource::Cel(cel),
+                };
+                match Rule::compile(source, shape) {
+                    Ok(rule) => rules.push(ContractRule {
+                        rule,
+                        origin: Origin {
+                            file: self.file.clone(),
+                            line,
+                        },
+                    }),
+                    Err(e) => {
+                        let text = match &r.value {
+                            RuleDoc::Sql(t) => t.clone(),
+                            RuleDoc::Cel { cel } => format!("cel: {cel}"),
+                        };
+                        self.err(line, format!("contract `{name}`: rule `{text}`: {e}"))
+                    }
+                }
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Contract {
+            name,
+            owner: c.owner,
+            topic: c.topic.value,
+            description: c.description,
+            schema,
+            sla,
+            completeness_target,
+            rules,
+            origin,
+        })
+    }
+
+    fn schema(&mut self, s: Spanned<model::SchemaDoc>) -> Option<ContractSchema> {
+        let line = s.referenced.line();
+        let doc = s.value;
+        let text = match (&doc.file, &doc.definition) {
+            (Some(_), Some(d)) => {
+                self.err(
+                    d.referenced.line(),
+                    "schema has both `file` and `definition`; keep one".into(),
+                );
+                return None;
+            }
+            (None, None) => {
+                self.err(line, "schema needs `file` or `definition`".into());
+                return None;
+            }
+            (Some(f), None) => {
+                let path = self.dir.join(&f.value);
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.err(
+                            f.referenced.line(),
+                            format!("schema file `{}`: {e}", path.display()),
+                        );
+                        return None;
+                    }
+                }
+            }
+            (None, Some(d)) => match &d.value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+        };
+        let at = doc
+            .file
+            .as_ref()
+            .map(|f| f.referenced.line())
+            .unwrap_or(line);
+        let (shape, json) = match doc.format {
+            Format::Avro => match Shape::from_avro(&text) {
+                Ok(shape) => (Some(shape), None),
+                Err(e) => {
+                    self.err(at, format!("Avro schema: {e}"));
+                    return None;
+                }
+            },
+            Format::Json => match JsonCheck::from_schema_text(&text) {
+                Ok((check, shape)) => (Some(shape), Some(check)),
+                Err(e) => {
+                    self.err(at, e);
+                    return None;
+                }
+            },
+        };
+        Some(ContractSchema {
+            format: doc.format,
+            version: doc.version.map(|v| v.value),
+            compatibility: doc.compatibility.unwrap_or(Compatibility::Backward),
+            text,
+            shape,
+            json,
+            origin: Origin {
+                file: self.file.clone(),
+                line,
+            },
+        })
+    }
+
+    fn percent(&mut self, s: &Spanned<String>, what: &str) -> Option<f64> {
+        let v = s
+            .value
+            .trim()
+            .strip_suffix('%')
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .filter(|p| (0.0..=100.0).contains(p));
+        if v.is_none() {
+            self.err(
+                s.referenced.line(),
+                format!("{what} `{}` is not a percentage like 99.9%", s.value),
+            );
+        }
+        v.map(|p| p / 100.0)
+    }
+
+    fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
+        let d = parse_duration(&s.value);
+        if d.is_none() {
+            self.err(
+                s.referenced.line(),
+                format!(
+                    "{what} `{}` is not a duration like 500ms, 60s, 5m or 1h",
+                    s.value
+                ),
+            );
+        }
+        d
+    }
+}
+
+/// `500ms`, `60s`, `1.5s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(secs).ok()
+}

@@ -1,0 +1,209 @@
+//! Policies: the YAML files in the policy directory, compiled once into an immutable
+//! [`PolicySet`], and judged against requests without I/O.
+//!
+//! - [`model`]: the files as written (serde, unknown keys refused).
+//! - [`load`]: directory walk, parse, compile: every error as `file:line: message`.
+//! - [`judge`]: produce and create-topic verdicts. Pure: no I/O, no locks, no allocation per
+//!   record beyond what decoding a JSON value needs.
+//! - [`store`]: the current set behind an `ArcSwap`, hot reload, and reload metrics.
+
+pub mod judge;
+pub mod load;
+pub mod model;
+pub mod store;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::protocol::records::Codec;
+use crate::rules::Rule;
+use crate::schema::json::JsonCheck;
+use crate::schema::shape::Shape;
+pub use model::{Compatibility, Format};
+
+/// Where a policy element was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<str>,
+    pub line: u64,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// A policy file problem, at `file:line`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    pub line: u64,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+/// Every policy in force, compiled.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub naming: Option<Naming>,
+    pub topics: Option<TopicRules>,
+    pub produce: Vec<ProduceRule>,
+    pub contracts: Vec<Arc<Contract>>,
+    by_topic: HashMap<String, usize>,
+    /// Files the set was loaded from.
+    pub files: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Naming {
+    pub pattern: Regex,
+    pub exempt: Vec<Regex>,
+    pub origin: Origin,
+}
+
+impl Naming {
+    pub fn is_exempt(&self, topic: &str) -> bool {
+        self.exempt.iter().any(|r| r.is_match(topic))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Range {
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+}
+
+impl Range {
+    pub fn contains(&self, v: i64) -> bool {
+        self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.min.is_some() || self.max.is_some()
+    }
+}
+
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.min, self.max) {
+            (Some(a), Some(b)) => write!(f, "between {a} and {b}"),
+            (Some(a), None) => write!(f, "at least {a}"),
+            (None, Some(b)) => write!(f, "at most {b}"),
+            (None, None) => write!(f, "anything"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TopicRules {
+    pub partitions: Range,
+    pub replication_factor: Range,
+    pub configs: Vec<ConfigRule>,
+    pub require_contract: bool,
+    pub origin: Origin,
+}
+
+#[derive(Debug)]
+pub struct ConfigRule {
+    pub key: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub allowed: Option<Vec<String>>,
+    pub origin: Origin,
+}
+
+#[derive(Debug)]
+pub struct ProduceRule {
+    /// Topics it applies to; `None` for every topic.
+    pub topics: Option<Regex>,
+    /// Required acks: -1 (all) or 1.
+    pub acks: Option<i16>,
+    pub compression: Option<Vec<Codec>>,
+    pub idempotence_required: bool,
+    pub headers: Vec<String>,
+    pub key_required: bool,
+    pub max_record_bytes: Option<usize>,
+    pub origin: Origin,
+}
+
+impl ProduceRule {
+    pub fn applies_to(&self, topic: &str) -> bool {
+        self.topics.as_ref().is_none_or(|r| r.is_match(topic))
+    }
+
+    /// True when the rule needs to look at individual records.
+    pub fn inspects_records(&self) -> bool {
+        !self.headers.is_empty() || self.key_required || self.max_record_bytes.is_some()
+    }
+}
+
+/// A data product's contract.
+#[derive(Debug)]
+pub struct Contract {
+    pub name: String,
+    pub owner: String,
+    pub topic: String,
+    pub description: Option<String>,
+    pub schema: Option<ContractSchema>,
+    pub sla: Sla,
+    pub completeness_target: Option<f64>,
+    pub rules: Vec<ContractRule>,
+    pub origin: Origin,
+}
+
+#[derive(Debug)]
+pub struct ContractSchema {
+    pub format: Format,
+    pub version: Option<String>,
+    pub compatibility: Compatibility,
+    /// The schema document as text (JSON).
+    pub text: String,
+    pub shape: Option<Shape>,
+    /// For `format: json`: how each value is checked.
+    pub json: Option<JsonCheck>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Sla {
+    /// Fraction in 0..=1.
+    pub availability: Option<f64>,
+    pub latency_p99: Option<Duration>,
+    pub freshness: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct ContractRule {
+    pub rule: Rule,
+    pub origin: Origin,
+}
+
+impl PolicySet {
+    /// The contract that governs `topic`.
+    pub fn contract_for(&self, topic: &str) -> Option<&Arc<Contract>> {
+        self.by_topic.get(topic).map(|&i| &self.contracts[i])
+    }
+
+    /// True when any policy may reject a produce request, so Produce must be decoded.
+    pub fn governs_produce(&self) -> bool {
+        self.naming.is_some()
+            || self.topics.as_ref().is_some_and(|t| t.require_contract)
+            || !self.produce.is_empty()
+            || !self.contracts.is_empty()
+    }
+
+    /// True when any policy may reject a CreateTopics request.
+    pub fn governs_create_topics(&self) -> bool {
+        self.naming.is_some() || self.topics.is_some()
+    }
+}

@@ -1,0 +1,236 @@
+//! The policy set in force, and hot reload.
+//!
+//! Requests read the current set with one lock-free `ArcSwap` load and are judged under that one
+//! generation from start to end. A reload builds a complete new set off the data path and swaps
+//! it in atomically; a set that fails to load is logged with every error and the last good set
+//! stays in force.
+//!
+//! Reload triggers, any of which is enough:
+//! - filesystem events under the directory (debounced), which covers editors that write in place
+//!   or through a rename;
+//! - a poll of the directory's content fingerprint every `POLL`, which also covers Kubernetes
+//!   ConfigMap volumes (an atomic symlink swap some watchers miss) and directories that appear
+//!   after start;
+//! - SIGHUP, which forces a reload.
+//!
+//! A trigger reloads only when the fingerprint (every non-hidden file's path and content) changed,
+//! except SIGHUP.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, Guard};
+use prometheus::{IntCounterVec, IntGauge};
+use tokio_util::sync::CancellationToken;
+
+use super::load::load_dir;
+use super::{PolicyError, PolicySet};
+
+const POLL: Duration = Duration::from_secs(2);
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+pub struct PolicyStore {
+    dir: PathBuf,
+    current: ArcSwap<PolicySet>,
+    generation: AtomicU64,
+    fingerprint: Mutex<Option<u64>>,
+    reloads: IntCounterVec,
+    generation_gauge: IntGauge,
+}
+
+impl PolicyStore {
+    /// Loads the directory. A directory that does not exist yet gives an empty set (and is picked
+    /// up when it appears); one that exists but does not load is an error.
+    pub fn open(
+        dir: &Path,
+        reloads: IntCounterVec,
+        generation_gauge: IntGauge,
+    ) -> Result<Self, Vec<PolicyError>> {
+        let (set, fingerprint) = if dir.exists() {
+            let fp = fingerprint(dir);
+            (load_dir(dir)?, fp)
+        } else {
+            tracing::warn!(dir = %dir.display(), "policy directory does not exist: no policies in force until it appears");
+            (PolicySet::default(), None)
+        };
+        log_loaded(&set, 1);
+        reloads.with_label_values(&["ok"]).inc();
+        generation_gauge.set(1);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            current: ArcSwap::from_pointee(set),
+            generation: AtomicU64::new(1),
+            fingerprint: Mutex::new(fingerprint),
+            reloads,
+            generation_gauge,
+        })
+    }
+
+    /// The set in force. Hold the guard for the whole request.
+    pub fn current(&self) -> Guard<Arc<PolicySet>> {
+        self.current.load()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Reloads now. On success the new set is in force and its generation is returned.
+    pub fn reload(&self) -> Result<u64, Vec<PolicyError>> {
+        let fp = fingerprint(&self.dir);
+        *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = fp;
+        let loaded = if self.dir.exists() {
+            load_dir(&self.dir)
+        } else {
+            Ok(PolicySet::default())
+        };
+        match loaded {
+            Ok(set) => {
+                let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                log_loaded(&set, generation);
+                self.current.store(Arc::new(set));
+                self.reloads.with_label_values(&["ok"]).inc();
+                self.generation_gauge.set(generation as i64);
+                Ok(generation)
+            }
+            Err(errors) => {
+                self.reloads.with_label_values(&["error"]).inc();
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    errors = errors.len(),
+                    generation = self.generation(),
+                    "policy reload failed; the last good policy set stays in force"
+                );
+                for e in &errors {
+                    tracing::error!("{e}");
+                }
+                Err(errors)
+            }
+        }
+    }
+
+    /// Reloads when the directory's content changed since the last load or attempt.
+    pub fn reload_if_changed(&self) {
+        let fp = fingerprint(&self.dir);
+        let changed = *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) != fp;
+        if changed {
+            let _ = self.reload();
+        }
+    }
+
+    /// Watches for changes until shutdown.
+    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let watcher = {
+            let tx = tx.clone();
+            notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+                let _ = tx.try_send(());
+            })
+            .and_then(|mut w| {
+                use notify::Watcher;
+                w.watch(&self.dir, notify::RecursiveMode::Recursive)
+                    .map(|_| w)
+            })
+        };
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::info!(dir = %self.dir.display(), error = %e, "no filesystem watch; polling for policy changes");
+                None
+            }
+        };
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            #[cfg(unix)]
+            let sighup = async {
+                match hup.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let sighup = std::future::pending::<Option<()>>();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = rx.recv() => {
+                    // Let a burst of events (an editor's write + rename) settle.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while rx.try_recv().is_ok() {}
+                    self.reload_off_thread(false).await;
+                }
+                _ = poll.tick() => self.reload_off_thread(false).await,
+                _ = sighup => {
+                    tracing::info!("SIGHUP: reloading policies");
+                    self.reload_off_thread(true).await;
+                }
+            }
+        }
+    }
+
+    async fn reload_off_thread(self: &Arc<Self>, force: bool) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if force {
+                let _ = me.reload();
+            } else {
+                me.reload_if_changed();
+            }
+        })
+        .await;
+    }
+}
+
+fn log_loaded(set: &PolicySet, generation: u64) {
+    tracing::info!(
+        generation,
+        files = set.files.len(),
+        contracts = set.contracts.len(),
+        produce_rules = set.produce.len(),
+        naming = set.naming.is_some(),
+        topic_rules = set.topics.is_some(),
+        "policies loaded"
+    );
+}
+
+/// A hash of every non-hidden file's path and content under `dir`; `None` when it is unreadable.
+fn fingerprint(dir: &Path) -> Option<u64> {
+    let mut files = Vec::new();
+    collect(dir, 0, &mut files);
+    if files.is_empty() && !dir.exists() {
+        return None;
+    }
+    files.sort();
+    let mut h = DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        std::fs::read(&f).ok().hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if depth > 16 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => collect(&path, depth + 1, out),
+            Ok(_) => out.push(path),
+            Err(_) => {}
+        }
+    }
+}

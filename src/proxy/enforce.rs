@@ -1,0 +1,439 @@
+//! Policy enforcement on the data path: the one seam where a policy verdict turns into a request
+//! forwarded, a request trimmed, or a response meshgate writes itself.
+//!
+//! - Nothing rejected: the original frame is forwarded untouched.
+//! - Some partitions (or topics) rejected: a request holding only the accepted ones is forwarded.
+//!   Their record batches are the original bytes (the envelope is re-encoded, the batches are
+//!   copied verbatim). The upstream response is merged with meshgate's own results for the
+//!   rejected ones, in the request's order.
+//! - Everything rejected: meshgate answers alone; nothing reaches the broker.
+//! - Produce with acks=0 and a rejection: the accepted part is forwarded, then the connection is
+//!   closed, as a broker closes it on an acks=0 error.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use super::rewrite::{BrokerAddresses, RewriteError};
+use super::Gateway;
+use crate::metrics::topic_label;
+use crate::policy::judge::{NewTopic, PartitionVerdict, Rejection};
+use crate::policy::PolicySet;
+use crate::protocol::header::{split_request, split_response, HeaderError};
+
+/// What to do with a governed request.
+pub enum Decision {
+    /// Forward the original frame.
+    Forward,
+    /// Forward this trimmed frame; merge the response.
+    ForwardTrimmed { frame: Bytes, merge: Merge },
+    /// Answer with this response frame; forward nothing.
+    Respond(Bytes),
+    /// acks=0 with a rejection: forward this frame if any, then close the connection.
+    ForwardThenClose(Option<Bytes>),
+}
+
+/// meshgate's results for what it rejected, to merge into the upstream response.
+#[derive(Debug)]
+pub enum Merge {
+    Produce(Box<ProduceMerge>),
+    CreateTopics(Box<CreateTopicsMerge>),
+}
+
+#[derive(Debug)]
+pub struct ProduceMerge {
+    version: i16,
+    /// Request order: topic → partition indexes.
+    order: Vec<(StrBytes, Vec<i32>)>,
+    rejected: HashMap<(StrBytes, i32), PartitionProduceResponse>,
+}
+
+#[derive(Debug)]
+pub struct CreateTopicsMerge {
+    version: i16,
+    order: Vec<StrBytes>,
+    rejected: HashMap<StrBytes, CreatableTopicResult>,
+}
+
+fn undecodable(api: ApiKey, version: i16, e: impl std::fmt::Display) -> HeaderError {
+    HeaderError::Undecodable {
+        api,
+        version,
+        reason: e.to_string(),
+    }
+}
+
+/// Judges a Produce request under `policies`.
+pub fn produce(
+    gw: &Gateway,
+    policies: &PolicySet,
+    frame: &Bytes,
+    version: i16,
+) -> Result<Decision, HeaderError> {
+    let (header, mut body) = split_request(frame, ApiKey::Produce, version)?;
+    let request = ProduceRequest::decode(&mut body, version)
+        .map_err(|e| undecodable(ApiKey::Produce, version, e))?;
+    let client = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+    let mut order = Vec::with_capacity(request.topic_data.len());
+    let mut rejected = HashMap::new();
+    let mut accepted_any = false;
+    for topic in &request.topic_data {
+        let name = topic.name.0.as_str();
+        let plan = policies.plan_topic(name);
+        let label = topic_label(
+            plan.as_ref()
+                .ok()
+                .and_then(|p| p.contract.map(|c| c.topic.as_str())),
+        );
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for p in &topic.partition_data {
+            partitions.push(p.index);
+            let verdict = match &plan {
+                Ok(plan) => {
+                    policies.judge_partition(plan, request.acks, p.records.as_deref(), &gw.limits)
+                }
+                Err(r) => PartitionVerdict::Reject {
+                    rejection: r.clone(),
+                    records: count_records(p.records.as_deref()),
+                },
+            };
+            match verdict {
+                PartitionVerdict::Accept { records } => {
+                    accepted_any = true;
+                    gw.metrics
+                        .produce_records
+                        .with_label_values(&[label, "accepted"])
+                        .inc_by(records);
+                }
+                PartitionVerdict::Reject { rejection, records } => {
+                    gw.metrics
+                        .produce_records
+                        .with_label_values(&[label, "rejected"])
+                        .inc_by(records);
+                    gw.metrics
+                        .policy_rejections
+                        .with_label_values(&[label, rejection.policy, &rejection.rule])
+                        .inc();
+                    log_rejection(name, p.index, client, &rejection);
+                    rejected.insert(
+                        (topic.name.0.clone(), p.index),
+                        partition_error(&rejection, version),
+                    );
+                }
+            }
+        }
+        order.push((topic.name.0.clone(), partitions));
+    }
+    if rejected.is_empty() {
+        return Ok(Decision::Forward);
+    }
+    let trimmed = accepted_any.then(|| {
+        let mut req = request.clone();
+        for t in &mut req.topic_data {
+            let name = t.name.0.clone();
+            t.partition_data
+                .retain(|p| !rejected.contains_key(&(name.clone(), p.index)));
+        }
+        req.topic_data.retain(|t| !t.partition_data.is_empty());
+        encode_request(&header, ApiKey::Produce, version, &req)
+    });
+    if request.acks == 0 {
+        return Ok(Decision::ForwardThenClose(trimmed.transpose()?));
+    }
+    let merge = ProduceMerge {
+        version,
+        order,
+        rejected,
+    };
+    match trimmed {
+        Some(frame) => Ok(Decision::ForwardTrimmed {
+            frame: frame?,
+            merge: Merge::Produce(Box::new(merge)),
+        }),
+        None => {
+            let response = merge_produce_response(&merge, ProduceResponse::default());
+            Ok(Decision::Respond(encode_response(
+                header.correlation_id,
+                ApiKey::Produce,
+                version,
+                &response,
+            )?))
+        }
+    }
+}
+
+fn count_records(records: Option<&[u8]>) -> u64 {
+    crate::protocol::records::batches(records.unwrap_or_default())
+        .map_while(Result::ok)
+        .map(|b| b.records_count.max(0) as u64)
+        .sum()
+}
+
+fn partition_error(r: &Rejection, version: i16) -> PartitionProduceResponse {
+    let mut p = PartitionProduceResponse::default();
+    p.error_code = r.error_code;
+    p.base_offset = -1;
+    p.log_append_time_ms = -1;
+    p.log_start_offset = -1;
+    if version >= 8 {
+        p.error_message = Some(StrBytes::from_string(r.message.clone()));
+        p.record_errors = r
+            .record_errors
+            .iter()
+            .map(|(i, m)| {
+                let mut e = BatchIndexAndErrorMessage::default();
+                e.batch_index = *i;
+                e.batch_index_error_message = Some(StrBytes::from_string(m.clone()));
+                e
+            })
+            .collect();
+    }
+    p
+}
+
+/// Merges the upstream response with meshgate's rejections, in request order.
+fn merge_produce_response(m: &ProduceMerge, upstream: ProduceResponse) -> ProduceResponse {
+    let mut from_upstream: HashMap<(StrBytes, i32), PartitionProduceResponse> = HashMap::new();
+    for t in upstream.responses {
+        for p in t.partition_responses {
+            from_upstream.insert((t.name.0.clone(), p.index), p);
+        }
+    }
+    let mut out = ProduceResponse::default();
+    out.throttle_time_ms = upstream.throttle_time_ms;
+    out.node_endpoints = upstream.node_endpoints;
+    for (topic, partitions) in &m.order {
+        let mut t = TopicProduceResponse::default();
+        t.name = topic.clone().into();
+        for &index in partitions {
+            let key = (topic.clone(), index);
+            let mut p = m
+                .rejected
+                .get(&key)
+                .cloned()
+                .or_else(|| from_upstream.remove(&key))
+                .unwrap_or_else(|| {
+                    let mut p = PartitionProduceResponse::default();
+                    p.error_code = -1; // UNKNOWN_SERVER_ERROR: the broker did not answer for it
+                    p.base_offset = -1;
+                    p
+                });
+            p.index = index;
+            t.partition_responses.push(p);
+        }
+        out.responses.push(t);
+    }
+    out
+}
+
+/// Merges an upstream Produce response frame with the rejections of its request.
+pub fn merge_produce(
+    m: &ProduceMerge,
+    frame: Bytes,
+    addrs: &dyn BrokerAddresses,
+) -> Result<Bytes, RewriteError> {
+    let err = |reason: String| RewriteError {
+        api: ApiKey::Produce,
+        version: m.version,
+        reason,
+    };
+    let (header, mut body) =
+        split_response(&frame, ApiKey::Produce, m.version).map_err(|e| err(e.to_string()))?;
+    let upstream = ProduceResponse::decode(&mut body, m.version).map_err(|e| err(e.to_string()))?;
+    let mut merged = merge_produce_response(m, upstream);
+    for n in &mut merged.node_endpoints {
+        n.port = addrs.gateway_port(n.node_id.0, &n.host, n.port);
+        n.host = StrBytes::from_string(addrs.advertised_host().to_string());
+    }
+    encode_response(header.correlation_id, ApiKey::Produce, m.version, &merged)
+        .map_err(|e| err(e.to_string()))
+}
+
+/// Judges a CreateTopics request under `policies`.
+pub fn create_topics(
+    gw: &Gateway,
+    policies: &PolicySet,
+    frame: &Bytes,
+    version: i16,
+) -> Result<Decision, HeaderError> {
+    let api = ApiKey::CreateTopics;
+    let (header, mut body) = split_request(frame, api, version)?;
+    let request = CreateTopicsRequest::decode(&mut body, version)
+        .map_err(|e| undecodable(api, version, e))?;
+    let client = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+    let mut rejected = HashMap::new();
+    for t in &request.topics {
+        let num_partitions = match (t.num_partitions, t.assignments.len()) {
+            (-1, n) if n > 0 => n as i32,
+            (p, _) => p,
+        };
+        let replication_factor = match (t.replication_factor, t.assignments.first()) {
+            (-1, Some(a)) => a.broker_ids.len() as i16,
+            (r, _) => r,
+        };
+        let new = NewTopic {
+            name: t.name.0.as_str(),
+            num_partitions,
+            replication_factor,
+            configs: t
+                .configs
+                .iter()
+                .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str())))
+                .collect(),
+        };
+        if let Err(r) = policies.judge_new_topic(&new) {
+            let label = topic_label(policies.contract_for(new.name).map(|c| c.topic.as_str()));
+            gw.metrics
+                .policy_rejections
+                .with_label_values(&[label, r.policy, &r.rule])
+                .inc();
+            tracing::warn!(topic = new.name, client_id = client, policy = r.policy, rule = %r.rule, "{}", r.message);
+            let mut result = CreatableTopicResult::default();
+            result.name = t.name.clone();
+            result.error_code = r.error_code;
+            result.error_message = Some(StrBytes::from_string(r.message));
+            rejected.insert(t.name.0.clone(), result);
+        }
+    }
+    if rejected.is_empty() {
+        return Ok(Decision::Forward);
+    }
+    let order: Vec<StrBytes> = request.topics.iter().map(|t| t.name.0.clone()).collect();
+    let merge = CreateTopicsMerge {
+        version,
+        order,
+        rejected,
+    };
+    if merge.rejected.len() == request.topics.len() {
+        let response = merge_create_topics_response(&merge, CreateTopicsResponse::default());
+        return Ok(Decision::Respond(encode_response(
+            header.correlation_id,
+            api,
+            version,
+            &response,
+        )?));
+    }
+    let mut trimmed = request.clone();
+    trimmed
+        .topics
+        .retain(|t| !merge.rejected.contains_key(&t.name.0));
+    let frame = encode_request(&header, api, version, &trimmed)?;
+    Ok(Decision::ForwardTrimmed {
+        frame,
+        merge: Merge::CreateTopics(Box::new(merge)),
+    })
+}
+
+fn merge_create_topics_response(
+    m: &CreateTopicsMerge,
+    upstream: CreateTopicsResponse,
+) -> CreateTopicsResponse {
+    let mut from_upstream: HashMap<StrBytes, CreatableTopicResult> = upstream
+        .topics
+        .into_iter()
+        .map(|t| (t.name.0.clone(), t))
+        .collect();
+    let mut out = CreateTopicsResponse::default();
+    out.throttle_time_ms = upstream.throttle_time_ms;
+    for name in &m.order {
+        if let Some(r) = m
+            .rejected
+            .get(name)
+            .cloned()
+            .or_else(|| from_upstream.remove(name))
+        {
+            out.topics.push(r);
+        }
+    }
+    out
+}
+
+/// Merges an upstream CreateTopics response frame with the rejections of its request.
+pub fn merge_create_topics(m: &CreateTopicsMerge, frame: Bytes) -> Result<Bytes, RewriteError> {
+    let api = ApiKey::CreateTopics;
+    let err = |reason: String| RewriteError {
+        api,
+        version: m.version,
+        reason,
+    };
+    let (header, mut body) =
+        split_response(&frame, api, m.version).map_err(|e| err(e.to_string()))?;
+    let upstream =
+        CreateTopicsResponse::decode(&mut body, m.version).map_err(|e| err(e.to_string()))?;
+    let merged = merge_create_topics_response(m, upstream);
+    encode_response(header.correlation_id, api, m.version, &merged).map_err(|e| err(e.to_string()))
+}
+
+fn encode_request<M: Encodable>(
+    header: &RequestHeader,
+    api: ApiKey,
+    version: i16,
+    body: &M,
+) -> Result<Bytes, HeaderError> {
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .and_then(|_| body.encode(&mut buf, version))
+        .map_err(|e| undecodable(api, version, e))?;
+    Ok(buf.freeze())
+}
+
+pub(crate) fn encode_response<M: Encodable>(
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    body: &M,
+) -> Result<Bytes, HeaderError> {
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, api.response_header_version(version))
+        .and_then(|_| body.encode(&mut buf, version))
+        .map_err(|e| undecodable(api, version, e))?;
+    Ok(buf.freeze())
+}
+
+/// One structured warning per rejected partition, at most `LOG_PER_SEC` a second over the whole
+/// gateway, so a flood of bad records cannot flood the log; the count of suppressed lines is
+/// reported with the next one.
+fn log_rejection(topic: &str, partition: i32, client_id: &str, r: &Rejection) {
+    const LOG_PER_SEC: u64 = 20;
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if WINDOW.swap(now, Ordering::Relaxed) != now {
+        COUNT.store(0, Ordering::Relaxed);
+    }
+    if COUNT.fetch_add(1, Ordering::Relaxed) >= LOG_PER_SEC {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    tracing::warn!(
+        topic,
+        partition,
+        client_id,
+        policy = r.policy,
+        rule = %r.rule,
+        error_code = r.error_code,
+        suppressed_since_last = suppressed,
+        "rejected: {}",
+        r.message
+    );
+}
