@@ -16,9 +16,15 @@
 use std::sync::Arc;
 
 use super::{Contract, Format, PolicySet, ProduceRule};
-use crate::protocol::records::{batches, RecordError, RecordView};
+use crate::protocol::records::{batches, Codec, RecordError, RecordView};
 
 pub const INVALID_RECORD: i16 = 87;
+
+/// An uncompressed batch whose records take at most this many bytes passes a `compression` rule.
+/// Producers skip compression when it would not make a batch smaller (librdkafka does, for the
+/// small batches of a low-rate producer), so without this allowance a `compression: [lz4, zstd]`
+/// rule would refuse well-configured producers whenever traffic is light.
+pub const UNCOMPRESSED_ALLOWANCE: usize = 1024;
 pub const POLICY_VIOLATION: i16 = 44;
 
 /// Why a partition or topic was refused.
@@ -198,7 +204,7 @@ impl PartitionJudge<'_, '_> {
 
     fn batch_rejection(&self, rule: &ProduceRule, key: &str, why: String) -> Rejection {
         Rejection {
-            error_code: super::judge::INVALID_RECORD,
+            error_code: INVALID_RECORD,
             message: format!(
                 "meshgate: produce rule ({}) `{key}`: {why} (topic `{}`)",
                 rule.origin, self.plan.topic
@@ -234,7 +240,9 @@ impl PartitionJudge<'_, '_> {
             let codec = batch.codec().map_err(|e| self.malformed(e))?;
             for rule in &self.plan.rules {
                 if let Some(allowed) = &rule.compression {
-                    if !allowed.contains(&codec) {
+                    let small_plain =
+                        codec == Codec::None && batch.payload.len() <= UNCOMPRESSED_ALLOWANCE;
+                    if !allowed.contains(&codec) && !small_plain {
                         let names: Vec<&str> = allowed.iter().map(|c| c.name()).collect();
                         return Err(self.batch_rejection(
                             rule,

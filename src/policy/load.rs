@@ -175,8 +175,8 @@ fn cross_check(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
         if let Some(n) = &set.naming {
             if !n.pattern.is_match(&c.topic) && !n.is_exempt(&c.topic) {
                 errors.push(PolicyError {
-                    file: c.origin.file.to_string(),
-                    line: c.origin.line,
+                    file: c.topic_origin.file.to_string(),
+                    line: c.topic_origin.line,
                     message: format!(
                         "contract `{}`: topic `{}` does not match the naming pattern `{}` ({})",
                         c.name,
@@ -190,8 +190,8 @@ fn cross_check(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
         if let Some(&j) = by_topic.get(&c.topic) {
             let first: &Arc<Contract> = &set.contracts[j];
             errors.push(PolicyError {
-                file: c.origin.file.to_string(),
-                line: c.origin.line,
+                file: c.topic_origin.file.to_string(),
+                line: c.topic_origin.line,
                 message: format!(
                     "contract `{}` claims topic `{}`, already claimed by contract `{}` ({})",
                     c.name, c.topic, first.name, first.origin
@@ -386,6 +386,10 @@ impl Cx<'_> {
         if c.topic.value.is_empty() {
             self.err(c.topic.referenced.line(), "contract topic is empty".into());
         }
+        let topic_origin = Origin {
+            file: self.file.clone(),
+            line: c.topic.referenced.line(),
+        };
         let schema = c.schema.and_then(|s| self.schema(s));
         let shape = schema.as_ref().and_then(|s| s.shape.as_ref());
         let mut sla = Sla::default();
@@ -443,6 +447,7 @@ impl Cx<'_> {
             completeness_target,
             rules,
             origin,
+            topic_origin,
         })
     }
 

@@ -159,6 +159,8 @@ pub struct Contract {
     pub completeness_target: Option<f64>,
     pub rules: Vec<ContractRule>,
     pub origin: Origin,
+    /// Where `topic:` was written.
+    pub topic_origin: Origin,
 }
 
 #[derive(Debug)]

@@ -8,6 +8,7 @@
 mod support;
 
 mod addressing;
+mod enforcement;
 mod malformed;
 mod ordering;
 mod shutdown;

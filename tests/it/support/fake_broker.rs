@@ -31,6 +31,23 @@ pub struct FakeBroker {
     pub addr: SocketAddr,
     /// Produce requests seen: (topic, partition, records length).
     pub produced: Arc<Mutex<Vec<(String, i32, usize)>>>,
+    /// Every request seen, decoded where the fake understands it.
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// The partitions of one Produce request: topic → (partition, records bytes).
+pub type ProducedTopics = Vec<(String, Vec<(i32, Bytes)>)>;
+
+/// A request the fake broker received.
+#[derive(Debug, Clone)]
+pub enum Seen {
+    Produce {
+        topics: Vec<(String, Vec<(i32, Bytes)>)>,
+    },
+    CreateTopics {
+        validate_only: bool,
+        names: Vec<String>,
+    },
 }
 
 impl Cluster {
@@ -48,16 +65,23 @@ impl Cluster {
         let addr = listener.local_addr().unwrap();
         self.brokers.lock().unwrap().push((node_id, addr));
         let produced = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let cluster = self.clone();
         let log = produced.clone();
+        let seen_log = seen.clone();
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let cluster = cluster.clone();
                 let log = log.clone();
-                tokio::spawn(async move { serve_connection(sock, cluster, log).await });
+                let seen = seen_log.clone();
+                tokio::spawn(async move { serve_connection(sock, cluster, log, seen).await });
             }
         });
-        FakeBroker { addr, produced }
+        FakeBroker {
+            addr,
+            produced,
+            seen,
+        }
     }
 }
 
@@ -65,6 +89,7 @@ async fn serve_connection(
     sock: tokio::net::TcpStream,
     cluster: Arc<Cluster>,
     log: Arc<Mutex<Vec<(String, i32, usize)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 ) {
     let (r, mut w) = sock.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
@@ -102,6 +127,20 @@ async fn serve_connection(
             }
             ApiKey::Produce => {
                 let req = ProduceRequest::decode(&mut frame, version).unwrap();
+                seen.lock().unwrap().push(Seen::Produce {
+                    topics: req
+                        .topic_data
+                        .iter()
+                        .map(|t| {
+                            let parts = t
+                                .partition_data
+                                .iter()
+                                .map(|p| (p.index, p.records.clone().unwrap_or_default()))
+                                .collect();
+                            (t.name.to_string(), parts)
+                        })
+                        .collect(),
+                });
                 let mut resp = ProduceResponse::default();
                 for t in &req.topic_data {
                     let mut tr = TopicProduceResponse::default();
@@ -120,6 +159,20 @@ async fn serve_connection(
                 }
                 let reply = (req.acks != 0).then(|| encode(corr, api, version, &resp));
                 (0, reply)
+            }
+            ApiKey::CreateTopics => {
+                let req = CreateTopicsRequest::decode(&mut frame, version).unwrap();
+                seen.lock().unwrap().push(Seen::CreateTopics {
+                    validate_only: req.validate_only,
+                    names: req.topics.iter().map(|t| t.name.to_string()).collect(),
+                });
+                let mut resp = CreateTopicsResponse::default();
+                for t in &req.topics {
+                    let mut r = create_topics_response::CreatableTopicResult::default();
+                    r.name = t.name.clone();
+                    resp.topics.push(r);
+                }
+                (0, Some(encode(corr, api, version, &resp)))
             }
             _ => (0, None),
         };
@@ -154,6 +207,7 @@ fn api_versions(corr: i32, version: i16) -> Option<Bytes> {
         (ApiKey::FindCoordinator, 0, 4),
         (ApiKey::DescribeCluster, 0, 1),
         (ApiKey::Heartbeat, 0, 4),
+        (ApiKey::CreateTopics, 2, 7),
     ] {
         let mut v = ApiVersion::default();
         v.api_key = key as i16;

@@ -1,0 +1,352 @@
+"""Policy enforcement end to end: real tansu, the real binary with a policy directory, and real
+clients (confluent-kafka and kafka-python)."""
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from clients import consume, create_topic
+from conftest import ROOT, start_gateway
+
+E2E_CONTRACTS = """
+contract:
+  name: shop-orders
+  owner: shop-team
+  topic: shop.orders.v1
+  schema:
+    format: json
+    file: schemas/order-events-v1.avsc
+  quality:
+    validity_rules:
+      - order_total > 0
+      - customer_id is not null
+---
+contract:
+  name: shop-orders-py
+  owner: shop-team
+  topic: shop.orders-py.v1
+  schema: { format: json, file: schemas/order-events-v1.avsc }
+  quality:
+    validity_rules: [order_total > 0, customer_id is not null]
+---
+contract:
+  name: shop-split
+  owner: shop-team
+  topic: shop.split.v1
+  schema: { format: json, file: schemas/order-events-v1.avsc }
+  quality:
+    validity_rules: [order_total > 0, customer_id is not null]
+---
+contract:
+  name: shop-idem
+  owner: shop-team
+  topic: shop.idem.v1
+  schema: { format: json, file: schemas/order-events-v1.avsc }
+  quality:
+    validity_rules: [order_total > 0, customer_id is not null]
+"""
+
+RELOAD_CONTRACT = """
+contract:
+  name: shop-reload
+  owner: shop-team
+  topic: shop.reload.v1
+  schema: {{ format: json, file: schemas/order-events-v1.avsc }}
+  quality:
+    validity_rules:
+      - order_total > {minimum}
+"""
+
+
+@pytest.fixture(scope="module")
+def governed(tansu, logdir):
+    policies = logdir / f"policies-{uuid.uuid4().hex[:6]}"
+    shutil.copytree(ROOT / "policies", policies)
+    (policies / "contracts" / "e2e.yaml").write_text(E2E_CONTRACTS)
+    (policies / "contracts" / "reload.yaml").write_text(RELOAD_CONTRACT.format(minimum=0))
+    gw = start_gateway(tansu.bootstrap, logdir, policies=policies)
+    for t in ["shop.orders.v1", "shop.orders-py.v1", "shop.split.v1", "shop.idem.v1", "shop.reload.v1"]:
+        create_topic(gw.bootstrap, t, partitions=3)
+    yield gw
+    assert gw.stop() == 0, gw.log_text()[-3000:]
+
+
+def order(run, i, total=10.0, customer="c-1", drop_customer=False):
+    r = {"order_id": f"{run}-{i}", "customer_id": customer, "order_total": total}
+    if drop_customer:
+        del r["customer_id"]
+    return json.dumps(r).encode()
+
+
+def metric(gw, name, **labels) -> float:
+    for fam in text_string_to_metric_families(gw.metrics()):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def produce_each(bootstrap, topic, values, partition=None, extra=None):
+    """One flushed batch per record, so each record gets its own verdict. Non-idempotent, so a
+    rejection cannot disturb later sequence numbers."""
+    conf = {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False}
+    conf.update(extra or {})
+    p = Producer(conf)
+    out = []
+    for v in values:
+        box = []
+        kwargs = {"partition": partition} if partition is not None else {}
+        p.produce(topic, value=v, on_delivery=lambda err, msg: box.append(err), **kwargs)
+        p.flush(15)
+        out.append(box[0] if box else "undelivered")
+    return out
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(what)
+
+
+def test_valid_records_land_once_and_invalid_ones_are_rejected_and_absent(governed):
+    run = uuid.uuid4().hex[:8]
+    valid = [order(run, i, total=5 + i) for i in range(20)]
+    bad_total = [order(run, 100, total=0), order(run, 101, total=-4.5)]
+    bad_customer = [order(run, 102, customer=None), order(run, 103, drop_customer=True)]
+    before_total = metric(governed, "meshgate_policy_rejections_total", rule="order_total > 0")
+    before_cust = metric(governed, "meshgate_policy_rejections_total", rule="customer_id is not null")
+
+    results = produce_each(governed.bootstrap, "shop.orders.v1", valid + bad_total + bad_customer)
+    assert results[:20] == [None] * 20
+    for err in results[20:]:
+        assert isinstance(err, KafkaError) and err.code() == KafkaError.INVALID_RECORD, err
+
+    # The rejection names the rule that failed (counted per rule, and logged with it).
+    assert metric(governed, "meshgate_policy_rejections_total", rule="order_total > 0") == before_total + 2
+    assert metric(governed, "meshgate_policy_rejections_total", rule="customer_id is not null") == before_cust + 2
+    log = governed.log_text()
+    assert "breaks contract `shop-orders` rule `order_total > 0`" in log
+    assert "breaks contract `shop-orders` rule `customer_id is not null`" in log
+
+    got = [v for v in consume(governed.bootstrap, ["shop.orders.v1"], expected=20) if run.encode() in v]
+    assert sorted(got) == sorted(valid), "valid records exactly once, rejected ones absent"
+
+
+def test_kafka_python_sees_invalid_record_with_the_rule_in_its_message(governed):
+    run = uuid.uuid4().hex[:8]
+    p = KafkaProducer(bootstrap_servers=governed.bootstrap, acks="all", enable_idempotence=False)
+
+    def send(v):
+        f = p.send("shop.orders-py.v1", value=v)
+        p.flush()
+        try:
+            f.get(timeout=10)
+            return None
+        except Exception as e:  # kafka.errors.InvalidRecordError
+            return e
+
+    valid = [order(run, i) for i in range(10)]
+    assert [send(v) for v in valid] == [None] * 10
+    e = send(order(run, 50, total=0))
+    assert type(e).__name__ == "InvalidRecordError" and "order_total > 0" in str(e), e
+    e = send(order(run, 51, customer=None))
+    assert type(e).__name__ == "InvalidRecordError" and "customer_id is not null" in str(e), e
+    e = send(b"not json")
+    assert type(e).__name__ == "InvalidRecordError" and "not JSON" in str(e), e
+    p.close()
+    got = [v for v in consume(governed.bootstrap, ["shop.orders-py.v1"], expected=10) if run.encode() in v]
+    assert sorted(got) == sorted(valid)
+
+
+def test_one_request_two_partitions_valid_lands_invalid_is_rejected(governed):
+    """kafka-python puts every ready batch for a broker into one Produce request (librdkafka 2.16
+    sends one request per partition), so it carries both partitions here."""
+    run = uuid.uuid4().hex[:8]
+    good, bad = order(run, 0), order(run, 1, total=0)
+    p = KafkaProducer(bootstrap_servers=governed.bootstrap, acks="all", linger_ms=300)
+    p.partitions_for("shop.split.v1")  # metadata first, so both batches are ready together
+    produces_before = metric(governed, "meshgate_requests_total", api="Produce")
+    f_good = p.send("shop.split.v1", value=good, partition=0)
+    f_bad = p.send("shop.split.v1", value=bad, partition=1)
+    p.flush()
+    assert metric(governed, "meshgate_requests_total", api="Produce") == produces_before + 1, "one request"
+    assert f_good.get(timeout=10).partition == 0
+    with pytest.raises(Exception) as e:
+        f_bad.get(timeout=10)
+    assert type(e.value).__name__ == "InvalidRecordError" and "order_total > 0" in str(e.value)
+    p.close()
+
+    got = [v for v in consume(governed.bootstrap, ["shop.split.v1"], expected=1) if run.encode() in v]
+    assert got == [good]
+
+
+def test_idempotent_producers_after_a_rejection(governed):
+    """What each client does after meshgate rejects one of its idempotent batches.
+
+    The broker never sees the rejected batch, so the client's next sequence number leaves a gap.
+    - librdkafka detects the gap and bumps its producer epoch locally (KIP-360). Apache Kafka
+      accepts the bumped epoch; tansu 0.6.0 answers PRODUCER_FENCED, so later records of the same
+      producer instance fail against tansu. A new producer instance works.
+    - kafka-python fails every later send of that producer with the original rejection.
+    In no case does a record that failed delivery appear in the topic."""
+    run = uuid.uuid4().hex[:8]
+    topic = "shop.idem.v1"
+    p = Producer({"bootstrap.servers": governed.bootstrap, "acks": "all", "enable.idempotence": True})
+    out = []
+    for v in [order(run, 0), order(run, 1, total=0), order(run, 2), order(run, 3)]:
+        box = []
+        p.produce(topic, value=v, partition=0, on_delivery=lambda e, m: box.append(e))
+        p.flush(15)
+        out.append(box[0])
+    assert out[0] is None
+    assert out[1].code() == KafkaError.INVALID_RECORD
+    assert [e.code() for e in out[2:]] == [KafkaError.PRODUCER_FENCED] * 2, out
+
+    fresh = Producer({"bootstrap.servers": governed.bootstrap, "acks": "all", "enable.idempotence": True})
+    box = []
+    fresh.produce(topic, value=order(run, 4), partition=0, on_delivery=lambda e, m: box.append(e))
+    fresh.flush(15)
+    assert box == [None], "a new idempotent producer works"
+
+    kp = KafkaProducer(bootstrap_servers=governed.bootstrap, acks="all", enable_idempotence=True)
+    kerrs = []
+    for v in [order(run, 10, total=0), order(run, 11), order(run, 12)]:
+        f = kp.send(topic, value=v, partition=1)
+        kp.flush()
+        try:
+            f.get(timeout=10)
+            kerrs.append(None)
+        except Exception as e:
+            kerrs.append(type(e).__name__)
+    kp.close()
+    assert kerrs[0] == "InvalidRecordError"
+    assert all(k is not None for k in kerrs[1:]), kerrs
+
+    got = sorted(v for v in consume(governed.bootstrap, [topic], expected=2) if run.encode() in v)
+    assert got == sorted([order(run, 0), order(run, 4)]), "only records reported delivered are present"
+
+
+def test_create_topics_is_judged_per_topic(governed):
+    admin = AdminClient({"bootstrap.servers": governed.bootstrap})
+
+    def outcome(topics, validate_only=False):
+        futures = admin.create_topics(topics, validate_only=validate_only)
+        out = {}
+        for name, f in futures.items():
+            try:
+                f.result(15)
+                out[name] = None
+            except KafkaException as e:
+                out[name] = e.args[0]
+        return out
+
+    good = f"orders.order-events.v1"
+    # Policy checks come before the broker's: these contract topics exist already, yet the answer
+    # is the policy's.
+    res = outcome([NewTopic("Bad_Name", 3, 1), NewTopic("shop.orders.v1", 1, 1), NewTopic("shop.nocontract.v1", 3, 1),
+                   NewTopic("shop.split.v1", 3, 1, config={"retention.ms": "99999999999"})])
+    assert res["Bad_Name"].name() == "POLICY_VIOLATION" and "naming rule" in res["Bad_Name"].str()
+    assert res["shop.orders.v1"].name() == "POLICY_VIOLATION"
+    assert "1 partitions, but the topic rules" in res["shop.orders.v1"].str()
+    assert res["shop.nocontract.v1"].name() == "POLICY_VIOLATION"
+    assert "no data contract" in res["shop.nocontract.v1"].str()
+    assert "retention.ms=99999999999 must be at most" in res["shop.split.v1"].str()
+
+    # A good topic in the same request as a bad one is still created.
+    existing = set(admin.list_topics(timeout=10).topics)
+    if good in existing:
+        admin.delete_topics([good])[good].result(15)
+    res = outcome([NewTopic("Also_Bad", 3, 1), NewTopic(good, 3, 1)])
+    assert res["Also_Bad"].name() == "POLICY_VIOLATION"
+    assert res[good] is None
+    topics = admin.list_topics(timeout=10).topics
+    assert good in topics and "Also_Bad" not in topics and "Bad_Name" not in topics
+
+
+def test_create_topics_checks_configs_and_honours_validate_only(governed):
+    admin = AdminClient({"bootstrap.servers": governed.bootstrap})
+    topic = "orders.order-events.v1"
+    if topic in admin.list_topics(timeout=10).topics:
+        admin.delete_topics([topic])[topic].result(15)
+        wait_for(lambda: topic not in admin.list_topics(timeout=5).topics, what="deleted")
+    f = admin.create_topics([NewTopic(topic, 3, 1, config={"cleanup.policy": "compact,delete",
+                                                           "retention.ms": "99999999999"})])[topic]
+    with pytest.raises(KafkaException) as e:
+        f.result(15)
+    assert "retention.ms" in e.value.args[0].str()
+    f = admin.create_topics([NewTopic(topic, 3, 1, config={"cleanup.policy": "archive"})])[topic]
+    with pytest.raises(KafkaException) as e:
+        f.result(15)
+    assert "cleanup.policy" in e.value.args[0].str()
+    # validate_only requests are judged like any other. (The flag itself is forwarded untouched;
+    # tansu 0.6.0 ignores it even when called directly, so a passing topic is not checked here.)
+    f = admin.create_topics([NewTopic(topic, 1, 1)], validate_only=True)[topic]
+    with pytest.raises(KafkaException) as e:
+        f.result(15)
+    assert e.value.args[0].name() == "POLICY_VIOLATION"
+    assert topic not in admin.list_topics(timeout=10).topics
+
+
+def test_hot_reload_tightens_rules_and_a_broken_file_keeps_the_last_good_set(governed):
+    run = uuid.uuid4().hex[:8]
+    topic = "shop.reload.v1"
+    reload_file = governed.policies / "contracts" / "reload.yaml"
+    broken_file = governed.policies / "contracts" / "zz-broken.yaml"
+
+    def verdicts():
+        errs = produce_each(governed.bootstrap, topic, [order(run, 1, total=50), order(run, 2, total=150)])
+        return [e is None for e in errs]
+
+    assert verdicts() == [True, True]
+    generation = metric(governed, "meshgate_policy_generation")
+    reload_file.write_text(RELOAD_CONTRACT.format(minimum=100))
+    wait_for(lambda: metric(governed, "meshgate_policy_generation") > generation, what="reload")
+    assert verdicts() == [False, True], "the tightened rule applies without a restart"
+
+    errors_before = metric(governed, "meshgate_policy_reloads_total", outcome="error")
+    generation = metric(governed, "meshgate_policy_generation")
+    broken_file.write_text("contract:\n  name: [unterminated\n")
+    wait_for(lambda: metric(governed, "meshgate_policy_reloads_total", outcome="error") > errors_before,
+             what="failed reload")
+    assert metric(governed, "meshgate_policy_generation") == generation
+    assert verdicts() == [False, True], "the last good set stays in force"
+    assert "zz-broken.yaml:2" in governed.log_text()
+
+    broken_file.unlink()
+    reload_file.write_text(RELOAD_CONTRACT.format(minimum=0))
+    wait_for(lambda: metric(governed, "meshgate_policy_generation") > generation, what="recovery")
+    assert verdicts() == [True, True]
+
+
+def test_check_reports_file_and_line_and_exit_codes(tmp_path):
+    binary = ROOT / "target" / "debug" / "meshgate"
+    ok = subprocess.run([binary, "check", ROOT / "policies"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    (tmp_path / "naming.yaml").write_text("naming:\n  topics:\n    pattern: '^[a-z.]+$'\n")
+    (tmp_path / "c.yaml").write_text(
+        "contract:\n  name: c\n  owner: o\n  topic: Bad_Topic\n"
+        "---\ncontract:\n  name: d\n  owner: o\n  topic: good.topic\n  quality:\n    validity_rules:\n"
+        "      - amount >\n")
+    (tmp_path / "p.yaml").write_text("produce:\n  - topics: '^x'\n    compresion: [lz4]\n")
+    bad = subprocess.run([binary, "check", tmp_path], capture_output=True, text=True)
+    assert bad.returncode == 1
+    lines = bad.stdout.splitlines()
+    assert any(l.startswith(f"{tmp_path}/c.yaml:4:") and "naming pattern" in l for l in lines), lines
+    assert any(l.startswith(f"{tmp_path}/c.yaml:12:") and "does not parse" in l for l in lines), lines
+    assert any(l.startswith(f"{tmp_path}/p.yaml:3:") and "compresion" in l for l in lines), lines
+
+    missing = subprocess.run([binary, "check", tmp_path / "nope"], capture_output=True, text=True)
+    assert missing.returncode == 2
