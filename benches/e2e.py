@@ -86,7 +86,8 @@ def main():
     ap.add_argument("--rate-seconds", type=float, default=8)
     ap.add_argument("--rate", type=float, default=0,
                     help="fixed offered load for the latency runs (default: 50%% of direct saturation)")
-    ap.add_argument("--arms", default="direct,meshgate,tansu-proxy")
+    ap.add_argument("--arms", default="direct,meshgate,tansu-proxy",
+                    help="any of direct, meshgate, meshgate-contract, tansu-proxy")
     ap.add_argument("--policies", help="policy dir for the meshgate arm (default: none)")
     ap.add_argument("--topic-prefix", default="bench.load")
     ap.add_argument("--value-file", help="payloads, one per line (for contract arms)")
@@ -112,6 +113,38 @@ def main():
                                    "--policies", policies], 1, logdir / "meshgate.log")
         wait_for_port(port)
         bootstrap["meshgate"] = f"127.0.0.1:{port}"
+    contract_topics = []
+    if "meshgate-contract" in arms:
+        # A JSON contract (the example schema and the seed's two rules) on a pool of topics, one
+        # per round, and JSON order values for every arm so that all arms carry the same bytes.
+        policies = Path(tempfile.mkdtemp(prefix="contract-policies-"))
+        (policies / "schemas").mkdir()
+        (policies / "schemas" / "order.avsc").write_text(
+            (ROOT / "policies" / "contracts" / "schemas" / "order-events-v1.avsc").read_text())
+        docs = []
+        for i in range(args.pairs):
+            t = f"bench.contract{i}.v1"
+            contract_topics.append(t)
+            docs.append(f"contract:\n  name: bench-{i}\n  owner: bench\n  topic: {t}\n"
+                        f"  schema: {{ format: json, file: schemas/order.avsc }}\n"
+                        f"  quality:\n    validity_rules: [order_total > 0, customer_id is not null]\n")
+        (policies / "contracts.yaml").write_text("---\n".join(docs))
+        port, admin = port_block(300), port_block(1)
+        procs["meshgate-contract"] = start([args.meshgate, "run", "--listen", f"127.0.0.1:{port}",
+                                            "--admin", f"127.0.0.1:{admin}", "--upstream", direct,
+                                            "--policies", str(policies)], 1, logdir / "meshgate-contract.log")
+        wait_for_port(port)
+        bootstrap["meshgate-contract"] = f"127.0.0.1:{port}"
+        if not args.value_file:
+            args.value_file = str(logdir / "orders.jsonl")
+            with open(args.value_file, "w") as f:
+                for i in range(64):
+                    base = {"order_id": f"o-{i:08}", "customer_id": f"c-{i:05}", "order_total": 10.5 + i,
+                            "currency": "EUR", "status": "PAID", "item_count": 1 + i % 7, "channel": "web",
+                            "placed_at": 1764000000000 + i, "coupon": None, "shipping_country": "FR"}
+                    pad = max(0, args.size - len(json.dumps(base)) - 16)
+                    base["comment"] = "x" * pad
+                    f.write(json.dumps(base) + "\n")
     if "tansu-proxy" in arms:
         port = port_block(1)
         purl = f"tcp://127.0.0.1:{port}"
@@ -129,6 +162,8 @@ def main():
         for rnd in range(args.pairs):
             for arm in arms:
                 topic = f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
+                if arm == "meshgate-contract":
+                    topic = contract_topics[rnd]
                 create_topic(direct, topic, partitions=3)
                 pid = procs[arm].pid if arm in procs else None
                 c0 = cpu_seconds(pid) if pid else None
@@ -142,6 +177,8 @@ def main():
             rate = args.rate or (0.5 * sat["direct"][-1]["records_per_s"] if "direct" in sat else 10_000)
             for arm in arms:
                 topic = f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
+                if arm == "meshgate-contract":
+                    topic = contract_topics[rnd]
                 create_topic(direct, topic, partitions=3)
                 r = run_producer(bootstrap[arm], topic, args, "rate", rate=int(rate))
                 lat[arm].append(r)

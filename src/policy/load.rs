@@ -565,3 +565,105 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     };
     Duration::try_from_secs_f64(secs).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(files: &[(&str, &str)]) -> (PolicySet, Vec<String>) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("meshgate-load-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(dir.join("schemas")).unwrap();
+        std::fs::write(
+            dir.join("schemas/o.avsc"),
+            r#"{"type":"record","name":"O","fields":[{"name":"total","type":"double"}]}"#,
+        )
+        .unwrap();
+        let sources: Vec<(PathBuf, String)> =
+            files.iter().map(|(n, t)| (dir.join(n), t.to_string())).collect();
+        let mut errors = Vec::new();
+        let set = compile_sources(&sources, &mut errors);
+        let errs = errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", Path::new(&e.file).file_name().unwrap().to_string_lossy(), e.line, e.message))
+            .collect();
+        (set, errs)
+    }
+
+    const CONTRACT: &str = "contract:\n  name: a\n  owner: t\n  topic: shop.a.v1\n  schema:\n    format: json\n    file: schemas/o.avsc\n  sla:\n    availability: 99.5%\n    latency_p99: 250ms\n    freshness: 2m\n  quality:\n    completeness: 98%\n    validity_rules:\n      - total > 0\n      - cel: message.total < 1000.0\n";
+
+    #[test]
+    fn a_full_contract_compiles_with_its_sla_and_rules() {
+        let (set, errs) = compile(&[("a.yaml", CONTRACT)]);
+        assert!(errs.is_empty(), "{errs:?}");
+        let c = set.contract_for("shop.a.v1").unwrap();
+        assert_eq!(c.sla.availability, Some(0.995));
+        assert_eq!(c.sla.latency_p99, Some(Duration::from_millis(250)));
+        assert_eq!(c.sla.freshness, Some(Duration::from_secs(120)));
+        assert_eq!(c.completeness_target, Some(0.98));
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.rules[1].rule.text, "cel: message.total < 1000.0");
+        assert_eq!(c.rules[0].origin.line, 15);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let bad_contract = "contract:\n  name: b\n  owner: t\n  topic: shop.b.v1\n  schema:\n    format: json\n    file: schemas/missing.avsc\n  sla:\n    availability: lots\n    freshness: soon\n";
+        let bad_rules = "contract:\n  name: c\n  owner: t\n  topic: shop.c.v1\n  schema: { format: json, file: schemas/o.avsc }\n  quality:\n    validity_rules:\n      - nope > 1\n      - total > 'x'\n";
+        let produce = "produce:\n  - topics: '(['\n    acks: 2\n    compression: [brotli]\n";
+        let (_, errs) = compile(&[("b.yaml", bad_contract), ("c.yaml", bad_rules), ("p.yaml", produce)]);
+        let expect = [
+            "b.yaml:7: schema file",
+            "b.yaml:9: availability `lots`",
+            "b.yaml:10: freshness `soon`",
+            "c.yaml:8: contract `c`: rule `nope > 1`: the schema has no field `nope`",
+            "c.yaml:9: contract `c`: rule `total > 'x'`",
+            "p.yaml:2: produce topics `([`",
+            "p.yaml:3: acks must be",
+            "p.yaml:4: unknown codec `brotli`",
+        ];
+        for e in expect {
+            assert!(errs.iter().any(|x| x.starts_with(e)), "missing `{e}` in {errs:#?}");
+        }
+        assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn duplicates_and_naming_are_checked_across_files() {
+        let naming = "naming:\n  topics:\n    pattern: '^shop\\.'\n";
+        let twin = CONTRACT.replace("name: a", "name: a2");
+        let off_name = CONTRACT.replace("name: a", "name: z").replace("shop.a.v1", "Shop_Z");
+        let (_, errs) = compile(&[
+            ("a.yaml", CONTRACT),
+            ("b.yaml", &twin),
+            ("n.yaml", naming),
+            ("n2.yaml", naming),
+            ("z.yaml", &off_name),
+        ]);
+        assert!(errs.iter().any(|e| e.starts_with("b.yaml:4: contract `a2` claims topic `shop.a.v1`, already claimed by contract `a`")), "{errs:#?}");
+        assert!(errs.iter().any(|e| e.starts_with("n2.yaml:2: `naming` is already defined at")), "{errs:#?}");
+        assert!(errs.iter().any(|e| e.starts_with("z.yaml:4: contract `z`: topic `Shop_Z` does not match the naming pattern")), "{errs:#?}");
+    }
+
+    #[test]
+    fn yaml_errors_point_at_their_line_and_multi_document_files_work() {
+        let (_, errs) = compile(&[("y.yaml", "naming:\n  topics:\n    pattern: '^a'\n---\ntopics:\n  partitions: { min: 3, mx: 4 }\n")]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("y.yaml:6: unknown field `mx`"), "{errs:?}");
+        let (set, errs) = compile(&[("ok.yaml", "naming:\n  topics:\n    pattern: '^a'\n---\ntopics:\n  require_contract: true\n---\n# empty\n")]);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(set.naming.is_some() && set.topics.as_ref().unwrap().require_contract);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("1000ms"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("ms"), None);
+        assert_eq!(parse_duration("-1s"), None);
+    }
+}
