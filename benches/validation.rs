@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use meshgate::policy::judge::{Limits, PartitionVerdict};
 use meshgate::policy::load::load_dir;
 
@@ -44,7 +46,15 @@ fn batch(compression: Compression) -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
     buf.freeze()
 }
 
@@ -54,13 +64,18 @@ fn bench(c: &mut Criterion) {
     let limits = Limits::default();
     let mut group = c.benchmark_group("json_contract");
     group.throughput(Throughput::Elements(RECORDS_PER_BATCH as u64));
-    for (name, compression) in [("uncompressed", Compression::None), ("lz4", Compression::Lz4)] {
+    for (name, compression) in [
+        ("uncompressed", Compression::None),
+        ("lz4", Compression::Lz4),
+    ] {
         let bytes = batch(compression);
         group.bench_function(format!("seed_rules_10_fields_{name}"), |b| {
             b.iter(|| {
                 let plan = set.plan_topic("orders.order-events.v1").unwrap();
                 match set.judge_partition(&plan, -1, Some(&bytes), &limits) {
-                    PartitionVerdict::Accept { records } => assert_eq!(records, RECORDS_PER_BATCH as u64),
+                    PartitionVerdict::Accept { records } => {
+                        assert_eq!(records, RECORDS_PER_BATCH as u64)
+                    }
                     PartitionVerdict::Reject { rejection, .. } => panic!("{}", rejection.message),
                 }
             })

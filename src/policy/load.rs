@@ -580,13 +580,22 @@ mod tests {
             r#"{"type":"record","name":"O","fields":[{"name":"total","type":"double"}]}"#,
         )
         .unwrap();
-        let sources: Vec<(PathBuf, String)> =
-            files.iter().map(|(n, t)| (dir.join(n), t.to_string())).collect();
+        let sources: Vec<(PathBuf, String)> = files
+            .iter()
+            .map(|(n, t)| (dir.join(n), t.to_string()))
+            .collect();
         let mut errors = Vec::new();
         let set = compile_sources(&sources, &mut errors);
         let errs = errors
             .iter()
-            .map(|e| format!("{}:{}: {}", Path::new(&e.file).file_name().unwrap().to_string_lossy(), e.line, e.message))
+            .map(|e| {
+                format!(
+                    "{}:{}: {}",
+                    Path::new(&e.file).file_name().unwrap().to_string_lossy(),
+                    e.line,
+                    e.message
+                )
+            })
             .collect();
         (set, errs)
     }
@@ -612,7 +621,11 @@ mod tests {
         let bad_contract = "contract:\n  name: b\n  owner: t\n  topic: shop.b.v1\n  schema:\n    format: json\n    file: schemas/missing.avsc\n  sla:\n    availability: lots\n    freshness: soon\n";
         let bad_rules = "contract:\n  name: c\n  owner: t\n  topic: shop.c.v1\n  schema: { format: json, file: schemas/o.avsc }\n  quality:\n    validity_rules:\n      - nope > 1\n      - total > 'x'\n";
         let produce = "produce:\n  - topics: '(['\n    acks: 2\n    compression: [brotli]\n";
-        let (_, errs) = compile(&[("b.yaml", bad_contract), ("c.yaml", bad_rules), ("p.yaml", produce)]);
+        let (_, errs) = compile(&[
+            ("b.yaml", bad_contract),
+            ("c.yaml", bad_rules),
+            ("p.yaml", produce),
+        ]);
         let expect = [
             "b.yaml:7: schema file",
             "b.yaml:9: availability `lots`",
@@ -624,7 +637,10 @@ mod tests {
             "p.yaml:4: unknown codec `brotli`",
         ];
         for e in expect {
-            assert!(errs.iter().any(|x| x.starts_with(e)), "missing `{e}` in {errs:#?}");
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing `{e}` in {errs:#?}"
+            );
         }
         assert_eq!(errs.len(), expect.len(), "{errs:#?}");
     }
@@ -633,7 +649,9 @@ mod tests {
     fn duplicates_and_naming_are_checked_across_files() {
         let naming = "naming:\n  topics:\n    pattern: '^shop\\.'\n";
         let twin = CONTRACT.replace("name: a", "name: a2");
-        let off_name = CONTRACT.replace("name: a", "name: z").replace("shop.a.v1", "Shop_Z");
+        let off_name = CONTRACT
+            .replace("name: a", "name: z")
+            .replace("shop.a.v1", "Shop_Z");
         let (_, errs) = compile(&[
             ("a.yaml", CONTRACT),
             ("b.yaml", &twin),
@@ -641,16 +659,33 @@ mod tests {
             ("n2.yaml", naming),
             ("z.yaml", &off_name),
         ]);
-        assert!(errs.iter().any(|e| e.starts_with("b.yaml:4: contract `a2` claims topic `shop.a.v1`, already claimed by contract `a`")), "{errs:#?}");
-        assert!(errs.iter().any(|e| e.starts_with("n2.yaml:2: `naming` is already defined at")), "{errs:#?}");
-        assert!(errs.iter().any(|e| e.starts_with("z.yaml:4: contract `z`: topic `Shop_Z` does not match the naming pattern")), "{errs:#?}");
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "b.yaml:4: contract `a2` claims topic `shop.a.v1`, already claimed by contract `a`"
+            )),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("n2.yaml:2: `naming` is already defined at")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "z.yaml:4: contract `z`: topic `Shop_Z` does not match the naming pattern"
+            )),
+            "{errs:#?}"
+        );
     }
 
     #[test]
     fn yaml_errors_point_at_their_line_and_multi_document_files_work() {
         let (_, errs) = compile(&[("y.yaml", "naming:\n  topics:\n    pattern: '^a'\n---\ntopics:\n  partitions: { min: 3, mx: 4 }\n")]);
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].starts_with("y.yaml:6: unknown field `mx`"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("y.yaml:6: unknown field `mx`"),
+            "{errs:?}"
+        );
         let (set, errs) = compile(&[("ok.yaml", "naming:\n  topics:\n    pattern: '^a'\n---\ntopics:\n  require_contract: true\n---\n# empty\n")]);
         assert!(errs.is_empty(), "{errs:?}");
         assert!(set.naming.is_some() && set.topics.as_ref().unwrap().require_contract);

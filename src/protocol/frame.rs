@@ -59,6 +59,89 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The start of the next frame: its declared size and up to `max_head` bytes of its payload,
+    /// or `None` on a clean end of stream. The rest of the frame must then be taken with
+    /// [`FrameReader::read_rest`] or [`FrameReader::forward_rest`]. This lets a proxy decide from
+    /// the header alone whether it must hold the whole frame or can stream it.
+    pub async fn read_head(
+        &mut self,
+        max_head: usize,
+    ) -> Result<Option<(usize, Bytes)>, FrameError> {
+        loop {
+            if let Some(size) = self.declared_size() {
+                let size = size?;
+                let want = size.min(max_head);
+                if self.buf.len() >= 4 + want {
+                    self.buf.advance(4);
+                    return Ok(Some((size, self.buf.split_to(want).freeze())));
+                }
+            }
+            let want = match self.declared_size() {
+                Some(Ok(n)) => (4 + n.min(max_head))
+                    .saturating_sub(self.buf.len())
+                    .max(READ_CHUNK),
+                _ => READ_CHUNK,
+            };
+            self.buf.reserve(want);
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated {
+                        buffered: self.buf.len(),
+                    })
+                };
+            }
+        }
+    }
+
+    /// Reads the `remaining` bytes of a frame whose head was taken, returning head + rest.
+    pub async fn read_rest(&mut self, head: Bytes, remaining: usize) -> Result<Bytes, FrameError> {
+        if remaining == 0 {
+            return Ok(head);
+        }
+        while self.buf.len() < remaining {
+            self.buf
+                .reserve((remaining - self.buf.len()).min(READ_CHUNK * 16));
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return Err(FrameError::Truncated {
+                    buffered: head.len() + self.buf.len(),
+                });
+            }
+        }
+        let mut whole = bytes::BytesMut::with_capacity(head.len() + remaining);
+        whole.extend_from_slice(&head);
+        whole.extend_from_slice(&self.buf.split_to(remaining));
+        Ok(whole.freeze())
+    }
+
+    /// Copies the `remaining` bytes of a frame whose head was taken straight to `out`, as they
+    /// arrive, holding at most one read's worth in memory. A client error (truncation) and an
+    /// output error are told apart: `Ok(Err(e))` is the output failing.
+    pub async fn forward_rest<W: AsyncWrite + Unpin>(
+        &mut self,
+        mut remaining: usize,
+        out: &mut W,
+    ) -> Result<Result<(), std::io::Error>, FrameError> {
+        while remaining > 0 {
+            if self.buf.is_empty() {
+                self.buf.reserve(remaining.min(READ_CHUNK));
+                if self.inner.read_buf(&mut self.buf).await? == 0 {
+                    return Err(FrameError::Truncated {
+                        buffered: self.buf.len(),
+                    });
+                }
+            }
+            let n = self.buf.len().min(remaining);
+            let chunk = self.buf.split_to(n);
+            if let Err(e) = out.write_all(&chunk).await {
+                return Ok(Err(e));
+            }
+            remaining -= n;
+        }
+        Ok(Ok(()))
+    }
+
     /// True when a complete frame is already buffered, so the caller may defer a flush.
     pub fn has_buffered_frame(&self) -> bool {
         matches!(self.declared_size(), Some(Ok(n)) if self.buf.len() >= 4 + n)
@@ -170,6 +253,43 @@ mod tests {
             Err(FrameError::Truncated { .. })
         ));
         assert!(r.buf.capacity() <= READ_CHUNK * 16 + READ_CHUNK);
+    }
+
+    #[tokio::test]
+    async fn head_then_rest_or_forward_reassembles_every_frame() {
+        let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let input = framed(&[b"tiny", &big, b"", &big[..1000]]);
+        let mut r = FrameReader::new(&input[..], 1 << 20);
+        let (n, head) = r.read_head(64).await.unwrap().unwrap();
+        assert_eq!((n, &head[..]), (4, &b"tiny"[..]));
+        let (n, head) = r.read_head(64).await.unwrap().unwrap();
+        assert_eq!((n, head.len()), (200_000, 64));
+        let whole = r.read_rest(head, n - 64).await.unwrap();
+        assert_eq!(&whole[..], &big[..]);
+        let (n, head) = r.read_head(64).await.unwrap().unwrap();
+        assert_eq!((n, head.len()), (0, 0));
+        let (n, head) = r.read_head(64).await.unwrap().unwrap();
+        let mut out = head.to_vec();
+        r.forward_rest(n - head.len(), &mut out)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&out[..], &big[..1000]);
+        assert!(r.read_head(64).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_while_forwarding_is_truncation() {
+        let big = vec![7u8; 5000];
+        let mut input = framed(&[&big]);
+        input.truncate(3000);
+        let mut r = FrameReader::new(&input[..], 1 << 20);
+        let (n, head) = r.read_head(100).await.unwrap().unwrap();
+        let mut out = Vec::new();
+        assert!(matches!(
+            r.forward_rest(n - head.len(), &mut out).await,
+            Err(FrameError::Truncated { .. })
+        ));
     }
 
     #[tokio::test]

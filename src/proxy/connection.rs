@@ -120,6 +120,10 @@ where
     }
 }
 
+/// Bytes of a request read before deciding whether it must be held whole: enough for the header
+/// and, for Produce, the transactional id and acks in all but pathological cases.
+const REQUEST_HEAD: usize = 1024;
+
 async fn requests_task<R, W>(
     gw: Arc<Gateway>,
     client_r: R,
@@ -133,15 +137,16 @@ where
 {
     let mut reader = FrameReader::new(client_r, gw.config.max_frame_bytes);
     let mut upstream = BufWriter::with_capacity(64 * 1024, upstream_w);
+    let upstream_err = |e: std::io::Error| ConnError::Upstream(format!("write failed: {e}"));
     loop {
-        let frame = tokio::select! {
+        let next = tokio::select! {
             biased;
             _ = gw.shutdown.cancelled() => break,
-            f = reader.read_frame() => f?,
+            f = reader.read_head(REQUEST_HEAD) => f?,
         };
-        let Some(frame) = frame else { break };
+        let Some((size, head)) = next else { break };
         let started = Instant::now();
-        let header = RequestHeaderView::peek(&frame)?;
+        let header = RequestHeaderView::peek(&head)?;
         gw.metrics.api(header.api_key).requests.inc();
         // APIs this build does not know are not advertised either (they might carry broker
         // addresses meshgate cannot rewrite); a broker closes the connection for them too.
@@ -152,7 +157,61 @@ where
                 version: header.api_version,
             });
         }
-        // Produce with acks=0 owes no response.
+        let governed = {
+            let policies = gw.policies.current();
+            match api {
+                ApiKey::Produce => policies.governs_produce(),
+                ApiKey::CreateTopics => policies.governs_create_topics(),
+                _ => false,
+            }
+        };
+        // Produce with acks=0 owes no response; acks sits right after the transactional id.
+        let head_acks = match api {
+            ApiKey::Produce => split_request(&head, api, header.api_version)
+                .ok()
+                .and_then(|(_, body)| peek_produce_acks(&body, header.api_version)),
+            _ => None,
+        };
+        let whole = size == head.len();
+        if !governed && (api != ApiKey::Produce || head_acks.is_some()) {
+            // Cut-through: register the response slot, then stream the frame upstream as it
+            // arrives instead of holding it whole.
+            if head_acks != Some(0) {
+                let Some(slot) = new_slot(
+                    &gw,
+                    &permits,
+                    &header,
+                    ResponseAction::for_request(Some(api), header.api_version),
+                    SlotState::Awaiting,
+                    started,
+                )
+                .await
+                else {
+                    break;
+                };
+                if tx.send(slot).is_err() {
+                    break; // the responses side has ended; it reports why
+                }
+            }
+            let len = i32::try_from(size).expect("size is capped by max_frame_bytes");
+            upstream
+                .write_all(&len.to_be_bytes())
+                .await
+                .map_err(upstream_err)?;
+            upstream.write_all(&head).await.map_err(upstream_err)?;
+            if !whole {
+                reader
+                    .forward_rest(size - head.len(), &mut upstream)
+                    .await?
+                    .map_err(upstream_err)?;
+            }
+            if !reader.has_buffered_frame() {
+                upstream.flush().await.map_err(upstream_err)?;
+            }
+            continue;
+        }
+        let rest = size - head.len();
+        let frame = reader.read_rest(head, rest).await?;
         let acks_zero = match api {
             ApiKey::Produce => {
                 let (_, body) = split_request(&frame, ApiKey::Produce, header.api_version)?;
@@ -167,17 +226,14 @@ where
             _ => false,
         };
         // Judge governed requests under one policy generation.
-        let decision = {
+        let decision = if governed {
             let policies = gw.policies.current();
             match api {
-                ApiKey::Produce if policies.governs_produce() => {
-                    enforce::produce(&gw, &policies, &frame, header.api_version)?
-                }
-                ApiKey::CreateTopics if policies.governs_create_topics() => {
-                    enforce::create_topics(&gw, &policies, &frame, header.api_version)?
-                }
-                _ => Decision::Forward,
+                ApiKey::Produce => enforce::produce(&gw, &policies, &frame, header.api_version)?,
+                _ => enforce::create_topics(&gw, &policies, &frame, header.api_version)?,
             }
+        } else {
+            Decision::Forward
         };
         let mut close_after = false;
         let (to_forward, action, state) = match decision {
@@ -201,50 +257,54 @@ where
                 (frame, ResponseAction::Passthrough, SlotState::Awaiting)
             }
         };
-        let expects_response = !acks_zero && !close_after;
-        if expects_response {
-            let permit = tokio::select! {
-                biased;
-                _ = gw.shutdown.cancelled() => break,
-                p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            };
-            let slot = Slot {
-                correlation_id: header.correlation_id,
-                api_key: header.api_key,
-                action,
-                state,
-                started,
-                _permit: permit,
+        if !acks_zero && !close_after {
+            let Some(slot) = new_slot(&gw, &permits, &header, action, state, started).await else {
+                break;
             };
             if tx.send(slot).is_err() {
-                // The responses side has ended; it reports why.
-                break;
+                break; // the responses side has ended; it reports why
             }
         }
         if let Some(frame) = to_forward {
             write_frame(&mut upstream, &frame)
                 .await
-                .map_err(|e| ConnError::Upstream(format!("write failed: {e}")))?;
+                .map_err(upstream_err)?;
         }
         if close_after {
-            upstream
-                .flush()
-                .await
-                .map_err(|e| ConnError::Upstream(format!("write failed: {e}")))?;
+            upstream.flush().await.map_err(upstream_err)?;
             return Err(ConnError::RejectedAcksZero);
         }
         if !reader.has_buffered_frame() {
-            upstream
-                .flush()
-                .await
-                .map_err(|e| ConnError::Upstream(format!("write failed: {e}")))?;
+            upstream.flush().await.map_err(upstream_err)?;
         }
     }
-    upstream
-        .flush()
-        .await
-        .map_err(|e| ConnError::Upstream(format!("write failed: {e}")))?;
+    upstream.flush().await.map_err(upstream_err)?;
     Ok(())
+}
+
+/// A slot for a request that owes a response, once an in-flight permit is free; `None` on
+/// shutdown.
+async fn new_slot(
+    gw: &Gateway,
+    permits: &Arc<Semaphore>,
+    header: &RequestHeaderView,
+    action: ResponseAction,
+    state: SlotState,
+    started: Instant,
+) -> Option<Slot> {
+    let permit = tokio::select! {
+        biased;
+        _ = gw.shutdown.cancelled() => return None,
+        p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+    };
+    Some(Slot {
+        correlation_id: header.correlation_id,
+        api_key: header.api_key,
+        action,
+        state,
+        started,
+        _permit: permit,
+    })
 }
 
 async fn responses_task<R, W>(
