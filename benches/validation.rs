@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let plan = set.plan_topic("orders.order-events.v1").unwrap();
                 match set.judge_partition(&plan, -1, Some(&bytes), &limits) {
-                    PartitionVerdict::Accept { records } => {
+                    PartitionVerdict::Accept { records, .. } => {
                         assert_eq!(records, RECORDS_PER_BATCH as u64)
                     }
                     PartitionVerdict::Reject { rejection, .. } => panic!("{}", rejection.message),

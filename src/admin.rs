@@ -1,26 +1,31 @@
-//! The admin HTTP endpoint: `/metrics`, `/healthz`, `/readyz`.
+//! The admin HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, `/catalog`.
 //!
-//! It shares nothing with the data path but the metric handles and health flags, and never blocks
-//! it.
+//! It shares nothing with the data path but metric handles, health flags and the policy store,
+//! and never blocks it: every handler reads atomics or the current policy set.
 
+use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Health;
-use crate::metrics::Metrics;
+use crate::metrics::{now_ms, Metrics};
+use crate::policy::store::PolicyStore;
+use crate::policy::{Compatibility, Contract, Format};
 
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub policies: Arc<PolicyStore>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -28,6 +33,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/catalog", get(catalog))
         .with_state(state)
 }
 
@@ -41,6 +47,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: Cancellat
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics.refresh_contracts(&s.policies.current());
     (
         [(
             header::CONTENT_TYPE,
@@ -50,9 +57,14 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
+/// Ready when a policy set is loaded and the upstream answered the last metadata refresh.
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
+    let generation = s.policies.generation();
     if s.health.upstream_reachable.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n".to_string())
+        (
+            StatusCode::OK,
+            format!("ready: policy generation {generation}, upstream reachable\n"),
+        )
     } else {
         let why = s
             .health
@@ -60,10 +72,277 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .unwrap_or_else(|| "upstream not contacted yet".into());
+            .unwrap_or_else(|| "not contacted yet".into());
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: upstream unreachable: {why}\n"),
         )
     }
+}
+
+/// One data product in the catalog.
+#[derive(Serialize)]
+pub struct Product {
+    pub name: String,
+    pub owner: String,
+    pub topic: String,
+    pub description: Option<String>,
+    pub schema: Option<ProductSchema>,
+    pub sla: ProductSla,
+    pub quality: ProductQuality,
+    pub live: ProductLive,
+    /// Where the contract is defined.
+    pub source: String,
+}
+
+#[derive(Serialize)]
+pub struct ProductSchema {
+    pub format: &'static str,
+    pub version: Option<String>,
+    pub compatibility: &'static str,
+    pub fields: Vec<ProductField>,
+}
+
+#[derive(Serialize)]
+pub struct ProductField {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub optional: bool,
+}
+
+#[derive(Serialize)]
+pub struct ProductSla {
+    pub availability: Option<f64>,
+    pub latency_p99_seconds: Option<f64>,
+    pub freshness_seconds: Option<f64>,
+}
+
+#[derive(Serialize)]
+pub struct ProductQuality {
+    pub completeness: Option<f64>,
+    pub validity_rules: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct ProductLive {
+    pub records_accepted: u64,
+    pub records_rejected: u64,
+    pub validity_ratio: Option<f64>,
+    pub completeness_ratio: Option<f64>,
+    pub availability_ratio: Option<f64>,
+    /// Seconds since the last accepted record; `None` when none was seen since start.
+    pub freshness_seconds: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct CatalogQuery {
+    format: Option<String>,
+}
+
+/// The data products, as JSON, or as an HTML page for a browser (by `Accept`, or `?format=`).
+async fn catalog(
+    State(s): State<AdminState>,
+    Query(q): Query<CatalogQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let set = s.policies.current();
+    let products: Vec<Product> = set
+        .contracts
+        .iter()
+        .map(|c| product(c, &s.metrics))
+        .collect();
+    let wants_html = match q.format.as_deref() {
+        Some("html") => true,
+        Some(_) => false,
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html")),
+    };
+    if wants_html {
+        Html(render_html(&products)).into_response()
+    } else {
+        Json(serde_json::json!({ "data_products": products })).into_response()
+    }
+}
+
+fn product(c: &Contract, metrics: &Metrics) -> Product {
+    let m = metrics.contract(&c.name, &c.topic);
+    let accepted = metrics
+        .produce_records
+        .with_label_values(&[&c.topic, "accepted"])
+        .get();
+    let rejected = metrics
+        .produce_records
+        .with_label_values(&[&c.topic, "rejected"])
+        .get();
+    let ratio = |a: u64, b: u64| (a + b > 0).then(|| a as f64 / (a + b) as f64);
+    let (valid, invalid) = (m.records_valid.get(), m.records_invalid.get());
+    let last = m.last_accepted_ms.load(Ordering::Relaxed);
+    Product {
+        name: c.name.clone(),
+        owner: c.owner.clone(),
+        topic: c.topic.clone(),
+        description: c.description.clone(),
+        schema: c.schema.as_ref().map(|s| ProductSchema {
+            format: match s.format {
+                Format::Avro => "avro",
+                Format::Json => "json",
+            },
+            version: s.version.clone(),
+            compatibility: match s.compatibility {
+                Compatibility::None => "none",
+                Compatibility::Backward => "backward",
+                Compatibility::Forward => "forward",
+                Compatibility::Full => "full",
+                Compatibility::BackwardTransitive => "backward_transitive",
+                Compatibility::ForwardTransitive => "forward_transitive",
+                Compatibility::FullTransitive => "full_transitive",
+            },
+            fields: s
+                .shape
+                .as_ref()
+                .and_then(|sh| sh.fields())
+                .map(|fs| {
+                    fs.iter()
+                        .map(|f| ProductField {
+                            name: f.name.clone(),
+                            ty: f.shape.type_name(),
+                            optional: f.optional || f.shape.accepts_null(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }),
+        sla: ProductSla {
+            availability: c.sla.availability,
+            latency_p99_seconds: c.sla.latency_p99.map(|d| d.as_secs_f64()),
+            freshness_seconds: c.sla.freshness.map(|d| d.as_secs_f64()),
+        },
+        quality: ProductQuality {
+            completeness: c.completeness_target,
+            validity_rules: c.rules.iter().map(|r| r.rule.text.clone()).collect(),
+        },
+        live: ProductLive {
+            records_accepted: accepted,
+            records_rejected: rejected,
+            validity_ratio: ratio(valid, invalid),
+            completeness_ratio: (valid + invalid > 0)
+                .then(|| m.records_complete.get() as f64 / (valid + invalid) as f64),
+            availability_ratio: ratio(m.requests_ok.get(), m.requests_failed.get()),
+            freshness_seconds: (last > 0).then(|| now_ms().saturating_sub(last) as f64 / 1000.0),
+        },
+        source: c.origin.to_string(),
+    }
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.2}%", v * 100.0))
+        .unwrap_or_else(|| "—".into())
+}
+
+fn secs(v: Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(s) if s < 1.0 => format!("{:.0} ms", s * 1000.0),
+        Some(s) => format!("{s:.0} s"),
+    }
+}
+
+/// A plain page: no scripts, readable as it is served.
+fn render_html(products: &[Product]) -> String {
+    let mut h = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>meshgate: data products</title>\
+<style>body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2330;background:#f6f7f9}\
+h1{font-size:1.5rem}.product{background:#fff;border:1px solid #d8dce3;border-radius:8px;padding:1rem 1.25rem;margin:0 0 1.25rem}\
+.product h2{margin:.1rem 0 .3rem;font-size:1.2rem}.meta{color:#5a6272;margin:0 0 .6rem}\
+table{border-collapse:collapse;margin:.4rem 0}td,th{border:1px solid #e1e4ea;padding:.25rem .6rem;text-align:left;font-size:.9rem}\
+th{background:#f0f2f5}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem}td{overflow-wrap:anywhere}\
+code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>",
+    );
+    let _ = write!(h, "<h1>Data products ({})</h1>", products.len());
+    if products.is_empty() {
+        h.push_str("<p>No data contracts are in force.</p>");
+    }
+    for p in products {
+        let _ = write!(
+            h,
+            "<section class=\"product\" id=\"{id}\"><h2 class=\"name\">{name}</h2>\
+<p class=\"meta\">owner <strong class=\"owner\">{owner}</strong> · topic <code>{topic}</code> · defined in <code>{src}</code></p>",
+            id = esc(&p.name),
+            name = esc(&p.name),
+            owner = esc(&p.owner),
+            topic = esc(&p.topic),
+            src = esc(&p.source),
+        );
+        if let Some(d) = &p.description {
+            let _ = write!(h, "<p>{}</p>", esc(d));
+        }
+        if let Some(s) = &p.schema {
+            let _ = write!(
+                h,
+                "<h3>Schema</h3><p>{} · version {} · {} compatibility</p><table><tr><th>field</th><th>type</th><th>optional</th></tr>",
+                s.format,
+                esc(s.version.as_deref().unwrap_or("—")),
+                s.compatibility
+            );
+            for f in &s.fields {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&f.name),
+                    esc(&f.ty),
+                    if f.optional { "yes" } else { "no" }
+                );
+            }
+            h.push_str("</table>");
+        }
+        h.push_str("<div class=\"grid\"><div><h3>SLA and quality</h3><table>");
+        let _ = write!(
+            h,
+            "<tr><th>availability</th><td>{}</td></tr><tr><th>latency p99</th><td>{}</td></tr>\
+<tr><th>freshness</th><td>{}</td></tr><tr><th>completeness</th><td>{}</td></tr></table><ul>",
+            pct(p.sla.availability),
+            secs(p.sla.latency_p99_seconds),
+            secs(p.sla.freshness_seconds),
+            pct(p.quality.completeness),
+        );
+        for r in &p.quality.validity_rules {
+            let _ = write!(h, "<li><code>{}</code></li>", esc(r));
+        }
+        let _ = write!(
+            h,
+            "</ul></div><div><h3>Live</h3><table><tr><th>records accepted</th><td>{}</td></tr>\
+<tr><th>records rejected</th><td>{}</td></tr><tr><th>validity</th><td>{}</td></tr>\
+<tr><th>completeness</th><td>{}</td></tr><tr><th>availability</th><td>{}</td></tr>\
+<tr><th>last record</th><td>{}</td></tr></table></div></div></section>",
+            p.live.records_accepted,
+            p.live.records_rejected,
+            pct(p.live.validity_ratio),
+            pct(p.live.completeness_ratio),
+            pct(p.live.availability_ratio),
+            p.live
+                .freshness_seconds
+                .map(|s| format!("{s:.0} s ago"))
+                .unwrap_or_else(|| "none since start".into()),
+        );
+    }
+    h.push_str("</body></html>");
+    h
 }

@@ -84,16 +84,12 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
             addr: config.admin,
             source,
         })?;
-    let policies = Arc::new(
-        PolicyStore::open(
-            &config.policies,
-            metrics.policy_reloads.clone(),
-            metrics.policy_generation.clone(),
-        )
-        .map_err(AppError::Policies)?,
-    );
+    let policies =
+        Arc::new(PolicyStore::open(&config.policies, metrics.clone()).map_err(AppError::Policies)?);
     let gateway = Gateway::new(config, metrics.clone(), policies.clone(), shutdown.clone());
-    gateway.tasks.spawn(policies.watch(shutdown.clone()));
+    gateway
+        .tasks
+        .spawn(policies.clone().watch(shutdown.clone()));
     gateway.serve(bootstrap, Target::Bootstrap);
     let health = Arc::new(Health::default());
     gateway.tasks.spawn(admin::serve(
@@ -101,6 +97,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
         admin::AdminState {
             metrics,
             health: health.clone(),
+            policies: policies.clone(),
         },
         shutdown.clone(),
     ));

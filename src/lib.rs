@@ -11,6 +11,7 @@
 //! every metric once. See ARCHITECTURE.md for the invariants.
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod metrics;

@@ -23,6 +23,11 @@ enum Command {
     Run(RunArgs),
     /// Check a policy directory: exit 0 when it loads, 1 on violations, 2 on usage or I/O errors.
     Check(CheckArgs),
+    /// Print Prometheus alerting rules for the contracts' SLAs and quality targets.
+    Alerts {
+        /// The policy directory.
+        policy_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -64,6 +69,22 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Check(args) => check(args),
+        Command::Alerts { policy_dir } => alerts(&policy_dir),
+    }
+}
+
+fn alerts(dir: &std::path::Path) -> ExitCode {
+    match meshgate::policy::load::load_dir(dir) {
+        Ok(set) => {
+            print!("{}", meshgate::alerts::render(&set));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -3,11 +3,78 @@
 //!
 //! Label values are bounded: API names come from the protocol crate's fixed list.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use kafka_protocol::messages::ApiKey;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
+
+use crate::policy::PolicySet;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One data product's service-level indicators. Handles are resolved when the contract is first
+/// loaded and kept across reloads, so the data path never looks a label up.
+pub struct ContractMetrics {
+    pub records_valid: IntCounter,
+    pub records_invalid: IntCounter,
+    pub records_complete: IntCounter,
+    pub requests_ok: IntCounter,
+    pub requests_failed: IntCounter,
+    pub latency: Histogram,
+    pub bytes_in: IntCounter,
+    /// `meshgate_produce_records_total{topic=<contract topic>, outcome}`.
+    pub produce_accepted: IntCounter,
+    pub produce_rejected: IntCounter,
+    /// When the last record was accepted (ms since epoch); 0 when none yet.
+    pub last_accepted_ms: AtomicU64,
+    /// When this contract was first loaded (ms since epoch).
+    pub since_ms: u64,
+}
+
+impl std::fmt::Debug for ContractMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContractMetrics")
+            .field("records_valid", &self.records_valid.get())
+            .field("records_invalid", &self.records_invalid.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ContractMetrics {
+    pub fn accepted_now(&self) {
+        self.last_accepted_ms.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// The per-contract metric families.
+struct ContractFamilies {
+    records: IntCounterVec,
+    complete: IntCounterVec,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    validity: GaugeVec,
+    completeness: GaugeVec,
+    availability: GaugeVec,
+    freshness: GaugeVec,
+    sla_availability: GaugeVec,
+    sla_latency: GaugeVec,
+    sla_freshness: GaugeVec,
+    completeness_target: GaugeVec,
+    info: GaugeVec,
+    by_name: Mutex<HashMap<String, Arc<ContractMetrics>>>,
+}
 
 /// Per-API handles, indexed by API key.
 #[derive(Clone)]
@@ -28,6 +95,14 @@ pub struct Metrics {
     pub policy_generation: IntGauge,
     pub policy_rejections: IntCounterVec,
     pub produce_records: IntCounterVec,
+    pub bytes: IntCounterVec,
+    /// `meshgate_bytes_total` handles for traffic no contract claims.
+    pub bytes_in_other: IntCounter,
+    pub bytes_out_other: IntCounter,
+    /// `meshgate_produce_records_total{topic="_other", outcome}`.
+    pub produce_accepted_other: IntCounter,
+    pub produce_rejected_other: IntCounter,
+    contracts: ContractFamilies,
 }
 
 /// The `topic` label for a produce outcome: a contract's topic (bounded by the policy files), or
@@ -108,8 +183,18 @@ impl Metrics {
             &["topic", "outcome"],
         )
         .expect("valid metric");
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "meshgate_bytes_total",
+                "Bytes proxied, by direction (in: client to broker, out: broker to client) and topic; record bytes for contract topics, whole frames otherwise",
+            ),
+            &["direction", "topic"],
+        )
+        .expect("valid metric");
+        let contracts = ContractFamilies::new(&registry);
         for c in [
-            Box::new(policy_reloads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(bytes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(policy_reloads.clone()),
             Box::new(policy_generation.clone()),
             Box::new(policy_rejections.clone()),
             Box::new(produce_records.clone()),
@@ -149,7 +234,106 @@ impl Metrics {
             policy_reloads,
             policy_generation,
             policy_rejections,
+            produce_accepted_other: produce_records.with_label_values(&["_other", "accepted"]),
+            produce_rejected_other: produce_records.with_label_values(&["_other", "rejected"]),
             produce_records,
+            bytes_in_other: bytes.with_label_values(&["in", "_other"]),
+            bytes_out_other: bytes.with_label_values(&["out", "_other"]),
+            bytes,
+            contracts,
+        }
+    }
+
+    /// The metrics of contract `name`, created on first use and kept across reloads.
+    pub fn contract(&self, name: &str, topic: &str) -> Arc<ContractMetrics> {
+        let f = &self.contracts;
+        let mut by_name = f.by_name.lock().unwrap_or_else(|p| p.into_inner());
+        by_name
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(ContractMetrics {
+                    records_valid: f.records.with_label_values(&[name, "valid"]),
+                    records_invalid: f.records.with_label_values(&[name, "invalid"]),
+                    records_complete: f.complete.with_label_values(&[name]),
+                    requests_ok: f.requests.with_label_values(&[name, "ok"]),
+                    requests_failed: f.requests.with_label_values(&[name, "error"]),
+                    latency: f.latency.with_label_values(&[name]),
+                    bytes_in: self.bytes.with_label_values(&["in", topic]),
+                    produce_accepted: self.produce_records.with_label_values(&[topic, "accepted"]),
+                    produce_rejected: self.produce_records.with_label_values(&[topic, "rejected"]),
+                    last_accepted_ms: AtomicU64::new(0),
+                    since_ms: now_ms(),
+                })
+            })
+            .clone()
+    }
+
+    /// Refreshes the gauges derived from the contracts in force (ratios, freshness, SLA targets),
+    /// dropping those of contracts that are gone. Called at scrape time.
+    pub fn refresh_contracts(&self, set: &PolicySet) {
+        let f = &self.contracts;
+        for g in [
+            &f.validity,
+            &f.completeness,
+            &f.availability,
+            &f.freshness,
+            &f.sla_availability,
+            &f.sla_latency,
+            &f.sla_freshness,
+            &f.completeness_target,
+            &f.info,
+        ] {
+            g.reset();
+        }
+        let now = now_ms();
+        for c in &set.contracts {
+            let name = c.name.as_str();
+            let m = self.contract(name, &c.topic);
+            let version = c
+                .schema
+                .as_ref()
+                .and_then(|s| s.version.as_deref())
+                .unwrap_or("");
+            f.info
+                .with_label_values(&[name, &c.owner, &c.topic, version])
+                .set(1.0);
+            let (valid, invalid) = (m.records_valid.get(), m.records_invalid.get());
+            if valid + invalid > 0 {
+                let total = (valid + invalid) as f64;
+                f.validity
+                    .with_label_values(&[name])
+                    .set(valid as f64 / total);
+                f.completeness
+                    .with_label_values(&[name])
+                    .set(m.records_complete.get() as f64 / total);
+            }
+            let (ok, failed) = (m.requests_ok.get(), m.requests_failed.get());
+            if ok + failed > 0 {
+                f.availability
+                    .with_label_values(&[name])
+                    .set(ok as f64 / (ok + failed) as f64);
+            }
+            let last = m.last_accepted_ms.load(Ordering::Relaxed);
+            let since = if last > 0 { last } else { m.since_ms };
+            f.freshness
+                .with_label_values(&[name])
+                .set(now.saturating_sub(since) as f64 / 1000.0);
+            if let Some(a) = c.sla.availability {
+                f.sla_availability.with_label_values(&[name]).set(a);
+            }
+            if let Some(l) = c.sla.latency_p99 {
+                f.sla_latency
+                    .with_label_values(&[name])
+                    .set(l.as_secs_f64());
+            }
+            if let Some(fr) = c.sla.freshness {
+                f.sla_freshness
+                    .with_label_values(&[name])
+                    .set(fr.as_secs_f64());
+            }
+            if let Some(t) = c.completeness_target {
+                f.completeness_target.with_label_values(&[name]).set(t);
+            }
         }
     }
 
@@ -172,6 +356,104 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl ContractFamilies {
+    fn new(registry: &Registry) -> Self {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "meshgate_contract_produce_latency_seconds",
+                "Produce latency through meshgate for requests carrying the contract's topic",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["contract"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("metric registered once");
+        let c = ["contract"];
+        Self {
+            records: counter(
+                "meshgate_contract_records_total",
+                "Records judged against the contract, by result (valid, invalid)",
+                &["contract", "result"],
+            ),
+            complete: counter(
+                "meshgate_contract_complete_records_total",
+                "Records whose non-optional fields are all present and non-null",
+                &c,
+            ),
+            requests: counter(
+                "meshgate_contract_produce_requests_total",
+                "Produce requests forwarded for the contract's topic, by outcome (ok, error: an upstream or gateway error)",
+                &["contract", "outcome"],
+            ),
+            latency,
+            validity: gauge(
+                "meshgate_contract_validity_ratio",
+                "Share of judged records that met the contract, since start",
+                &c,
+            ),
+            completeness: gauge(
+                "meshgate_contract_completeness_ratio",
+                "Share of judged records with every non-optional field present and non-null, since start",
+                &c,
+            ),
+            availability: gauge(
+                "meshgate_contract_availability_ratio",
+                "Share of forwarded produce requests completed without an upstream or gateway error, since start",
+                &c,
+            ),
+            freshness: gauge(
+                "meshgate_contract_freshness_seconds",
+                "Seconds since the last accepted record (or since the contract was loaded, when none yet)",
+                &c,
+            ),
+            sla_availability: gauge(
+                "meshgate_contract_sla_availability_target",
+                "The contract's sla.availability, as a ratio",
+                &c,
+            ),
+            sla_latency: gauge(
+                "meshgate_contract_sla_latency_p99_seconds",
+                "The contract's sla.latency_p99",
+                &c,
+            ),
+            sla_freshness: gauge(
+                "meshgate_contract_sla_freshness_seconds",
+                "The contract's sla.freshness",
+                &c,
+            ),
+            completeness_target: gauge(
+                "meshgate_contract_completeness_target",
+                "The contract's quality.completeness, as a ratio",
+                &c,
+            ),
+            info: gauge(
+                "meshgate_contract_info",
+                "One series per contract in force, carrying its owner, topic and schema version",
+                &["contract", "owner", "topic", "version"],
+            ),
+            by_name: Mutex::new(HashMap::new()),
+        }
     }
 }
 

@@ -43,8 +43,26 @@ pub struct Rejection {
 /// The outcome for one produce partition.
 #[derive(Debug)]
 pub enum PartitionVerdict {
-    Accept { records: u64 },
-    Reject { rejection: Rejection, records: u64 },
+    Accept {
+        records: u64,
+        tally: Tally,
+    },
+    Reject {
+        rejection: Rejection,
+        records: u64,
+        tally: Tally,
+    },
+}
+
+/// What the records of a contract topic looked like (zeros for other topics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Records checked against the contract.
+    pub judged: u64,
+    /// Of those, records that broke it.
+    pub invalid: u64,
+    /// Of those, records with every non-optional field present and non-null.
+    pub complete: u64,
 }
 
 /// Resource caps for judging.
@@ -138,26 +156,33 @@ impl PolicySet {
             errors: Vec::new(),
             first: None,
             count: 0,
+            tally: Tally::default(),
         };
         if let Some(r) = judge.request_level(acks) {
             return PartitionVerdict::Reject {
                 rejection: r,
                 records: count_records(records),
+                tally: Tally::default(),
             };
         }
         let outcome = judge.records(records.unwrap_or_default());
-        let count = judge.count;
+        let (count, tally) = (judge.count, judge.tally);
         match outcome {
             Err(rejection) => PartitionVerdict::Reject {
                 rejection,
                 records: count.max(count_records(records)),
+                tally,
             },
             Ok(()) => match judge.into_rejection() {
                 Some(rejection) => PartitionVerdict::Reject {
                     rejection,
                     records: count,
+                    tally,
                 },
-                None => PartitionVerdict::Accept { records: count },
+                None => PartitionVerdict::Accept {
+                    records: count,
+                    tally,
+                },
             },
         }
     }
@@ -178,6 +203,7 @@ struct PartitionJudge<'p, 'a> {
     /// The first offending record: (policy, rule label, message with origin).
     first: Option<(&'static str, String, String)>,
     count: u64,
+    tally: Tally,
 }
 
 impl PartitionJudge<'_, '_> {
@@ -301,7 +327,7 @@ impl PartitionJudge<'_, '_> {
     }
 
     /// The first problem with one record: (policy, rule label, message).
-    fn check_record(&self, r: &RecordView<'_>) -> Option<(&'static str, String, String)> {
+    fn check_record(&mut self, r: &RecordView<'_>) -> Option<(&'static str, String, String)> {
         for rule in &self.plan.rules {
             if rule.key_required && r.key.is_none() {
                 return Some((
@@ -337,12 +363,16 @@ impl PartitionJudge<'_, '_> {
         }
         let contract = self.plan.contract?;
         let value = r.value?; // tombstones carry no data
-        check_contract(contract, value)
+        let (problem, complete) = check_contract(contract, value);
+        self.tally.judged += 1;
+        self.tally.invalid += u64::from(problem.is_some());
+        self.tally.complete += u64::from(complete);
+        problem
     }
 
     fn into_rejection(self) -> Option<Rejection> {
         let (policy, rule, message) = self.first?;
-        let more = self.errors.len().saturating_sub(1);
+        let more = (self.tally.invalid.max(self.errors.len() as u64)).saturating_sub(1);
         let suffix = if more > 0 {
             format!(" (and {more} more record(s))")
         } else {
@@ -358,8 +388,9 @@ impl PartitionJudge<'_, '_> {
     }
 }
 
-/// The first way a record value breaks its contract: (policy, rule label, message).
-fn check_contract(c: &Contract, value: &[u8]) -> Option<(&'static str, String, String)> {
+/// The first way a record value breaks its contract (policy, rule label, message), and whether
+/// the record is complete (every non-optional field present and non-null).
+fn check_contract(c: &Contract, value: &[u8]) -> (Option<(&'static str, String, String)>, bool) {
     let schema_problem = |why: String| {
         Some((
             "contract",
@@ -369,33 +400,37 @@ fn check_contract(c: &Contract, value: &[u8]) -> Option<(&'static str, String, S
     };
     let json: serde_json::Value = match c.schema.as_ref().map(|s| s.format) {
         Some(Format::Avro) => {
-            return schema_problem(
-                "Avro-contract records cannot be validated by this build (Avro decoding is not implemented yet), so they are refused".into(),
+            return (
+                schema_problem(
+                    "Avro-contract records cannot be validated by this build (Avro decoding is not implemented yet), so they are refused".into(),
+                ),
+                false,
             )
         }
         Some(Format::Json) | None => match serde_json::from_slice(value) {
             Ok(v) => v,
-            Err(e) => return schema_problem(format!("value is not JSON: {e}")),
+            Err(e) => return (schema_problem(format!("value is not JSON: {e}")), false),
         },
     };
+    let complete = c
+        .required_fields
+        .iter()
+        .all(|f| json.get(&**f).is_some_and(|v| !v.is_null()));
     if let Some(check) = c.schema.as_ref().and_then(|s| s.json.as_ref()) {
         if let Err(why) = check.check(&json) {
-            return schema_problem(why);
+            return (schema_problem(why), complete);
         }
     }
     for r in &c.rules {
         if !r.rule.passes(&json) {
-            return Some((
-                "contract",
-                r.rule.text.clone(),
-                format!(
-                    "breaks contract `{}` rule `{}` ({})",
-                    c.name, r.rule.text, r.origin
-                ),
-            ));
+            let message = format!(
+                "breaks contract `{}` rule `{}` ({})",
+                c.name, r.rule.text, r.origin
+            );
+            return (Some(("contract", r.rule.text.clone(), message)), complete);
         }
     }
-    None
+    (None, complete)
 }
 
 /// A topic a client asks to create.

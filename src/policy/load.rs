@@ -437,6 +437,16 @@ impl Cx<'_> {
         if self.errors.len() > before {
             return None;
         }
+        let required_fields = shape
+            .and_then(Shape::fields)
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter(|f| !f.optional && !f.shape.accepts_null())
+                    .map(|f| f.name.clone().into_boxed_str())
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(Contract {
             name,
             owner: c.owner,
@@ -445,9 +455,11 @@ impl Cx<'_> {
             schema,
             sla,
             completeness_target,
+            required_fields,
             rules,
             origin,
             topic_origin,
+            metrics: std::sync::OnceLock::new(),
         })
     }
 
@@ -532,7 +544,8 @@ impl Cx<'_> {
                 format!("{what} `{}` is not a percentage like 99.9%", s.value),
             );
         }
-        v.map(|p| p / 100.0)
+        // Rounded so that 99.9% is 0.999, not 0.9990000000000001.
+        v.map(|p| (p * 1e7).round() / 1e9)
     }
 
     fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {

@@ -161,6 +161,10 @@ pub struct Contract {
     pub origin: Origin,
     /// Where `topic:` was written.
     pub topic_origin: Origin,
+    /// Top-level fields that are neither optional nor nullable (for completeness).
+    pub required_fields: Vec<Box<str>>,
+    /// The contract's metric handles, attached by the policy store after load.
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::ContractMetrics>>,
 }
 
 #[derive(Debug)]

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use prometheus::{IntCounterVec, IntGauge};
+
+use crate::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
 use super::load::load_dir;
@@ -38,18 +39,13 @@ pub struct PolicyStore {
     current: ArcSwap<PolicySet>,
     generation: AtomicU64,
     fingerprint: Mutex<Option<u64>>,
-    reloads: IntCounterVec,
-    generation_gauge: IntGauge,
+    metrics: Arc<Metrics>,
 }
 
 impl PolicyStore {
     /// Loads the directory. A directory that does not exist yet gives an empty set (and is picked
     /// up when it appears); one that exists but does not load is an error.
-    pub fn open(
-        dir: &Path,
-        reloads: IntCounterVec,
-        generation_gauge: IntGauge,
-    ) -> Result<Self, Vec<PolicyError>> {
+    pub fn open(dir: &Path, metrics: Arc<Metrics>) -> Result<Self, Vec<PolicyError>> {
         let (set, fingerprint) = if dir.exists() {
             let fp = fingerprint(dir);
             (load_dir(dir)?, fp)
@@ -57,16 +53,16 @@ impl PolicyStore {
             tracing::warn!(dir = %dir.display(), "policy directory does not exist: no policies in force until it appears");
             (PolicySet::default(), None)
         };
+        attach_metrics(&set, &metrics);
         log_loaded(&set, 1);
-        reloads.with_label_values(&["ok"]).inc();
-        generation_gauge.set(1);
+        metrics.policy_reloads.with_label_values(&["ok"]).inc();
+        metrics.policy_generation.set(1);
         Ok(Self {
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(set),
             generation: AtomicU64::new(1),
             fingerprint: Mutex::new(fingerprint),
-            reloads,
-            generation_gauge,
+            metrics,
         })
     }
 
@@ -91,14 +87,18 @@ impl PolicyStore {
         match loaded {
             Ok(set) => {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                attach_metrics(&set, &self.metrics);
                 log_loaded(&set, generation);
                 self.current.store(Arc::new(set));
-                self.reloads.with_label_values(&["ok"]).inc();
-                self.generation_gauge.set(generation as i64);
+                self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
+                self.metrics.policy_generation.set(generation as i64);
                 Ok(generation)
             }
             Err(errors) => {
-                self.reloads.with_label_values(&["error"]).inc();
+                self.metrics
+                    .policy_reloads
+                    .with_label_values(&["error"])
+                    .inc();
                 tracing::error!(
                     dir = %self.dir.display(),
                     errors = errors.len(),
@@ -184,6 +184,13 @@ impl PolicyStore {
             }
         })
         .await;
+    }
+}
+
+/// Gives each contract its metric handles (the same ones across reloads, keyed by name).
+fn attach_metrics(set: &PolicySet, metrics: &Metrics) {
+    for c in &set.contracts {
+        let _ = c.metrics.set(metrics.contract(&c.name, &c.topic));
     }
 }
 

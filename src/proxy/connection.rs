@@ -31,7 +31,7 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::enforce::{self, Decision};
+use super::enforce::{self, Decision, ProduceWatch};
 use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
 use super::Gateway;
 use crate::protocol::frame::write_frame;
@@ -86,7 +86,18 @@ struct Slot {
     action: ResponseAction,
     state: SlotState,
     started: Instant,
+    /// Contract SLIs to record when the response arrives.
+    watch: Option<ProduceWatch>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // A watched request that leaves without its response counts against availability.
+        if let Some(w) = self.watch.take() {
+            w.fail();
+        }
+    }
 }
 
 enum SlotState {
@@ -172,6 +183,10 @@ where
                 .and_then(|(_, body)| peek_produce_acks(&body, header.api_version)),
             _ => None,
         };
+        if !(governed && api == ApiKey::Produce) {
+            // Governed produce requests are counted per topic, by record bytes, in enforce.
+            gw.metrics.bytes_in_other.inc_by(size as u64 + 4);
+        }
         let whole = size == head.len();
         if !governed && (api != ApiKey::Produce || head_acks.is_some()) {
             // Cut-through: register the response slot, then stream the frame upstream as it
@@ -226,14 +241,17 @@ where
             _ => false,
         };
         // Judge governed requests under one policy generation.
-        let decision = if governed {
+        let (decision, watch) = if governed {
             let policies = gw.policies.current();
             match api {
                 ApiKey::Produce => enforce::produce(&gw, &policies, &frame, header.api_version)?,
-                _ => enforce::create_topics(&gw, &policies, &frame, header.api_version)?,
+                _ => (
+                    enforce::create_topics(&gw, &policies, &frame, header.api_version)?,
+                    None,
+                ),
             }
         } else {
-            Decision::Forward
+            (Decision::Forward, None)
         };
         let mut close_after = false;
         let (to_forward, action, state) = match decision {
@@ -258,9 +276,11 @@ where
             }
         };
         if !acks_zero && !close_after {
-            let Some(slot) = new_slot(&gw, &permits, &header, action, state, started).await else {
+            let Some(mut slot) = new_slot(&gw, &permits, &header, action, state, started).await
+            else {
                 break;
             };
+            slot.watch = watch;
             if tx.send(slot).is_err() {
                 break; // the responses side has ended; it reports why
             }
@@ -303,6 +323,7 @@ async fn new_slot(
         action,
         state,
         started,
+        watch: None,
         _permit: permit,
     })
 }
@@ -360,6 +381,10 @@ where
                     }
                 };
                 let slot = &mut queue[index];
+                if let Some(w) = slot.watch.take() {
+                    w.observe(&frame, slot.started.elapsed());
+                }
+                gw.metrics.bytes_out_other.inc_by(frame.len() as u64 + 4);
                 let response = rewrite_response(&slot.action, frame, gw.as_ref())?;
                 slot.state = SlotState::Ready(response);
             }
@@ -388,8 +413,9 @@ async fn write_ready_prefix<W: AsyncWrite + Unpin>(
 ) -> Result<bool, ConnError> {
     let mut wrote = false;
     while let Some(SlotState::Ready(_)) = queue.front().map(|s| &s.state) {
-        let slot = queue.pop_front().expect("front exists");
-        let SlotState::Ready(bytes) = slot.state else {
+        let mut slot = queue.pop_front().expect("front exists");
+        let SlotState::Ready(bytes) = std::mem::replace(&mut slot.state, SlotState::Awaiting)
+        else {
             unreachable!("checked above")
         };
         write_frame(client, &bytes)

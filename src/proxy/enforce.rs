@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -28,7 +30,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use super::rewrite::{BrokerAddresses, RewriteError};
 use super::Gateway;
 use crate::metrics::topic_label;
-use crate::policy::judge::{NewTopic, PartitionVerdict, Rejection};
+use crate::metrics::ContractMetrics;
+use crate::policy::judge::{NewTopic, PartitionVerdict, Rejection, Tally};
 use crate::policy::PolicySet;
 use crate::protocol::header::{split_request, split_response, HeaderError};
 
@@ -74,13 +77,14 @@ fn undecodable(api: ApiKey, version: i16, e: impl std::fmt::Display) -> HeaderEr
     }
 }
 
-/// Judges a Produce request under `policies`.
+/// Judges a Produce request under `policies`. The watch, when there is one, follows the forwarded
+/// request to its response, to measure the contracts' latency and availability.
 pub fn produce(
     gw: &Gateway,
     policies: &PolicySet,
     frame: &Bytes,
     version: i16,
-) -> Result<Decision, HeaderError> {
+) -> Result<(Decision, Option<ProduceWatch>), HeaderError> {
     let (header, mut body) = split_request(frame, ApiKey::Produce, version)?;
     let request = ProduceRequest::decode(&mut body, version)
         .map_err(|e| undecodable(ApiKey::Produce, version, e))?;
@@ -88,17 +92,22 @@ pub fn produce(
     let mut order = Vec::with_capacity(request.topic_data.len());
     let mut rejected = HashMap::new();
     let mut accepted_any = false;
+    let mut watched: Vec<(StrBytes, Arc<ContractMetrics>)> = Vec::new();
     for topic in &request.topic_data {
         let name = topic.name.0.as_str();
         let plan = policies.plan_topic(name);
-        let label = topic_label(
-            plan.as_ref()
-                .ok()
-                .and_then(|p| p.contract.map(|c| c.topic.as_str())),
-        );
+        let contract = plan.as_ref().ok().and_then(|p| p.contract);
+        let label = topic_label(contract.map(|c| c.topic.as_str()));
+        let stats = contract.and_then(|c| c.metrics.get());
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        let mut topic_accepted = false;
         for p in &topic.partition_data {
             partitions.push(p.index);
+            let size = p.records.as_ref().map_or(0, |r| r.len() as u64);
+            match stats {
+                Some(m) => m.bytes_in.inc_by(size),
+                None => gw.metrics.bytes_in_other.inc_by(size),
+            }
             let verdict = match &plan {
                 Ok(plan) => {
                     policies.judge_partition(plan, request.acks, p.records.as_deref(), &gw.limits)
@@ -106,20 +115,35 @@ pub fn produce(
                 Err(r) => PartitionVerdict::Reject {
                     rejection: r.clone(),
                     records: count_records(p.records.as_deref()),
+                    tally: Tally::default(),
                 },
             };
+            let tally = match &verdict {
+                PartitionVerdict::Accept { tally, .. } | PartitionVerdict::Reject { tally, .. } => {
+                    *tally
+                }
+            };
+            if let Some(m) = stats {
+                m.records_valid.inc_by(tally.judged - tally.invalid);
+                m.records_invalid.inc_by(tally.invalid);
+                m.records_complete.inc_by(tally.complete);
+            }
             match verdict {
-                PartitionVerdict::Accept { records } => {
+                PartitionVerdict::Accept { records, .. } => {
                     accepted_any = true;
-                    gw.metrics
-                        .produce_records
-                        .with_label_values(&[label, "accepted"])
+                    topic_accepted = true;
+                    if let (Some(m), true) = (stats, records > 0) {
+                        m.accepted_now();
+                    }
+                    stats
+                        .map_or(&gw.metrics.produce_accepted_other, |m| &m.produce_accepted)
                         .inc_by(records);
                 }
-                PartitionVerdict::Reject { rejection, records } => {
-                    gw.metrics
-                        .produce_records
-                        .with_label_values(&[label, "rejected"])
+                PartitionVerdict::Reject {
+                    rejection, records, ..
+                } => {
+                    stats
+                        .map_or(&gw.metrics.produce_rejected_other, |m| &m.produce_rejected)
                         .inc_by(records);
                     gw.metrics
                         .policy_rejections
@@ -133,10 +157,17 @@ pub fn produce(
                 }
             }
         }
+        if let (Some(m), true) = (stats, topic_accepted) {
+            watched.push((topic.name.0.clone(), m.clone()));
+        }
         order.push((topic.name.0.clone(), partitions));
     }
+    let watch = (!watched.is_empty() && request.acks != 0).then_some(ProduceWatch {
+        version,
+        topics: watched,
+    });
     if rejected.is_empty() {
-        return Ok(Decision::Forward);
+        return Ok((Decision::Forward, watch));
     }
     let trimmed = accepted_any.then(|| {
         let mut req = request.clone();
@@ -149,7 +180,7 @@ pub fn produce(
         encode_request(&header, ApiKey::Produce, version, &req)
     });
     if request.acks == 0 {
-        return Ok(Decision::ForwardThenClose(trimmed.transpose()?));
+        return Ok((Decision::ForwardThenClose(trimmed.transpose()?), None));
     }
     let merge = ProduceMerge {
         version,
@@ -157,18 +188,18 @@ pub fn produce(
         rejected,
     };
     match trimmed {
-        Some(frame) => Ok(Decision::ForwardTrimmed {
-            frame: frame?,
-            merge: Merge::Produce(Box::new(merge)),
-        }),
+        Some(frame) => Ok((
+            Decision::ForwardTrimmed {
+                frame: frame?,
+                merge: Merge::Produce(Box::new(merge)),
+            },
+            watch,
+        )),
         None => {
             let response = merge_produce_response(&merge, ProduceResponse::default());
-            Ok(Decision::Respond(encode_response(
-                header.correlation_id,
-                ApiKey::Produce,
-                version,
-                &response,
-            )?))
+            let frame =
+                encode_response(header.correlation_id, ApiKey::Produce, version, &response)?;
+            Ok((Decision::Respond(frame), None))
         }
     }
 }
@@ -258,6 +289,44 @@ pub fn merge_produce(
     }
     encode_response(header.correlation_id, ApiKey::Produce, m.version, &merged)
         .map_err(|e| err(e.to_string()))
+}
+
+/// Follows a forwarded produce request that carried contract topics, to its response.
+#[derive(Debug)]
+pub struct ProduceWatch {
+    version: i16,
+    topics: Vec<(StrBytes, Arc<ContractMetrics>)>,
+}
+
+impl ProduceWatch {
+    /// Counts the request per contract: ok when the broker answered every partition of its topic
+    /// without error, and the latency either way.
+    pub fn observe(self, upstream_frame: &Bytes, elapsed: Duration) {
+        let decoded = split_response(upstream_frame, ApiKey::Produce, self.version)
+            .ok()
+            .and_then(|(_, mut body)| ProduceResponse::decode(&mut body, self.version).ok());
+        for (topic, m) in &self.topics {
+            m.latency.observe(elapsed.as_secs_f64());
+            let ok = decoded.as_ref().is_some_and(|r| {
+                r.responses
+                    .iter()
+                    .filter(|t| &t.name.0 == topic)
+                    .all(|t| t.partition_responses.iter().all(|p| p.error_code == 0))
+            });
+            if ok {
+                m.requests_ok.inc();
+            } else {
+                m.requests_failed.inc();
+            }
+        }
+    }
+
+    /// The request never got a response (the upstream or the gateway failed).
+    pub fn fail(self) {
+        for (_, m) in &self.topics {
+            m.requests_failed.inc();
+        }
+    }
 }
 
 /// Judges a CreateTopics request under `policies`.

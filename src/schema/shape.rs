@@ -65,6 +65,37 @@ impl Shape {
         json_schema_shape(json)
     }
 
+    /// A short type name for people: `string`, `int`, `["null","string"]` → `string?`, ...
+    pub fn type_name(&self) -> String {
+        match self {
+            Shape::Null => "null".into(),
+            Shape::Bool => "boolean".into(),
+            Shape::Int => "int".into(),
+            Shape::Float => "number".into(),
+            Shape::String => "string".into(),
+            Shape::Bytes => "bytes".into(),
+            Shape::Enum(symbols) => format!("enum({})", symbols.join("|")),
+            Shape::Record(_) => "record".into(),
+            Shape::Array(items) => format!("array<{}>", items.type_name()),
+            Shape::Map(values) => format!("map<{}>", values.type_name()),
+            Shape::Any => "any".into(),
+            Shape::Union(branches) => {
+                let non_null: Vec<String> = branches
+                    .iter()
+                    .filter(|b| **b != Shape::Null)
+                    .map(Shape::type_name)
+                    .collect();
+                let nullable = non_null.len() < branches.len();
+                let joined = non_null.join("|");
+                if nullable {
+                    format!("{joined}?")
+                } else {
+                    joined
+                }
+            }
+        }
+    }
+
     /// True when `value` null is acceptable.
     pub fn accepts_null(&self) -> bool {
         match self {
