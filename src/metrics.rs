@@ -34,6 +34,7 @@ pub struct ContractMetrics {
     pub requests_failed: IntCounter,
     pub latency: Histogram,
     pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
     /// `meshgate_produce_records_total{topic=<contract topic>, outcome}`.
     pub produce_accepted: IntCounter,
     pub produce_rejected: IntCounter,
@@ -259,6 +260,7 @@ impl Metrics {
                     requests_failed: f.requests.with_label_values(&[name, "error"]),
                     latency: f.latency.with_label_values(&[name]),
                     bytes_in: self.bytes.with_label_values(&["in", topic]),
+                    bytes_out: self.bytes.with_label_values(&["out", topic]),
                     produce_accepted: self.produce_records.with_label_values(&[topic, "accepted"]),
                     produce_rejected: self.produce_records.with_label_values(&[topic, "rejected"]),
                     last_accepted_ms: AtomicU64::new(0),

@@ -241,3 +241,78 @@ fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn contract(min: u32) -> String {
+        format!("contract:\n  name: c\n  owner: o\n  topic: shop.c.v1\n  quality:\n    validity_rules: [total > {min}]\n")
+    }
+
+    fn rule_text(store: &PolicyStore) -> String {
+        store.current().contracts[0].rules[0].rule.text.clone()
+    }
+
+    /// Kubernetes mounts a ConfigMap as `file -> ..data/file` and `..data -> ..<timestamp>/`, and
+    /// updates it by writing a new timestamped directory and swapping the `..data` symlink.
+    #[test]
+    fn a_configmap_symlink_swap_is_picked_up_and_hidden_copies_are_not_loaded_twice() {
+        let dir = std::env::temp_dir().join(format!("meshgate-cm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("..2026_01_01_a")).unwrap();
+        std::fs::write(dir.join("..2026_01_01_a/c.yaml"), contract(1)).unwrap();
+        symlink("..2026_01_01_a", dir.join("..data")).unwrap();
+        symlink("..data/c.yaml", dir.join("c.yaml")).unwrap();
+
+        let store = PolicyStore::open(&dir, Arc::new(Metrics::new())).unwrap();
+        assert_eq!(
+            store.current().contracts.len(),
+            1,
+            "loaded once, not once per hidden copy"
+        );
+        assert_eq!(rule_text(&store), "total > 1");
+
+        std::fs::create_dir_all(dir.join("..2026_01_02_b")).unwrap();
+        std::fs::write(dir.join("..2026_01_02_b/c.yaml"), contract(2)).unwrap();
+        symlink("..2026_01_02_b", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        std::fs::remove_dir_all(dir.join("..2026_01_01_a")).unwrap();
+
+        store.reload_if_changed();
+        assert_eq!(rule_text(&store), "total > 2");
+        assert_eq!(store.generation(), 2);
+        store.reload_if_changed();
+        assert_eq!(store.generation(), 2, "no change, no reload");
+    }
+
+    #[test]
+    fn an_editor_rename_is_picked_up_and_a_broken_save_keeps_the_last_good_set() {
+        let dir = std::env::temp_dir().join(format!("meshgate-ed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.yaml"), contract(1)).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let store = PolicyStore::open(&dir, metrics.clone()).unwrap();
+
+        // Write a temporary file, then rename it over the original.
+        std::fs::write(dir.join(".c.yaml.swp"), contract(5)).unwrap();
+        std::fs::rename(dir.join(".c.yaml.swp"), dir.join("c.yaml")).unwrap();
+        store.reload_if_changed();
+        assert_eq!(rule_text(&store), "total > 5");
+
+        std::fs::write(dir.join("c.yaml"), "contract: [\n").unwrap();
+        store.reload_if_changed();
+        assert_eq!(
+            rule_text(&store),
+            "total > 5",
+            "the last good set stays in force"
+        );
+        assert_eq!(
+            metrics.policy_reloads.with_label_values(&["error"]).get(),
+            1
+        );
+        assert_eq!(store.generation(), 2);
+    }
+}

@@ -83,6 +83,7 @@ impl ConnError {
 struct Slot {
     correlation_id: i32,
     api_key: i16,
+    api_version: i16,
     action: ResponseAction,
     state: SlotState,
     started: Instant,
@@ -320,6 +321,7 @@ async fn new_slot(
     Some(Slot {
         correlation_id: header.correlation_id,
         api_key: header.api_key,
+        api_version: header.api_version,
         action,
         state,
         started,
@@ -384,7 +386,7 @@ where
                 if let Some(w) = slot.watch.take() {
                     w.observe(&frame, slot.started.elapsed());
                 }
-                gw.metrics.bytes_out_other.inc_by(frame.len() as u64 + 4);
+                super::fetch_bytes::count_response(&gw, slot.api_key, slot.api_version, &frame);
                 let response = rewrite_response(&slot.action, frame, gw.as_ref())?;
                 slot.state = SlotState::Ready(response);
             }

@@ -6,6 +6,7 @@
 pub mod brokers;
 pub mod connection;
 pub mod enforce;
+pub mod fetch_bytes;
 pub mod rewrite;
 
 use std::sync::Arc;
@@ -39,6 +40,9 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub policies: Arc<PolicyStore>,
     pub limits: Limits,
+    /// Topic ids of contract topics, learned from Metadata responses (Fetch v13+ names topics by
+    /// id): for attributing fetched bytes to data products.
+    pub topic_ids: std::sync::RwLock<std::collections::HashMap<uuid::Uuid, String>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     connections: Arc<Semaphore>,
@@ -55,6 +59,7 @@ impl Gateway {
         Arc::new_cyclic(|me| Gateway {
             policies,
             limits: Limits::default(),
+            topic_ids: Default::default(),
             brokers: BrokerMap::new(config.advertised_host.clone(), config.broker_port_base),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config,
@@ -193,6 +198,24 @@ impl Gateway {
 }
 
 impl BrokerAddresses for Gateway {
+    fn saw_topic_id(&self, name: &str, id: uuid::Uuid) {
+        if id.is_nil() || self.policies.current().contract_for(name).is_none() {
+            return;
+        }
+        let known = self
+            .topic_ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .is_some_and(|n| n == name);
+        if !known {
+            self.topic_ids
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, name.to_string());
+        }
+    }
+
     fn advertised_host(&self) -> &str {
         self.brokers.advertised_host()
     }

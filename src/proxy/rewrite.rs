@@ -51,6 +51,8 @@ pub trait BrokerAddresses {
     fn advertised_host(&self) -> &str;
     /// The gateway port standing for `node_id`, now at `host:port` upstream.
     fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> i32;
+    /// A Metadata response named topic `name` with id `id`.
+    fn saw_topic_id(&self, _name: &str, _id: uuid::Uuid) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,11 @@ pub fn rewrite_response(
             for b in &mut r.brokers {
                 b.port = addrs.gateway_port(b.node_id.0, &b.host, b.port);
                 b.host = host(addrs);
+            }
+            for t in &r.topics {
+                if let Some(name) = &t.name {
+                    addrs.saw_topic_id(name.as_str(), t.topic_id);
+                }
             }
             encode(&header, &r, api, version).map_err(err)
         }

@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from clients import create_topic
+from clients import consume, create_topic
 from conftest import ROOT, start_gateway, start_tansu, port_block
 
 OBS_CONTRACT = """
@@ -82,8 +82,13 @@ def test_metrics_count_exactly_what_was_produced(observed, tansu, tmp_path):
     p.flush(15)
     assert results[-1] is not None and results[-1].name() == "POLICY_VIOLATION"
 
+    # Read the topic back: fetched record bytes are charged to the data product's topic.
+    got = [v for v in consume(observed.bootstrap, ["obs.orders.v1"], expected=7) if run.encode() in v]
+    assert sorted(got) == sorted(values[:7])
+
     s, text = samples(observed)
     topic = "obs.orders.v1"
+    assert value(s, "meshgate_bytes_total", direction="out", topic=topic) >= sum(len(v) for v in values[:7])
     assert value(s, "meshgate_produce_records_total", topic=topic, outcome="accepted") == 7
     assert value(s, "meshgate_produce_records_total", topic=topic, outcome="rejected") == 6
     assert value(s, "meshgate_policy_rejections_total", topic=topic, policy="contract", rule="order_total > 0") == 3

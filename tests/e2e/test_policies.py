@@ -3,6 +3,7 @@ clients (confluent-kafka and kafka-python)."""
 
 import json
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -328,6 +329,12 @@ def test_hot_reload_tightens_rules_and_a_broken_file_keeps_the_last_good_set(gov
     reload_file.write_text(RELOAD_CONTRACT.format(minimum=0))
     wait_for(lambda: metric(governed, "meshgate_policy_generation") > generation, what="recovery")
     assert verdicts() == [True, True]
+
+    # SIGHUP forces a reload even with nothing changed.
+    generation = metric(governed, "meshgate_policy_generation")
+    governed.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: metric(governed, "meshgate_policy_generation") == generation + 1, what="SIGHUP reload")
+    assert governed.proc.poll() is None, "SIGHUP does not stop the gateway"
 
 
 def test_check_reports_file_and_line_and_exit_codes(tmp_path):

@@ -1,0 +1,267 @@
+//! Attributing fetched bytes to data products, for `meshgate_bytes_total{direction="out"}`.
+//!
+//! Only when contracts are in force: each Fetch response is walked (not decoded: nothing is
+//! copied or allocated per partition) to sum the record bytes of each topic; a contract topic's
+//! bytes count under that topic and the rest of the frame under `_other`. Fetch v13+ names topics
+//! by id; ids are learned from Metadata responses passing through (`Gateway::topic_ids`).
+//!
+//! The walk skips every tagged field, whatever its tag: tansu 0.6.0 sends `node_endpoints` (tag 0)
+//! in Fetch v15 responses, which the protocol defines only from v16 and which strict decoders
+//! refuse.
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+
+use super::Gateway;
+use crate::protocol::header::split_response;
+
+/// Counts one upstream response frame (without its size prefix) as bytes out.
+pub fn count_response(gw: &Gateway, api_key: i16, version: i16, frame: &Bytes) {
+    let total = frame.len() as u64 + 4;
+    if api_key != ApiKey::Fetch as i16 {
+        gw.metrics.bytes_out_other.inc_by(total);
+        return;
+    }
+    let policies = gw.policies.current();
+    if policies.contracts.is_empty() {
+        gw.metrics.bytes_out_other.inc_by(total);
+        return;
+    }
+    let mut attributed = 0u64;
+    let walked = split_response(frame, ApiKey::Fetch, version)
+        .ok()
+        .and_then(|(_, body)| {
+            fetch_record_bytes(&body, version, |topic, bytes| {
+                let name = match topic {
+                    TopicRef::Name(n) => Some(n.to_string()),
+                    TopicRef::Id(id) => gw
+                        .topic_ids
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&uuid::Uuid::from_bytes(id))
+                        .cloned(),
+                };
+                if let Some(m) = name
+                    .as_deref()
+                    .and_then(|n| policies.contract_for(n))
+                    .and_then(|c| c.metrics.get())
+                {
+                    m.bytes_out.inc_by(bytes);
+                    attributed += bytes;
+                }
+            })
+        });
+    if walked.is_none() {
+        tracing::debug!(version, "Fetch response not walkable; counted as _other");
+    }
+    gw.metrics
+        .bytes_out_other
+        .inc_by(total.saturating_sub(attributed));
+}
+
+/// How a Fetch response names a topic.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TopicRef<'a> {
+    Name(&'a str),
+    Id([u8; 16]),
+}
+
+/// Walks a Fetch response body (v4 to v15), calling `each` with every topic's record bytes.
+/// `None` when the body does not follow the layout.
+pub fn fetch_record_bytes<'a>(
+    body: &'a [u8],
+    version: i16,
+    mut each: impl FnMut(TopicRef<'a>, u64),
+) -> Option<()> {
+    let flexible = version >= 12;
+    let mut r = Walker { b: body, flexible };
+    r.skip(4)?; // throttle_time_ms
+    if version >= 7 {
+        r.skip(2 + 4)?; // error_code, session_id
+    }
+    for _ in 0..r.array_len()? {
+        let topic = if version >= 13 {
+            TopicRef::Id(r.take(16)?.try_into().ok()?)
+        } else {
+            TopicRef::Name(std::str::from_utf8(r.string()?).ok()?)
+        };
+        let mut bytes = 0u64;
+        for _ in 0..r.array_len()? {
+            r.skip(4 + 2 + 8 + 8)?; // partition_index, error_code, high_watermark, last_stable_offset
+            if version >= 5 {
+                r.skip(8)?; // log_start_offset
+            }
+            for _ in 0..r.array_len()? {
+                r.skip(8 + 8)?; // aborted: producer_id, first_offset
+                r.tags()?;
+            }
+            if version >= 11 {
+                r.skip(4)?; // preferred_read_replica
+            }
+            bytes += r.bytes_len()? as u64;
+            r.tags()?;
+        }
+        r.tags()?;
+        each(topic, bytes);
+    }
+    r.tags()?;
+    Some(())
+}
+
+struct Walker<'a> {
+    b: &'a [u8],
+    flexible: bool,
+}
+
+impl<'a> Walker<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.b.len() < n {
+            return None;
+        }
+        let (head, rest) = self.b.split_at(n);
+        self.b = rest;
+        Some(head)
+    }
+
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.take(n).map(|_| ())
+    }
+
+    fn uvarint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.take(1)?.first()?;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    /// Array length; a null array counts as empty.
+    fn array_len(&mut self) -> Option<usize> {
+        let n = if self.flexible {
+            self.uvarint()?.checked_sub(1).map_or(0, |n| n as usize)
+        } else {
+            self.i32()?.max(0) as usize
+        };
+        // Every element takes at least one byte: a length beyond the data is malformed.
+        (n <= self.b.len()).then_some(n)
+    }
+
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let n = if self.flexible {
+            self.uvarint()?.checked_sub(1)? as usize
+        } else {
+            usize::try_from(i16::from_be_bytes(self.take(2)?.try_into().ok()?)).ok()?
+        };
+        self.take(n)
+    }
+
+    /// Skips a nullable byte field, returning its length (0 when null).
+    fn bytes_len(&mut self) -> Option<usize> {
+        let n = if self.flexible {
+            match self.uvarint()? {
+                0 => return Some(0),
+                n => (n - 1) as usize,
+            }
+        } else {
+            match self.i32()? {
+                n if n < 0 => return Some(0),
+                n => n as usize,
+            }
+        };
+        self.skip(n)?;
+        Some(n)
+    }
+
+    fn tags(&mut self) -> Option<()> {
+        if !self.flexible {
+            return Some(());
+        }
+        for _ in 0..self.uvarint()? {
+            self.uvarint()?; // tag
+            let len = self.uvarint()? as usize;
+            self.skip(len)?;
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn response(version: i16) -> Vec<u8> {
+        let mut r = FetchResponse::default();
+        for (i, sizes) in [[100usize, 0], [7, 3000]].iter().enumerate() {
+            let mut t = FetchableTopicResponse::default();
+            if version >= 13 {
+                t.topic_id = uuid::Uuid::from_bytes([i as u8 + 1; 16]);
+            } else {
+                t.topic = TopicName(StrBytes::from_string(format!("t{i}")));
+            }
+            for (p, size) in sizes.iter().enumerate() {
+                let mut pd = PartitionData::default();
+                pd.partition_index = p as i32;
+                pd.records = (*size > 0).then(|| Bytes::from(vec![1u8; *size]));
+                t.partitions.push(pd);
+            }
+            r.responses.push(t);
+        }
+        let mut buf = BytesMut::new();
+        r.encode(&mut buf, version).unwrap();
+        buf.to_vec()
+    }
+
+    fn walk(body: &[u8], version: i16) -> Option<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        fetch_record_bytes(body, version, |t, n| {
+            let name = match t {
+                TopicRef::Name(n) => n.to_string(),
+                TopicRef::Id(id) => format!("id{}", id[0]),
+            };
+            out.push((name, n));
+        })?;
+        Some(out)
+    }
+
+    #[test]
+    fn record_bytes_per_topic_at_every_version() {
+        for version in 4..=15 {
+            let got = walk(&response(version), version).unwrap();
+            let names: Vec<String> = if version >= 13 {
+                vec!["id1".into(), "id2".into()]
+            } else {
+                vec!["t0".into(), "t1".into()]
+            };
+            assert_eq!(
+                got,
+                vec![(names[0].clone(), 100), (names[1].clone(), 3007)],
+                "v{version}"
+            );
+        }
+    }
+
+    #[test]
+    fn unexpected_tags_are_skipped_and_garbage_is_refused() {
+        // A v15 body whose top-level tagged fields hold tag 0 (as tansu 0.6.0 sends).
+        let mut body = response(15);
+        assert_eq!(body.pop(), Some(0));
+        body.extend_from_slice(&[1, 0, 3, 9, 9, 9]);
+        assert_eq!(walk(&body, 15).unwrap().len(), 2);
+        for cut in 0..body.len() - 6 {
+            assert!(walk(&body[..cut], 15).is_none(), "cut at {cut}");
+        }
+        assert!(walk(&[0xff; 64], 12).is_none());
+    }
+}
