@@ -92,9 +92,13 @@ def main():
     ap.add_argument("--topic-prefix", default="bench.load")
     ap.add_argument("--value-file", help="payloads, one per line (for contract arms)")
     ap.add_argument("--meshgate", default=str(ROOT / "target" / "release" / "meshgate"))
+    ap.add_argument("--baseline-meshgate",
+                    help="another meshgate binary for a meshgate-contract-baseline arm (same policies)")
     ap.add_argument("--out", help="write the markdown table here too")
     args = ap.parse_args()
     arms = args.arms.split(",")
+    if args.baseline_meshgate and "meshgate-contract-baseline" not in arms:
+        arms.append("meshgate-contract-baseline")
 
     logdir = Path(tempfile.mkdtemp(prefix="bench-"))
     broker_port = port_block(1)
@@ -114,7 +118,7 @@ def main():
         wait_for_port(port)
         bootstrap["meshgate"] = f"127.0.0.1:{port}"
     contract_topics = []
-    if "meshgate-contract" in arms:
+    if "meshgate-contract" in arms or "meshgate-contract-baseline" in arms:
         # A JSON contract (the example schema and the seed's two rules) on a pool of topics, one
         # per round, and JSON order values for every arm so that all arms carry the same bytes.
         policies = Path(tempfile.mkdtemp(prefix="contract-policies-"))
@@ -129,12 +133,16 @@ def main():
                         f"  schema: {{ format: json, file: schemas/order.avsc }}\n"
                         f"  quality:\n    validity_rules: [order_total > 0, customer_id is not null]\n")
         (policies / "contracts.yaml").write_text("---\n".join(docs))
-        port, admin = port_block(300), port_block(1)
-        procs["meshgate-contract"] = start([args.meshgate, "run", "--listen", f"127.0.0.1:{port}",
-                                            "--admin", f"127.0.0.1:{admin}", "--upstream", direct,
-                                            "--policies", str(policies)], 1, logdir / "meshgate-contract.log")
-        wait_for_port(port)
-        bootstrap["meshgate-contract"] = f"127.0.0.1:{port}"
+        for arm, binary in [("meshgate-contract", args.meshgate),
+                            ("meshgate-contract-baseline", args.baseline_meshgate)]:
+            if arm not in arms:
+                continue
+            port, admin = port_block(300), port_block(1)
+            procs[arm] = start([binary, "run", "--listen", f"127.0.0.1:{port}",
+                                "--admin", f"127.0.0.1:{admin}", "--upstream", direct,
+                                "--policies", str(policies)], 1, logdir / f"{arm}.log")
+            wait_for_port(port)
+            bootstrap[arm] = f"127.0.0.1:{port}"
         if not args.value_file:
             args.value_file = str(logdir / "orders.jsonl")
             with open(args.value_file, "w") as f:
@@ -162,7 +170,7 @@ def main():
         for rnd in range(args.pairs):
             for arm in arms:
                 topic = f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
-                if arm == "meshgate-contract":
+                if arm.startswith("meshgate-contract"):
                     topic = contract_topics[rnd]
                 create_topic(direct, topic, partitions=3)
                 pid = procs[arm].pid if arm in procs else None
@@ -177,7 +185,7 @@ def main():
             rate = args.rate or (0.5 * sat["direct"][-1]["records_per_s"] if "direct" in sat else 10_000)
             for arm in arms:
                 topic = f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
-                if arm == "meshgate-contract":
+                if arm.startswith("meshgate-contract"):
                     topic = contract_topics[rnd]
                 create_topic(direct, topic, partitions=3)
                 r = run_producer(bootstrap[arm], topic, args, "rate", rate=int(rate))

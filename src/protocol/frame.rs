@@ -41,22 +41,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next frame's payload (without its size prefix), or `None` on a clean end of stream at a
     /// frame boundary.
     pub async fn read_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        loop {
-            if let Some(frame) = self.try_take_frame()? {
-                return Ok(Some(frame));
-            }
-            let want = self.bytes_wanted();
-            self.buf.reserve(want);
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(FrameError::Truncated {
-                        buffered: self.buf.len(),
-                    })
-                };
-            }
-        }
+        Ok(self.read_head(usize::MAX).await?.map(|(_, frame)| frame))
     }
 
     /// The start of the next frame: its declared size and up to `max_head` bytes of its payload,
@@ -76,10 +61,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Some((size, self.buf.split_to(want).freeze())));
                 }
             }
+            // Read ahead at least a chunk (pipelined small frames), but never reserve more than
+            // 1 MiB beyond what has arrived: a claimed size is not trusted for allocation.
             let want = match self.declared_size() {
                 Some(Ok(n)) => (4 + n.min(max_head))
                     .saturating_sub(self.buf.len())
-                    .max(READ_CHUNK),
+                    .clamp(READ_CHUNK, READ_CHUNK * 16),
                 _ => READ_CHUNK,
             };
             self.buf.reserve(want);
@@ -163,27 +150,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             Ok(size as usize)
         })
     }
-
-    fn try_take_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        match self.declared_size() {
-            None => Ok(None),
-            Some(Err(e)) => Err(e),
-            Some(Ok(n)) if self.buf.len() >= 4 + n => {
-                self.buf.advance(4);
-                Ok(Some(self.buf.split_to(n).freeze()))
-            }
-            Some(Ok(_)) => Ok(None),
-        }
-    }
-
-    /// How much to reserve before the next read: the rest of the current frame, capped so that a
-    /// claimed size is never trusted for allocation.
-    fn bytes_wanted(&self) -> usize {
-        match self.declared_size() {
-            Some(Ok(n)) => (4 + n - self.buf.len()).clamp(1, READ_CHUNK * 16),
-            _ => READ_CHUNK,
-        }
-    }
 }
 
 /// Writes one frame: its size prefix, then the payload. Does not flush.
@@ -252,7 +218,22 @@ mod tests {
             r.read_frame().await,
             Err(FrameError::Truncated { .. })
         ));
-        assert!(r.buf.capacity() <= READ_CHUNK * 16 + READ_CHUNK);
+        assert!(
+            r.buf.capacity() <= READ_CHUNK * 16 + READ_CHUNK,
+            "capacity {}",
+            r.buf.capacity()
+        );
+        // The same through the head-first path the connection uses.
+        let mut r = FrameReader::new(&bytes[..], 100_000_000);
+        assert!(matches!(
+            r.read_head(usize::MAX).await,
+            Err(FrameError::Truncated { .. })
+        ));
+        assert!(
+            r.buf.capacity() <= READ_CHUNK * 16 + READ_CHUNK,
+            "capacity {}",
+            r.buf.capacity()
+        );
     }
 
     #[tokio::test]
