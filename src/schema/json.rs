@@ -55,8 +55,38 @@ impl JsonCheck {
                     format!("JSON Schema at `{path}`: {e}")
                 }
             }),
+            // The allocation-free test first; the message only for a value that fails.
+            JsonCheck::Avro(shape) if conforms(shape, value) => Ok(()),
             JsonCheck::Avro(shape) => check_avro(shape, value, &mut Vec::new()),
         }
+    }
+}
+
+/// Whether `value` has the shape, without allocating (the path every valid record takes).
+fn conforms(shape: &Shape, value: &Json) -> bool {
+    match shape {
+        Shape::Any => true,
+        Shape::Null => value.is_null(),
+        Shape::Bool => value.is_boolean(),
+        Shape::Int => value.is_i64() || value.is_u64(),
+        Shape::Float => value.is_number(),
+        Shape::String | Shape::Bytes => value.is_string(),
+        Shape::Enum(symbols) => value
+            .as_str()
+            .is_some_and(|s| symbols.iter().any(|x| x == s)),
+        Shape::Array(items) => value
+            .as_array()
+            .is_some_and(|a| a.iter().all(|v| conforms(items, v))),
+        Shape::Map(values) => value
+            .as_object()
+            .is_some_and(|o| o.values().all(|v| conforms(values, v))),
+        Shape::Union(branches) => branches.iter().any(|b| conforms(b, value)),
+        Shape::Record(fields) => value.as_object().is_some_and(|o| {
+            fields.iter().all(|f| match o.get(&f.name) {
+                Some(v) => conforms(&f.shape, v),
+                None => f.optional || f.shape.accepts_null(),
+            })
+        }),
     }
 }
 

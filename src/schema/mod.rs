@@ -4,5 +4,6 @@
 //! purposes: type-checking validity rules at load (so a rule naming a field the schema lacks is a
 //! `check` error), and validating JSON values at produce time.
 
+pub mod avro_compat;
 pub mod json;
 pub mod shape;
