@@ -435,8 +435,7 @@ impl Checker<'_> {
     }
 
     fn names_match(rn: &NamedType, wn: &NamedType) -> bool {
-        short(&rn.full_name) == short(&wn.full_name)
-            || rn.aliases.iter().any(|a| *a == wn.full_name)
+        short(&rn.full_name) == short(&wn.full_name) || rn.aliases.contains(&wn.full_name)
     }
 
     fn named(
