@@ -93,13 +93,47 @@ fn check(args: CheckArgs) -> ExitCode {
         eprintln!("meshgate check: {}: {e}", args.policy_dir.display());
         return ExitCode::from(2);
     }
-    if args.against.is_some() {
-        eprintln!(
-            "meshgate check: --against (contract evolution) is not implemented in this build"
-        );
-        return ExitCode::from(2);
+    if let Some(old_dir) = &args.against {
+        if let Err(e) = meshgate::policy::load::policy_files(old_dir) {
+            eprintln!("meshgate check: {}: {e}", old_dir.display());
+            return ExitCode::from(2);
+        }
     }
     match meshgate::policy::load::load_dir(&args.policy_dir) {
+        Ok(set) if args.against.is_some() => {
+            let old_dir = args.against.as_deref().expect("checked above");
+            let old = match meshgate::policy::load::load_dir(old_dir) {
+                Ok(old) => old,
+                Err(errors) => {
+                    for e in &errors {
+                        println!("{e}");
+                    }
+                    eprintln!(
+                        "meshgate check: the old policy set ({}) does not load",
+                        old_dir.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let violations = meshgate::policy::evolution::check(&set, &old);
+            for v in &violations {
+                println!("{v}");
+            }
+            if violations.is_empty() {
+                println!(
+                    "ok: {} contract(s) evolve compatibly from {}",
+                    set.contracts.len(),
+                    old_dir.display()
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "meshgate check: {} incompatible change(s)",
+                    violations.len()
+                );
+                ExitCode::from(1)
+            }
+        }
         Ok(set) => {
             println!(
                 "ok: {} file(s), {} contract(s), {} produce rule(s), naming {}, topic rules {}",

@@ -517,7 +517,19 @@ impl Cx<'_> {
                 }
             },
         };
+        let mut history = Vec::new();
+        for h in &doc.history {
+            let path = self.dir.join(&h.value);
+            match std::fs::read_to_string(&path) {
+                Ok(t) => history.push(t),
+                Err(e) => self.err(
+                    h.referenced.line(),
+                    format!("schema history file `{}`: {e}", path.display()),
+                ),
+            }
+        }
         Some(ContractSchema {
+            history,
             format: doc.format,
             version: doc.version.map(|v| v.value),
             compatibility: doc.compatibility.unwrap_or(Compatibility::Backward),

@@ -7,6 +7,7 @@
 //!   record beyond what decoding a JSON value needs.
 //! - [`store`]: the current set behind an `ArcSwap`, hot reload, and reload metrics.
 
+pub mod evolution;
 pub mod judge;
 pub mod load;
 pub mod model;
@@ -177,6 +178,8 @@ pub struct ContractSchema {
     pub shape: Option<Shape>,
     /// For `format: json`: how each value is checked.
     pub json: Option<JsonCheck>,
+    /// Earlier versions of the schema as text, oldest first (`history:`).
+    pub history: Vec<String>,
     pub origin: Origin,
 }
 

@@ -66,6 +66,10 @@ pub struct SchemaDoc {
     /// The schema inline: a JSON string, or the schema written as YAML.
     #[serde(default)]
     pub definition: Option<Spanned<serde_json::Value>>,
+    /// Earlier versions of the schema, oldest first (files, relative to the policy file), for the
+    /// `*_transitive` compatibility levels of `meshgate check --against`.
+    #[serde(default)]
+    pub history: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,19 @@ pub enum CmpOp {
     Ge,
 }
 
+impl CmpOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::Ne => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lit {
     Null,
@@ -128,7 +141,7 @@ impl Lowering<'_> {
                     other => return Err(format!("operator `{other}` is not supported")),
                 };
                 let (l, r) = (self.operand(left)?, self.operand(right)?);
-                self.comparable(&l, &r, &format!("{op:?}"))?;
+                self.comparable(&l, &r, op.symbol())?;
                 Pred::Cmp(op, l, r)
             }
             E::UnaryOp {
@@ -364,7 +377,7 @@ impl Lowering<'_> {
             Ok(())
         } else {
             Err(format!(
-                "{what} compares {} ({}) with {} ({})",
+                "`{what}` compares {} ({}) with {} ({})",
                 describe(a),
                 kind_name(ta.kind),
                 describe(b),
@@ -412,7 +425,17 @@ fn kind_name(k: Kind) -> &'static str {
 fn describe(o: &Operand) -> String {
     match o {
         Operand::Field(p) => format!("`{}`", p.join(".")),
-        Operand::Lit(l) => format!("{l:?}"),
+        Operand::Lit(Lit::Null) => "NULL".into(),
+        Operand::Lit(Lit::Bool(b)) => {
+            if *b {
+                "TRUE".into()
+            } else {
+                "FALSE".into()
+            }
+        }
+        Operand::Lit(Lit::Int(i)) => i.to_string(),
+        Operand::Lit(Lit::Float(f)) => f.to_string(),
+        Operand::Lit(Lit::Str(s)) => format!("'{s}'"),
     }
 }
 

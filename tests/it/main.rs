@@ -9,6 +9,7 @@ mod support;
 
 mod addressing;
 mod enforcement;
+mod evolution;
 mod malformed;
 mod ordering;
 mod shutdown;
