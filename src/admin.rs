@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -34,6 +34,22 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/catalog", get(catalog))
+        .route("/registry/schemas/ids/{id}", get(registry_schema_by_id))
+        .route("/registry/subjects", get(registry_subjects))
+        .route(
+            "/registry/subjects/{subject}",
+            axum::routing::post(registry_lookup),
+        )
+        .route(
+            "/registry/subjects/{subject}/versions",
+            get(registry_versions),
+        )
+        .route(
+            "/registry/subjects/{subject}/versions/{version}",
+            get(registry_version),
+        )
+        .route("/registry/config", get(registry_config))
+        .route("/registry/config/{subject}", get(registry_subject_config))
         .with_state(state)
 }
 
@@ -345,4 +361,123 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
     }
     h.push_str("</body></html>");
     h
+}
+
+// The built-in schema registry (Confluent's API, read-only), from the policy set in force.
+
+const REGISTRY_JSON: &str = "application/vnd.schemaregistry.v1+json";
+
+fn registry_reply(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, REGISTRY_JSON)],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn registry_error(status: StatusCode, code: u32, message: &str) -> Response {
+    registry_reply(
+        status,
+        serde_json::json!({ "error_code": code, "message": message }),
+    )
+}
+
+async fn registry_schema_by_id(State(s): State<AdminState>, Path(id): Path<u32>) -> Response {
+    match s.policies.current().registry.schema_by_id(id) {
+        Some(schema) => registry_reply(StatusCode::OK, serde_json::json!({ "schema": schema })),
+        None => registry_error(StatusCode::NOT_FOUND, 40403, "Schema not found"),
+    }
+}
+
+async fn registry_subjects(State(s): State<AdminState>) -> Response {
+    registry_reply(
+        StatusCode::OK,
+        serde_json::json!(s.policies.current().registry.subjects()),
+    )
+}
+
+async fn registry_versions(State(s): State<AdminState>, Path(subject): Path<String>) -> Response {
+    match s.policies.current().registry.versions(&subject) {
+        Some(v) => registry_reply(
+            StatusCode::OK,
+            serde_json::json!(v.iter().map(|v| v.version).collect::<Vec<_>>()),
+        ),
+        None => registry_error(StatusCode::NOT_FOUND, 40401, "Subject not found"),
+    }
+}
+
+async fn registry_version(
+    State(s): State<AdminState>,
+    Path((subject, version)): Path<(String, String)>,
+) -> Response {
+    let set = s.policies.current();
+    let Some(versions) = set.registry.versions(&subject) else {
+        return registry_error(StatusCode::NOT_FOUND, 40401, "Subject not found");
+    };
+    let found = match version.as_str() {
+        "latest" | "-1" => versions.last(),
+        n => n
+            .parse::<u32>()
+            .ok()
+            .and_then(|n| versions.iter().find(|v| v.version == n)),
+    };
+    match found {
+        Some(v) => registry_reply(
+            StatusCode::OK,
+            crate::schema::registry::version_body(&subject, v),
+        ),
+        None => registry_error(StatusCode::NOT_FOUND, 40402, "Version not found"),
+    }
+}
+
+#[derive(Deserialize)]
+struct LookupBody {
+    schema: String,
+    #[serde(rename = "schemaType")]
+    schema_type: Option<String>,
+}
+
+async fn registry_lookup(
+    State(s): State<AdminState>,
+    Path(subject): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(req) = serde_json::from_slice::<LookupBody>(&body) else {
+        return registry_error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Invalid schema");
+    };
+    if req.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
+        return registry_error(StatusCode::NOT_FOUND, 40403, "Schema not found");
+    }
+    let set = s.policies.current();
+    if set.registry.versions(&subject).is_none() {
+        return registry_error(StatusCode::NOT_FOUND, 40401, "Subject not found");
+    }
+    match set.registry.lookup(&subject, &req.schema) {
+        Some(v) => registry_reply(
+            StatusCode::OK,
+            crate::schema::registry::version_body(&subject, v),
+        ),
+        None => registry_error(StatusCode::NOT_FOUND, 40403, "Schema not found"),
+    }
+}
+
+async fn registry_config() -> Response {
+    registry_reply(
+        StatusCode::OK,
+        serde_json::json!({ "compatibilityLevel": "BACKWARD" }),
+    )
+}
+
+async fn registry_subject_config(
+    State(s): State<AdminState>,
+    Path(subject): Path<String>,
+) -> Response {
+    match s.policies.current().registry.compatibility(&subject) {
+        Some(level) => registry_reply(
+            StatusCode::OK,
+            serde_json::json!({ "compatibilityLevel": level }),
+        ),
+        None => registry_error(StatusCode::NOT_FOUND, 40401, "Subject not found"),
+    }
 }

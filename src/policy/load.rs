@@ -202,6 +202,50 @@ fn cross_check(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
         }
     }
     set.by_topic = by_topic;
+    build_registry(set, errors);
+}
+
+/// The built-in registry from the `format: avro` contracts (subject `<topic>-value`).
+fn build_registry(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
+    use crate::schema::registry::{Registry, Source};
+    let mut sources = Vec::new();
+    let mut origins = HashMap::new();
+    for c in &set.contracts {
+        let Some(s) = c.schema.as_ref().filter(|s| s.format == Format::Avro) else {
+            continue;
+        };
+        let subject = format!("{}-value", c.topic);
+        origins.insert(subject.clone(), s.origin.clone());
+        let mut schemas: Vec<&str> = s.history.iter().map(String::as_str).collect();
+        schemas.push(&s.text);
+        sources.push(Source {
+            subject,
+            compatibility: match s.compatibility {
+                Compatibility::None => "NONE",
+                Compatibility::Backward => "BACKWARD",
+                Compatibility::Forward => "FORWARD",
+                Compatibility::Full => "FULL",
+                Compatibility::BackwardTransitive => "BACKWARD_TRANSITIVE",
+                Compatibility::ForwardTransitive => "FORWARD_TRANSITIVE",
+                Compatibility::FullTransitive => "FULL_TRANSITIVE",
+            },
+            schemas,
+            pinned_id: s.pinned_id,
+        });
+    }
+    match Registry::build(sources) {
+        Ok(r) => set.registry = r,
+        Err(errs) => {
+            for (subject, message) in errs {
+                let o = &origins[&subject];
+                errors.push(PolicyError {
+                    file: o.file.to_string(),
+                    line: o.line,
+                    message: format!("registry subject `{subject}`: {message}"),
+                });
+            }
+        }
+    }
 }
 
 /// `file:line: message` from a YAML error (its first line, without the location prefix).
@@ -530,6 +574,7 @@ impl Cx<'_> {
         }
         Some(ContractSchema {
             history,
+            pinned_id: doc.id,
             format: doc.format,
             version: doc.version.map(|v| v.value),
             compatibility: doc.compatibility.unwrap_or(Compatibility::Backward),

@@ -63,6 +63,8 @@ pub struct PolicySet {
     by_topic: HashMap<String, usize>,
     /// Files the set was loaded from.
     pub files: Vec<String>,
+    /// The built-in schema registry: the Avro contracts' schemas.
+    pub registry: crate::schema::registry::Registry,
 }
 
 #[derive(Debug)]
@@ -180,6 +182,8 @@ pub struct ContractSchema {
     pub json: Option<JsonCheck>,
     /// Earlier versions of the schema as text, oldest first (`history:`).
     pub history: Vec<String>,
+    /// The built-in registry id pinned for the current schema.
+    pub pinned_id: Option<u32>,
     pub origin: Origin,
 }
 

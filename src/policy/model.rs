@@ -70,6 +70,9 @@ pub struct SchemaDoc {
     /// `*_transitive` compatibility levels of `meshgate check --against`.
     #[serde(default)]
     pub history: Vec<Spanned<String>>,
+    /// Pins the built-in registry id of the current schema (default: derived from the schema).
+    #[serde(default)]
+    pub id: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,4 +6,5 @@
 
 pub mod avro_compat;
 pub mod json;
+pub mod registry;
 pub mod shape;

@@ -1,0 +1,87 @@
+"""The built-in schema registry: Confluent's own client and serializer, pointed at meshgate."""
+
+import json
+import struct
+import uuid
+
+import pytest
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from conftest import start_gateway
+
+V1 = {"type": "record", "name": "Payment", "namespace": "pay",
+      "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "double"}]}
+V2 = {"type": "record", "name": "Payment", "namespace": "pay",
+      "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "double"},
+                 {"name": "currency", "type": "string", "default": "EUR"}]}
+CONTRACT = """
+contract:
+  name: payments
+  owner: payments-team
+  topic: pay.payments.v1
+  schema:
+    format: avro
+    version: 1.1.0
+    compatibility: backward
+    file: payment-v2.avsc
+    history: [payment-v1.avsc]
+"""
+
+
+@pytest.fixture(scope="module")
+def registry_gateways(tansu, logdir, tmp_path_factory):
+    policies = tmp_path_factory.mktemp("registry-policies")
+    (policies / "payment-v1.avsc").write_text(json.dumps(V1))
+    (policies / "payment-v2.avsc").write_text(json.dumps(V2, indent=2))
+    (policies / "payments.yaml").write_text(CONTRACT)
+    first = start_gateway(tansu.bootstrap, logdir, policies=policies)
+    second = start_gateway(tansu.bootstrap, logdir, policies=policies)
+    yield first, second
+    assert first.stop() == 0 and second.stop() == 0
+
+
+def client(gw):
+    return SchemaRegistryClient({"url": f"http://127.0.0.1:{gw.admin_port}/registry"})
+
+
+def test_subjects_versions_and_ids_through_confluents_client(registry_gateways):
+    gw, other = registry_gateways
+    sr = client(gw)
+    subject = "pay.payments.v1-value"
+    assert sr.get_subjects() == [subject]
+    assert sr.get_versions(subject) == [1, 2]
+    latest = sr.get_latest_version(subject)
+    assert latest.version == 2
+    assert json.loads(latest.schema.schema_str) == V2
+    v1 = sr.get_version(subject, 1)
+    assert json.loads(v1.schema.schema_str) == V1
+    assert v1.schema_id != latest.schema_id
+    assert json.loads(sr.get_schema(latest.schema_id).schema_str) == V2
+    # Lookup by schema text (whitespace and key order do not matter).
+    found = sr.lookup_schema(subject, Schema(json.dumps(V1, indent=4), "AVRO"))
+    assert (found.version, found.schema_id) == (1, v1.schema_id)
+    with pytest.raises(SchemaRegistryError) as e:
+        sr.lookup_schema(subject, Schema(json.dumps({"type": "string"}), "AVRO"))
+    assert e.value.http_status_code == 404
+    with pytest.raises(SchemaRegistryError) as e:
+        sr.get_latest_version("nope-value")
+    assert e.value.error_code == 40401
+    assert sr.get_compatibility(subject) == "BACKWARD"
+
+    # Ids do not depend on the instance: a second gateway serves the same ones.
+    twin = client(other).get_latest_version(subject)
+    assert (twin.schema_id, twin.version) == (latest.schema_id, 2)
+
+
+def test_avro_serializer_with_use_latest_version_frames_records_with_the_registry_id(registry_gateways):
+    gw, _ = registry_gateways
+    sr = client(gw)
+    serializer = AvroSerializer(sr, conf={"auto.register.schemas": False, "use.latest.version": True})
+    ctx = SerializationContext("pay.payments.v1", MessageField.VALUE)
+    framed = serializer({"id": f"p-{uuid.uuid4().hex[:6]}", "amount": 12.5, "currency": "USD"}, ctx)
+    magic, schema_id = struct.unpack(">bI", framed[:5])
+    assert magic == 0
+    assert schema_id == sr.get_latest_version("pay.payments.v1-value").schema_id
