@@ -12,11 +12,18 @@
 //!
 //! A record with a null value (a tombstone) carries no data: it is exempt from the contract's
 //! schema and rules, but not from produce rules.
+//!
+//! Avro contracts read Confluent-framed values (see `schema::avro_data`): the writer schema comes
+//! by id from the built-in registry, must be readable by the contract's schema, and the record is
+//! decoded and resolved to the contract's schema before the rules run.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Contract, Format, PolicySet, ProduceRule};
 use crate::protocol::records::{batches, Codec, RecordError, RecordView};
+use crate::rules::{RecordFields, Val};
+use crate::schema::avro_data::{self, AvroSchema};
 
 pub const INVALID_RECORD: i16 = 87;
 
@@ -151,6 +158,8 @@ impl PolicySet {
         limits: &Limits,
     ) -> PartitionVerdict {
         let mut judge = PartitionJudge {
+            set: self,
+            avro_compatible: HashMap::new(),
             plan,
             limits,
             errors: Vec::new(),
@@ -197,6 +206,9 @@ fn count_records(records: Option<&[u8]>) -> u64 {
 }
 
 struct PartitionJudge<'p, 'a> {
+    set: &'p PolicySet,
+    /// Per batch: whether the contract can read each writer schema id seen.
+    avro_compatible: HashMap<u32, Result<(), String>>,
     plan: &'p TopicPlan<'a>,
     limits: &'p Limits,
     errors: Vec<(i32, String)>,
@@ -363,7 +375,12 @@ impl PartitionJudge<'_, '_> {
         }
         let contract = self.plan.contract?;
         let value = r.value?; // tombstones carry no data
-        let (problem, complete) = check_contract(contract, value);
+        let (problem, complete) = check_contract(
+            contract,
+            value,
+            &self.set.avro_writers,
+            &mut self.avro_compatible,
+        );
         self.tally.judged += 1;
         self.tally.invalid += u64::from(problem.is_some());
         self.tally.complete += u64::from(complete);
@@ -390,7 +407,12 @@ impl PartitionJudge<'_, '_> {
 
 /// The first way a record value breaks its contract (policy, rule label, message), and whether
 /// the record is complete (every non-optional field present and non-null).
-fn check_contract(c: &Contract, value: &[u8]) -> (Option<(&'static str, String, String)>, bool) {
+fn check_contract(
+    c: &Contract,
+    value: &[u8],
+    avro_writers: &HashMap<u32, Arc<AvroSchema>>,
+    avro_compatible: &mut HashMap<u32, Result<(), String>>,
+) -> (Option<(&'static str, String, String)>, bool) {
     let schema_problem = |why: String| {
         Some((
             "contract",
@@ -398,31 +420,51 @@ fn check_contract(c: &Contract, value: &[u8]) -> (Option<(&'static str, String, 
             format!("breaks contract `{}` schema ({}): {why}", c.name, c.origin),
         ))
     };
-    let json: serde_json::Value = match c.schema.as_ref().map(|s| s.format) {
-        Some(Format::Avro) => {
-            return (
-                schema_problem(
-                    "Avro-contract records cannot be validated by this build (Avro decoding is not implemented yet), so they are refused".into(),
-                ),
-                false,
-            )
+    match c.schema.as_ref() {
+        Some(s) if s.format == Format::Avro => {
+            let Some(reader) = s.avro.as_deref() else {
+                return (
+                    schema_problem("the contract's Avro schema did not load".into()),
+                    false,
+                );
+            };
+            match avro_data::decode(value, avro_writers, reader, avro_compatible) {
+                Ok(record) => judge_record(c, &record),
+                Err(why) => (schema_problem(why), false),
+            }
         }
-        Some(Format::Json) | None => match serde_json::from_slice(value) {
-            Ok(v) => v,
-            Err(e) => return (schema_problem(format!("value is not JSON: {e}")), false),
-        },
-    };
-    let complete = c
-        .required_fields
-        .iter()
-        .all(|f| json.get(&**f).is_some_and(|v| !v.is_null()));
-    if let Some(check) = c.schema.as_ref().and_then(|s| s.json.as_ref()) {
-        if let Err(why) = check.check(&json) {
-            return (schema_problem(why), complete);
+        _ => {
+            let json: serde_json::Value = match serde_json::from_slice(value) {
+                Ok(v) => v,
+                Err(e) => return (schema_problem(format!("value is not JSON: {e}")), false),
+            };
+            if let Some(check) = c.schema.as_ref().and_then(|s| s.json.as_ref()) {
+                if let Err(why) = check.check(&json) {
+                    return (schema_problem(why), is_complete(c, &json));
+                }
+            }
+            judge_record(c, &json)
         }
     }
+}
+
+fn is_complete(c: &Contract, record: &dyn RecordFields) -> bool {
+    c.required_fields.iter().all(|f| {
+        !matches!(
+            record.get(std::slice::from_ref(f)),
+            Val::Missing | Val::Null
+        )
+    })
+}
+
+/// The contract's validity rules on a decoded record, and its completeness.
+fn judge_record(
+    c: &Contract,
+    record: &dyn RecordFields,
+) -> (Option<(&'static str, String, String)>, bool) {
+    let complete = is_complete(c, record);
     for r in &c.rules {
-        if !r.rule.passes(&json) {
+        if !r.rule.passes(record) {
             let message = format!(
                 "breaks contract `{}` rule `{}` ({})",
                 c.name, r.rule.text, r.origin

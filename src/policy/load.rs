@@ -18,6 +18,7 @@ use super::model::{self, AcksDoc, Document, Format, Requirement, RuleDoc};
 use super::*;
 use crate::protocol::records::Codec;
 use crate::rules::{Rule, RuleSource};
+use crate::schema::avro_data::AvroSchema;
 use crate::schema::json::JsonCheck;
 use crate::schema::shape::Shape;
 
@@ -234,7 +235,28 @@ fn build_registry(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
         });
     }
     match Registry::build(sources) {
-        Ok(r) => set.registry = r,
+        Ok(r) => {
+            // Parse every registered version once; the current ones are the contracts' own.
+            for c in &set.contracts {
+                let Some(s) = c.schema.as_ref().filter(|s| s.format == Format::Avro) else {
+                    continue;
+                };
+                let Some(versions) = r.versions(&format!("{}-value", c.topic)) else {
+                    continue;
+                };
+                let last = versions.len().saturating_sub(1);
+                for (i, v) in versions.iter().enumerate() {
+                    let parsed = match (&s.avro, i == last) {
+                        (Some(a), true) => Some(a.clone()),
+                        _ => AvroSchema::parse(&v.schema).ok().map(Arc::new),
+                    };
+                    if let Some(p) = parsed {
+                        set.avro_writers.insert(v.id, p);
+                    }
+                }
+            }
+            set.registry = r;
+        }
         Err(errs) => {
             for (subject, message) in errs {
                 let o = &origins[&subject];
@@ -545,10 +567,14 @@ impl Cx<'_> {
             .as_ref()
             .map(|f| f.referenced.line())
             .unwrap_or(line);
+        let mut avro = None;
         let (shape, json) = match doc.format {
-            Format::Avro => match Shape::from_avro(&text) {
-                Ok(shape) => (Some(shape), None),
-                Err(e) => {
+            Format::Avro => match (Shape::from_avro(&text), AvroSchema::parse(&text)) {
+                (Ok(shape), Ok(parsed)) => {
+                    avro = Some(Arc::new(parsed));
+                    (Some(shape), None)
+                }
+                (Err(e), _) | (_, Err(e)) => {
                     self.err(at, format!("Avro schema: {e}"));
                     return None;
                 }
@@ -575,6 +601,7 @@ impl Cx<'_> {
         Some(ContractSchema {
             history,
             pinned_id: doc.id,
+            avro,
             format: doc.format,
             version: doc.version.map(|v| v.value),
             compatibility: doc.compatibility.unwrap_or(Compatibility::Backward),

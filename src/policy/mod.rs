@@ -65,6 +65,8 @@ pub struct PolicySet {
     pub files: Vec<String>,
     /// The built-in schema registry: the Avro contracts' schemas.
     pub registry: crate::schema::registry::Registry,
+    /// Every registered schema by id, parsed: the writer schemas Avro records may name.
+    pub avro_writers: HashMap<u32, Arc<crate::schema::avro_data::AvroSchema>>,
 }
 
 #[derive(Debug)]
@@ -184,6 +186,8 @@ pub struct ContractSchema {
     pub history: Vec<String>,
     /// The built-in registry id pinned for the current schema.
     pub pinned_id: Option<u32>,
+    /// For `format: avro`: the schema, parsed for decoding and compatibility checks.
+    pub avro: Option<Arc<crate::schema::avro_data::AvroSchema>>,
     pub origin: Origin,
 }
 

@@ -5,6 +5,7 @@
 //! `check` error), and validating JSON values at produce time.
 
 pub mod avro_compat;
+pub mod avro_data;
 pub mod json;
 pub mod registry;
 pub mod shape;

@@ -8,8 +8,12 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from kafka import KafkaProducer
 
+from clients import consume, create_topic
 from conftest import start_gateway
 
 V1 = {"type": "record", "name": "Payment", "namespace": "pay",
@@ -28,6 +32,10 @@ contract:
     compatibility: backward
     file: payment-v2.avsc
     history: [payment-v1.avsc]
+  quality:
+    validity_rules:
+      - amount > 0
+      - currency IN ('EUR', 'USD')
 """
 
 
@@ -85,3 +93,45 @@ def test_avro_serializer_with_use_latest_version_frames_records_with_the_registr
     magic, schema_id = struct.unpack(">bI", framed[:5])
     assert magic == 0
     assert schema_id == sr.get_latest_version("pay.payments.v1-value").schema_id
+
+
+def test_avro_records_are_decoded_and_judged_through_the_contract(registry_gateways, tansu):
+    gw, _ = registry_gateways
+    create_topic(tansu.bootstrap, "pay.payments.v1", partitions=1)
+    sr = client(gw)
+    serializer = AvroSerializer(sr, conf={"auto.register.schemas": False, "use.latest.version": True})
+    ctx = SerializationContext("pay.payments.v1", MessageField.VALUE)
+    run = uuid.uuid4().hex[:8]
+    valid = [{"id": f"{run}-{i}", "amount": 10.0 + i, "currency": "EUR"} for i in range(5)]
+    invalid = [{"id": f"{run}-bad-amount", "amount": 0.0, "currency": "EUR"},
+               {"id": f"{run}-bad-currency", "amount": 3.0, "currency": "GBP"}]
+    p = Producer({"bootstrap.servers": gw.bootstrap, "acks": "all", "enable.idempotence": False})
+    results = []
+    for record in valid + invalid:
+        p.produce("pay.payments.v1", value=serializer(record, ctx), on_delivery=lambda e, m: results.append(e))
+        p.flush(15)
+    assert results[:5] == [None] * 5
+    assert [e.code() for e in results[5:]] == [KafkaError.INVALID_RECORD] * 2
+
+    # Raw bytes and an unknown schema id are refused, each saying which.
+    kp = KafkaProducer(bootstrap_servers=gw.bootstrap, acks="all", enable_idempotence=False)
+
+    def send(value):
+        f = kp.send("pay.payments.v1", value=value)
+        kp.flush()
+        try:
+            f.get(timeout=10)
+            return None
+        except Exception as e:
+            return str(e)
+
+    raw = send(json.dumps(valid[0]).encode())
+    assert raw and "not in Confluent wire format" in raw, raw
+    unknown = send(b"\x00" + struct.pack(">I", 999_999) + b"\x02x")
+    assert unknown and "schema id 999999 is unknown" in unknown, unknown
+    kp.close()
+
+    deserializer = AvroDeserializer(sr)
+    got = [deserializer(v, ctx) for v in consume(gw.bootstrap, ["pay.payments.v1"], expected=5)]
+    got = [r for r in got if r["id"].startswith(run)]
+    assert sorted(r["id"] for r in got) == sorted(r["id"] for r in valid), "valid once, invalid absent"

@@ -1,0 +1,228 @@
+//! Avro records in the Confluent wire format: magic byte 0, a 4-byte big-endian schema id, then
+//! Avro binary written with that schema.
+//!
+//! A record on an Avro-contract topic is accepted for rule evaluation only if:
+//! 1. it carries the framing (else: "not in Confluent wire format");
+//! 2. its schema id is known to the registry (else: "schema id N is unknown");
+//! 3. the contract's schema can read the writer schema, as Apache Avro's Java checker decides
+//!    (else: "writer schema N cannot be read with the contract schema: <why>"), decided once per
+//!    schema id per batch;
+//! 4. the bytes decode with the writer schema and resolve to the contract's schema (else: "does
+//!    not decode").
+//!
+//! Then the contract's rules run on the resolved value.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apache_avro::types::Value;
+
+use super::avro_compat;
+use crate::rules::{RecordFields, Val};
+
+/// A schema as both the decoder and the compatibility checker need it.
+#[derive(Debug)]
+pub struct AvroSchema {
+    pub decoder: apache_avro::Schema,
+    pub model: avro_compat::Schema,
+}
+
+impl AvroSchema {
+    pub fn parse(text: &str) -> Result<AvroSchema, String> {
+        Ok(AvroSchema {
+            decoder: apache_avro::Schema::parse_str(text).map_err(|e| e.to_string())?,
+            model: avro_compat::Schema::parse_str(text)?,
+        })
+    }
+}
+
+/// Splits a Confluent-framed value into its schema id and Avro body.
+pub fn unframe(value: &[u8]) -> Option<(u32, &[u8])> {
+    match value {
+        [0, a, b, c, d, body @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        _ => None,
+    }
+}
+
+/// Decodes one framed value for a contract, or says why it cannot be read.
+pub fn decode(
+    value: &[u8],
+    writers: &HashMap<u32, Arc<AvroSchema>>,
+    reader: &AvroSchema,
+    compatible: &mut HashMap<u32, Result<(), String>>,
+) -> Result<Value, String> {
+    let (id, mut body) = unframe(value)
+        .ok_or("value is not in Confluent wire format (magic byte 0 and a 4-byte schema id)")?;
+    let writer = writers
+        .get(&id)
+        .ok_or_else(|| format!("schema id {id} is unknown to the schema registry"))?;
+    compatible
+        .entry(id)
+        .or_insert_with(|| {
+            avro_compat::can_read(&reader.model, &writer.model).map_err(|e| {
+                format!("writer schema {id} cannot be read with the contract schema: {e}")
+            })
+        })
+        .clone()?;
+    let decoded = apache_avro::from_avro_datum(&writer.decoder, &mut body, Some(&reader.decoder))
+        .map_err(|e| format!("value does not decode with writer schema {id}: {e}"))?;
+    if !body.is_empty() {
+        return Err(format!(
+            "value has {} bytes left after decoding with writer schema {id}",
+            body.len()
+        ));
+    }
+    Ok(decoded)
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Record(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+        Value::Union(_, inner) => field(inner, name),
+        _ => None,
+    }
+}
+
+impl RecordFields for Value {
+    fn get(&self, path: &[Box<str>]) -> Val<'_> {
+        let mut v = self;
+        for segment in path {
+            match field(v, segment) {
+                Some(next) => v = next,
+                None => return Val::Missing,
+            }
+        }
+        while let Value::Union(_, inner) = v {
+            v = inner;
+        }
+        match v {
+            Value::Null => Val::Null,
+            Value::Boolean(b) => Val::Bool(*b),
+            Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => Val::Int(*i as i64),
+            Value::Long(i)
+            | Value::TimeMicros(i)
+            | Value::TimestampMillis(i)
+            | Value::TimestampMicros(i)
+            | Value::TimestampNanos(i)
+            | Value::LocalTimestampMillis(i)
+            | Value::LocalTimestampMicros(i)
+            | Value::LocalTimestampNanos(i) => Val::Int(*i),
+            Value::Float(f) => Val::Float(*f as f64),
+            Value::Double(f) => Val::Float(*f),
+            Value::String(s) | Value::Enum(_, s) => Val::Str(s),
+            _ => Val::Other,
+        }
+    }
+
+    fn to_cel(&self) -> cel::Value {
+        serde_json::Value::try_from(self.clone())
+            .ok()
+            .and_then(|j| cel::to_value(j).ok())
+            .unwrap_or(cel::Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apache_avro::to_avro_datum;
+
+    const WRITER: &str = r#"{"type":"record","name":"O","fields":[{"name":"id","type":"string"},{"name":"total","type":"double"},{"name":"customer","type":["null","string"],"default":null},{"name":"address","type":{"type":"record","name":"A","fields":[{"name":"city","type":"string"}]}}]}"#;
+    const READER: &str = r#"{"type":"record","name":"O","fields":[{"name":"id","type":"string"},{"name":"total","type":"double"},{"name":"customer","type":["null","string"],"default":null},{"name":"address","type":{"type":"record","name":"A","fields":[{"name":"city","type":"string"}]}},{"name":"channel","type":"string","default":"web"}]}"#;
+
+    fn frame(id: u32, record: Value, schema: &apache_avro::Schema) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend(to_avro_datum(schema, record).unwrap());
+        out
+    }
+
+    fn order(total: f64, customer: Option<&str>) -> Value {
+        Value::Record(vec![
+            ("id".into(), Value::String("o-1".into())),
+            ("total".into(), Value::Double(total)),
+            (
+                "customer".into(),
+                match customer {
+                    Some(c) => Value::Union(1, Box::new(Value::String(c.into()))),
+                    None => Value::Union(0, Box::new(Value::Null)),
+                },
+            ),
+            (
+                "address".into(),
+                Value::Record(vec![("city".into(), Value::String("Lyon".into()))]),
+            ),
+        ])
+    }
+
+    #[test]
+    fn decodes_resolves_and_exposes_fields_to_rules() {
+        let writer = Arc::new(AvroSchema::parse(WRITER).unwrap());
+        let reader = AvroSchema::parse(READER).unwrap();
+        let writers = HashMap::from([(7u32, writer.clone())]);
+        let mut cache = HashMap::new();
+        let bytes = frame(7, order(12.5, Some("c-1")), &writer.decoder);
+        let v = decode(&bytes, &writers, &reader, &mut cache).unwrap();
+        let p = |s: &str| -> Vec<Box<str>> { s.split('.').map(Into::into).collect() };
+        assert_eq!(v.get(&p("total")), Val::Float(12.5));
+        assert_eq!(v.get(&p("customer")), Val::Str("c-1"));
+        assert_eq!(v.get(&p("address.city")), Val::Str("Lyon"));
+        assert_eq!(
+            v.get(&p("channel")),
+            Val::Str("web"),
+            "reader default filled in"
+        );
+        let none = decode(
+            &frame(7, order(1.0, None), &writer.decoder),
+            &writers,
+            &reader,
+            &mut cache,
+        )
+        .unwrap();
+        assert_eq!(none.get(&p("customer")), Val::Null);
+        assert_eq!(none.get(&p("nope")), Val::Missing);
+    }
+
+    #[test]
+    fn every_failure_has_its_own_message() {
+        let writer = Arc::new(AvroSchema::parse(WRITER).unwrap());
+        let reader = AvroSchema::parse(READER).unwrap();
+        let writers = HashMap::from([(7u32, writer.clone())]);
+        let mut cache = HashMap::new();
+        let raw = br#"{"id":"o-1"}"#;
+        assert!(decode(raw, &writers, &reader, &mut cache)
+            .unwrap_err()
+            .contains("not in Confluent wire format"));
+        let unknown = frame(8, order(1.0, None), &writer.decoder);
+        assert!(decode(&unknown, &writers, &reader, &mut cache)
+            .unwrap_err()
+            .contains("schema id 8 is unknown"));
+        let mut cut = frame(7, order(1.0, None), &writer.decoder);
+        cut.truncate(cut.len() - 3);
+        assert!(decode(&cut, &writers, &reader, &mut cache)
+            .unwrap_err()
+            .contains("does not decode"));
+        // A writer the contract cannot read: `total` became a string.
+        let bad = Arc::new(
+            AvroSchema::parse(
+                &WRITER.replace(r#""total","type":"double""#, r#""total","type":"string""#),
+            )
+            .unwrap(),
+        );
+        let writers = HashMap::from([(9u32, bad.clone())]);
+        let rec = Value::Record(vec![
+            ("id".into(), Value::String("o".into())),
+            ("total".into(), Value::String("x".into())),
+            ("customer".into(), Value::Union(0, Box::new(Value::Null))),
+            (
+                "address".into(),
+                Value::Record(vec![("city".into(), Value::String("L".into()))]),
+            ),
+        ]);
+        let e = decode(&frame(9, rec, &bad.decoder), &writers, &reader, &mut cache).unwrap_err();
+        assert!(
+            e.contains("writer schema 9 cannot be read with the contract schema"),
+            "{e}"
+        );
+    }
+}
