@@ -90,6 +90,17 @@ impl Default for Limits {
     }
 }
 
+/// Writer schemas fetched from an external registry for one request: the ids found, and the ids
+/// the registry could not be asked about (their records fail with a retriable error).
+#[derive(Debug, Default)]
+pub struct ExternalWriters {
+    pub known: HashMap<u32, Arc<AvroSchema>>,
+    pub unavailable: HashMap<u32, String>,
+}
+
+/// REQUEST_TIMED_OUT: retriable, so a producer tries again once the registry answers.
+pub const REQUEST_TIMED_OUT: i16 = 7;
+
 /// What applies to one topic of a produce request, resolved once per topic.
 pub struct TopicPlan<'a> {
     pub topic: &'a str,
@@ -149,7 +160,8 @@ impl PolicySet {
         })
     }
 
-    /// Judges one partition's records under a topic plan.
+    /// Judges one partition's records under a topic plan, with writer schemas from the built-in
+    /// registry.
     pub fn judge_partition(
         &self,
         plan: &TopicPlan<'_>,
@@ -157,8 +169,21 @@ impl PolicySet {
         records: Option<&[u8]>,
         limits: &Limits,
     ) -> PartitionVerdict {
+        self.judge_partition_with(plan, acks, records, limits, None)
+    }
+
+    /// Judges one partition; `external` replaces the built-in registry when one is configured.
+    pub fn judge_partition_with(
+        &self,
+        plan: &TopicPlan<'_>,
+        acks: i16,
+        records: Option<&[u8]>,
+        limits: &Limits,
+        external: Option<&ExternalWriters>,
+    ) -> PartitionVerdict {
         let mut judge = PartitionJudge {
             set: self,
+            external,
             avro_compatible: HashMap::new(),
             plan,
             limits,
@@ -207,6 +232,7 @@ fn count_records(records: Option<&[u8]>) -> u64 {
 
 struct PartitionJudge<'p, 'a> {
     set: &'p PolicySet,
+    external: Option<&'p ExternalWriters>,
     /// Per batch: whether the contract can read each writer schema id seen.
     avro_compatible: HashMap<u32, Result<(), String>>,
     plan: &'p TopicPlan<'a>,
@@ -375,12 +401,16 @@ impl PartitionJudge<'_, '_> {
         }
         let contract = self.plan.contract?;
         let value = r.value?; // tombstones carry no data
-        let (problem, complete) = check_contract(
-            contract,
-            value,
-            &self.set.avro_writers,
-            &mut self.avro_compatible,
-        );
+        if let (Some(ext), Some((id, _))) = (self.external, avro_data::unframe(value)) {
+            if let Some(why) = ext.unavailable.get(&id) {
+                let message =
+                    format!("the schema registry did not answer for schema id {id} ({why}); retry");
+                return Some(("registry", "unavailable".into(), message));
+            }
+        }
+        let writers = self.external.map_or(&self.set.avro_writers, |e| &e.known);
+        let (problem, complete) =
+            check_contract(contract, value, writers, &mut self.avro_compatible);
         self.tally.judged += 1;
         self.tally.invalid += u64::from(problem.is_some());
         self.tally.complete += u64::from(complete);
@@ -396,7 +426,11 @@ impl PartitionJudge<'_, '_> {
             String::new()
         };
         Some(Rejection {
-            error_code: INVALID_RECORD,
+            error_code: if policy == "registry" {
+                REQUEST_TIMED_OUT
+            } else {
+                INVALID_RECORD
+            },
             message: format!("meshgate: topic `{}`: {message}{suffix}", self.plan.topic),
             record_errors: self.errors,
             policy,
@@ -583,4 +617,34 @@ impl PolicySet {
         }
         Ok(())
     }
+}
+
+/// The schema ids of the Confluent-framed values on Avro-contract topics of a produce request
+/// (to fetch from an external registry before judging).
+pub fn avro_schema_ids<'r>(
+    set: &PolicySet,
+    topics: impl Iterator<Item = (&'r str, Option<&'r [u8]>)>,
+    limits: &Limits,
+) -> std::collections::HashSet<u32> {
+    let mut ids = std::collections::HashSet::new();
+    for (topic, records) in topics {
+        let avro = set
+            .contract_for(topic)
+            .and_then(|c| c.schema.as_ref())
+            .is_some_and(|s| s.format == Format::Avro);
+        if !avro {
+            continue;
+        }
+        for batch in batches(records.unwrap_or_default()).map_while(Result::ok) {
+            let Ok(inflated) = batch.inflate(limits.max_inflated_bytes) else {
+                continue;
+            };
+            for r in inflated.iter().map_while(Result::ok) {
+                if let Some((id, _)) = r.value.and_then(avro_data::unframe) {
+                    ids.insert(id);
+                }
+            }
+        }
+    }
+    ids
 }

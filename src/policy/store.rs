@@ -71,6 +71,11 @@ impl PolicyStore {
         self.current.load()
     }
 
+    /// The set in force, as an owned pointer (for holding across an await).
+    pub fn current_arc(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
     }

@@ -242,10 +242,27 @@ where
             _ => false,
         };
         // Judge governed requests under one policy generation.
+        // With an external registry, fetch the writer schemas this request names first.
+        let external = match (&gw.registry, api, governed) {
+            (Some(client), ApiKey::Produce, true) => {
+                let policies = gw.policies.current_arc();
+                Some(
+                    enforce::fetch_writers(&gw, client, &policies, &frame, header.api_version)
+                        .await?,
+                )
+            }
+            _ => None,
+        };
         let (decision, watch) = if governed {
             let policies = gw.policies.current();
             match api {
-                ApiKey::Produce => enforce::produce(&gw, &policies, &frame, header.api_version)?,
+                ApiKey::Produce => enforce::produce(
+                    &gw,
+                    &policies,
+                    &frame,
+                    header.api_version,
+                    external.as_ref(),
+                )?,
                 _ => (
                     enforce::create_topics(&gw, &policies, &frame, header.api_version)?,
                     None,

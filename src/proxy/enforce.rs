@@ -31,7 +31,9 @@ use super::rewrite::{BrokerAddresses, RewriteError};
 use super::Gateway;
 use crate::metrics::topic_label;
 use crate::metrics::ContractMetrics;
-use crate::policy::judge::{NewTopic, PartitionVerdict, Rejection, Tally};
+use crate::policy::judge::{
+    avro_schema_ids, ExternalWriters, NewTopic, PartitionVerdict, Rejection, Tally,
+};
 use crate::policy::PolicySet;
 use crate::protocol::header::{split_request, split_response, HeaderError};
 
@@ -84,6 +86,7 @@ pub fn produce(
     policies: &PolicySet,
     frame: &Bytes,
     version: i16,
+    external: Option<&ExternalWriters>,
 ) -> Result<(Decision, Option<ProduceWatch>), HeaderError> {
     let (header, mut body) = split_request(frame, ApiKey::Produce, version)?;
     let request = ProduceRequest::decode(&mut body, version)
@@ -109,9 +112,13 @@ pub fn produce(
                 None => gw.metrics.bytes_in_other.inc_by(size),
             }
             let verdict = match &plan {
-                Ok(plan) => {
-                    policies.judge_partition(plan, request.acks, p.records.as_deref(), &gw.limits)
-                }
+                Ok(plan) => policies.judge_partition_with(
+                    plan,
+                    request.acks,
+                    p.records.as_deref(),
+                    &gw.limits,
+                    external,
+                ),
                 Err(r) => PartitionVerdict::Reject {
                     rejection: r.clone(),
                     records: count_records(p.records.as_deref()),
@@ -505,4 +512,42 @@ fn log_rejection(topic: &str, partition: i32, client_id: &str, r: &Rejection) {
         "rejected: {}",
         r.message
     );
+}
+
+/// Fetches, from the external registry, the writer schemas a produce request names on
+/// Avro-contract topics.
+pub async fn fetch_writers(
+    gw: &Gateway,
+    client: &crate::schema::registry_client::RegistryClient,
+    policies: &PolicySet,
+    frame: &Bytes,
+    version: i16,
+) -> Result<ExternalWriters, HeaderError> {
+    use crate::schema::registry_client::Fetched;
+    let (_, mut body) = split_request(frame, ApiKey::Produce, version)?;
+    let request = ProduceRequest::decode(&mut body, version)
+        .map_err(|e| undecodable(ApiKey::Produce, version, e))?;
+    let ids = avro_schema_ids(
+        policies,
+        request.topic_data.iter().flat_map(|t| {
+            t.partition_data
+                .iter()
+                .map(move |p| (t.name.0.as_str(), p.records.as_deref()))
+        }),
+        &gw.limits,
+    );
+    let mut out = ExternalWriters::default();
+    for id in ids {
+        match client.fetch(id).await {
+            Fetched::Found(s) => {
+                out.known.insert(id, s);
+            }
+            Fetched::Unknown => {}
+            Fetched::Unavailable(why) => {
+                tracing::warn!(id, error = %why, "schema registry unavailable; failing the batch with a retriable error");
+                out.unavailable.insert(id, why);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -40,6 +40,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub policies: Arc<PolicyStore>,
     pub limits: Limits,
+    /// The external schema registry, when `--schema-registry` is set.
+    pub registry: Option<Arc<crate::schema::registry_client::RegistryClient>>,
     /// Topic ids of contract topics, learned from Metadata responses (Fetch v13+ names topics by
     /// id): for attributing fetched bytes to data products.
     pub topic_ids: std::sync::RwLock<std::collections::HashMap<uuid::Uuid, String>>,
@@ -57,6 +59,19 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Gateway {
+            registry: config.schema_registry.as_deref().and_then(|url| {
+                match crate::schema::registry_client::RegistryClient::new(
+                    url,
+                    Duration::from_secs(5),
+                    10_000,
+                ) {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "schema registry disabled");
+                        None
+                    }
+                }
+            }),
             policies,
             limits: Limits::default(),
             topic_ids: Default::default(),

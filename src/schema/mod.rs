@@ -8,4 +8,5 @@ pub mod avro_compat;
 pub mod avro_data;
 pub mod json;
 pub mod registry;
+pub mod registry_client;
 pub mod shape;

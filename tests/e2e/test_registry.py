@@ -135,3 +135,58 @@ def test_avro_records_are_decoded_and_judged_through_the_contract(registry_gatew
     got = [deserializer(v, ctx) for v in consume(gw.bootstrap, ["pay.payments.v1"], expected=5)]
     got = [r for r in got if r["id"].startswith(run)]
     assert sorted(r["id"] for r in got) == sorted(r["id"] for r in valid), "valid once, invalid absent"
+
+
+def test_external_registry_decides_writer_schemas_and_failing_it_is_retriable(tansu, logdir, tmp_path):
+    """A second meshgate's built-in registry plays the external registry (no Confluent registry can
+    be installed here); its subject holds a compatible v1 and an incompatible v2 (amount: string)."""
+    incompatible = {"type": "record", "name": "Payment", "namespace": "pay",
+                    "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "string"}]}
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "v1.avsc").write_text(json.dumps(V1))
+    (remote / "v2.avsc").write_text(json.dumps(incompatible))
+    (remote / "c.yaml").write_text(
+        "contract:\n  name: ext\n  owner: o\n  topic: pay.ext.v1\n"
+        "  schema: { format: avro, compatibility: none, file: v2.avsc, history: [v1.avsc] }\n")
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "reader.avsc").write_text(json.dumps(V2))
+    (local / "c.yaml").write_text(
+        "contract:\n  name: ext\n  owner: o\n  topic: pay.ext.v1\n"
+        "  schema: { format: avro, file: reader.avsc }\n  quality: { validity_rules: [amount > 0] }\n")
+    registry_gw = start_gateway(tansu.bootstrap, logdir, policies=remote)
+    url = f"http://127.0.0.1:{registry_gw.admin_port}/registry"
+    gw = start_gateway(tansu.bootstrap, logdir, policies=local, extra_args=["--schema-registry", url])
+    try:
+        create_topic(tansu.bootstrap, "pay.ext.v1", partitions=1)
+        sr = SchemaRegistryClient({"url": url})
+        ctx = SerializationContext("pay.ext.v1", MessageField.VALUE)
+        compatible = AvroSerializer(sr, json.dumps(V1), conf={"auto.register.schemas": False})
+        breaking = AvroSerializer(sr, conf={"auto.register.schemas": False, "use.latest.version": True})
+        kp = KafkaProducer(bootstrap_servers=gw.bootstrap, acks="all", enable_idempotence=False, retries=0)
+
+        def send(value):
+            f = kp.send("pay.ext.v1", value=value)
+            kp.flush()
+            try:
+                f.get(timeout=15)
+                return None
+            except Exception as e:
+                return f"{type(e).__name__}: {e}"
+
+        assert send(compatible({"id": "ok", "amount": 3.0}, ctx)) is None
+        assert "amount > 0" in send(compatible({"id": "zero", "amount": 0.0}, ctx))
+        refused = send(breaking({"id": "str", "amount": "3"}, ctx))
+        assert refused and "cannot be read with the contract schema" in refused, refused
+
+        # The registry goes away: an id meshgate has not cached fails retriably, never passes.
+        assert registry_gw.stop() == 0
+        down = send(b"\x00" + struct.pack(">I", 424242) + b"\x02x")
+        assert down and down.startswith("RequestTimedOutError"), down
+        # Ids already cached keep working.
+        assert send(compatible({"id": "cached", "amount": 1.0}, ctx)) is None
+        kp.close()
+    finally:
+        registry_gw.stop()
+        assert gw.stop() == 0
