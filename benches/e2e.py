@@ -61,14 +61,14 @@ def start(cmd, core, log):
                             stderr=subprocess.STDOUT)
 
 
-def run_producer(bootstrap, topic, args, mode, rate=None):
+def run_producer(bootstrap, topic, args, mode, rate=None, value_file=None):
     cmd = ["taskset", "-c", "0", sys.executable, str(ROOT / "benches" / "producer.py"),
            "--bootstrap", bootstrap, "--topic", topic, "--size", str(args.size), "--mode", mode,
            "--records", str(args.records)]
     if rate:
         cmd += ["--rate", str(rate), "--seconds", str(args.rate_seconds)]
-    if args.value_file:
-        cmd += ["--value-file", args.value_file]
+    if value_file or args.value_file:
+        cmd += ["--value-file", value_file or args.value_file]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
@@ -87,7 +87,7 @@ def main():
     ap.add_argument("--rate", type=float, default=0,
                     help="fixed offered load for the latency runs (default: 50%% of direct saturation)")
     ap.add_argument("--arms", default="direct,meshgate,tansu-proxy",
-                    help="any of direct, meshgate, meshgate-contract, tansu-proxy")
+                    help="any of direct, meshgate, meshgate-contract, meshgate-avro, tansu-proxy")
     ap.add_argument("--policies", help="policy dir for the meshgate arm (default: none)")
     ap.add_argument("--topic-prefix", default="bench.load")
     ap.add_argument("--value-file", help="payloads, one per line (for contract arms)")
@@ -153,6 +153,50 @@ def main():
                     pad = max(0, args.size - len(json.dumps(base)) - 16)
                     base["comment"] = "x" * pad
                     f.write(json.dumps(base) + "\n")
+    avro_topics = []
+    if "meshgate-avro" in arms:
+        # An Avro contract (order fields + padding to about --size bytes, three rules) on a pool
+        # of topics; values are Confluent-framed with the id meshgate's own registry serves.
+        import base64
+        import io
+        import urllib.request
+        import fastavro
+        schema = json.loads((ROOT / "policies" / "contracts" / "schemas" / "order-events-v1.avsc").read_text())
+        schema["fields"].append({"name": "comment", "type": "string", "default": ""})
+        policies = Path(tempfile.mkdtemp(prefix="avro-policies-"))
+        (policies / "order.avsc").write_text(json.dumps(schema))
+        docs = []
+        for i in range(args.pairs):
+            t = f"bench.avro{i}.v1"
+            avro_topics.append(t)
+            docs.append(f"contract:\n  name: bench-avro-{i}\n  owner: bench\n  topic: {t}\n"
+                        f"  schema: {{ format: avro, file: order.avsc }}\n  quality:\n    validity_rules:\n"
+                        f"      - order_total > 0\n      - customer_id is not null\n"
+                        f"      - \"status IN ('PAID', 'PLACED')\"\n")
+        (policies / "contracts.yaml").write_text("---\n".join(docs))
+        port, admin = port_block(300), port_block(1)
+        procs["meshgate-avro"] = start([args.meshgate, "run", "--listen", f"127.0.0.1:{port}",
+                                        "--admin", f"127.0.0.1:{admin}", "--upstream", direct,
+                                        "--policies", str(policies)], 1, logdir / "meshgate-avro.log")
+        wait_for_port(port)
+        wait_for_port(admin)
+        bootstrap["meshgate-avro"] = f"127.0.0.1:{port}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/registry/subjects/{avro_topics[0]}-value/versions/latest") as r:
+            schema_id = json.loads(r.read())["id"]
+        parsed = fastavro.parse_schema(schema)
+        avro_values = logdir / "orders-avro.b64"
+        with open(avro_values, "w") as f:
+            for i in range(64):
+                rec = {"order_id": f"o-{i:08}", "customer_id": f"c-{i:05}", "order_total": 10.5 + i,
+                       "currency": "EUR", "status": "PAID", "item_count": 1 + i % 7, "channel": "web",
+                       "placed_at": 1764000000000 + i, "coupon": None, "shipping_country": "FR", "comment": ""}
+                buf = io.BytesIO()
+                fastavro.schemaless_writer(buf, parsed, rec)
+                rec["comment"] = "x" * max(0, args.size - 5 - len(buf.getvalue()) - 2)
+                buf = io.BytesIO()
+                fastavro.schemaless_writer(buf, parsed, rec)
+                framed = b"\x00" + schema_id.to_bytes(4, "big") + buf.getvalue()
+                f.write(base64.b64encode(framed).decode() + "\n")
     if "tansu-proxy" in arms:
         port = port_block(1)
         purl = f"tcp://127.0.0.1:{port}"
@@ -163,19 +207,26 @@ def main():
         bootstrap["tansu-proxy"] = f"127.0.0.1:{port}"
     time.sleep(2)
 
+    def topic_for(arm, rnd):
+        """A fresh topic per arm; contract arms take their round's topic from the contract pool."""
+        if arm.startswith("meshgate-contract"):
+            return contract_topics[rnd]
+        if arm == "meshgate-avro":
+            return avro_topics[rnd]
+        return f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
+
     sat = {a: [] for a in arms}
     lat = {a: [] for a in arms}
     cpu = {a: [] for a in arms}
     try:
         for rnd in range(args.pairs):
             for arm in arms:
-                topic = f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
-                if arm.startswith("meshgate-contract"):
-                    topic = contract_topics[rnd]
+                topic = topic_for(arm, rnd)
                 create_topic(direct, topic, partitions=3)
                 pid = procs[arm].pid if arm in procs else None
                 c0 = cpu_seconds(pid) if pid else None
-                r = run_producer(bootstrap[arm], topic, args, "saturate")
+                vf = str(logdir / "orders-avro.b64") if arm == "meshgate-avro" else None
+                r = run_producer(bootstrap[arm], topic, args, "saturate", value_file=vf)
                 if pid:
                     cpu[arm].append((cpu_seconds(pid) - c0) / (r["bytes"] / 1e9))
                 sat[arm].append(r)
@@ -184,11 +235,10 @@ def main():
                       f"{r['mb_per_s']:6.1f} MB/s", flush=True)
             rate = args.rate or (0.5 * sat["direct"][-1]["records_per_s"] if "direct" in sat else 10_000)
             for arm in arms:
-                topic = f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
-                if arm.startswith("meshgate-contract"):
-                    topic = contract_topics[rnd]
+                topic = topic_for(arm, rnd)
                 create_topic(direct, topic, partitions=3)
-                r = run_producer(bootstrap[arm], topic, args, "rate", rate=int(rate))
+                vf = str(logdir / "orders-avro.b64") if arm == "meshgate-avro" else None
+                r = run_producer(bootstrap[arm], topic, args, "rate", rate=int(rate), value_file=vf)
                 lat[arm].append(r)
                 delete_topic(direct, topic)
                 print(f"round {rnd} {arm:12} @{int(rate)}/s p50 {r['p50_ms']:.2f} ms "

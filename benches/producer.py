@@ -10,6 +10,7 @@ idempotence on, linger.ms=5.
 """
 
 import argparse
+import base64
 import json
 import time
 
@@ -32,7 +33,7 @@ def main():
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--rate", type=float, default=10_000)
     ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--value-file", help="values to cycle through, one per line (JSON payloads)")
+    ap.add_argument("--value-file", help="values to cycle through, one per line (JSON payloads, or base64 when the file name ends in .b64)")
     args = ap.parse_args()
 
     p = Producer({
@@ -46,6 +47,8 @@ def main():
     if args.value_file:
         with open(args.value_file, "rb") as f:
             values = [line.rstrip(b"\n") for line in f if line.strip()]
+        if args.value_file.endswith(".b64"):
+            values = [base64.b64decode(v) for v in values]
     else:
         values = [bytes([97 + (i % 26)]) * args.size for i in range(16)]
     latencies = []

@@ -1,8 +1,8 @@
 //! The structural shape of a record, from an Avro schema or a JSON Schema.
 
-use std::collections::HashMap;
-
 use serde_json::Value as Json;
+
+use super::avro_compat::{self, Avro, Named};
 
 /// A record's structure, as far as rules and JSON validation need it.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,11 +53,10 @@ pub struct FieldType {
 }
 
 impl Shape {
-    /// Parses an Avro schema (JSON text).
+    /// Parses an Avro schema (JSON text), through the one Avro parser in `avro_compat`.
     pub fn from_avro(text: &str) -> Result<Shape, String> {
-        let json: Json = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-        let mut named = HashMap::new();
-        avro_shape(&json, None, &mut named)
+        let schema = avro_compat::Schema::parse_str(text)?;
+        Ok(from_model(&schema, &schema.root, &mut Vec::new()))
     }
 
     /// Parses a JSON Schema document (JSON text).
@@ -177,128 +176,49 @@ impl Shape {
     }
 }
 
-fn avro_shape(
-    json: &Json,
-    namespace: Option<&str>,
-    named: &mut HashMap<String, Shape>,
-) -> Result<Shape, String> {
-    match json {
-        Json::String(name) => primitive_or_named(name, namespace, named),
-        Json::Array(branches) => Ok(Shape::Union(
+/// Converts the Avro model; a named type met again inside itself (recursion) becomes `Any`.
+fn from_model(schema: &avro_compat::Schema, a: &Avro, visiting: &mut Vec<String>) -> Shape {
+    match a {
+        Avro::Null => Shape::Null,
+        Avro::Boolean => Shape::Bool,
+        Avro::Int | Avro::Long => Shape::Int,
+        Avro::Float | Avro::Double => Shape::Float,
+        Avro::Bytes => Shape::Bytes,
+        Avro::String => Shape::String,
+        Avro::Array(items) => Shape::Array(Box::new(from_model(schema, items, visiting))),
+        Avro::Map(values) => Shape::Map(Box::new(from_model(schema, values, visiting))),
+        Avro::Union(branches) => Shape::Union(
             branches
                 .iter()
-                .map(|b| avro_shape(b, namespace, named))
-                .collect::<Result<_, _>>()?,
-        )),
-        Json::Object(obj) => {
-            let ty = obj.get("type").ok_or("a schema object needs `type`")?;
-            let ty_name = match ty {
-                Json::String(s) => s.as_str(),
-                // {"type": {"type": ...}} or {"type": [...]}: a wrapped schema.
-                other => return avro_shape(other, namespace, named),
+                .map(|b| from_model(schema, b, visiting))
+                .collect(),
+        ),
+        Avro::Ref(name) => {
+            if visiting.contains(name) {
+                return Shape::Any;
+            }
+            let Some(named) = schema.named.get(name) else {
+                return Shape::Any;
             };
-            let ns = obj.get("namespace").and_then(Json::as_str).or(namespace);
-            let full_name = |obj: &serde_json::Map<String, Json>| -> Option<String> {
-                let name = obj.get("name")?.as_str()?;
-                Some(match (name.contains('.'), ns) {
-                    (false, Some(ns)) if !ns.is_empty() => format!("{ns}.{name}"),
-                    _ => name.to_string(),
-                })
-            };
-            match ty_name {
-                "record" | "error" => {
-                    let name = full_name(obj).ok_or("a record needs a `name`")?;
-                    // Self-references while the record is being defined resolve to Any.
-                    named.insert(name.clone(), Shape::Any);
-                    let record_ns = name.rsplit_once('.').map(|(n, _)| n.to_string());
-                    let mut fields = Vec::new();
-                    for f in obj
-                        .get("fields")
-                        .and_then(Json::as_array)
-                        .ok_or("a record needs `fields`")?
-                    {
-                        let fname = f
-                            .get("name")
-                            .and_then(Json::as_str)
-                            .ok_or("a field needs a `name`")?;
-                        let fty = f
-                            .get("type")
-                            .ok_or_else(|| format!("field `{fname}` needs a `type`"))?;
-                        fields.push(Field {
-                            name: fname.to_string(),
-                            shape: avro_shape(fty, record_ns.as_deref(), named)?,
-                            optional: f.get("default").is_some(),
-                        });
-                    }
-                    let shape = Shape::Record(fields);
-                    named.insert(name, shape.clone());
-                    Ok(shape)
-                }
-                "enum" => {
-                    let symbols = obj
-                        .get("symbols")
-                        .and_then(Json::as_array)
-                        .ok_or("an enum needs `symbols`")?
+            match &named.def {
+                Named::Fixed { .. } => Shape::Bytes,
+                Named::Enum { symbols, .. } => Shape::Enum(symbols.clone()),
+                Named::Record { fields } => {
+                    visiting.push(name.clone());
+                    let fields = fields
                         .iter()
-                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .map(|f| Field {
+                            name: f.name.clone(),
+                            shape: from_model(schema, &f.schema, visiting),
+                            optional: f.has_default,
+                        })
                         .collect();
-                    let shape = Shape::Enum(symbols);
-                    if let Some(n) = full_name(obj) {
-                        named.insert(n, shape.clone());
-                    }
-                    Ok(shape)
+                    visiting.pop();
+                    Shape::Record(fields)
                 }
-                "array" => Ok(Shape::Array(Box::new(avro_shape(
-                    obj.get("items").ok_or("an array needs `items`")?,
-                    ns,
-                    named,
-                )?))),
-                "map" => Ok(Shape::Map(Box::new(avro_shape(
-                    obj.get("values").ok_or("a map needs `values`")?,
-                    ns,
-                    named,
-                )?))),
-                "fixed" => {
-                    if let Some(n) = full_name(obj) {
-                        named.insert(n, Shape::Bytes);
-                    }
-                    Ok(Shape::Bytes)
-                }
-                other => primitive_or_named(other, ns, named),
             }
         }
-        other => Err(format!("`{other}` is not an Avro schema")),
     }
-}
-
-fn primitive_or_named(
-    name: &str,
-    ns: Option<&str>,
-    named: &HashMap<String, Shape>,
-) -> Result<Shape, String> {
-    Ok(match name {
-        "null" => Shape::Null,
-        "boolean" => Shape::Bool,
-        "int" | "long" => Shape::Int,
-        "float" | "double" => Shape::Float,
-        "string" => Shape::String,
-        "bytes" => Shape::Bytes,
-        _ => {
-            let qualified = ns.map(|ns| format!("{ns}.{name}"));
-            qualified
-                .as_ref()
-                .and_then(|q| named.get(q))
-                .or_else(|| named.get(name))
-                .or_else(|| {
-                    named
-                        .iter()
-                        .find(|(k, _)| k.rsplit('.').next() == Some(name))
-                        .map(|(_, v)| v)
-                })
-                .cloned()
-                .ok_or_else(|| format!("unknown type `{name}`"))?
-        }
-    })
 }
 
 fn json_schema_shape(json: &Json) -> Shape {
