@@ -27,22 +27,33 @@ fn order(i: usize) -> String {
     )
 }
 
+/// Record `i` of an idempotent producer's batch.
+fn record(i: usize, key: Option<Bytes>, value: Bytes) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: 1,
+        producer_epoch: 0,
+        timestamp_type: TimestampType::Creation,
+        offset: i as i64,
+        sequence: i as i32,
+        timestamp: 1_764_000_000_000,
+        key,
+        value: Some(value),
+        headers: Default::default(),
+    }
+}
+
 fn batch(compression: Compression) -> Bytes {
     let records: Vec<Record> = (0..RECORDS_PER_BATCH)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: 1,
-            producer_epoch: 0,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_764_000_000_000,
-            key: Some(Bytes::from(format!("o-{i:08}"))),
-            value: Some(Bytes::from(order(i))),
-            headers: Default::default(),
+        .map(|i| {
+            record(
+                i,
+                Some(Bytes::from(format!("o-{i:08}"))),
+                Bytes::from(order(i)),
+            )
         })
         .collect();
     let mut buf = BytesMut::new();
@@ -124,21 +135,7 @@ fn bench_avro(c: &mut Criterion) {
             let mut value = vec![0u8];
             value.extend_from_slice(&id.to_be_bytes());
             value.extend(apache_avro::to_avro_datum(&schema, v).unwrap());
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: 1,
-                producer_epoch: 0,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: 1_764_000_000_000,
-                key: None,
-                value: Some(Bytes::from(value)),
-                headers: Default::default(),
-            }
+            record(i, None, Bytes::from(value))
         })
         .collect();
     let mut buf = BytesMut::new();

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Health;
 use crate::metrics::{now_ms, Metrics};
 use crate::policy::store::PolicyStore;
-use crate::policy::{Compatibility, Contract, Format};
+use crate::policy::{Contract, Format};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -207,15 +207,7 @@ fn product(c: &Contract, metrics: &Metrics) -> Product {
                 Format::Json => "json",
             },
             version: s.version.clone(),
-            compatibility: match s.compatibility {
-                Compatibility::None => "none",
-                Compatibility::Backward => "backward",
-                Compatibility::Forward => "forward",
-                Compatibility::Full => "full",
-                Compatibility::BackwardTransitive => "backward_transitive",
-                Compatibility::ForwardTransitive => "forward_transitive",
-                Compatibility::FullTransitive => "full_transitive",
-            },
+            compatibility: s.compatibility.name(),
             fields: s
                 .shape
                 .as_ref()

@@ -13,7 +13,7 @@
 //! A version's major is its first dot-separated number; a missing version counts as no bump.
 
 use super::{Compatibility, Contract, PolicySet};
-use crate::schema::avro_compat::{check_level, Level, Schema};
+use crate::schema::avro_compat::{check_level, Schema};
 
 /// One refused change: the contract, where it is defined, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,18 +35,6 @@ fn major(version: Option<&str>) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-fn level(c: Compatibility) -> Level {
-    match c {
-        Compatibility::None => Level::None,
-        Compatibility::Backward => Level::Backward,
-        Compatibility::Forward => Level::Forward,
-        Compatibility::Full => Level::Full,
-        Compatibility::BackwardTransitive => Level::BackwardTransitive,
-        Compatibility::ForwardTransitive => Level::ForwardTransitive,
-        Compatibility::FullTransitive => Level::FullTransitive,
-    }
 }
 
 /// Every refused change from `old` to `new`.
@@ -106,7 +94,7 @@ fn compare(c: &Contract, prev: &Contract, out: &mut Vec<Violation>) {
         .filter_map(|h| Schema::parse_str(h).ok())
         .collect();
     previous.push(old_schema);
-    if let Err(e) = check_level(level(ns.compatibility), &new_schema, &previous) {
+    if let Err(e) = check_level(ns.compatibility.level(), &new_schema, &previous) {
         out.push(Violation {
             location: at,
             message: format!(

@@ -221,15 +221,7 @@ fn build_registry(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
         schemas.push(&s.text);
         sources.push(Source {
             subject,
-            compatibility: match s.compatibility {
-                Compatibility::None => "NONE",
-                Compatibility::Backward => "BACKWARD",
-                Compatibility::Forward => "FORWARD",
-                Compatibility::Full => "FULL",
-                Compatibility::BackwardTransitive => "BACKWARD_TRANSITIVE",
-                Compatibility::ForwardTransitive => "FORWARD_TRANSITIVE",
-                Compatibility::FullTransitive => "FULL_TRANSITIVE",
-            },
+            compatibility: s.compatibility.confluent_name(),
             schemas,
             pinned_id: s.pinned_id,
         });
