@@ -94,7 +94,7 @@ fn compare(c: &Contract, prev: &Contract, out: &mut Vec<Violation>) {
         .filter_map(|h| Schema::parse_str(h).ok())
         .collect();
     previous.push(old_schema);
-    if let Err(e) = check_level(ns.compatibility.level(), &new_schema, &previous) {
+    if let Err(e) = check_level(ns.compatibility, &new_schema, &previous) {
         out.push(Violation {
             location: at,
             message: format!(

@@ -26,40 +26,6 @@ use crate::schema::json::JsonCheck;
 use crate::schema::shape::Shape;
 pub use model::{Compatibility, Format};
 
-impl Compatibility {
-    /// The name as policy files write it (`backward_transitive`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Compatibility::None => "none",
-            Compatibility::Backward => "backward",
-            Compatibility::Forward => "forward",
-            Compatibility::Full => "full",
-            Compatibility::BackwardTransitive => "backward_transitive",
-            Compatibility::ForwardTransitive => "forward_transitive",
-            Compatibility::FullTransitive => "full_transitive",
-        }
-    }
-
-    /// The name as Confluent's registry API writes it (`BACKWARD_TRANSITIVE`).
-    pub fn confluent_name(self) -> &'static str {
-        match self {
-            Compatibility::None => "NONE",
-            Compatibility::Backward => "BACKWARD",
-            Compatibility::Forward => "FORWARD",
-            Compatibility::Full => "FULL",
-            Compatibility::BackwardTransitive => "BACKWARD_TRANSITIVE",
-            Compatibility::ForwardTransitive => "FORWARD_TRANSITIVE",
-            Compatibility::FullTransitive => "FULL_TRANSITIVE",
-        }
-    }
-
-    /// The level for the compatibility checker.
-    pub fn level(self) -> crate::schema::avro_compat::Level {
-        crate::schema::avro_compat::Level::parse(self.confluent_name())
-            .expect("every level has a name")
-    }
-}
-
 /// Where a policy element was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {

@@ -40,17 +40,8 @@ pub enum Format {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Compatibility {
-    None,
-    Backward,
-    Forward,
-    Full,
-    BackwardTransitive,
-    ForwardTransitive,
-    FullTransitive,
-}
+/// A contract's schema compatibility level: the checker's own type, so the two cannot drift.
+pub use crate::schema::avro_compat::Level as Compatibility;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -537,8 +537,10 @@ impl Checker<'_> {
     }
 }
 
-/// Confluent's compatibility levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Confluent's compatibility levels. Policy files name them in snake_case
+/// (`backward_transitive`); the registry API in upper case (`BACKWARD_TRANSITIVE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Level {
     None,
     Backward,
@@ -576,17 +578,47 @@ pub fn check_level(level: Level, new: &Schema, previous: &[Schema]) -> Result<()
 }
 
 impl Level {
+    const ALL: [Level; 7] = [
+        Level::None,
+        Level::Backward,
+        Level::Forward,
+        Level::Full,
+        Level::BackwardTransitive,
+        Level::ForwardTransitive,
+        Level::FullTransitive,
+    ];
+
+    /// The name as policy files write it (`backward_transitive`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::None => "none",
+            Level::Backward => "backward",
+            Level::Forward => "forward",
+            Level::Full => "full",
+            Level::BackwardTransitive => "backward_transitive",
+            Level::ForwardTransitive => "forward_transitive",
+            Level::FullTransitive => "full_transitive",
+        }
+    }
+
+    /// The name as Confluent's registry API writes it (`BACKWARD_TRANSITIVE`).
+    pub fn confluent_name(self) -> &'static str {
+        match self {
+            Level::None => "NONE",
+            Level::Backward => "BACKWARD",
+            Level::Forward => "FORWARD",
+            Level::Full => "FULL",
+            Level::BackwardTransitive => "BACKWARD_TRANSITIVE",
+            Level::ForwardTransitive => "FORWARD_TRANSITIVE",
+            Level::FullTransitive => "FULL_TRANSITIVE",
+        }
+    }
+
+    /// A level by either name, in any case.
     pub fn parse(s: &str) -> Option<Level> {
-        Some(match s.to_ascii_uppercase().as_str() {
-            "NONE" => Level::None,
-            "BACKWARD" => Level::Backward,
-            "FORWARD" => Level::Forward,
-            "FULL" => Level::Full,
-            "BACKWARD_TRANSITIVE" => Level::BackwardTransitive,
-            "FORWARD_TRANSITIVE" => Level::ForwardTransitive,
-            "FULL_TRANSITIVE" => Level::FullTransitive,
-            _ => return None,
-        })
+        Level::ALL
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(s))
     }
 }
 
