@@ -223,7 +223,7 @@ impl PolicySet {
 }
 
 /// The record count declared by the batch headers (for metrics of partitions not inspected).
-fn count_records(records: Option<&[u8]>) -> u64 {
+pub fn count_records(records: Option<&[u8]>) -> u64 {
     batches(records.unwrap_or_default())
         .map_while(Result::ok)
         .map(|b| b.records_count.max(0) as u64)

@@ -1,13 +1,12 @@
 //! A minimal request/response client, for the gateway's own calls to the upstream (metadata
 //! refresh, readiness). Not used on the proxied data path.
 
-use bytes::BytesMut;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{write_frame, FrameReader};
-use super::header::split_response;
+use super::header::{join_request, split_response};
 
 /// Sends one request and reads its response on a dedicated connection.
 pub async fn call<S, Req>(
@@ -26,13 +25,7 @@ where
     header.request_api_version = version;
     header.correlation_id = correlation_id;
     header.client_id = Some(StrBytes::from_static_str("meshgate"));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .map_err(|e| e.to_string())?;
-    request
-        .encode(&mut buf, version)
-        .map_err(|e| e.to_string())?;
+    let buf = join_request(&header, api, version, request)?;
     write_frame(stream, &buf).await.map_err(|e| e.to_string())?;
     stream.flush().await.map_err(|e| e.to_string())?;
     let mut reader = FrameReader::new(&mut *stream, 64 * 1024 * 1024);

@@ -4,9 +4,9 @@
 //! version, so routing needs only those eight bytes. The rest of the header (client id, tagged
 //! fields) is parsed only for the APIs whose body meshgate reads.
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::{Decodable, Encodable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
@@ -85,6 +85,44 @@ pub fn split_response(
     let header = ResponseHeader::decode(&mut buf, api.response_header_version(version))
         .map_err(|e| HeaderError::UndecodableResponse(e.to_string()))?;
     Ok((header, buf))
+}
+
+/// Joins a request header and body into a frame payload: the inverse of [`split_request`].
+pub fn join_request<M: Encodable>(
+    header: &RequestHeader,
+    api: ApiKey,
+    version: i16,
+    body: &M,
+) -> Result<Bytes, String> {
+    join(header, api.request_header_version(version), body, version)
+}
+
+/// Joins a response header and body into a frame payload: the inverse of [`split_response`].
+pub fn join_response<M: Encodable>(
+    header: &ResponseHeader,
+    api: ApiKey,
+    version: i16,
+    body: &M,
+) -> Result<Bytes, String> {
+    join(header, api.response_header_version(version), body, version)
+}
+
+fn join<H: Encodable, M: Encodable>(
+    header: &H,
+    header_version: i16,
+    body: &M,
+    version: i16,
+) -> Result<Bytes, String> {
+    let size = header
+        .compute_size(header_version)
+        .map_err(|e| e.to_string())?
+        + body.compute_size(version).map_err(|e| e.to_string())?;
+    let mut out = BytesMut::with_capacity(size);
+    header
+        .encode(&mut out, header_version)
+        .map_err(|e| e.to_string())?;
+    body.encode(&mut out, version).map_err(|e| e.to_string())?;
+    Ok(out.freeze())
 }
 
 /// Reads the `acks` of a Produce request body without decoding the rest of it.

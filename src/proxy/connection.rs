@@ -228,8 +228,11 @@ where
         }
         let rest = size - head.len();
         let frame = reader.read_rest(head, rest).await?;
-        let acks_zero = match api {
-            ApiKey::Produce => {
+        // acks from the head when it held them; a head cut short by a long client id or
+        // transactional id is read from the whole frame.
+        let acks_zero = match (api, head_acks) {
+            (_, Some(acks)) => acks == 0,
+            (ApiKey::Produce, None) => {
                 let (_, body) = split_request(&frame, ApiKey::Produce, header.api_version)?;
                 peek_produce_acks(&body, header.api_version).ok_or_else(|| {
                     HeaderError::Undecodable {

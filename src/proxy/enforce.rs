@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -32,10 +32,12 @@ use super::Gateway;
 use crate::metrics::topic_label;
 use crate::metrics::ContractMetrics;
 use crate::policy::judge::{
-    avro_schema_ids, ExternalWriters, NewTopic, PartitionVerdict, Rejection, Tally,
+    avro_schema_ids, count_records, ExternalWriters, NewTopic, PartitionVerdict, Rejection, Tally,
 };
 use crate::policy::PolicySet;
-use crate::protocol::header::{split_request, split_response, HeaderError};
+use crate::protocol::header::{
+    join_request, join_response, split_request, split_response, HeaderError,
+};
 
 /// What to do with a governed request.
 pub enum Decision {
@@ -209,13 +211,6 @@ pub fn produce(
             Ok((Decision::Respond(frame), None))
         }
     }
-}
-
-fn count_records(records: Option<&[u8]>) -> u64 {
-    crate::protocol::records::batches(records.unwrap_or_default())
-        .map_while(Result::ok)
-        .map(|b| b.records_count.max(0) as u64)
-        .sum()
 }
 
 fn partition_error(r: &Rejection, version: i16) -> PartitionProduceResponse {
@@ -457,12 +452,7 @@ fn encode_request<M: Encodable>(
     version: i16,
     body: &M,
 ) -> Result<Bytes, HeaderError> {
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .and_then(|_| body.encode(&mut buf, version))
-        .map_err(|e| undecodable(api, version, e))?;
-    Ok(buf.freeze())
+    join_request(header, api, version, body).map_err(|e| undecodable(api, version, e))
 }
 
 pub(crate) fn encode_response<M: Encodable>(
@@ -473,12 +463,7 @@ pub(crate) fn encode_response<M: Encodable>(
 ) -> Result<Bytes, HeaderError> {
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, api.response_header_version(version))
-        .and_then(|_| body.encode(&mut buf, version))
-        .map_err(|e| undecodable(api, version, e))?;
-    Ok(buf.freeze())
+    join_response(&header, api, version, body).map_err(|e| undecodable(api, version, e))
 }
 
 /// One structured warning per rejected partition, at most `LOG_PER_SEC` a second over the whole

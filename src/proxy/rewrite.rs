@@ -7,15 +7,15 @@
 //! A response that needs no change is returned as the original bytes. A response that should be
 //! rewritten but does not decode is an error: passing it on could leak an upstream address.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, DescribeClusterResponse, FindCoordinatorResponse,
     MetadataResponse, ProduceResponse, ResponseHeader,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::enforce::{merge_create_topics, merge_produce, Merge};
-use crate::protocol::header::split_response;
+use crate::protocol::header::{join_response, split_response};
 use crate::protocol::versions::advertised_range;
 
 /// What to do with the response to a forwarded request.
@@ -95,7 +95,7 @@ pub fn rewrite_response(
                     addrs.saw_topic_id(name.as_str(), t.topic_id);
                 }
             }
-            encode(&header, &r, api, version).map_err(err)
+            join_response(&header, api, version, &r).map_err(err)
         }
         ApiKey::FindCoordinator => {
             let mut r = FindCoordinatorResponse::decode(&mut body, version)
@@ -111,7 +111,7 @@ pub fn rewrite_response(
                     c.host = host(addrs);
                 }
             }
-            encode(&header, &r, api, version).map_err(err)
+            join_response(&header, api, version, &r).map_err(err)
         }
         ApiKey::DescribeCluster => {
             let mut r = DescribeClusterResponse::decode(&mut body, version)
@@ -120,7 +120,7 @@ pub fn rewrite_response(
                 b.port = addrs.gateway_port(b.broker_id.0, &b.host, b.port);
                 b.host = host(addrs);
             }
-            encode(&header, &r, api, version).map_err(err)
+            join_response(&header, api, version, &r).map_err(err)
         }
         ApiKey::Produce => {
             let mut r =
@@ -132,7 +132,7 @@ pub fn rewrite_response(
                 n.port = addrs.gateway_port(n.node_id.0, &n.host, n.port);
                 n.host = host(addrs);
             }
-            encode(&header, &r, api, version).map_err(err)
+            join_response(&header, api, version, &r).map_err(err)
         }
         ApiKey::ApiVersions => rewrite_api_versions(&header, body, version).map_err(err),
         _ => Ok(frame),
@@ -167,22 +167,7 @@ fn rewrite_api_versions(
             None => false,
         },
     );
-    encode(header, &r, ApiKey::ApiVersions, decoded_at)
-}
-
-fn encode<M: Encodable>(
-    header: &ResponseHeader,
-    body: &M,
-    api: ApiKey,
-    version: i16,
-) -> Result<Bytes, String> {
-    let hv = api.response_header_version(version);
-    let size = header.compute_size(hv).map_err(|e| e.to_string())?
-        + body.compute_size(version).map_err(|e| e.to_string())?;
-    let mut out = BytesMut::with_capacity(size);
-    header.encode(&mut out, hv).map_err(|e| e.to_string())?;
-    body.encode(&mut out, version).map_err(|e| e.to_string())?;
-    Ok(out.freeze())
+    join_response(header, ApiKey::ApiVersions, decoded_at, &r)
 }
 
 #[cfg(test)]
@@ -191,6 +176,7 @@ mod tests {
     use kafka_protocol::messages::api_versions_response::ApiVersion;
     use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
     use kafka_protocol::messages::BrokerId;
+    use kafka_protocol::protocol::Encodable;
     use std::sync::Mutex;
 
     struct Fixed(Mutex<Vec<(i32, String, i32)>>);
@@ -210,7 +196,7 @@ mod tests {
     fn frame<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
         let mut h = ResponseHeader::default();
         h.correlation_id = 42;
-        encode(&h, body, api, version).unwrap()
+        join_response(&h, api, version, body).unwrap()
     }
 
     #[test]
