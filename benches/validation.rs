@@ -13,6 +13,7 @@ use kafka_protocol::records::{
 };
 use meshgate::policy::judge::{Limits, PartitionVerdict};
 use meshgate::policy::load::load_dir;
+use meshgate::policy::PolicySet;
 
 const RECORDS_PER_BATCH: usize = 500;
 
@@ -69,6 +70,15 @@ fn batch(compression: Compression) -> Bytes {
     buf.freeze()
 }
 
+/// One pass of the judge over the batch, which must accept every record.
+fn judge_accepts_all(set: &PolicySet, topic: &str, bytes: &[u8], limits: &Limits) {
+    let plan = set.plan_topic(topic).unwrap();
+    match set.judge_partition(&plan, -1, Some(bytes), limits) {
+        PartitionVerdict::Accept { records, .. } => assert_eq!(records, RECORDS_PER_BATCH as u64),
+        PartitionVerdict::Reject { rejection, .. } => panic!("{}", rejection.message),
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/contracts");
     let set = load_dir(&policies).expect("the example contract loads");
@@ -81,15 +91,7 @@ fn bench(c: &mut Criterion) {
     ] {
         let bytes = batch(compression);
         group.bench_function(format!("seed_rules_10_fields_{name}"), |b| {
-            b.iter(|| {
-                let plan = set.plan_topic("orders.order-events.v1").unwrap();
-                match set.judge_partition(&plan, -1, Some(&bytes), &limits) {
-                    PartitionVerdict::Accept { records, .. } => {
-                        assert_eq!(records, RECORDS_PER_BATCH as u64)
-                    }
-                    PartitionVerdict::Reject { rejection, .. } => panic!("{}", rejection.message),
-                }
-            })
+            b.iter(|| judge_accepts_all(&set, "orders.order-events.v1", &bytes, &limits))
         });
     }
     group.finish();
@@ -153,15 +155,7 @@ fn bench_avro(c: &mut Criterion) {
     let mut group = c.benchmark_group("avro_contract");
     group.throughput(Throughput::Elements(RECORDS_PER_BATCH as u64));
     group.bench_function("confluent_framed_10_fields_3_rules", |b| {
-        b.iter(|| {
-            let plan = set.plan_topic("shop.orders.v1").unwrap();
-            match set.judge_partition(&plan, -1, Some(&bytes), &limits) {
-                PartitionVerdict::Accept { records, .. } => {
-                    assert_eq!(records, RECORDS_PER_BATCH as u64)
-                }
-                PartitionVerdict::Reject { rejection, .. } => panic!("{}", rejection.message),
-            }
-        })
+        b.iter(|| judge_accepts_all(&set, "shop.orders.v1", &bytes, &limits))
     });
     group.finish();
 }

@@ -193,15 +193,7 @@ fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Resul
                             has_default: f.get("default").is_some(),
                         });
                     }
-                    named.insert(
-                        full.clone(),
-                        NamedType {
-                            full_name: full.clone(),
-                            aliases,
-                            def: Named::Record { fields },
-                        },
-                    );
-                    Ok(Avro::Ref(full))
+                    Ok(register(named, full, aliases, Named::Record { fields }))
                 }
                 "enum" => {
                     let (full, inner_ns) = name_of(o)?;
@@ -214,15 +206,12 @@ fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Resul
                         .collect();
                     let default = o.get("default").and_then(Json::as_str).map(str::to_string);
                     let aliases = aliases_of(o, &inner_ns);
-                    named.insert(
-                        full.clone(),
-                        NamedType {
-                            full_name: full.clone(),
-                            aliases,
-                            def: Named::Enum { symbols, default },
-                        },
-                    );
-                    Ok(Avro::Ref(full))
+                    Ok(register(
+                        named,
+                        full,
+                        aliases,
+                        Named::Enum { symbols, default },
+                    ))
                 }
                 "fixed" => {
                     let (full, inner_ns) = name_of(o)?;
@@ -231,15 +220,7 @@ fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Resul
                         .and_then(Json::as_u64)
                         .ok_or("a fixed needs a `size`")?;
                     let aliases = aliases_of(o, &inner_ns);
-                    named.insert(
-                        full.clone(),
-                        NamedType {
-                            full_name: full.clone(),
-                            aliases,
-                            def: Named::Fixed { size },
-                        },
-                    );
-                    Ok(Avro::Ref(full))
+                    Ok(register(named, full, aliases, Named::Fixed { size }))
                 }
                 "array" => Ok(Avro::Array(Box::new(parse(
                     o.get("items").ok_or("an array needs `items`")?,
@@ -257,6 +238,24 @@ fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Resul
         }
         other => Err(format!("`{other}` is not an Avro schema")),
     }
+}
+
+/// Records a named type and returns a reference to it.
+fn register(
+    named: &mut HashMap<String, NamedType>,
+    full_name: String,
+    aliases: Vec<String>,
+    def: Named,
+) -> Avro {
+    named.insert(
+        full_name.clone(),
+        NamedType {
+            full_name: full_name.clone(),
+            aliases,
+            def,
+        },
+    );
+    Avro::Ref(full_name)
 }
 
 fn primitive_or_ref(s: &str, ns: &str, named: &HashMap<String, NamedType>) -> Result<Avro, String> {
