@@ -184,7 +184,7 @@ impl PolicySet {
         let mut judge = PartitionJudge {
             set: self,
             external,
-            avro_compatible: HashMap::new(),
+            avro_decoders: HashMap::new(),
             plan,
             limits,
             errors: Vec::new(),
@@ -234,7 +234,8 @@ struct PartitionJudge<'p, 'a> {
     set: &'p PolicySet,
     external: Option<&'p ExternalWriters>,
     /// Per batch: whether the contract can read each writer schema id seen.
-    avro_compatible: HashMap<u32, Result<(), String>>,
+    /// The Avro decoders looked up for this batch, by writer schema id.
+    avro_decoders: HashMap<u32, avro_data::Compiled>,
     plan: &'p TopicPlan<'a>,
     limits: &'p Limits,
     errors: Vec<(i32, String)>,
@@ -409,8 +410,7 @@ impl PartitionJudge<'_, '_> {
             }
         }
         let writers = self.external.map_or(&self.set.avro_writers, |e| &e.known);
-        let (problem, complete) =
-            check_contract(contract, value, writers, &mut self.avro_compatible);
+        let (problem, complete) = check_contract(contract, value, writers, &mut self.avro_decoders);
         self.tally.judged += 1;
         self.tally.invalid += u64::from(problem.is_some());
         self.tally.complete += u64::from(complete);
@@ -445,7 +445,7 @@ fn check_contract(
     c: &Contract,
     value: &[u8],
     avro_writers: &HashMap<u32, Arc<AvroSchema>>,
-    avro_compatible: &mut HashMap<u32, Result<(), String>>,
+    avro_decoders: &mut HashMap<u32, avro_data::Compiled>,
 ) -> (Option<(&'static str, String, String)>, bool) {
     let schema_problem = |why: String| {
         Some((
@@ -456,13 +456,13 @@ fn check_contract(
     };
     match c.schema.as_ref() {
         Some(s) if s.format == Format::Avro => {
-            let Some(reader) = s.avro.as_deref() else {
+            let Some(reader) = c.avro_reader.as_ref() else {
                 return (
                     schema_problem("the contract's Avro schema did not load".into()),
                     false,
                 );
             };
-            match avro_data::decode(value, avro_writers, reader, avro_compatible) {
+            match avro_data::decode(value, avro_writers, reader, avro_decoders) {
                 Ok(record) => judge_record(c, &record),
                 Err(why) => (schema_problem(why), false),
             }

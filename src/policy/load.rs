@@ -18,7 +18,8 @@ use super::model::{self, AcksDoc, Document, Format, Requirement, RuleDoc};
 use super::*;
 use crate::protocol::records::Codec;
 use crate::rules::{Rule, RuleSource};
-use crate::schema::avro_data::AvroSchema;
+use crate::schema::avro_data::{AvroReader, AvroSchema};
+use crate::schema::avro_project::Path as FieldPath;
 use crate::schema::json::JsonCheck;
 use crate::schema::shape::Shape;
 
@@ -495,7 +496,7 @@ impl Cx<'_> {
         if self.errors.len() > before {
             return None;
         }
-        let required_fields = shape
+        let required_fields: Vec<Box<str>> = shape
             .and_then(Shape::fields)
             .map(|fields| {
                 fields
@@ -505,7 +506,12 @@ impl Cx<'_> {
                     .collect()
             })
             .unwrap_or_default();
+        let avro_reader = schema
+            .as_ref()
+            .and_then(|s| s.avro.clone())
+            .map(|avro| AvroReader::new(avro, projected_paths(&rules, &required_fields)));
         Some(Contract {
+            avro_reader,
             name,
             owner: c.owner,
             topic: c.topic.value,
@@ -637,6 +643,23 @@ impl Cx<'_> {
         }
         d
     }
+}
+
+/// The field paths a contract reads from each record (its rules' and the completeness fields),
+/// or `None` when a CEL rule reads the whole record.
+fn projected_paths(rules: &[ContractRule], required: &[Box<str>]) -> Option<Vec<FieldPath>> {
+    let mut paths: Vec<FieldPath> = required
+        .iter()
+        .map(|f| vec![f.clone()].into_boxed_slice())
+        .collect();
+    for r in rules {
+        for p in r.rule.field_paths()? {
+            if !paths.iter().any(|q| **q == *p) {
+                paths.push(p.into());
+            }
+        }
+    }
+    Some(paths)
 }
 
 /// `500ms`, `60s`, `1.5s`, `5m`, `1h`.

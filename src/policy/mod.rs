@@ -170,6 +170,8 @@ pub struct Contract {
     pub required_fields: Vec<Box<str>>,
     /// The contract's metric handles, attached by the policy store after load.
     pub metrics: std::sync::OnceLock<Arc<crate::metrics::ContractMetrics>>,
+    /// For `format: avro`: the decoders for its records, per writer schema.
+    pub avro_reader: Option<crate::schema::avro_data::AvroReader>,
 }
 
 #[derive(Debug)]

@@ -101,6 +101,18 @@ impl Rule {
         }
     }
 
+    /// The field paths the rule reads, or `None` when it needs the whole record (CEL).
+    pub fn field_paths(&self) -> Option<Vec<&[Box<str>]>> {
+        match &self.kind {
+            RuleKind::Sql(p) => {
+                let mut out = Vec::new();
+                p.field_paths(&mut out);
+                Some(out)
+            }
+            RuleKind::Cel(_) => None,
+        }
+    }
+
     /// True when the record satisfies the rule.
     pub fn passes(&self, record: &dyn RecordFields) -> bool {
         match &self.kind {

@@ -440,6 +440,41 @@ fn describe(o: &Operand) -> String {
 }
 
 impl Pred {
+    /// Every field path the predicate reads, in order of appearance (with repeats).
+    pub fn field_paths<'p>(&'p self, out: &mut Vec<&'p [Box<str>]>) {
+        let mut operand = |o: &'p Operand| {
+            if let Operand::Field(path) = o {
+                out.push(path);
+            }
+        };
+        match self {
+            Pred::Const(_) => {}
+            Pred::Cmp(_, a, b) => {
+                operand(a);
+                operand(b);
+            }
+            Pred::And(a, b) | Pred::Or(a, b) => {
+                a.field_paths(out);
+                b.field_paths(out);
+            }
+            Pred::Not(p) | Pred::Truth { inner: p, .. } => p.field_paths(out),
+            Pred::IsNull { operand: o, .. }
+            | Pred::In { operand: o, .. }
+            | Pred::Like { operand: o, .. }
+            | Pred::BoolField(o) => operand(o),
+            Pred::Between {
+                operand: o,
+                low,
+                high,
+                ..
+            } => {
+                operand(o);
+                operand(low);
+                operand(high);
+            }
+        }
+    }
+
     /// Three-valued evaluation: `Some(true)`, `Some(false)`, or `None` for UNKNOWN.
     pub fn eval(&self, r: &dyn RecordFields) -> Option<bool> {
         match self {

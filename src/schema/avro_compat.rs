@@ -71,6 +71,8 @@ pub struct Field {
     pub aliases: Vec<String>,
     pub schema: Avro,
     pub has_default: bool,
+    /// The default as written, for filling in a field the writer lacks.
+    pub default: Option<Json>,
 }
 
 /// A schema with its named types.
@@ -92,7 +94,7 @@ impl Schema {
         Ok(Schema { root, named })
     }
 
-    fn resolve<'a>(&'a self, s: &'a Avro) -> Resolved<'a> {
+    pub(crate) fn resolve<'a>(&'a self, s: &'a Avro) -> Resolved<'a> {
         match s {
             Avro::Ref(name) => match self.named.get(name) {
                 Some(n) => Resolved::Named(n),
@@ -191,6 +193,7 @@ fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Resul
                                 .unwrap_or_default(),
                             schema: parse(fty, &inner_ns, named)?,
                             has_default: f.get("default").is_some(),
+                            default: f.get("default").cloned(),
                         });
                     }
                     Ok(register(named, full, aliases, Named::Record { fields }))
@@ -281,7 +284,8 @@ fn primitive_or_ref(s: &str, ns: &str, named: &HashMap<String, NamedType>) -> Re
     })
 }
 
-enum Resolved<'a> {
+#[derive(Clone, Copy)]
+pub(crate) enum Resolved<'a> {
     Plain(&'a Avro),
     Named(&'a NamedType),
 }
@@ -356,6 +360,11 @@ fn type_name(r: &Resolved<'_>) -> &'static str {
             Named::Fixed { .. } => "fixed",
         },
     }
+}
+
+/// Java's name match: equal unqualified names, or the writer's full name among the reader's aliases.
+pub(crate) fn names_match(rn: &NamedType, wn: &NamedType) -> bool {
+    short(&rn.full_name) == short(&wn.full_name) || rn.aliases.contains(&wn.full_name)
 }
 
 fn short(full: &str) -> &str {
@@ -433,17 +442,13 @@ impl Checker<'_> {
         )
     }
 
-    fn names_match(rn: &NamedType, wn: &NamedType) -> bool {
-        short(&rn.full_name) == short(&wn.full_name) || rn.aliases.contains(&wn.full_name)
-    }
-
     fn named(
         &mut self,
         rn: &NamedType,
         wn: &NamedType,
         loc: String,
     ) -> Result<(), Incompatibility> {
-        if !Self::names_match(rn, wn) {
+        if !names_match(rn, wn) {
             return Self::fail(
                 IncompatibilityKind::NameMismatch,
                 &format!("{loc}/name"),

@@ -6,18 +6,23 @@
 //! 2. its schema id is known to the registry (else: "schema id N is unknown");
 //! 3. the contract's schema can read the writer schema, as Apache Avro's Java checker decides
 //!    (else: "writer schema N cannot be read with the contract schema: <why>"), decided once per
-//!    schema id per batch;
+//!    schema id per policy set (see [`AvroReader`]);
 //! 4. the bytes decode with the writer schema and resolve to the contract's schema (else: "does
 //!    not decode").
 //!
-//! Then the contract's rules run on the resolved value.
+//! Then the contract's rules run on the resolved value. Records are decoded by a
+//! [`Projection`](super::avro_project::Projection) that materialises only the fields the rules
+//! read; a contract with a CEL rule, which sees the whole record, also decodes it in full with
+//! `apache-avro`.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use apache_avro::types::Value;
 
 use super::avro_compat;
+use super::avro_project::{Path, Projected, Projection};
 use crate::rules::{RecordFields, Val};
 
 /// A schema as both the decoder and the compatibility checker need it.
@@ -27,8 +32,16 @@ pub struct AvroSchema {
     pub model: avro_compat::Schema,
 }
 
+/// The most items (or bytes) `apache-avro` may allocate for one array, map, string or bytes
+/// when it decodes a whole record (CEL contracts). Its default, 512 Mi items, lets one hostile
+/// record claim tens of gigabytes of `Value`s and abort the process; with the projection
+/// validating first, a claim is also bounded by the record's own length.
+pub const FULL_DECODE_MAX_ITEMS: usize = 1 << 20;
+
 impl AvroSchema {
     pub fn parse(text: &str) -> Result<AvroSchema, String> {
+        // Process-wide and first-call-wins: set before anything is decoded.
+        apache_avro::util::max_allocation_bytes(FULL_DECODE_MAX_ITEMS);
         Ok(AvroSchema {
             decoder: apache_avro::Schema::parse_str(text).map_err(|e| e.to_string())?,
             model: avro_compat::Schema::parse_str(text)?,
@@ -44,35 +57,123 @@ pub fn unframe(value: &[u8]) -> Option<(u32, &[u8])> {
     }
 }
 
-/// Decodes one framed value for a contract, or says why it cannot be read.
-pub fn decode(
-    value: &[u8],
+/// The decoder compiled for one writer schema id, or why that writer cannot be read.
+pub type Compiled = Result<Arc<Projection>, String>;
+
+/// How many writer ids one contract remembers decoders for (the cache is cleared when full).
+const MAX_COMPILED: usize = 1024;
+
+/// A contract's Avro side: its schema, the fields its rules read, and a decoder per writer id.
+///
+/// Decoders are compiled on first sight of a writer id, after the compatibility check, and shared
+/// by every connection until the policy set is replaced. The cache is keyed by id alone: registry
+/// ids are immutable (a Confluent registry never rebinds an id, and built-in ids are derived from
+/// the schema text), so an id names one writer schema for the life of a policy set.
+#[derive(Debug)]
+pub struct AvroReader {
+    pub schema: Arc<AvroSchema>,
+    /// The field paths the rules (and completeness) read; `None` when a rule reads the whole
+    /// record (CEL), which then is decoded in full after the projection has validated it.
+    paths: Option<Vec<Path>>,
+    compiled: RwLock<HashMap<u32, Compiled>>,
+}
+
+impl AvroReader {
+    pub fn new(schema: Arc<AvroSchema>, paths: Option<Vec<Path>>) -> Self {
+        AvroReader {
+            schema,
+            paths,
+            compiled: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The decoder for records written with schema `id`: one read lock per batch and id, and a
+    /// compatibility check plus compilation the first time an id is seen.
+    pub fn compiled(&self, id: u32, writer: &AvroSchema) -> Compiled {
+        if let Some(c) = self
+            .compiled
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+        {
+            return c.clone();
+        }
+        let result = avro_compat::can_read(&self.schema.model, &writer.model)
+            .map_err(|e| format!("writer schema {id} cannot be read with the contract schema: {e}"))
+            .and_then(|()| {
+                let paths: Vec<&[Box<str>]> = self.paths.iter().flatten().map(|p| &**p).collect();
+                Projection::compile(&writer.model, &self.schema.model, &paths)
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        format!("writer schema {id} cannot be read with the contract schema: {e}")
+                    })
+            });
+        let mut map = self
+            .compiled
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_COMPILED {
+            map.clear();
+        }
+        map.insert(id, result.clone());
+        result
+    }
+}
+
+/// A decoded record: the projected fields, or the whole value when a CEL rule needs it.
+/// It lives on the stack for one record; boxing the larger variant would allocate per record.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Decoded<'a> {
+    Fields(Projected<'a>),
+    Whole(Value),
+}
+
+impl RecordFields for Decoded<'_> {
+    fn get(&self, path: &[Box<str>]) -> Val<'_> {
+        match self {
+            Decoded::Fields(p) => p.get(path),
+            Decoded::Whole(v) => v.get(path),
+        }
+    }
+
+    fn to_cel(&self) -> cel::Value {
+        match self {
+            Decoded::Fields(p) => p.to_cel(),
+            Decoded::Whole(v) => v.to_cel(),
+        }
+    }
+}
+
+/// Decodes one framed value for a contract, or says why it cannot be read. `batch` remembers
+/// the decoders already looked up for this batch, so the shared cache is locked once per id.
+pub fn decode<'a>(
+    value: &'a [u8],
     writers: &HashMap<u32, Arc<AvroSchema>>,
-    reader: &AvroSchema,
-    compatible: &mut HashMap<u32, Result<(), String>>,
-) -> Result<Value, String> {
-    let (id, mut body) = unframe(value)
+    reader: &AvroReader,
+    batch: &'a mut HashMap<u32, Compiled>,
+) -> Result<Decoded<'a>, String> {
+    let (id, body) = unframe(value)
         .ok_or("value is not in Confluent wire format (magic byte 0 and a 4-byte schema id)")?;
     let writer = writers
         .get(&id)
         .ok_or_else(|| format!("schema id {id} is unknown to the schema registry"))?;
-    compatible
-        .entry(id)
-        .or_insert_with(|| {
-            avro_compat::can_read(&reader.model, &writer.model).map_err(|e| {
-                format!("writer schema {id} cannot be read with the contract schema: {e}")
-            })
-        })
-        .clone()?;
-    let decoded = apache_avro::from_avro_datum(&writer.decoder, &mut body, Some(&reader.decoder))
-        .map_err(|e| format!("value does not decode with writer schema {id}: {e}"))?;
-    if !body.is_empty() {
-        return Err(format!(
-            "value has {} bytes left after decoding with writer schema {id}",
-            body.len()
-        ));
+    let projection = match batch.entry(id) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(reader.compiled(id, writer)),
     }
-    Ok(decoded)
+    .as_ref()
+    .map_err(Clone::clone)?;
+    let fields = projection
+        .decode(body)
+        .map_err(|e| format!("value does not decode with writer schema {id}: {e}"))?;
+    if reader.paths.is_some() {
+        return Ok(Decoded::Fields(fields));
+    }
+    let mut body = body;
+    apache_avro::from_avro_datum(&writer.decoder, &mut body, Some(&reader.schema.decoder))
+        .map(Decoded::Whole)
+        .map_err(|e| format!("value does not decode with writer schema {id}: {e}"))
 }
 
 fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -155,15 +256,34 @@ mod tests {
         ])
     }
 
+    fn path(s: &str) -> Path {
+        s.split('.').map(Into::into).collect()
+    }
+
+    /// The reader in both modes: projecting the rules' fields, and decoding whole records.
+    fn readers() -> [AvroReader; 2] {
+        let schema = Arc::new(AvroSchema::parse(READER).unwrap());
+        let paths = ["total", "customer", "address.city", "channel", "nope"];
+        [
+            AvroReader::new(schema.clone(), Some(paths.map(path).to_vec())),
+            AvroReader::new(schema, None),
+        ]
+    }
+
     #[test]
     fn decodes_resolves_and_exposes_fields_to_rules() {
+        for reader in readers() {
+            decodes_resolves_and_exposes_fields(&reader);
+        }
+    }
+
+    fn decodes_resolves_and_exposes_fields(reader: &AvroReader) {
         let writer = Arc::new(AvroSchema::parse(WRITER).unwrap());
-        let reader = AvroSchema::parse(READER).unwrap();
         let writers = HashMap::from([(7u32, writer.clone())]);
         let mut cache = HashMap::new();
         let bytes = frame(7, order(12.5, Some("c-1")), &writer.decoder);
-        let v = decode(&bytes, &writers, &reader, &mut cache).unwrap();
-        let p = |s: &str| -> Vec<Box<str>> { s.split('.').map(Into::into).collect() };
+        let v = decode(&bytes, &writers, reader, &mut cache).unwrap();
+        let p = |s: &str| path(s);
         assert_eq!(v.get(&p("total")), Val::Float(12.5));
         assert_eq!(v.get(&p("customer")), Val::Str("c-1"));
         assert_eq!(v.get(&p("address.city")), Val::Str("Lyon"));
@@ -172,34 +292,35 @@ mod tests {
             Val::Str("web"),
             "reader default filled in"
         );
-        let none = decode(
-            &frame(7, order(1.0, None), &writer.decoder),
-            &writers,
-            &reader,
-            &mut cache,
-        )
-        .unwrap();
+        drop(v);
+        let bytes = frame(7, order(1.0, None), &writer.decoder);
+        let none = decode(&bytes, &writers, reader, &mut cache).unwrap();
         assert_eq!(none.get(&p("customer")), Val::Null);
         assert_eq!(none.get(&p("nope")), Val::Missing);
     }
 
     #[test]
     fn every_failure_has_its_own_message() {
+        for reader in readers() {
+            failures_have_their_own_messages(&reader);
+        }
+    }
+
+    fn failures_have_their_own_messages(reader: &AvroReader) {
         let writer = Arc::new(AvroSchema::parse(WRITER).unwrap());
-        let reader = AvroSchema::parse(READER).unwrap();
         let writers = HashMap::from([(7u32, writer.clone())]);
         let mut cache = HashMap::new();
         let raw = br#"{"id":"o-1"}"#;
-        assert!(decode(raw, &writers, &reader, &mut cache)
+        assert!(decode(raw, &writers, reader, &mut cache)
             .unwrap_err()
             .contains("not in Confluent wire format"));
         let unknown = frame(8, order(1.0, None), &writer.decoder);
-        assert!(decode(&unknown, &writers, &reader, &mut cache)
+        assert!(decode(&unknown, &writers, reader, &mut cache)
             .unwrap_err()
             .contains("schema id 8 is unknown"));
         let mut cut = frame(7, order(1.0, None), &writer.decoder);
         cut.truncate(cut.len() - 3);
-        assert!(decode(&cut, &writers, &reader, &mut cache)
+        assert!(decode(&cut, &writers, reader, &mut cache)
             .unwrap_err()
             .contains("does not decode"));
         // A writer the contract cannot read: `total` became a string.
@@ -219,7 +340,7 @@ mod tests {
                 Value::Record(vec![("city".into(), Value::String("L".into()))]),
             ),
         ]);
-        let e = decode(&frame(9, rec, &bad.decoder), &writers, &reader, &mut cache).unwrap_err();
+        let e = decode(&frame(9, rec, &bad.decoder), &writers, reader, &mut cache).unwrap_err();
         assert!(
             e.contains("writer schema 9 cannot be read with the contract schema"),
             "{e}"

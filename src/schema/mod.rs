@@ -6,6 +6,7 @@
 
 pub mod avro_compat;
 pub mod avro_data;
+pub mod avro_project;
 pub mod json;
 pub mod registry;
 pub mod registry_client;
