@@ -1,4 +1,8 @@
-//! The admin HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, `/catalog`.
+//! The admin HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, `/catalog`, `/registry/`.
+//!
+//! It binds where `admin` says, serves HTTPS when given a certificate (reloaded like the data
+//! path's), and with a token file requires `Authorization: Bearer <token>` on every path but
+//! `/healthz`, which liveness probes call without credentials.
 //!
 //! It shares nothing with the data path but metric handles, health flags and the policy store,
 //! and never blocks it: every handler reads atomics or the current policy set.
@@ -13,8 +17,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::tls::ServerTls;
 
 use crate::app::Health;
 use crate::metrics::{now_ms, Metrics};
@@ -53,12 +61,167 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+/// How the admin endpoint is protected.
+#[derive(Default)]
+pub struct AdminSecurity {
+    /// Serve HTTPS with this identity.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Require `Authorization: Bearer <token>` on every path but `/healthz`.
+    pub token: Option<Arc<str>>,
+}
+
+impl AdminSecurity {
+    /// Loads the admin certificate and token files; an error stops the start.
+    pub fn load(config: &crate::config::GatewayConfig) -> Result<AdminSecurity, String> {
+        let tls = config
+            .admin_tls
+            .clone()
+            .map(ServerTls::new)
+            .transpose()
+            .map_err(|e| format!("admin TLS: {e}"))?;
+        let token = match &config.admin_token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("admin token file {}: {e}", path.display()))?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(format!("admin token file {} is empty", path.display()));
+                }
+                Some(token.into())
+            }
+        };
+        Ok(AdminSecurity { tls, token })
+    }
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    security: AdminSecurity,
+    shutdown: CancellationToken,
+) {
+    let mut app = router(state);
+    if let Some(token) = security.token.clone() {
+        app = app.layer(axum::middleware::from_fn(move |req, next| {
+            require_token(token.clone(), req, next)
+        }));
+    }
+    let stop = shutdown.clone();
+    let result = match security.tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+        Some(tls) => {
+            tls.watch(shutdown.clone());
+            let tls_listener = TlsListener::start(listener, tls, shutdown.clone());
+            axum::serve(tls_listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    };
     if let Err(e) = result {
         tracing::error!(error = %e, "admin endpoint stopped");
+    }
+}
+
+/// Bearer-token check for everything but `/healthz` (which liveness probes call bare).
+async fn require_token(
+    token: Arc<str>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Compares without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A TLS listener for axum: handshakes run in their own tasks (a client that stalls its
+/// handshake holds up no one) and finished connections queue for `accept`.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    fn start(listener: TcpListener, tls: Arc<ServerTls>, shutdown: CancellationToken) -> Self {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (socket, peer) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    a = listener.accept() => match a {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "admin accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let (acceptor, tx) = (tls.acceptor(), tx.clone());
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        crate::tls::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(socket),
+                    );
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "admin TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener { ready, addr }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task ended (shutdown): wait for axum's graceful shutdown to stop us.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
     }
 }
 

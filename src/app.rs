@@ -27,6 +27,8 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Liveness facts the admin endpoint reports.
@@ -89,7 +91,15 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
     if let Some(url) = &config.schema_registry {
         tracing::info!(%url, "Avro schema ids resolve against this external registry");
     }
-    let gateway = Gateway::new(config, metrics.clone(), policies.clone(), shutdown.clone());
+    let security = crate::proxy::Security::load(&config).map_err(AppError::Tls)?;
+    let admin_security = admin::AdminSecurity::load(&config).map_err(AppError::Tls)?;
+    let gateway = Gateway::new(
+        config,
+        metrics.clone(),
+        policies.clone(),
+        shutdown.clone(),
+        security,
+    );
     gateway
         .tasks
         .spawn(policies.clone().watch(shutdown.clone()));
@@ -102,6 +112,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
             health: health.clone(),
             policies: policies.clone(),
         },
+        admin_security,
         shutdown.clone(),
     ));
     gateway

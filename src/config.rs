@@ -51,6 +51,40 @@ pub struct ConfigFile {
     pub metadata_refresh_secs: Option<u64>,
     /// Confluent-compatible schema registry URL.
     pub schema_registry: Option<String>,
+    /// TLS for clients: `{cert, key, client_ca}` (PEM files; `client_ca` asks for client
+    /// certificates, whose CN becomes the principal).
+    pub tls: Option<TlsFile>,
+    /// TLS to the upstream brokers: `{enabled, ca}` (`ca` defaults to the system trust store).
+    pub upstream_tls: Option<UpstreamTlsFile>,
+    /// The admin endpoint: `{tls: {cert, key}, token_file}`.
+    pub admin_security: Option<AdminSecurityFile>,
+}
+
+/// `tls:` of the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `upstream_tls:` of the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    #[serde(default)]
+    pub enabled: bool,
+    pub ca: Option<PathBuf>,
+}
+
+/// `admin_security:` of the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSecurityFile {
+    pub tls: Option<TlsFile>,
+    /// A file holding the bearer token every admin path but `/healthz` requires.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Values given on the command line; each overrides the same key of the file.
@@ -62,6 +96,21 @@ pub struct Overrides {
     pub policies: Option<PathBuf>,
     pub admin: Option<String>,
     pub schema_registry: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub upstream_tls: bool,
+    pub upstream_ca: Option<PathBuf>,
+    pub admin_tls_cert: Option<PathBuf>,
+    pub admin_tls_key: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// TLS to the upstream brokers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The CA bundle to trust; the system trust store when `None`.
+    pub ca: Option<PathBuf>,
 }
 
 /// The validated configuration the gateway runs with.
@@ -80,6 +129,13 @@ pub struct GatewayConfig {
     pub upstream_connect_timeout: Duration,
     pub metadata_refresh: Duration,
     pub schema_registry: Option<String>,
+    /// TLS on the client-facing listeners.
+    pub tls: Option<crate::tls::ServerFiles>,
+    pub upstream_tls: Option<UpstreamTls>,
+    /// TLS on the admin endpoint (no client certificates).
+    pub admin_tls: Option<crate::tls::ServerFiles>,
+    /// The admin bearer token's file.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// A configuration problem. `validate` returns all of them.
@@ -212,10 +268,49 @@ impl ConfigFile {
             }
         }
 
+        let file_tls = self.tls.unwrap_or_default();
+        let tls = server_files(
+            "tls",
+            flags.tls_cert.or(file_tls.cert),
+            flags.tls_key.or(file_tls.key),
+            flags.tls_client_ca.or(file_tls.client_ca),
+            &mut errors,
+        );
+        let file_upstream = self.upstream_tls.unwrap_or_default();
+        let upstream_ca = flags.upstream_ca.or(file_upstream.ca);
+        let upstream_tls = (flags.upstream_tls || file_upstream.enabled).then_some(UpstreamTls {
+            ca: upstream_ca.clone(),
+        });
+        if upstream_tls.is_none() && upstream_ca.is_some() {
+            errors.push(invalid(
+                "upstream_tls",
+                "an upstream CA is given but upstream TLS is not enabled (--upstream-tls)",
+            ));
+        }
+        let admin_security = self.admin_security.unwrap_or_default();
+        let admin_file_tls = admin_security.tls.unwrap_or_default();
+        let admin_tls = server_files(
+            "admin_security.tls",
+            flags.admin_tls_cert.or(admin_file_tls.cert),
+            flags.admin_tls_key.or(admin_file_tls.key),
+            admin_file_tls.client_ca,
+            &mut errors,
+        );
+        if admin_tls.as_ref().is_some_and(|t| t.client_ca.is_some()) {
+            errors.push(invalid(
+                "admin_security.tls",
+                "client_ca is not supported on the admin endpoint (use token_file)",
+            ));
+        }
+
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(GatewayConfig {
+            tls,
+            upstream_tls,
+            admin_tls,
+            admin_token_file: flags.admin_token_file.or(admin_security.token_file),
             listen: listen.expect("checked above"),
             advertised_host,
             upstream,
@@ -233,6 +328,35 @@ impl ConfigFile {
             metadata_refresh: Duration::from_secs(metadata_refresh_secs),
             schema_registry,
         })
+    }
+}
+
+/// A certificate and key given together (a CA alone, or one without the other, is an error).
+fn server_files(
+    key: &'static str,
+    cert: Option<PathBuf>,
+    private_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<crate::tls::ServerFiles> {
+    match (cert, private_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::ServerFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        (None, None) if client_ca.is_none() => None,
+        (None, None) => {
+            errors.push(invalid(
+                key,
+                "a client CA needs a certificate and a key too",
+            ));
+            None
+        }
+        _ => {
+            errors.push(invalid(key, "a certificate and a key go together"));
+            None
+        }
     }
 }
 

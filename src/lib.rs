@@ -20,3 +20,4 @@ pub mod protocol;
 pub mod proxy;
 pub mod rules;
 pub mod schema;
+pub mod tls;

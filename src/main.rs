@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a policy directory: exit 0 when it loads, 1 on violations, 2 on usage or I/O errors.
     Check(CheckArgs),
     /// Print Prometheus alerting rules for the contracts' SLAs and quality targets.
@@ -62,12 +62,36 @@ struct RunArgs {
     /// Confluent-compatible schema registry URL.
     #[arg(long, value_name = "URL")]
     schema_registry: Option<String>,
+    /// TLS certificate chain (PEM) for the client-facing ports; reloaded when the file changes.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the client-facing ports.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) for client certificates: mutual TLS, the certificate's CN is the principal.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Connect to the upstream brokers over TLS, verifying their advertised names.
+    #[arg(long)]
+    upstream_tls: bool,
+    /// CA bundle (PEM) for the upstream brokers [default: the system trust store].
+    #[arg(long, value_name = "PEM", requires = "upstream_tls")]
+    upstream_ca: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for the admin endpoint.
+    #[arg(long, value_name = "PEM", requires = "admin_tls_key")]
+    admin_tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the admin endpoint.
+    #[arg(long, value_name = "PEM", requires = "admin_tls_cert")]
+    admin_tls_key: Option<PathBuf>,
+    /// A file holding the bearer token required on every admin path but /healthz.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Check(args) => check(args),
         Command::Alerts { policy_dir } => alerts(&policy_dir),
     }
@@ -179,6 +203,14 @@ fn run(args: RunArgs) -> ExitCode {
         policies: args.policies,
         admin: args.admin,
         schema_registry: args.schema_registry,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_client_ca: args.tls_client_ca,
+        upstream_tls: args.upstream_tls,
+        upstream_ca: args.upstream_ca,
+        admin_tls_cert: args.admin_tls_cert,
+        admin_tls_key: args.admin_tls_key,
+        admin_token_file: args.admin_token_file,
     }) {
         Ok(c) => c,
         Err(errors) => {

@@ -91,6 +91,9 @@ pub struct Metrics {
     pub connections_active: IntGauge,
     pub connections_refused: IntCounter,
     pub upstream_errors: IntCounter,
+    /// TLS handshakes that failed with a client (plaintext on a TLS port, an untrusted or missing
+    /// client certificate).
+    pub tls_client_failures: IntCounter,
     pub frames_rejected: IntCounterVec,
     pub policy_reloads: IntCounterVec,
     pub policy_generation: IntGauge,
@@ -140,6 +143,11 @@ impl Metrics {
         let connections_refused = IntCounter::new(
             "meshgate_connections_refused_total",
             "Client connections refused because max_connections was reached",
+        )
+        .expect("valid metric");
+        let tls_client_failures = IntCounter::new(
+            "meshgate_tls_handshake_failures_total",
+            "Client TLS handshakes that failed (plaintext on a TLS port, a refused client certificate)",
         )
         .expect("valid metric");
         let upstream_errors = IntCounter::new(
@@ -204,6 +212,7 @@ impl Metrics {
             Box::new(connections_active.clone()),
             Box::new(connections_refused.clone()),
             Box::new(upstream_errors.clone()),
+            Box::new(tls_client_failures.clone()),
             Box::new(frames_rejected.clone()),
         ] {
             registry.register(c).expect("metric registered once");
@@ -231,6 +240,7 @@ impl Metrics {
             connections_active,
             connections_refused,
             upstream_errors,
+            tls_client_failures,
             frames_rejected,
             policy_reloads,
             policy_generation,

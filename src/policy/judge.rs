@@ -4,7 +4,9 @@
 //! borrowed views; the only per-record allocation is decoding a JSON value for a contract check.
 //!
 //! Order of checks for a produce partition, first failure wins the partition:
-//! 1. the topic: naming (unless exempt), then `require_contract` → POLICY_VIOLATION (44);
+//! 1. the topic: naming (unless exempt), then `require_contract` → POLICY_VIOLATION (44), then
+//!    the contract's `producers:` against the connection's principal → TOPIC_AUTHORIZATION_FAILED
+//!    (29);
 //! 2. request and batch facts: acks, codec, idempotence, control batches → INVALID_RECORD (87);
 //! 3. each record: produce rules (key, headers, size), then the contract (value decodes, schema,
 //!    validity rules) → INVALID_RECORD (87), with `record_errors` for every offending record
@@ -98,6 +100,9 @@ pub struct ExternalWriters {
     pub unavailable: HashMap<u32, String>,
 }
 
+/// TOPIC_AUTHORIZATION_FAILED: the principal may not produce to the topic.
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+
 /// REQUEST_TIMED_OUT: retriable, so a producer tries again once the registry answers.
 pub const REQUEST_TIMED_OUT: i16 = 7;
 
@@ -158,6 +163,34 @@ impl PolicySet {
             contract,
             rules,
         })
+    }
+
+    /// [`plan_topic`](Self::plan_topic) for a produce by `principal`: a contract with
+    /// `producers:` refuses everyone else with TOPIC_AUTHORIZATION_FAILED, before any record is
+    /// read.
+    pub fn plan_topic_as<'a>(
+        &'a self,
+        topic: &'a str,
+        principal: &str,
+    ) -> Result<TopicPlan<'a>, Rejection> {
+        let plan = self.plan_topic(topic)?;
+        if let Some(c) = plan.contract {
+            if !c.producers.is_empty() && !c.producers.iter().any(|p| **p == *principal) {
+                return Err(Rejection {
+                    error_code: TOPIC_AUTHORIZATION_FAILED,
+                    message: format!(
+                        "meshgate: topic `{topic}`: `{principal}` may not produce to data product `{}`; its producers are {} ({})",
+                        c.name,
+                        c.producers.join(", "),
+                        c.origin
+                    ),
+                    record_errors: vec![],
+                    policy: "producers",
+                    rule: "producers".into(),
+                });
+            }
+        }
+        Ok(plan)
     }
 
     /// Judges one partition's records under a topic plan, with writer schemas from the built-in

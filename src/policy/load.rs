@@ -449,6 +449,10 @@ impl Cx<'_> {
             file: self.file.clone(),
             line: c.topic.referenced.line(),
         };
+        let producers = c
+            .producers
+            .map(|p| self.producers(&name, p))
+            .unwrap_or_default();
         let schema = c.schema.and_then(|s| self.schema(s));
         let shape = schema.as_ref().and_then(|s| s.shape.as_ref());
         let mut sla = Sla::default();
@@ -511,6 +515,7 @@ impl Cx<'_> {
             .and_then(|s| s.avro.clone())
             .map(|avro| AvroReader::new(avro, projected_paths(&rules, &required_fields)));
         Some(Contract {
+            producers,
             avro_reader,
             name,
             owner: c.owner,
@@ -525,6 +530,44 @@ impl Cx<'_> {
             topic_origin,
             metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// `producers:`: principals as Kafka writes them, `Type:name` (`User:orders-svc`).
+    fn producers(&mut self, contract: &str, p: Spanned<Vec<Spanned<String>>>) -> Vec<Box<str>> {
+        if p.value.is_empty() {
+            self.err(
+                p.referenced.line(),
+                format!(
+                    "contract `{contract}`: `producers` is empty; omit it to let anyone produce"
+                ),
+            );
+        }
+        let mut out: Vec<Box<str>> = Vec::new();
+        for entry in p.value {
+            let text = entry.value.trim();
+            let valid = text.split_once(':').is_some_and(|(kind, name)| {
+                !kind.is_empty()
+                    && kind.chars().all(|c| c.is_ascii_alphabetic())
+                    && !name.is_empty()
+                    && !name.contains(char::is_whitespace)
+            });
+            if !valid {
+                self.err(
+                    entry.referenced.line(),
+                    format!(
+                        "contract `{contract}`: producer `{text}` is not a principal like User:orders-svc"
+                    ),
+                );
+            } else if out.iter().any(|q| **q == *text) {
+                self.err(
+                    entry.referenced.line(),
+                    format!("contract `{contract}`: producer `{text}` is listed twice"),
+                );
+            } else {
+                out.push(text.into());
+            }
+        }
+        out
     }
 
     fn schema(&mut self, s: Spanned<model::SchemaDoc>) -> Option<ContractSchema> {

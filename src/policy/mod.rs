@@ -172,6 +172,8 @@ pub struct Contract {
     pub metrics: std::sync::OnceLock<Arc<crate::metrics::ContractMetrics>>,
     /// For `format: avro`: the decoders for its records, per writer schema.
     pub avro_reader: Option<crate::schema::avro_data::AvroReader>,
+    /// `producers:`: the principals allowed to produce to `topic`; empty means anyone.
+    pub producers: Vec<Box<str>>,
 }
 
 #[derive(Debug)]

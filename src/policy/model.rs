@@ -31,6 +31,9 @@ pub struct ContractDoc {
     pub sla: Option<Spanned<SlaDoc>>,
     #[serde(default)]
     pub quality: Option<QualityDoc>,
+    /// The principals allowed to produce to the topic (`User:orders-svc`); anyone when absent.
+    #[serde(default)]
+    pub producers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

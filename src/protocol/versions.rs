@@ -12,6 +12,9 @@
 //!   decode them all to rewrite a rarely-present field, clients use v15 and rediscover leaders via
 //!   Metadata.
 //! - **DescribeQuorum is capped at v1**, since v2 lists controller listeners.
+//! - **SaslHandshake starts at v1.** After a v0 handshake the client sends raw SASL tokens
+//!   without Kafka framing (pre-1.0 clients), which no Kafka frame parser can follow; from v1 the
+//!   tokens travel in SaslAuthenticate requests, which meshgate reads for the principal.
 //! - APIs that return broker addresses meshgate does not rewrite are not advertised at all: the
 //!   KRaft-internal ones (Vote, BeginQuorumEpoch, EndQuorumEpoch, FetchSnapshot, UpdateRaftVoter)
 //!   and share-group fetch/acknowledge (KIP-932), whose responses carry `node_endpoints`.
@@ -49,6 +52,7 @@ pub fn advertised_range(api_key: i16, upstream_min: i16, upstream_max: i16) -> O
         }
         ApiKey::Fetch => hi = hi.min(FETCH_MAX),
         ApiKey::DescribeQuorum => hi = hi.min(1),
+        ApiKey::SaslHandshake => lo = lo.max(1),
         _ => {}
     }
     if is_decoded(api) {
@@ -69,6 +73,8 @@ pub fn is_decoded(api: ApiKey) -> bool {
             | ApiKey::FindCoordinator
             | ApiKey::DescribeCluster
             | ApiKey::ApiVersions
+            | ApiKey::SaslHandshake
+            | ApiKey::SaslAuthenticate
     )
 }
 
@@ -77,6 +83,7 @@ pub fn is_decoded(api: ApiKey) -> bool {
 pub fn gateway_accepts(api: ApiKey, version: i16) -> bool {
     match api {
         ApiKey::Produce => (PRODUCE_MIN..=PRODUCE_MAX).contains(&version),
+        ApiKey::SaslHandshake => version >= 1 && version <= api.valid_versions().max,
         // An ApiVersions request at any version is answered (a too-new one gets the broker's
         // v0-formatted error, which clients use to downgrade).
         ApiKey::ApiVersions => true,

@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::enforce::{self, Decision, ProduceWatch};
+use super::identity::{Identity, SaslStep};
 use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
 use super::Gateway;
 use crate::protocol::frame::write_frame;
@@ -89,6 +90,8 @@ struct Slot {
     started: Instant,
     /// Contract SLIs to record when the response arrives.
     watch: Option<ProduceWatch>,
+    /// For SaslAuthenticate: what the broker's answer settles about the principal.
+    sasl: Option<SaslStep>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -107,7 +110,12 @@ enum SlotState {
 }
 
 /// Proxies one client connection until either side closes, a protocol error, or shutdown.
-pub async fn proxy<C, U>(gw: Arc<Gateway>, client: C, upstream: U) -> Result<(), ConnError>
+pub async fn proxy<C, U>(
+    gw: Arc<Gateway>,
+    client: C,
+    upstream: U,
+    identity: Arc<Identity>,
+) -> Result<(), ConnError>
 where
     C: AsyncRead + AsyncWrite + Send + 'static,
     U: AsyncRead + AsyncWrite + Send + 'static,
@@ -117,8 +125,15 @@ where
     let (tx, rx) = mpsc::unbounded_channel();
     let permits = Arc::new(Semaphore::new(gw.config.max_in_flight));
 
-    let requests = requests_task(gw.clone(), client_r, upstream_w, tx, permits);
-    let responses = responses_task(gw, upstream_r, client_w, rx);
+    let requests = requests_task(
+        gw.clone(),
+        client_r,
+        upstream_w,
+        tx,
+        permits,
+        identity.clone(),
+    );
+    let responses = responses_task(gw, upstream_r, client_w, rx, identity);
     tokio::pin!(requests);
     tokio::pin!(responses);
     // The responses side decides when the connection is over: it drains in-flight requests after
@@ -142,6 +157,7 @@ async fn requests_task<R, W>(
     upstream_w: W,
     tx: mpsc::UnboundedSender<Slot>,
     permits: Arc<Semaphore>,
+    identity: Arc<Identity>,
 ) -> Result<(), ConnError>
 where
     R: AsyncRead + Unpin,
@@ -189,7 +205,9 @@ where
             gw.metrics.bytes_in_other.inc_by(size as u64 + 4);
         }
         let whole = size == head.len();
-        if !governed && (api != ApiKey::Produce || head_acks.is_some()) {
+        // SASL requests are read whole: the principal is learned from them (see `identity`).
+        let sasl = matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+        if !governed && !sasl && (api != ApiKey::Produce || head_acks.is_some()) {
             // Cut-through: register the response slot, then stream the frame upstream as it
             // arrives instead of holding it whole.
             if head_acks != Some(0) {
@@ -256,6 +274,11 @@ where
             }
             _ => None,
         };
+        let sasl_step = if sasl {
+            enforce::sasl_request(&identity, &frame, api, header.api_version)?
+        } else {
+            None
+        };
         let (decision, watch) = if governed {
             let policies = gw.policies.current();
             match api {
@@ -265,6 +288,7 @@ where
                     &frame,
                     header.api_version,
                     external.as_ref(),
+                    &identity.principal(),
                 )?,
                 _ => (
                     enforce::create_topics(&gw, &policies, &frame, header.api_version)?,
@@ -302,6 +326,7 @@ where
                 break;
             };
             slot.watch = watch;
+            slot.sasl = sasl_step;
             if tx.send(slot).is_err() {
                 break; // the responses side has ended; it reports why
             }
@@ -346,6 +371,7 @@ async fn new_slot(
         state,
         started,
         watch: None,
+        sasl: None,
         _permit: permit,
     })
 }
@@ -355,6 +381,7 @@ async fn responses_task<R, W>(
     upstream_r: R,
     client_w: W,
     mut rx: mpsc::UnboundedReceiver<Slot>,
+    identity: Arc<Identity>,
 ) -> Result<(), ConnError>
 where
     R: AsyncRead + Unpin,
@@ -405,6 +432,11 @@ where
                 let slot = &mut queue[index];
                 if let Some(w) = slot.watch.take() {
                     w.observe(&frame, slot.started.elapsed());
+                }
+                if let Some(step) = slot.sasl.take() {
+                    let code = enforce::sasl_authenticate_error(&frame, slot.api_version)
+                        .map_err(ConnError::Upstream)?;
+                    identity.on_authenticated(step, code);
                 }
                 super::fetch_bytes::count_response(&gw, slot.api_key, slot.api_version, &frame);
                 let response = rewrite_response(&slot.action, frame, gw.as_ref())?;

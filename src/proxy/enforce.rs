@@ -23,10 +23,12 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader,
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use super::identity::{Identity, SaslStep};
 use super::rewrite::{BrokerAddresses, RewriteError};
 use super::Gateway;
 use crate::metrics::topic_label;
@@ -81,6 +83,40 @@ fn undecodable(api: ApiKey, version: i16, e: impl std::fmt::Display) -> HeaderEr
     }
 }
 
+/// Notes what a SaslHandshake or SaslAuthenticate request says about the principal. The frame
+/// is forwarded unchanged; for SaslAuthenticate, the step is settled by the broker's answer.
+pub fn sasl_request(
+    identity: &Identity,
+    frame: &Bytes,
+    api: ApiKey,
+    version: i16,
+) -> Result<Option<SaslStep>, HeaderError> {
+    let (_, mut body) = split_request(frame, api, version)?;
+    match api {
+        ApiKey::SaslHandshake => {
+            let r = SaslHandshakeRequest::decode(&mut body, version)
+                .map_err(|e| undecodable(api, version, e))?;
+            identity.on_handshake(r.mechanism.as_str());
+            Ok(None)
+        }
+        ApiKey::SaslAuthenticate => {
+            let r = SaslAuthenticateRequest::decode(&mut body, version)
+                .map_err(|e| undecodable(api, version, e))?;
+            Ok(Some(identity.on_authenticate(&r.auth_bytes)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The error code of a SaslAuthenticate response.
+pub fn sasl_authenticate_error(frame: &Bytes, version: i16) -> Result<i16, String> {
+    let (_, mut body) =
+        split_response(frame, ApiKey::SaslAuthenticate, version).map_err(|e| e.to_string())?;
+    SaslAuthenticateResponse::decode(&mut body, version)
+        .map(|r| r.error_code)
+        .map_err(|e| format!("undecodable SaslAuthenticate response: {e}"))
+}
+
 /// Judges a Produce request under `policies`. The watch, when there is one, follows the forwarded
 /// request to its response, to measure the contracts' latency and availability.
 pub fn produce(
@@ -89,6 +125,7 @@ pub fn produce(
     frame: &Bytes,
     version: i16,
     external: Option<&ExternalWriters>,
+    principal: &str,
 ) -> Result<(Decision, Option<ProduceWatch>), HeaderError> {
     let (header, mut body) = split_request(frame, ApiKey::Produce, version)?;
     let request = ProduceRequest::decode(&mut body, version)
@@ -100,8 +137,9 @@ pub fn produce(
     let mut watched: Vec<(StrBytes, Arc<ContractMetrics>)> = Vec::new();
     for topic in &request.topic_data {
         let name = topic.name.0.as_str();
-        let plan = policies.plan_topic(name);
-        let contract = plan.as_ref().ok().and_then(|p| p.contract);
+        let plan = policies.plan_topic_as(name, principal);
+        // Also for a topic refused whole (e.g. to a principal not among its producers).
+        let contract = policies.contract_for(name);
         let label = topic_label(contract.map(|c| c.topic.as_str()));
         let stats = contract.and_then(|c| c.metrics.get());
         let mut partitions = Vec::with_capacity(topic.partition_data.len());

@@ -7,7 +7,9 @@ pub mod brokers;
 pub mod connection;
 pub mod enforce;
 pub mod fetch_bytes;
+pub mod identity;
 pub mod rewrite;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +23,40 @@ use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::policy::judge::Limits;
 use crate::policy::store::PolicyStore;
+use crate::tls::ServerTls;
 use brokers::{BrokerMap, Observed};
+use identity::Identity;
 use rewrite::BrokerAddresses;
+use stream::Stream;
+
+/// TLS on each side of the proxy, loaded at start.
+#[derive(Default)]
+pub struct Security {
+    /// The client-facing TLS identity (and client CA, for mutual TLS).
+    pub client: Option<Arc<ServerTls>>,
+    /// The TLS client for upstream brokers.
+    pub upstream: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Security {
+    /// Loads the configured certificates; a file that does not load stops the start.
+    pub fn load(config: &GatewayConfig) -> Result<Security, String> {
+        let client = config
+            .tls
+            .clone()
+            .map(ServerTls::new)
+            .transpose()
+            .map_err(|e| format!("tls: {e}"))?;
+        let upstream = config
+            .upstream_tls
+            .as_ref()
+            .map(|u| crate::tls::client_config(u.ca.as_deref()))
+            .transpose()
+            .map_err(|e| format!("upstream_tls: {e}"))?
+            .map(tokio_rustls::TlsConnector::from);
+        Ok(Security { client, upstream })
+    }
+}
 
 /// What a gateway port stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +81,7 @@ pub struct Gateway {
     pub topic_ids: std::sync::RwLock<std::collections::HashMap<uuid::Uuid, String>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    security: Security,
     connections: Arc<Semaphore>,
     me: std::sync::Weak<Gateway>,
 }
@@ -57,8 +92,13 @@ impl Gateway {
         metrics: Arc<Metrics>,
         policies: Arc<PolicyStore>,
         shutdown: CancellationToken,
+        security: Security,
     ) -> Arc<Self> {
+        if let Some(tls) = &security.client {
+            tls.watch(shutdown.clone());
+        }
         Arc::new_cyclic(|me| Gateway {
+            security,
             registry: config.schema_registry.as_deref().and_then(|url| {
                 match crate::schema::registry_client::RegistryClient::new(
                     url,
@@ -136,6 +176,41 @@ impl Gateway {
         target: Target,
     ) {
         let _ = client.set_nodelay(true);
+        let (client, identity) = match &self.security.client {
+            None => (Stream::Plain(client), Identity::new(None)),
+            Some(tls) => {
+                let handshake = tokio::time::timeout(
+                    crate::tls::HANDSHAKE_TIMEOUT,
+                    tls.acceptor().accept(client),
+                );
+                let stream = match handshake.await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        self.metrics.tls_client_failures.inc();
+                        tracing::warn!(%peer, ?target, error = %e, "client TLS handshake failed; closing");
+                        return;
+                    }
+                    Err(_) => {
+                        self.metrics.tls_client_failures.inc();
+                        tracing::warn!(%peer, ?target, "client TLS handshake timed out; closing");
+                        return;
+                    }
+                };
+                let principal = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(crate::tls::principal_of);
+                if let Some(p) = &principal {
+                    tracing::debug!(%peer, principal = %p, "client certificate accepted");
+                }
+                (
+                    Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(stream))),
+                    Identity::new(principal),
+                )
+            }
+        };
         let upstream = match self.connect_upstream(target).await {
             Ok(u) => u,
             Err(e) => {
@@ -144,7 +219,7 @@ impl Gateway {
                 return;
             }
         };
-        match connection::proxy(self.clone(), client, upstream).await {
+        match connection::proxy(self.clone(), client, upstream, Arc::new(identity)).await {
             Ok(()) => tracing::debug!(%peer, ?target, "connection closed"),
             Err(e) => {
                 if let Some(label) = e.client_fault_label() {
@@ -163,8 +238,10 @@ impl Gateway {
         }
     }
 
-    /// Connects to the upstream broker that `target` stands for.
-    pub async fn connect_upstream(&self, target: Target) -> Result<TcpStream, String> {
+    /// Connects to the upstream broker that `target` stands for, over TLS when configured (the
+    /// broker's certificate must name the host meshgate dials: its advertised host, for brokers
+    /// learned from Metadata).
+    pub async fn connect_upstream(&self, target: Target) -> Result<Stream, String> {
         let candidates = match target {
             Target::Bootstrap => self.config.upstream.clone(),
             Target::Broker(id) => vec![self
@@ -174,21 +251,35 @@ impl Gateway {
         };
         let mut last = String::from("no upstream address");
         for addr in &candidates {
-            match tokio::time::timeout(
-                self.config.upstream_connect_timeout,
-                TcpStream::connect(addr.as_str()),
-            )
-            .await
+            match tokio::time::timeout(self.config.upstream_connect_timeout, self.connect_one(addr))
+                .await
             {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    return Ok(s);
-                }
+                Ok(Ok(s)) => return Ok(s),
                 Ok(Err(e)) => last = format!("{addr}: {e}"),
                 Err(_) => last = format!("{addr}: connect timed out"),
             }
         }
         Err(last)
+    }
+
+    async fn connect_one(&self, addr: &str) -> Result<Stream, String> {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let Some(connector) = &self.security.upstream else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let host = crate::config::split_host_port(addr)
+            .map(|(h, _)| h.to_string())
+            .ok_or_else(|| format!("`{addr}` is not HOST:PORT"))?;
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|e| format!("not a TLS server name: {e}"))?;
+        match connector.connect(name, tcp).await {
+            Ok(tls) => Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)))),
+            Err(e) => {
+                tracing::error!(upstream = %addr, error = %e, "upstream TLS handshake failed; refusing this broker");
+                Err(format!("TLS handshake: {e}"))
+            }
+        }
     }
 
     /// Binds the gateway port for a newly seen broker and starts serving it.

@@ -8,16 +8,17 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 3, config=None):
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def create_topic(bootstrap: str, name: str, partitions: int = 3, config=None, conf=None):
+    """`conf`: extra client settings (TLS, SASL)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(conf or {})})
     futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
                                             config=config or {})])
     futures[name].result(15)
-    wait_for_topic(bootstrap, name, partitions)
+    wait_for_topic(bootstrap, name, partitions, conf)
 
 
-def wait_for_topic(bootstrap: str, name: str, partitions: int):
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def wait_for_topic(bootstrap: str, name: str, partitions: int, conf=None):
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(conf or {})})
     end = time.time() + 15
     while time.time() < end:
         md = admin.list_topics(timeout=5)

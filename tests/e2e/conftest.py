@@ -82,19 +82,39 @@ class Broker:
                 self.proc.wait()
 
 
-def start_tansu(port: int, logdir: Path) -> Broker:
-    binary = os.environ.get("TANSU_BIN") or shutil.which("tansu")
+def start_tansu(port: int, logdir: Path, storage: str = "memory://tansu/", advertised_port=None,
+                extra_args=(), binary=None, cwd=None) -> Broker:
+    binary = binary or os.environ.get("TANSU_BIN") or shutil.which("tansu")
     if not binary:
         pytest.fail("tansu not found: run .ci/run or `cargo install tansu@0.6.0 --locked --features dynostore`")
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     log = logdir / f"tansu-{port}.log"
     proc = subprocess.Popen(
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
+         "--storage-engine", storage, *extra_args],
+        stdout=open(log, "a"), stderr=subprocess.STDOUT, cwd=cwd,
     )
     wait_for_port(port)
     return Broker(port, proc, log)
+
+
+def start_stunnel(accept_port: int, connect_port: int, cert: Path, key: Path, logdir: Path) -> Broker:
+    """A TLS terminator in front of a plaintext broker (tansu 0.6.0's own TLS cannot be switched
+    on: its CLI puts --cert and --key in one clap group, so giving both is a usage error)."""
+    binary = shutil.which("stunnel4") or shutil.which("stunnel")
+    if not binary:
+        pytest.fail("stunnel not found: run .ci/run or `apt-get install stunnel4`")
+    conf = logdir / f"stunnel-{accept_port}.conf"
+    conf.write_text(
+        "foreground = yes\npid =\nsyslog = no\n"
+        f"[kafka]\naccept = 127.0.0.1:{accept_port}\nconnect = 127.0.0.1:{connect_port}\n"
+        f"cert = {cert}\nkey = {key}\n"
+    )
+    log = logdir / f"stunnel-{accept_port}.log"
+    proc = subprocess.Popen([binary, str(conf)], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    wait_for_port(accept_port)
+    return Broker(accept_port, proc, log)
 
 
 @dataclass
@@ -113,8 +133,20 @@ class Gateway:
     def broker_port_base(self) -> int:
         return self.port + 1
 
-    def admin(self, path: str):
-        return http_get(f"http://127.0.0.1:{self.admin_port}{path}")
+    admin_scheme: str = "http"
+    admin_context: object = None
+    admin_token: str | None = None
+
+    def admin(self, path: str, token: str | None = None):
+        url = f"{self.admin_scheme}://127.0.0.1:{self.admin_port}{path}"
+        req = urllib.request.Request(url)
+        if token or self.admin_token:
+            req.add_header("Authorization", f"Bearer {token or self.admin_token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5, context=self.admin_context) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     def metrics(self) -> str:
         status, body = self.admin("/metrics")
@@ -137,7 +169,9 @@ class Gateway:
         return self.proc.returncode
 
 
-def start_gateway(upstream: str, logdir: Path, policies: Path | None = None, extra_args=()) -> Gateway:
+def start_gateway(upstream: str, logdir: Path, policies: Path | None = None, extra_args=(),
+                  wait_ready: bool = True, rust_log: str | None = None, admin_scheme: str = "http",
+                  admin_context=None, admin_token: str | None = None) -> Gateway:
     binary = os.environ.get("MESHGATE_BIN") or str(ROOT / "target" / "debug" / "meshgate")
     if not Path(binary).exists():
         pytest.fail(f"{binary} not built: run `cargo build` first")
@@ -146,15 +180,17 @@ def start_gateway(upstream: str, logdir: Path, policies: Path | None = None, ext
     if policies is None:
         policies = Path(tempfile.mkdtemp(prefix="policies-", dir=logdir))
     log = logdir / f"meshgate-{port}.log"
-    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info,meshgate=debug"))
+    env = dict(os.environ, RUST_LOG=rust_log or os.environ.get("RUST_LOG", "info,meshgate=debug"))
     proc = subprocess.Popen(
         [binary, "run", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
          "--upstream", upstream, "--policies", str(policies), *extra_args],
         stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
     )
-    gw = Gateway(port, admin_port, proc, log, policies)
+    gw = Gateway(port, admin_port, proc, log, policies, admin_scheme, admin_context, admin_token)
     wait_for_port(port)
     wait_for_port(admin_port)
+    if not wait_ready:
+        return gw
     end = time.time() + 30
     while time.time() < end:
         if gw.admin("/readyz")[0] == 200:

@@ -1,0 +1,360 @@
+"""Transport security and identity, end to end: TLS on both sides of meshgate, mutual TLS with
+principals from certificates, owner-only produce, certificate reload, SASL/SCRAM through meshgate
+to a SASL-enabled tansu, the admin endpoint over HTTPS with a bearer token, and logs that never
+carry a secret.
+
+Certificates are generated in the test (trustme). tansu 0.6.0 cannot serve TLS itself (its CLI
+makes --cert and --key mutually exclusive), so stunnel terminates TLS in front of it and tansu
+advertises stunnel's port: meshgate's upstream connections, bootstrap and per-broker, are TLS.
+"""
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import trustme
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from clients import consume, create_topic, produce
+from conftest import port_block, start_gateway, start_stunnel, start_tansu
+
+
+class Pki:
+    """A server CA (brokers and meshgate), a client CA (mutual TLS) and a CA nobody trusts."""
+
+    def __init__(self, d: Path):
+        self.dir = d
+        self.server_ca = trustme.CA()
+        self.client_ca = trustme.CA()
+        self.other_ca = trustme.CA()
+        self.server_ca.cert_pem.write_to_path(str(d / "server-ca.pem"))
+        self.client_ca.cert_pem.write_to_path(str(d / "client-ca.pem"))
+        self.other_ca.cert_pem.write_to_path(str(d / "other-ca.pem"))
+
+    def server(self, name: str, ca=None):
+        """(cert, key) files for a server at 127.0.0.1 / localhost."""
+        issued = (ca or self.server_ca).issue_cert("127.0.0.1", "localhost")
+        cert, key = self.dir / f"{name}.pem", self.dir / f"{name}.key"
+        # Leaf first, then the chain.
+        cert.write_bytes(b"".join(p.bytes() for p in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(str(key))
+        return cert, key
+
+    def client(self, cn: str):
+        issued = self.client_ca.issue_cert(f"{cn}.clients.test", common_name=cn)
+        cert, key = self.dir / f"client-{cn}.pem", self.dir / f"client-{cn}.key"
+        cert.write_bytes(b"".join(p.bytes() for p in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(str(key))
+        return cert, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_broker(pki, logdir):
+    """tansu behind stunnel: clients (meshgate) see only the TLS port."""
+    plain, tls = port_block(1), port_block(1)
+    broker = start_tansu(plain, logdir, advertised_port=tls)
+    cert, key = pki.server("broker")
+    tunnel = start_stunnel(tls, plain, cert, key, logdir)
+    yield tunnel
+    tunnel.stop()
+    broker.stop()
+
+
+def tls_client(pki, ca="server-ca.pem", cert=None):
+    conf = {"security.protocol": "SSL", "ssl.ca.location": str(pki.dir / ca)}
+    if cert:
+        conf["ssl.certificate.location"] = str(cert[0])
+        conf["ssl.key.location"] = str(cert[1])
+    return conf
+
+
+@pytest.fixture(scope="module")
+def tls_gateway(pki, tls_broker, logdir):
+    cert, key = pki.server("gateway")
+    gw = start_gateway(tls_broker.bootstrap, logdir, extra_args=[
+        "--tls-cert", str(cert), "--tls-key", str(key),
+        "--upstream-tls", "--upstream-ca", str(pki.dir / "server-ca.pem")])
+    yield gw
+    assert gw.stop() == 0
+
+
+def test_tls_on_both_sides_produces_and_consumes_exactly(pki, tls_gateway):
+    conf = tls_client(pki)
+    topic = f"e2e.tls{uuid.uuid4().hex[:8]}.v1"
+    create_topic(tls_gateway.bootstrap, topic, conf=conf)
+    values = [f"tls-{i}".encode() for i in range(300)]
+    reports = produce(tls_gateway.bootstrap, topic, values, extra=conf)
+    assert [e for _, e in reports if e is not None] == []
+    got = consume(tls_gateway.bootstrap, [topic], len(values), extra=conf)
+    assert sorted(got) == sorted(values), "each record exactly once"
+
+
+def test_an_untrusted_or_plaintext_client_fails_and_harms_no_one(pki, tls_gateway):
+    conf = tls_client(pki)
+    topic = f"e2e.tls{uuid.uuid4().hex[:8]}.v1"
+    create_topic(tls_gateway.bootstrap, topic, conf=conf)
+    # A producer connected before the bad clients arrive.
+    good = Producer({"bootstrap.servers": tls_gateway.bootstrap, **conf, "linger.ms": 5})
+    good.produce(topic, b"before")
+    assert good.flush(15) == 0
+    failures_before = handshake_failures(tls_gateway)
+
+    # A client that trusts another CA cannot complete the handshake.
+    untrusted = AdminClient({"bootstrap.servers": tls_gateway.bootstrap,
+                             **tls_client(pki, ca="other-ca.pem")})
+    with pytest.raises(KafkaException):
+        untrusted.list_topics(timeout=5)
+
+    # A plaintext Kafka request on the TLS port: the connection is closed, nothing answers it.
+    api_versions_v0 = bytes.fromhex("0000000f" "0012" "0000" "00000001" "0005" "6e6f746c73")
+    with socket.create_connection(("127.0.0.1", tls_gateway.port), timeout=10) as s:
+        s.sendall(api_versions_v0)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    # Whatever came back (a TLS alert at most) is not a Kafka response with our correlation id.
+    assert answer[4:8] != bytes.fromhex("00000001")
+
+    # The earlier connection is unharmed.
+    good.produce(topic, b"after")
+    assert good.flush(15) == 0
+    got = consume(tls_gateway.bootstrap, [topic], 2, extra=conf)
+    assert sorted(got) == [b"after", b"before"]
+    assert handshake_failures(tls_gateway) >= failures_before + 2
+
+
+def handshake_failures(gw) -> float:
+    for line in gw.metrics().splitlines():
+        if line.startswith("meshgate_tls_handshake_failures_total "):
+            return float(line.split()[1])
+    raise AssertionError("meshgate_tls_handshake_failures_total is not exported")
+
+
+def test_an_upstream_with_an_untrusted_certificate_is_refused(pki, tls_broker, logdir):
+    cert, key = pki.server("gateway-untrusting")
+    gw = start_gateway(tls_broker.bootstrap, logdir, wait_ready=False, extra_args=[
+        "--tls-cert", str(cert), "--tls-key", str(key),
+        "--upstream-tls", "--upstream-ca", str(pki.dir / "other-ca.pem")])
+    try:
+        end = time.time() + 15
+        while time.time() < end and "upstream TLS handshake failed" not in gw.log_text():
+            time.sleep(0.2)
+        assert "upstream TLS handshake failed" in gw.log_text()
+        assert "UnknownIssuer" in gw.log_text() or "invalid peer certificate" in gw.log_text()
+        status, body = gw.admin("/readyz")
+        assert status == 503, body
+    finally:
+        assert gw.stop() == 0
+
+
+OWNED_CONTRACT = """
+contract:
+  name: owned-{suffix}
+  owner: orders-domain-team
+  topic: {topic}
+  producers: [{producer}]
+"""
+
+
+def test_mutual_tls_principals_and_owner_only_produce(pki, tls_broker, logdir, tmp_path):
+    topic = f"e2e.owned{uuid.uuid4().hex[:8]}.v1"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "owned.yaml").write_text(OWNED_CONTRACT.format(
+        suffix="mtls", topic=topic, producer="User:orders-svc"))
+    cert, key = pki.server("gateway-mtls")
+    gw = start_gateway(tls_broker.bootstrap, logdir, policies=policies, extra_args=[
+        "--tls-cert", str(cert), "--tls-key", str(key),
+        "--tls-client-ca", str(pki.dir / "client-ca.pem"),
+        "--upstream-tls", "--upstream-ca", str(pki.dir / "server-ca.pem")])
+    try:
+        owner = tls_client(pki, cert=pki.client("orders-svc"))
+        intruder = tls_client(pki, cert=pki.client("intruder"))
+        create_topic(gw.bootstrap, topic, conf=owner)
+
+        values = [f'{{"n": {i}}}'.encode() for i in range(50)]
+        reports = produce(gw.bootstrap, topic, values, extra=owner)
+        assert [e for _, e in reports if e is not None] == []
+        assert "principal=User:orders-svc" in gw.log_text()
+
+        bad = produce(gw.bootstrap, topic, [b'{"n": -1}'] * 3,
+                      extra={**intruder, "enable.idempotence": False, "retries": 0})
+        codes = {e.code() for _, e in bad}
+        assert codes == {KafkaError.TOPIC_AUTHORIZATION_FAILED}, bad
+
+        # No client certificate: the handshake is refused.
+        anonymous = AdminClient({"bootstrap.servers": gw.bootstrap, **tls_client(pki)})
+        with pytest.raises(KafkaException):
+            anonymous.list_topics(timeout=5)
+
+        got = consume(gw.bootstrap, [topic], len(values), extra=owner)
+        assert sorted(got) == sorted(values), "only the owner's records, each once"
+        assert 'policy="producers"' in gw.metrics()
+    finally:
+        assert gw.stop() == 0
+
+
+def test_certificates_reload_without_dropping_live_connections(pki, tls_broker, logdir, tmp_path):
+    cert, key = pki.server("gateway-reload")
+    gw = start_gateway(tls_broker.bootstrap, logdir, extra_args=[
+        "--tls-cert", str(cert), "--tls-key", str(key),
+        "--upstream-tls", "--upstream-ca", str(pki.dir / "server-ca.pem")])
+    try:
+        first = tls_client(pki)
+        topic = f"e2e.reload{uuid.uuid4().hex[:8]}.v1"
+        create_topic(gw.bootstrap, topic, conf=first)
+        live = Producer({"bootstrap.servers": gw.bootstrap, **first, "linger.ms": 5})
+        for i in range(10):
+            live.produce(topic, f"old-{i}".encode())
+        assert live.flush(15) == 0
+
+        # A certificate from another CA replaces the files (as cert-manager would).
+        new_cert, new_key = pki.server("gateway-reload-next", ca=pki.other_ca)
+        shutil.copy(new_key, key)
+        shutil.copy(new_cert, cert)
+        second = tls_client(pki, ca="other-ca.pem")
+        end = time.time() + 15
+        while True:
+            try:
+                AdminClient({"bootstrap.servers": gw.bootstrap, **second}).list_topics(timeout=3)
+                break
+            except KafkaException:
+                assert time.time() < end, "the new certificate was never served"
+                time.sleep(0.5)
+        assert "TLS certificate reloaded" in gw.log_text()
+
+        # The connection made under the old certificate still works.
+        for i in range(10):
+            live.produce(topic, f"new-{i}".encode())
+        assert live.flush(15) == 0
+        got = consume(gw.bootstrap, [topic], 20, extra=second)
+        assert len(got) == 20 and len(set(got)) == 20
+    finally:
+        assert gw.stop() == 0
+
+
+def test_admin_endpoint_over_https_with_a_bearer_token(pki, tansu, logdir, tmp_path):
+    cert, key = pki.server("admin")
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-admin-token\n")
+    ctx = ssl.create_default_context(cafile=str(pki.dir / "server-ca.pem"))
+    gw = start_gateway(tansu.bootstrap, logdir, extra_args=[
+        "--admin-tls-cert", str(cert), "--admin-tls-key", str(key),
+        "--admin-token-file", str(token_file)],
+        admin_scheme="https", admin_context=ctx, admin_token="s3cret-admin-token")
+    try:
+        assert gw.admin("/metrics")[0] == 200
+        gw.admin_token = None
+        assert gw.admin("/healthz")[0] == 200, "liveness needs no token"
+        assert gw.admin("/metrics")[0] == 401
+        assert gw.admin("/catalog", token="wrong")[0] == 401
+        assert gw.admin("/registry/subjects")[0] == 401
+        # Plain HTTP on the HTTPS port gets no answer.
+        with pytest.raises(Exception):
+            urllib.request.urlopen(f"http://127.0.0.1:{gw.admin_port}/healthz", timeout=5).read()
+        assert "s3cret-admin-token" not in gw.log_text()
+    finally:
+        assert gw.stop() == 0
+
+
+def tansu_with_sasl_binary():
+    found = os.environ.get("TANSU_SASL_BIN") or str(
+        Path.home() / ".local" / "tansu-libsql" / "bin" / "tansu")
+    if not Path(found).exists():
+        pytest.fail(f"{found} missing: .ci/run builds tansu with the libsql feature for SASL tests")
+    return found
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(logdir, tmp_path_factory):
+    """A tansu that requires SCRAM, with users alice and bob. Users can only be created while
+    authentication is off, and tansu's in-memory engine keeps no credentials, so the broker runs
+    on its sqlite engine: created first without authentication, then restarted with it."""
+    binary = tansu_with_sasl_binary()
+    data = tmp_path_factory.mktemp("tansu-sqlite")
+    port = port_block(1)
+    setup = start_tansu(port, logdir, storage="sqlite://tansu.db", binary=binary, cwd=data)
+    try:
+        for user, password in [("alice", "alice-pw-3b7f"), ("bob", "bob-pw-91c2")]:
+            subprocess.run([binary, "user", "create", "--broker", f"tcp://127.0.0.1:{port}",
+                            "--mechanism", "scram512", user, password],
+                           check=True, capture_output=True, timeout=30)
+    finally:
+        setup.stop()
+    broker = start_tansu(port, logdir, storage="sqlite://tansu.db", binary=binary, cwd=data,
+                         extra_args=["--authentication"])
+    yield broker
+    broker.stop()
+
+
+def scram(user, password):
+    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": user, "sasl.password": password}
+
+
+def test_scram_through_meshgate_principals_and_clean_logs(pki, sasl_broker, logdir, tmp_path):
+    topic = f"e2e.sasl{uuid.uuid4().hex[:8]}.v1"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "owned.yaml").write_text(OWNED_CONTRACT.format(
+        suffix="sasl", topic=topic, producer="User:alice"))
+    gw = start_gateway(sasl_broker.bootstrap, logdir, policies=policies, rust_log="debug",
+                       wait_ready=False)
+    try:
+        alice = scram("alice", "alice-pw-3b7f")
+        create_topic(gw.bootstrap, topic, conf=alice)
+        values = [f'{{"n": {i}}}'.encode() for i in range(40)]
+        reports = produce(gw.bootstrap, topic, values, extra=alice)
+        assert [e for _, e in reports if e is not None] == []
+
+        # bob authenticates, but is not among the topic's producers.
+        bad = produce(gw.bootstrap, topic, [b'{"n": -1}'] * 2,
+                      extra={**scram("bob", "bob-pw-91c2"), "enable.idempotence": False,
+                             "retries": 0})
+        assert {e.code() for _, e in bad} == {KafkaError.TOPIC_AUTHORIZATION_FAILED}, bad
+
+        # A wrong password: the broker's authentication error reaches the client.
+        wrong = AdminClient({"bootstrap.servers": gw.bootstrap,
+                             **scram("alice", "not-the-pw-5d1e")})
+        with pytest.raises(KafkaException) as e:
+            wrong.list_topics(timeout=10)
+        assert "uthentication" in str(e.value), str(e.value)
+
+        got = consume(gw.bootstrap, [topic], len(values), extra=alice)
+        assert sorted(got) == sorted(values)
+
+        # The gateway logged at debug level throughout three SASL sessions.
+        log = gw.log_text()
+        assert "SaslAuthenticate" in log or "sasl" in log.lower(), "the sessions left no trace"
+        for secret in ["alice-pw-3b7f", "bob-pw-91c2", "not-the-pw-5d1e"]:
+            assert secret not in log, f"{secret} leaked into the log"
+    finally:
+        assert gw.stop() == 0
+
+
+def test_tls_failures_log_no_key_material(pki, tls_gateway):
+    """The TLS gateway's whole log, after handshakes failed and succeeded, holds no private key."""
+    untrusted = AdminClient({"bootstrap.servers": tls_gateway.bootstrap,
+                             **tls_client(pki, ca="other-ca.pem")})
+    with pytest.raises(KafkaException):
+        untrusted.list_topics(timeout=3)
+    log = tls_gateway.log_text()
+    assert "handshake failed" in log
+    assert "PRIVATE KEY" not in log
+    for name in ["gateway.key", "broker.key"]:
+        body = "".join((pki.dir / name).read_text().splitlines()[1:-1])
+        for i in range(0, len(body) - 24, 24):
+            assert body[i:i + 24] not in log, f"{name} material in the log"
