@@ -801,6 +801,42 @@ mod tests {
     }
 
     #[test]
+    fn producers_are_principals_and_checked_at_their_line() {
+        let good = "contract:\n  name: p\n  owner: t\n  topic: shop.p.v1\n  producers: [User:orders-svc, Group:ops]\n";
+        let (set, errs) = compile(&[("p.yaml", good)]);
+        assert!(errs.is_empty(), "{errs:?}");
+        let c = set.contract_for("shop.p.v1").unwrap();
+        assert_eq!(
+            &*c.producers,
+            &["User:orders-svc".into(), "Group:ops".into()][..]
+        );
+        let plan = |who: &str| {
+            set.plan_topic_as("shop.p.v1", who)
+                .err()
+                .map(|r| r.error_code)
+        };
+        assert_eq!(plan("User:orders-svc"), None);
+        assert_eq!(plan("User:ANONYMOUS"), Some(29));
+        assert_eq!(plan("User:orders-svc2"), Some(29));
+
+        let bad = "contract:\n  name: q\n  owner: t\n  topic: shop.q.v1\n  producers:\n    - orders-svc\n    - User:a\n    - User:a\n    - 'User:'\n";
+        let empty = "contract:\n  name: r\n  owner: t\n  topic: shop.r.v1\n  producers: []\n";
+        let (_, errs) = compile(&[("q.yaml", bad), ("r.yaml", empty)]);
+        let expect = [
+            "q.yaml:6: contract `q`: producer `orders-svc` is not a principal",
+            "q.yaml:8: contract `q`: producer `User:a` is listed twice",
+            "q.yaml:9: contract `q`: producer `User:` is not a principal",
+            "r.yaml:5: contract `r`: `producers` is empty",
+        ];
+        for e in expect {
+            assert!(
+                errs.iter().any(|x| x.contains(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn duplicates_and_naming_are_checked_across_files() {
         let naming = "naming:\n  topics:\n    pattern: '^shop\\.'\n";
         let twin = CONTRACT.replace("name: a", "name: a2");

@@ -434,9 +434,15 @@ where
                     w.observe(&frame, slot.started.elapsed());
                 }
                 if let Some(step) = slot.sasl.take() {
-                    let code = enforce::sasl_authenticate_error(&frame, slot.api_version)
-                        .map_err(ConnError::Upstream)?;
-                    identity.on_authenticated(step, code);
+                    let (code, answer) =
+                        enforce::sasl_authenticate_result(&frame, slot.api_version)
+                            .map_err(ConnError::Upstream)?;
+                    let completes = step.completes();
+                    match identity.on_authenticated(step, code, &answer) {
+                        Some(p) => tracing::info!(principal = %p, "SASL authentication accepted by the broker"),
+                        None if code != 0 || completes => tracing::info!(error_code = code, "SASL authentication refused by the broker"),
+                        None => {}
+                    }
                 }
                 super::fetch_bytes::count_response(&gw, slot.api_key, slot.api_version, &frame);
                 let response = rewrite_response(&slot.action, frame, gw.as_ref())?;

@@ -108,12 +108,12 @@ pub fn sasl_request(
     }
 }
 
-/// The error code of a SaslAuthenticate response.
-pub fn sasl_authenticate_error(frame: &Bytes, version: i16) -> Result<i16, String> {
+/// The error code and authentication bytes of a SaslAuthenticate response.
+pub fn sasl_authenticate_result(frame: &Bytes, version: i16) -> Result<(i16, Bytes), String> {
     let (_, mut body) =
         split_response(frame, ApiKey::SaslAuthenticate, version).map_err(|e| e.to_string())?;
     SaslAuthenticateResponse::decode(&mut body, version)
-        .map(|r| r.error_code)
+        .map(|r| (r.error_code, r.auth_bytes))
         .map_err(|e| format!("undecodable SaslAuthenticate response: {e}"))
 }
 

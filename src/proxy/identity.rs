@@ -38,6 +38,16 @@ struct Sasl {
 pub struct SaslStep {
     /// The name to adopt if the broker accepts, when this answer completes the exchange.
     completes_as: Option<Arc<str>>,
+    /// SCRAM's server-final message must also say `v=` (a verifier), not `e=` (an error), which
+    /// some brokers send with error code 0.
+    scram_final: bool,
+}
+
+impl SaslStep {
+    /// Whether the broker's answer to this step ends the exchange with a named principal.
+    pub fn completes(&self) -> bool {
+        self.completes_as.is_some()
+    }
 }
 
 /// One client connection's identity.
@@ -80,6 +90,7 @@ impl Identity {
     /// A SaslAuthenticate request carrying `auth_bytes`: what its answer will settle.
     pub fn on_authenticate(&self, auth_bytes: &[u8]) -> SaslStep {
         let mut sasl = self.sasl.lock().unwrap_or_else(PoisonError::into_inner);
+        let scram_final = sasl.mechanism == Some(Mechanism::Scram) && sasl.pending.is_some();
         let completes_as = match sasl.mechanism {
             Some(Mechanism::Plain) => plain_user(auth_bytes).map(Into::into),
             Some(Mechanism::Scram) => match sasl.pending.take() {
@@ -92,21 +103,30 @@ impl Identity {
             },
             Some(Mechanism::Other) | None => None,
         };
-        SaslStep { completes_as }
+        SaslStep {
+            completes_as,
+            scram_final,
+        }
     }
 
-    /// The broker answered a SaslAuthenticate request with `error_code`.
-    pub fn on_authenticated(&self, step: SaslStep, error_code: i16) {
-        if error_code != 0 {
+    /// The broker answered a SaslAuthenticate request with `error_code` and `auth_bytes`.
+    /// Returns the new principal when this answer completed a successful exchange.
+    pub fn on_authenticated(
+        &self,
+        step: SaslStep,
+        error_code: i16,
+        auth_bytes: &[u8],
+    ) -> Option<Arc<str>> {
+        if error_code != 0 || (step.scram_final && !auth_bytes.starts_with(b"v=")) {
             *self.sasl.lock().unwrap_or_else(PoisonError::into_inner) = Sasl::default();
-            return;
+            return None;
         }
-        if let Some(name) = step.completes_as {
-            *self
-                .principal
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = format!("User:{name}").into();
-        }
+        let principal: Arc<str> = format!("User:{}", step.completes_as?).into();
+        *self
+            .principal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = principal.clone();
+        Some(principal)
     }
 }
 
@@ -148,7 +168,7 @@ mod tests {
             ANONYMOUS,
             "not before the broker answers"
         );
-        id.on_authenticated(step, 0);
+        id.on_authenticated(step, 0, b"");
         assert_eq!(id.principal().as_ref(), "User:alice");
     }
 
@@ -157,7 +177,7 @@ mod tests {
         let id = Identity::new(Some("User:from-cert".into()));
         id.on_handshake("PLAIN");
         let step = id.on_authenticate(b"\0mallory\0guess");
-        id.on_authenticated(step, 58); // SASL_AUTHENTICATION_FAILED
+        id.on_authenticated(step, 58, b""); // SASL_AUTHENTICATION_FAILED
         assert_eq!(id.principal().as_ref(), "User:from-cert");
     }
 
@@ -166,7 +186,11 @@ mod tests {
         let id = Identity::new(None);
         id.on_handshake("SCRAM-SHA-512");
         let first = id.on_authenticate(b"n,,n=ali=2Cce,r=fyko+d2lbbFgONRv9qkxdawL");
-        id.on_authenticated(first, 0);
+        id.on_authenticated(
+            first,
+            0,
+            b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
+        );
         assert_eq!(
             id.principal().as_ref(),
             ANONYMOUS,
@@ -175,8 +199,19 @@ mod tests {
         let last = id.on_authenticate(
             b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
         );
-        id.on_authenticated(last, 0);
+        id.on_authenticated(last, 0, b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ=");
         assert_eq!(id.principal().as_ref(), "User:ali,ce");
+    }
+
+    #[test]
+    fn a_scram_error_sent_with_code_zero_is_still_a_failure() {
+        let id = Identity::new(None);
+        id.on_handshake("SCRAM-SHA-256");
+        let first = id.on_authenticate(b"n,,n=alice,r=abc");
+        id.on_authenticated(first, 0, b"r=abcdef,s=c2FsdA==,i=4096");
+        let last = id.on_authenticate(b"c=biws,r=abcdef,p=bm9wZQ==");
+        assert_eq!(id.on_authenticated(last, 0, b"e=invalid-proof"), None);
+        assert_eq!(id.principal().as_ref(), ANONYMOUS);
     }
 
     #[test]
@@ -188,7 +223,7 @@ mod tests {
         let id = Identity::new(None);
         id.on_handshake("OAUTHBEARER");
         let step = id.on_authenticate(b"n,,\x01auth=Bearer xyz\x01\x01");
-        id.on_authenticated(step, 0);
+        id.on_authenticated(step, 0, b"");
         assert_eq!(id.principal().as_ref(), ANONYMOUS);
     }
 }
