@@ -32,10 +32,10 @@ from clients import create_topic  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 
-def delete_topic(bootstrap, topic):
+def delete_topic(bootstrap, topic, conf=None):
     """tansu keeps topics in memory: drop each arm's data so later rounds run on the same
     footing as earlier ones."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(conf or {})})  # must outlive the future
     try:
         admin.delete_topics([topic])[topic].result(30)
     except Exception as e:  # a failed delete only costs memory
@@ -61,10 +61,10 @@ def start(cmd, core, log):
                             stderr=subprocess.STDOUT)
 
 
-def run_producer(bootstrap, topic, args, mode, rate=None, value_file=None):
+def run_producer(bootstrap, topic, args, mode, rate=None, value_file=None, conf=None):
     cmd = ["taskset", "-c", "0", sys.executable, str(ROOT / "benches" / "producer.py"),
            "--bootstrap", bootstrap, "--topic", topic, "--size", str(args.size), "--mode", mode,
-           "--records", str(args.records)]
+           "--records", str(args.records), "--conf-json", json.dumps(conf or {})]
     if rate:
         cmd += ["--rate", str(rate), "--seconds", str(args.rate_seconds)]
     if value_file or args.value_file:
@@ -197,6 +197,46 @@ def main():
                 fastavro.schemaless_writer(buf, parsed, rec)
                 framed = b"\x00" + schema_id.to_bytes(4, "big") + buf.getvalue()
                 f.write(base64.b64encode(framed).decode() + "\n")
+    client_conf = {}
+    admin_at = {}
+    if "direct-tls" in arms or "meshgate-tls" in arms:
+        # TLS arms: a second tansu (core 0) behind stunnel (core 0), advertising stunnel's port;
+        # direct-tls is librdkafka over TLS to it, meshgate-tls is TLS to meshgate and meshgate
+        # over TLS to it. tansu 0.6.0 cannot serve TLS itself (see ARCHITECTURE.md).
+        import trustme
+        ca = trustme.CA()
+        ca_file = logdir / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        pem = {}
+        for name in ["broker", "gateway"]:
+            issued = ca.issue_cert("127.0.0.1", "localhost")
+            pem[name] = (logdir / f"{name}.pem", logdir / f"{name}.key")
+            pem[name][0].write_bytes(b"".join(p.bytes() for p in issued.cert_chain_pems))
+            issued.private_key_pem.write_to_path(str(pem[name][1]))
+        plain, tls = port_block(1), port_block(1)
+        procs["tansu-tls"] = start(["tansu", "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
+                                    "--advertised-listener-url", f"tcp://127.0.0.1:{tls}",
+                                    "--storage-engine", "memory://tansu/"], 0, logdir / "tansu-tls.log")
+        wait_for_port(plain)
+        conf_path = logdir / "stunnel.conf"
+        conf_path.write_text(f"foreground = yes\npid =\nsyslog = no\n[kafka]\naccept = 127.0.0.1:{tls}\n"
+                             f"connect = 127.0.0.1:{plain}\ncert = {pem['broker'][0]}\nkey = {pem['broker'][1]}\n")
+        procs["stunnel"] = start(["stunnel4", str(conf_path)], 0, logdir / "stunnel.log")
+        wait_for_port(tls)
+        tls_conf = {"security.protocol": "SSL", "ssl.ca.location": str(ca_file)}
+        bootstrap["direct-tls"] = f"127.0.0.1:{tls}"
+        client_conf["direct-tls"] = client_conf["meshgate-tls"] = tls_conf
+        admin_at["direct-tls"] = admin_at["meshgate-tls"] = (f"127.0.0.1:{tls}", tls_conf)
+        if "meshgate-tls" in arms:
+            port, admin = port_block(300), port_block(1)
+            procs["meshgate-tls"] = start([args.meshgate, "run", "--listen", f"127.0.0.1:{port}",
+                                           "--admin", f"127.0.0.1:{admin}", "--upstream", f"127.0.0.1:{tls}",
+                                           "--policies", tempfile.mkdtemp(prefix="nopolicies-"),
+                                           "--tls-cert", str(pem["gateway"][0]), "--tls-key", str(pem["gateway"][1]),
+                                           "--upstream-tls", "--upstream-ca", str(ca_file)],
+                                          1, logdir / "meshgate-tls.log")
+            wait_for_port(port)
+            bootstrap["meshgate-tls"] = f"127.0.0.1:{port}"
     if "tansu-proxy" in arms:
         port = port_block(1)
         purl = f"tcp://127.0.0.1:{port}"
@@ -222,25 +262,29 @@ def main():
         for rnd in range(args.pairs):
             for arm in arms:
                 topic = topic_for(arm, rnd)
-                create_topic(direct, topic, partitions=3)
+                admin_bootstrap, admin_conf = admin_at.get(arm, (direct, None))
+                create_topic(admin_bootstrap, topic, partitions=3, conf=admin_conf)
                 pid = procs[arm].pid if arm in procs else None
                 c0 = cpu_seconds(pid) if pid else None
                 vf = str(logdir / "orders-avro.b64") if arm == "meshgate-avro" else None
-                r = run_producer(bootstrap[arm], topic, args, "saturate", value_file=vf)
+                r = run_producer(bootstrap[arm], topic, args, "saturate", value_file=vf,
+                                 conf=client_conf.get(arm))
                 if pid:
                     cpu[arm].append((cpu_seconds(pid) - c0) / (r["bytes"] / 1e9))
                 sat[arm].append(r)
-                delete_topic(direct, topic)
+                delete_topic(admin_bootstrap, topic, admin_conf)
                 print(f"round {rnd} {arm:12} saturate {r['records_per_s']:>9.0f} rec/s "
                       f"{r['mb_per_s']:6.1f} MB/s", flush=True)
             rate = args.rate or (0.5 * sat["direct"][-1]["records_per_s"] if "direct" in sat else 10_000)
             for arm in arms:
                 topic = topic_for(arm, rnd)
-                create_topic(direct, topic, partitions=3)
+                admin_bootstrap, admin_conf = admin_at.get(arm, (direct, None))
+                create_topic(admin_bootstrap, topic, partitions=3, conf=admin_conf)
                 vf = str(logdir / "orders-avro.b64") if arm == "meshgate-avro" else None
-                r = run_producer(bootstrap[arm], topic, args, "rate", rate=int(rate), value_file=vf)
+                r = run_producer(bootstrap[arm], topic, args, "rate", rate=int(rate), value_file=vf,
+                                 conf=client_conf.get(arm))
                 lat[arm].append(r)
-                delete_topic(direct, topic)
+                delete_topic(admin_bootstrap, topic, admin_conf)
                 print(f"round {rnd} {arm:12} @{int(rate)}/s p50 {r['p50_ms']:.2f} ms "
                       f"p99 {r['p99_ms']:.2f} ms p99.9 {r['p999_ms']:.2f} ms", flush=True)
         rss = {a: peak_rss_mb(procs[a].pid) for a in arms if a in procs}
@@ -267,9 +311,11 @@ def main():
     for arm in arms:
         rps = med(r["records_per_s"] for r in sat[arm])
         mbs = med(r["mb_per_s"] for r in sat[arm])
-        if "direct" in sat:
-            ratio = med(a["records_per_s"] / d["records_per_s"] for a, d in zip(sat[arm], sat["direct"]))
-            ratio_s = f"{ratio:.3f}"
+        # TLS arms compare with direct-over-TLS; every other arm with plaintext direct.
+        base = "direct-tls" if arm in ("direct-tls", "meshgate-tls") else "direct"
+        if base in sat:
+            ratio = med(a["records_per_s"] / d["records_per_s"] for a, d in zip(sat[arm], sat[base]))
+            ratio_s = f"{ratio:.3f}" + (" (vs direct-tls)" if base == "direct-tls" else "")
         else:
             ratio_s = "-"
         p50 = med(r["p50_ms"] for r in lat[arm])

@@ -33,6 +33,8 @@ def main():
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--rate", type=float, default=10_000)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--conf-json", default="{}",
+                    help="extra librdkafka settings, as a JSON object (e.g. TLS)")
     ap.add_argument("--value-file", help="values to cycle through, one per line (JSON payloads, or base64 when the file name ends in .b64)")
     args = ap.parse_args()
 
@@ -43,6 +45,7 @@ def main():
         "linger.ms": 5,
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
+        **json.loads(args.conf_json),
     })
     if args.value_file:
         with open(args.value_file, "rb") as f:
