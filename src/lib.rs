@@ -14,6 +14,8 @@ pub mod admin;
 pub mod alerts;
 pub mod app;
 pub mod config;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

@@ -1,0 +1,464 @@
+//! Fuzz harnesses, shared by the cargo-fuzz targets in `fuzz/` and by the regression tests that
+//! replay every saved input (`tests/fixtures/fuzz/<target>/`) on each `cargo test`.
+//!
+//! Each harness feeds arbitrary bytes to the code that meets them in production:
+//! - [`request_path`]: a client's byte stream, framed and judged as the connection's requests
+//!   task does (frame head, then the rest; header peek; version gate; acks peek; the Produce,
+//!   CreateTopics and SASL decoders and the policy judge), and each frame again as an upstream
+//!   response through the response rewriter;
+//! - [`record_batch`]: a partition's records, judged against the example contract (batch
+//!   header, every codec, record views, JSON and Avro values, rules);
+//! - [`policy_file`]: a policy file through the loader;
+//! - [`rule`]: a validity rule through the SQL and CEL compilers, then evaluated;
+//! - [`avro_value`]: a Confluent-framed value through the Avro projection and whole decoding.
+//!
+//! None may panic, hang or allocate without bound, whatever the input.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use kafka_protocol::messages::ApiKey;
+
+use crate::config::{ConfigFile, Overrides};
+use crate::metrics::Metrics;
+use crate::policy::judge::Limits;
+use crate::policy::store::PolicyStore;
+use crate::policy::PolicySet;
+use crate::protocol::header::{peek_produce_acks, split_request};
+use crate::protocol::versions::gateway_accepts;
+use crate::protocol::{FrameReader, RequestHeaderView};
+use crate::proxy::identity::Identity;
+use crate::proxy::rewrite::{rewrite_response, BrokerAddresses, ResponseAction};
+use crate::proxy::{enforce, Gateway, Security};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A gateway over the example policies, made once per process.
+fn gateway() -> &'static Arc<Gateway> {
+    static GW: OnceLock<Arc<Gateway>> = OnceLock::new();
+    GW.get_or_init(|| {
+        let config = ConfigFile::default()
+            .build(Overrides {
+                policies: Some(root().join("policies")),
+                ..Overrides::default()
+            })
+            .expect("the default configuration is valid");
+        let metrics = Arc::new(Metrics::new());
+        let policies = Arc::new(
+            PolicyStore::open(&config.policies, metrics.clone()).expect("example policies load"),
+        );
+        Gateway::new(
+            config,
+            metrics,
+            policies,
+            tokio_util::sync::CancellationToken::new(),
+            Security::default(),
+        )
+    })
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+    })
+}
+
+/// Addresses for the response rewriter that bind nothing.
+struct NoPorts;
+
+impl BrokerAddresses for NoPorts {
+    fn advertised_host(&self) -> &str {
+        "gateway.test"
+    }
+
+    fn gateway_port(&self, node_id: i32, _host: &str, _port: i32) -> i32 {
+        9000i32.saturating_add(node_id)
+    }
+}
+
+/// A client byte stream through the requests task's decisions.
+pub fn request_path(data: &[u8]) {
+    let gw = gateway();
+    runtime().block_on(async {
+        let mut reader = FrameReader::new(data, 1024 * 1024);
+        let identity = Identity::new(None);
+        while let Ok(Some((size, head))) = reader.read_head(1024).await {
+            let Ok(header) = RequestHeaderView::peek(&head) else {
+                return;
+            };
+            let Some(api) = header.api() else { return };
+            let version = header.api_version;
+            if !gateway_accepts(api, version) {
+                return;
+            }
+            if api == ApiKey::Produce {
+                if let Ok((_, body)) = split_request(&head, api, version) {
+                    let _ = peek_produce_acks(&body, version);
+                }
+            }
+            let Ok(frame) = reader.read_rest(head, size).await else {
+                return;
+            };
+            let policies = gw.policies.current_arc();
+            match api {
+                ApiKey::Produce => {
+                    let _ = enforce::produce(gw, &policies, &frame, version, None, "User:fuzz");
+                }
+                ApiKey::CreateTopics => {
+                    let _ = enforce::create_topics(gw, &policies, &frame, version);
+                }
+                ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {
+                    if let Ok(Some(step)) = enforce::sasl_request(&identity, &frame, api, version) {
+                        if let Ok((code, answer)) =
+                            enforce::sasl_authenticate_result(&frame, version)
+                        {
+                            identity.on_authenticated(step, code, &answer);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            // The same bytes as the broker's answer to this request.
+            let action = ResponseAction::for_request(Some(api), version);
+            let _ = rewrite_response(&action, frame, &NoPorts);
+        }
+    });
+}
+
+fn example_set() -> &'static PolicySet {
+    static SET: OnceLock<PolicySet> = OnceLock::new();
+    SET.get_or_init(|| {
+        crate::policy::load::load_dir(&root().join("tests/fixtures/fuzz/policies"))
+            .expect("the fuzz policies load")
+    })
+}
+
+/// One partition's record bytes, judged on a JSON-contract topic and an Avro-contract topic.
+pub fn record_batch(data: &[u8]) {
+    let set = example_set();
+    let limits = Limits {
+        max_inflated_bytes: 8 * 1024 * 1024,
+        max_record_errors: 100,
+    };
+    for topic in ["fuzz.json.v1", "fuzz.avro.v1", "fuzz.cel.v1"] {
+        if let Ok(plan) = set.plan_topic(topic) {
+            let _ = set.judge_partition(&plan, -1, Some(data), &limits);
+        }
+    }
+    let _ = crate::policy::judge::count_records(Some(data));
+}
+
+/// A policy file's text through the loader (paths resolve next to the example policies).
+pub fn policy_file(data: &[u8]) {
+    let text = String::from_utf8_lossy(data).into_owned();
+    let path = root().join("tests/fixtures/fuzz/policies/fuzzed.yaml");
+    let mut errors = Vec::new();
+    let _ = crate::policy::load::compile_sources(&[(path, text)], &mut errors);
+}
+
+/// A rule's text through both compilers, then evaluated on a sample record.
+pub fn rule(data: &[u8]) {
+    use crate::rules::{Rule, RuleSource};
+    static SHAPE: OnceLock<crate::schema::shape::Shape> = OnceLock::new();
+    let shape = SHAPE.get_or_init(|| {
+        let text = std::fs::read_to_string(root().join("tests/fixtures/fuzz/policies/order.avsc"))
+            .expect("schema");
+        crate::schema::shape::Shape::from_avro(&text).expect("schema parses")
+    });
+    let text = String::from_utf8_lossy(data);
+    let record = serde_json::json!({
+        "order_id": "o-1", "customer_id": null, "order_total": 12.5, "currency": "EUR",
+        "status": "PAID", "item_count": 3, "channel": "web", "placed_at": 1764000000000i64,
+        "coupon": null, "shipping_country": "FR"
+    });
+    for source in [RuleSource::Sql(&text), RuleSource::Cel(&text)] {
+        for s in [Some(shape), None] {
+            if let Ok(r) = Rule::compile(source, s) {
+                let _ = r.passes(&record);
+            }
+        }
+    }
+}
+
+/// A record value on the Avro-contract topics: projected (SQL rules) and decoded whole (CEL).
+pub fn avro_value(data: &[u8]) {
+    let set = example_set();
+    for topic in ["fuzz.avro.v1", "fuzz.cel.v1"] {
+        if let Some(c) = set.contract_for(topic) {
+            if let Some(reader) = &c.avro_reader {
+                let mut batch = std::collections::HashMap::new();
+                let decoded =
+                    crate::schema::avro_data::decode(data, &set.avro_writers, reader, &mut batch);
+                if let Ok(d) = &decoded {
+                    let _ = crate::rules::RecordFields::get(d, &["order_total".into()]);
+                }
+                drop(decoded);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every saved input (seeds and former crashes) for every target, replayed.
+    #[test]
+    fn every_saved_fuzz_input_is_handled() {
+        type Harness = fn(&[u8]);
+        let targets: [(&str, Harness); 5] = [
+            ("request_path", request_path),
+            ("record_batch", record_batch),
+            ("policy_file", policy_file),
+            ("rule", rule),
+            ("avro_value", avro_value),
+        ];
+        let mut replayed = 0;
+        for (name, harness) in targets {
+            for dir in ["seeds", "crashes"] {
+                let d = root().join("tests/fixtures/fuzz").join(name).join(dir);
+                let Ok(entries) = std::fs::read_dir(&d) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    harness(&std::fs::read(e.path()).unwrap());
+                    replayed += 1;
+                }
+            }
+        }
+        assert!(replayed > 0, "no saved fuzz inputs found");
+    }
+
+    /// The batch seeds are valid: the harness starts from records the judge accepts, so that
+    /// mutations explore the record and rule paths rather than stopping at the header.
+    #[test]
+    fn batch_seeds_are_accepted_by_the_judge() {
+        use crate::policy::judge::PartitionVerdict;
+        let set = example_set();
+        let dir = root().join("tests/fixtures/fuzz/record_batch/seeds");
+        for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+            for (kind, topic) in [
+                ("json", "fuzz.json.v1"),
+                ("avro", "fuzz.avro.v1"),
+                ("avro", "fuzz.cel.v1"),
+            ] {
+                let bytes = std::fs::read(dir.join(format!("{kind}-{codec}"))).unwrap();
+                let plan = set.plan_topic(topic).unwrap();
+                match set.judge_partition(&plan, -1, Some(&bytes), &Limits::default()) {
+                    PartitionVerdict::Accept { records, .. } => assert_eq!(records, 4),
+                    PartitionVerdict::Reject { rejection, .. } => {
+                        panic!("{kind}-{codec} on {topic}: {}", rejection.message)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the seed corpora (`cargo test --lib write_fuzz_seeds -- --ignored`): real requests,
+    /// batches with every codec, framed Avro values, policy files and rules.
+    #[test]
+    #[ignore]
+    fn write_fuzz_seeds() {
+        use kafka_protocol::messages::create_topics_request::CreatableTopic;
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::*;
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::*;
+
+        let base = root().join("tests/fixtures/fuzz");
+        let write = |target: &str, name: &str, bytes: &[u8]| {
+            let d = base.join(target).join("seeds");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(name), bytes).unwrap();
+        };
+        let json = |i: usize| {
+            format!(
+                r#"{{"order_id":"o-{i}","customer_id":"c-{i}","order_total":{}.5,"currency":"EUR","status":"PAID","item_count":2,"channel":"web","placed_at":1764000000000,"coupon":null,"shipping_country":"FR"}}"#,
+                10 + i
+            )
+        };
+        let set = example_set();
+        let avro_id = set.registry.versions("fuzz.avro.v1-value").unwrap()[0].id;
+        let schema = apache_avro::Schema::parse_str(
+            &std::fs::read_to_string(base.join("policies/order.avsc")).unwrap(),
+        )
+        .unwrap();
+        let avro = |i: usize| {
+            use apache_avro::types::Value;
+            let some = |s: String| Value::Union(1, Box::new(Value::String(s)));
+            let v = Value::Record(vec![
+                ("order_id".into(), Value::String(format!("o-{i}"))),
+                ("customer_id".into(), some(format!("c-{i}"))),
+                ("order_total".into(), Value::Double(10.0 + i as f64)),
+                ("currency".into(), Value::String("EUR".into())),
+                ("status".into(), Value::Enum(1, "PAID".into())),
+                ("item_count".into(), Value::Int(2)),
+                ("channel".into(), some("web".into())),
+                ("placed_at".into(), Value::Long(1_764_000_000_000)),
+                ("coupon".into(), Value::Union(0, Box::new(Value::Null))),
+                ("shipping_country".into(), some("FR".into())),
+            ]);
+            let mut out = vec![0u8];
+            out.extend_from_slice(&avro_id.to_be_bytes());
+            out.extend(apache_avro::to_avro_datum(&schema, v).unwrap());
+            out
+        };
+        let batch = |values: Vec<Vec<u8>>, compression: Compression| {
+            let records: Vec<Record> = values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: 7,
+                    producer_epoch: 0,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: i as i32,
+                    timestamp: 1_764_000_000_000,
+                    key: Some(bytes::Bytes::from(format!("k-{i}"))),
+                    value: Some(bytes::Bytes::from(v)),
+                    headers: [(
+                        StrBytes::from_static_str("trace-id"),
+                        Some(bytes::Bytes::from_static(b"t")),
+                    )]
+                    .into_iter()
+                    .collect(),
+                })
+                .collect();
+            let mut buf = bytes::BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &records,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression,
+                },
+            )
+            .unwrap();
+            buf.freeze()
+        };
+        let codecs = [
+            ("none", Compression::None),
+            ("gzip", Compression::Gzip),
+            ("snappy", Compression::Snappy),
+            ("lz4", Compression::Lz4),
+            ("zstd", Compression::Zstd),
+        ];
+        let mut stream = Vec::new();
+        let mut push = |api: ApiKey, version: i16, body: &dyn Fn() -> bytes::Bytes| {
+            let _ = (api, version);
+            let payload = body();
+            stream.extend_from_slice(&(payload.len() as i32).to_be_bytes());
+            stream.extend_from_slice(&payload);
+        };
+        let header = |api: ApiKey, version: i16| {
+            RequestHeader::default()
+                .with_request_api_key(api as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(1)
+                .with_client_id(Some(StrBytes::from_static_str("seed")))
+        };
+        for (name, c) in codecs {
+            let json_batch = batch((0..4).map(|i| json(i).into_bytes()).collect(), c);
+            let avro_batch = batch((0..4).map(avro).collect(), c);
+            write("record_batch", &format!("json-{name}"), &json_batch);
+            write("record_batch", &format!("avro-{name}"), &avro_batch);
+            for version in [3i16, 9, 12] {
+                let request = ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_timeout_ms(1000)
+                    .with_topic_data(
+                        [("fuzz.json.v1", &json_batch), ("fuzz.avro.v1", &avro_batch)]
+                            .into_iter()
+                            .map(|(t, b)| {
+                                TopicProduceData::default()
+                                    .with_name(TopicName(StrBytes::from_static_str(t)))
+                                    .with_partition_data(vec![PartitionProduceData::default()
+                                        .with_index(0)
+                                        .with_records(Some(b.clone()))])
+                            })
+                            .collect(),
+                    );
+                let frame = crate::protocol::header::join_request(
+                    &header(ApiKey::Produce, version),
+                    ApiKey::Produce,
+                    version,
+                    &request,
+                )
+                .unwrap();
+                let mut one = (frame.len() as i32).to_be_bytes().to_vec();
+                one.extend_from_slice(&frame);
+                write("request_path", &format!("produce-v{version}-{name}"), &one);
+                push(ApiKey::Produce, version, &|| frame.clone());
+            }
+        }
+        for v in 0..3 {
+            write("avro_value", &format!("order-{v}"), &avro(v));
+        }
+        let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("fuzz.new.v1")))
+            .with_num_partitions(3)
+            .with_replication_factor(1)]);
+        for version in [2i16, 5] {
+            let frame = crate::protocol::header::join_request(
+                &header(ApiKey::CreateTopics, version),
+                ApiKey::CreateTopics,
+                version,
+                &create,
+            )
+            .unwrap();
+            push(ApiKey::CreateTopics, version, &|| frame.clone());
+        }
+        let hs = crate::protocol::header::join_request(
+            &header(ApiKey::SaslHandshake, 1),
+            ApiKey::SaslHandshake,
+            1,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )
+        .unwrap();
+        push(ApiKey::SaslHandshake, 1, &|| hs.clone());
+        let auth = crate::protocol::header::join_request(
+            &header(ApiKey::SaslAuthenticate, 2),
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest::default()
+                .with_auth_bytes(bytes::Bytes::from_static(b"\0fuzz\0secret")),
+        )
+        .unwrap();
+        push(ApiKey::SaslAuthenticate, 2, &|| auth.clone());
+        let md = crate::protocol::header::join_request(
+            &header(ApiKey::Metadata, 12),
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default(),
+        )
+        .unwrap();
+        push(ApiKey::Metadata, 12, &|| md.clone());
+        write("request_path", "session", &stream);
+        write(
+            "policy_file",
+            "fuzz.yaml",
+            &std::fs::read(base.join("policies/fuzz.yaml")).unwrap(),
+        );
+        for (i, r) in [
+            "order_total > 0",
+            "customer_id is not null",
+            "status IN ('PAID', 'PLACED') AND NOT (item_count BETWEEN 5 AND 9)",
+            "channel LIKE 'w_b%' OR coupon IS NULL IS TRUE",
+            "message.order_total > 0.0 && message.items.all(i, i.qty > 0)",
+        ]
+        .iter()
+        .enumerate()
+        {
+            write("rule", &format!("rule-{i}"), r.as_bytes());
+        }
+    }
+}
