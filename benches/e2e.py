@@ -61,6 +61,19 @@ def start(cmd, core, log):
                             stderr=subprocess.STDOUT)
 
 
+def run_consumer(bootstrap, topic, records, conf=None):
+    cmd = ["taskset", "-c", "0", sys.executable, str(ROOT / "benches" / "consumer.py"),
+           "--bootstrap", bootstrap, "--topic", topic, "--records", str(records),
+           "--conf-json", json.dumps(conf or {})]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["records"] < records:
+        raise RuntimeError(f"consumed {result['records']} of {records}")
+    return result
+
+
 def run_producer(bootstrap, topic, args, mode, rate=None, value_file=None, conf=None):
     cmd = ["taskset", "-c", "0", sys.executable, str(ROOT / "benches" / "producer.py"),
            "--bootstrap", bootstrap, "--topic", topic, "--size", str(args.size), "--mode", mode,
@@ -256,6 +269,7 @@ def main():
         return f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
 
     sat = {a: [] for a in arms}
+    cons = {a: [] for a in arms}
     lat = {a: [] for a in arms}
     cpu = {a: [] for a in arms}
     try:
@@ -272,9 +286,12 @@ def main():
                 if pid:
                     cpu[arm].append((cpu_seconds(pid) - c0) / (r["bytes"] / 1e9))
                 sat[arm].append(r)
+                cr = run_consumer(bootstrap[arm], topic, args.records, conf=client_conf.get(arm))
+                cons[arm].append(cr)
                 delete_topic(admin_bootstrap, topic, admin_conf)
                 print(f"round {rnd} {arm:12} saturate {r['records_per_s']:>9.0f} rec/s "
-                      f"{r['mb_per_s']:6.1f} MB/s", flush=True)
+                      f"{r['mb_per_s']:6.1f} MB/s; consume {cr['records_per_s']:>9.0f} rec/s",
+                      flush=True)
             rate = args.rate or (0.5 * sat["direct"][-1]["records_per_s"] if "direct" in sat else 10_000)
             for arm in arms:
                 topic = topic_for(arm, rnd)
@@ -304,9 +321,9 @@ def main():
         f"Machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        "| arm | records/s | MB/s | ratio vs direct (median of rounds) | p50 ms | p99 ms | p99.9 ms "
-        "| proxy CPU s/GB | proxy peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | produce records/s | MB/s | ratio vs direct (median of rounds) | p50 ms | p99 ms "
+        "| p99.9 ms | consume records/s | consume ratio | proxy CPU s/GB | proxy peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in arms:
         rps = med(r["records_per_s"] for r in sat[arm])
@@ -323,10 +340,16 @@ def main():
         p999 = med(r["p999_ms"] for r in lat[arm])
         c = f"{med(cpu[arm]):.2f}" if cpu[arm] else "-"
         m = f"{rss[arm]:.0f}" if arm in rss else "-"
+        crps = med(r["records_per_s"] for r in cons[arm])
+        cratio = (f"{med(a['records_per_s'] / d['records_per_s'] for a, d in zip(cons[arm], cons[base])):.3f}"
+                  if base in cons else "-")
         lines.append(f"| {arm} | {rps:.0f} | {mbs:.1f} | {ratio_s} | {p50:.2f} | {p99:.2f} | "
-                     f"{p999:.2f} | {c} | {m} |")
+                     f"{p999:.2f} | {crps:.0f} | {cratio} | {c} | {m} |")
     rate_note = int(args.rate or (0.5 * sat["direct"][0]["records_per_s"] if "direct" in sat else 10_000))
-    lines += ["", f"Latency columns: produce-to-delivery at a fixed offered load of about 50% of the "
+    lines += ["", "Consume: one librdkafka consumer (core 0) reads the saturate phase's records back "
+                  "through the same arm; its rate runs from the first record to the last. "
+                  "proxy CPU covers the produce phase only.",
+              "", f"Latency columns: produce-to-delivery at a fixed offered load of about 50% of the "
                   f"direct arm's saturation unless --rate is given ({rate_note} records/s in round 1), {args.rate_seconds:.0f} s "
                   f"per arm per round."]
     table = "\n".join(lines)

@@ -340,7 +340,7 @@ struct Checker<'a> {
     in_progress: HashSet<(String, String)>,
 }
 
-fn type_name(r: &Resolved<'_>) -> &'static str {
+pub(crate) fn type_name(r: &Resolved<'_>) -> &'static str {
     match r {
         Resolved::Plain(Avro::Null) => "null",
         Resolved::Plain(Avro::Boolean) => "boolean",
@@ -360,6 +360,18 @@ fn type_name(r: &Resolved<'_>) -> &'static str {
             Named::Fixed { .. } => "fixed",
         },
     }
+}
+
+/// The promotions Avro resolution allows, by type name: int→long→float→double, bytes↔string.
+pub(crate) fn promotable(reader: &str, writer: &str) -> bool {
+    matches!(
+        (reader, writer),
+        ("long", "int")
+            | ("float", "int" | "long")
+            | ("double", "int" | "long" | "float")
+            | ("bytes", "string")
+            | ("string", "bytes")
+    )
 }
 
 /// Java's name match: equal unqualified names, or the writer's full name among the reader's aliases.
@@ -412,15 +424,7 @@ impl Checker<'_> {
             }
             return Ok(());
         }
-        let promotable = matches!(
-            (rt, wt),
-            ("long", "int")
-                | ("float", "int" | "long")
-                | ("double", "int" | "long" | "float")
-                | ("bytes", "string")
-                | ("string", "bytes")
-        );
-        if promotable {
+        if promotable(rt, wt) {
             return Ok(());
         }
         if let Resolved::Plain(Avro::Union(rb)) = rr {

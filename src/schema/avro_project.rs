@@ -26,7 +26,9 @@ use std::collections::HashMap;
 use serde_json::Value as Json;
 use smallvec::SmallVec;
 
-use super::avro_compat::{names_match, Avro, Named, NamedType, Resolved, Schema};
+use super::avro_compat::{
+    names_match, promotable, type_name, Avro, Named, NamedType, Resolved, Schema,
+};
 use crate::rules::{RecordFields, Val};
 
 /// How deep arrays, maps, unions and records may nest in one value.
@@ -473,42 +475,6 @@ struct Compiler<'s> {
     record_index: HashMap<&'s str, usize>,
 }
 
-/// The type of a resolved schema, for choosing a reader union branch.
-fn kind(r: &Resolved<'_>) -> &'static str {
-    match r {
-        Resolved::Plain(a) => match a {
-            Avro::Null => "null",
-            Avro::Boolean => "boolean",
-            Avro::Int => "int",
-            Avro::Long => "long",
-            Avro::Float => "float",
-            Avro::Double => "double",
-            Avro::Bytes => "bytes",
-            Avro::String => "string",
-            Avro::Array(_) => "array",
-            Avro::Map(_) => "map",
-            Avro::Union(_) => "union",
-            Avro::Ref(_) => "ref",
-        },
-        Resolved::Named(n) => match n.def {
-            Named::Record { .. } => "record",
-            Named::Enum { .. } => "enum",
-            Named::Fixed { .. } => "fixed",
-        },
-    }
-}
-
-fn promotes(reader: &str, writer: &str) -> bool {
-    matches!(
-        (reader, writer),
-        ("long", "int")
-            | ("float", "int" | "long")
-            | ("double", "int" | "long" | "float")
-            | ("bytes", "string")
-            | ("string", "bytes")
-    )
-}
-
 impl<'s> Compiler<'s> {
     fn node(
         &mut self,
@@ -625,8 +591,8 @@ impl<'s> Compiler<'s> {
     /// chooses it: the same type with the same full name, then the same type with a matching
     /// name (unqualified, or through the reader's aliases), then the first promotion.
     fn reader_branch(&self, wr: &Resolved<'_>, branches: &'s [Avro]) -> Result<&'s Avro, String> {
-        let wk = kind(wr);
-        let same_kind = |b: &&'s Avro| kind(&self.r.resolve(b)) == wk;
+        let wk = type_name(wr);
+        let same_kind = |b: &&'s Avro| type_name(&self.r.resolve(b)) == wk;
         let named = |exact: bool| {
             move |b: &&'s Avro| match (self.r.resolve(b), wr) {
                 (Resolved::Named(rn), Resolved::Named(wn)) if exact => rn.full_name == wn.full_name,
@@ -642,13 +608,13 @@ impl<'s> Compiler<'s> {
             .or_else(|| {
                 branches
                     .iter()
-                    .find(|b| promotes(kind(&self.r.resolve(b)), wk))
+                    .find(|b| promotable(type_name(&self.r.resolve(b)), wk))
             })
             .ok_or_else(|| format!("the reader union has no branch for the writer's {wk}"))
     }
 
     fn read(&mut self, wr: &Resolved<'s>, rr: &Resolved<'s>, w: &'s Avro) -> Result<Read, String> {
-        let to = match kind(rr) {
+        let to = match type_name(rr) {
             "float" => Number::Float,
             "double" => Number::Double,
             _ => Number::Integer,
@@ -660,9 +626,9 @@ impl<'s> Compiler<'s> {
             Resolved::Plain(Avro::Long) => Read::Long { to },
             Resolved::Plain(Avro::Float) => Read::Float,
             Resolved::Plain(Avro::Double) => Read::Double,
-            Resolved::Plain(Avro::String) if kind(rr) == "bytes" => Read::Bytes,
+            Resolved::Plain(Avro::String) if type_name(rr) == "bytes" => Read::Bytes,
             Resolved::Plain(Avro::String) => Read::Str,
-            Resolved::Plain(Avro::Bytes) if kind(rr) == "string" => Read::Str,
+            Resolved::Plain(Avro::Bytes) if type_name(rr) == "string" => Read::Str,
             Resolved::Plain(Avro::Bytes) => Read::Bytes,
             Resolved::Named(NamedType {
                 def: Named::Enum { symbols: ws, .. },

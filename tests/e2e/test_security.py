@@ -169,12 +169,18 @@ contract:
 """
 
 
-def test_mutual_tls_principals_and_owner_only_produce(pki, tls_broker, logdir, tmp_path):
-    topic = f"e2e.owned{uuid.uuid4().hex[:8]}.v1"
+def owned_policies(tmp_path, topic, producer) -> Path:
+    """A policy directory whose one contract lets only `producer` write to `topic`."""
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "owned.yaml").write_text(OWNED_CONTRACT.format(
-        suffix="mtls", topic=topic, producer="User:orders-svc"))
+        suffix=uuid.uuid4().hex[:6], topic=topic, producer=producer))
+    return policies
+
+
+def test_mutual_tls_principals_and_owner_only_produce(pki, tls_broker, logdir, tmp_path):
+    topic = f"e2e.owned{uuid.uuid4().hex[:8]}.v1"
+    policies = owned_policies(tmp_path, topic, "User:orders-svc")
     cert, key = pki.server("gateway-mtls")
     gw = start_gateway(tls_broker.bootstrap, logdir, policies=policies, extra_args=[
         "--tls-cert", str(cert), "--tls-key", str(key),
@@ -307,10 +313,7 @@ def scram(user, password):
 
 def test_scram_through_meshgate_principals_and_clean_logs(pki, sasl_broker, logdir, tmp_path):
     topic = f"e2e.sasl{uuid.uuid4().hex[:8]}.v1"
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "owned.yaml").write_text(OWNED_CONTRACT.format(
-        suffix="sasl", topic=topic, producer="User:alice"))
+    policies = owned_policies(tmp_path, topic, "User:alice")
     gw = start_gateway(sasl_broker.bootstrap, logdir, policies=policies, rust_log="debug",
                        wait_ready=False)
     try:

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Consume-throughput half of benches/e2e.py: reads --records records of --topic from the start
+with librdkafka and prints one JSON line: records, bytes, seconds (first record to last),
+records_per_s, mb_per_s."""
+
+import argparse
+import json
+import time
+import uuid
+
+from confluent_kafka import Consumer
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--topic", required=True)
+    ap.add_argument("--records", type=int, required=True)
+    ap.add_argument("--conf-json", default="{}")
+    ap.add_argument("--timeout", type=float, default=120)
+    args = ap.parse_args()
+    c = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  **json.loads(args.conf_json)})
+    c.subscribe([args.topic])
+    count = size = 0
+    first = None
+    end = time.time() + args.timeout
+    while count < args.records and time.time() < end:
+        for m in c.consume(num_messages=10_000, timeout=0.5):
+            if m.error():
+                continue
+            if first is None:
+                first = time.perf_counter()
+            count += 1
+            size += len(m.value() or b"")
+    last = time.perf_counter()
+    c.close()
+    seconds = max(last - (first or last), 1e-9)
+    print(json.dumps({"records": count, "bytes": size, "seconds": seconds,
+                      "records_per_s": count / seconds, "mb_per_s": size / seconds / 1e6}))
+
+
+if __name__ == "__main__":
+    main()
