@@ -5,8 +5,9 @@ in one run, pinned and alternated as ../shared/docs/BENCHMARKING.md describes.
   tansu + the producer: core 0 (`taskset -c 0`, inherited by every thread)
   meshgate / tansu proxy: core 1
 
-Arms alternate (direct, meshgate, tansu-proxy, direct, ...) for --pairs rounds; ratios are taken
-per round against that round's direct arm and the median is reported. Each arm gets a fresh topic.
+Arms alternate for --pairs rounds, in reverse order on odd rounds (direct, meshgate | meshgate,
+direct | ...); ratios are taken per round against that round's direct arm and the median is
+reported. Each arm gets a fresh topic.
 
 Usage:
   cargo build --release
@@ -274,7 +275,10 @@ def main():
     cpu = {a: [] for a in arms}
     try:
         for rnd in range(args.pairs):
-            for arm in arms:
+            # Odd rounds run the arms in reverse (ABBA), so no arm always follows the same one:
+            # a broker slowed by the previous arm's data weighs on every arm alike.
+            order = arms if rnd % 2 == 0 else arms[::-1]
+            for arm in order:
                 topic = topic_for(arm, rnd)
                 admin_bootstrap, admin_conf = admin_at.get(arm, (direct, None))
                 create_topic(admin_bootstrap, topic, partitions=3, conf=admin_conf)
@@ -293,7 +297,7 @@ def main():
                       f"{r['mb_per_s']:6.1f} MB/s; consume {cr['records_per_s']:>9.0f} rec/s",
                       flush=True)
             rate = args.rate or (0.5 * sat["direct"][-1]["records_per_s"] if "direct" in sat else 10_000)
-            for arm in arms:
+            for arm in order:
                 topic = topic_for(arm, rnd)
                 admin_bootstrap, admin_conf = admin_at.get(arm, (direct, None))
                 create_topic(admin_bootstrap, topic, partitions=3, conf=admin_conf)

@@ -198,6 +198,10 @@ async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, Strin
     if versions.error_code != 0 {
         return Err(format!("ApiVersions error {}", versions.error_code));
     }
+    let sasl_offered = versions
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::SaslHandshake as i16);
     let upstream_max = versions
         .api_keys
         .iter()
@@ -210,7 +214,17 @@ async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, Strin
     let mut req = MetadataRequest::default();
     // An empty topic list asks for brokers only (v1+); v0 has no way to say "none".
     req.topics = if version >= 1 { Some(vec![]) } else { None };
-    let metadata = call(&mut stream, correlation_id + 1, version, &req).await?;
+    let metadata = match call(&mut stream, correlation_id + 1, version, &req).await {
+        Ok(m) => m,
+        // A broker that requires SASL refuses Metadata from meshgate, which holds no
+        // credentials of its own. It answered ApiVersions, so it is up: broker ports then follow
+        // the Metadata responses that authenticated clients receive.
+        Err(e) if sasl_offered => {
+            tracing::debug!(error = %e, "upstream refuses Metadata before authentication; broker ports follow client Metadata");
+            return Ok(0);
+        }
+        Err(e) => return Err(e),
+    };
     for b in &metadata.brokers {
         gw.gateway_port(b.node_id.0, &b.host, b.port);
     }

@@ -35,7 +35,7 @@ contract:
       - customer_id is not null
 "#;
 
-fn batch(values: &[&str], compression: Compression) -> Bytes {
+pub(crate) fn batch(values: &[&str], compression: Compression) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -68,7 +68,7 @@ fn batch(values: &[&str], compression: Compression) -> Bytes {
     buf.freeze()
 }
 
-fn produce(acks: i16, parts: &[(&str, i32, &Bytes)]) -> ProduceRequest {
+pub(crate) fn produce(acks: i16, parts: &[(&str, i32, &Bytes)]) -> ProduceRequest {
     let mut req = ProduceRequest::default();
     req.acks = acks;
     req.timeout_ms = 5000;
@@ -108,7 +108,7 @@ async fn setup() -> (
     (broker, gw, client)
 }
 
-fn produces(b: &crate::support::fake_broker::FakeBroker) -> Vec<ProducedTopics> {
+pub(crate) fn produces(b: &crate::support::fake_broker::FakeBroker) -> Vec<ProducedTopics> {
     b.seen
         .lock()
         .unwrap()

@@ -12,4 +12,5 @@ mod enforcement;
 mod evolution;
 mod malformed;
 mod ordering;
+mod sasl;
 mod shutdown;

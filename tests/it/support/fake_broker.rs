@@ -48,7 +48,12 @@ pub enum Seen {
         validate_only: bool,
         names: Vec<String>,
     },
+    /// The authentication bytes of a SaslAuthenticate request, as received.
+    SaslAuthenticate(Bytes),
 }
+
+/// The one PLAIN identity the fake broker accepts.
+pub const PLAIN_ALICE: &[u8] = b"\0alice\0alice-pw";
 
 impl Cluster {
     pub async fn start(n: i32) -> (Arc<Cluster>, Vec<FakeBroker>) {
@@ -160,6 +165,29 @@ async fn serve_connection(
                 let reply = (req.acks != 0).then(|| encode(corr, api, version, &resp));
                 (0, reply)
             }
+            ApiKey::SaslHandshake => {
+                let req = SaslHandshakeRequest::decode(&mut frame, version).unwrap();
+                let mut resp = SaslHandshakeResponse::default();
+                resp.mechanisms = vec![StrBytes::from_static_str("PLAIN")];
+                if req.mechanism.as_str() != "PLAIN" {
+                    resp.error_code = 33; // UNSUPPORTED_SASL_MECHANISM
+                }
+                (0, Some(encode(corr, api, version, &resp)))
+            }
+            ApiKey::SaslAuthenticate => {
+                let req = SaslAuthenticateRequest::decode(&mut frame, version).unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push(Seen::SaslAuthenticate(req.auth_bytes.clone()));
+                let mut resp = SaslAuthenticateResponse::default();
+                if req.auth_bytes.as_ref() != PLAIN_ALICE {
+                    resp.error_code = 58; // SASL_AUTHENTICATION_FAILED
+                    resp.error_message = Some(StrBytes::from_static_str(
+                        "Authentication failed: Invalid username or password",
+                    ));
+                }
+                (0, Some(encode(corr, api, version, &resp)))
+            }
             ApiKey::CreateTopics => {
                 let req = CreateTopicsRequest::decode(&mut frame, version).unwrap();
                 seen.lock().unwrap().push(Seen::CreateTopics {
@@ -208,6 +236,8 @@ fn api_versions(corr: i32, version: i16) -> Option<Bytes> {
         (ApiKey::DescribeCluster, 0, 1),
         (ApiKey::Heartbeat, 0, 4),
         (ApiKey::CreateTopics, 2, 7),
+        (ApiKey::SaslHandshake, 0, 1),
+        (ApiKey::SaslAuthenticate, 0, 2),
     ] {
         let mut v = ApiVersion::default();
         v.api_key = key as i16;
