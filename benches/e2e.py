@@ -269,6 +269,14 @@ def main():
             return avro_topics[rnd]
         return f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
 
+    # Warm-up, unmeasured: the first run against a fresh broker is slow (page faults, JIT-free
+    # but cold allocator and caches) and would skew round 0's ratios.
+    warm = f"{args.topic_prefix}-warmup.v1"
+    create_topic(direct, warm, partitions=3)
+    run_producer(direct, warm, argparse.Namespace(**{**vars(args), "records": min(args.records, 100_000)}),
+                 "saturate")
+    delete_topic(direct, warm)
+
     sat = {a: [] for a in arms}
     cons = {a: [] for a in arms}
     lat = {a: [] for a in arms}
