@@ -309,41 +309,17 @@ mod tests {
             out
         };
         let batch = |values: Vec<Vec<u8>>, compression: Compression| {
-            let records: Vec<Record> = values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| Record {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: 0,
-                    producer_id: 7,
-                    producer_epoch: 0,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    sequence: i as i32,
-                    timestamp: 1_764_000_000_000,
-                    key: Some(bytes::Bytes::from(format!("k-{i}"))),
-                    value: Some(bytes::Bytes::from(v)),
-                    headers: [(
-                        StrBytes::from_static_str("trace-id"),
-                        Some(bytes::Bytes::from_static(b"t")),
-                    )]
-                    .into_iter()
-                    .collect(),
-                })
+            let keys: Vec<String> = (0..values.len()).map(|i| format!("k-{i}")).collect();
+            let trace: &[(&str, &[u8])] = &[("trace-id", b"t")];
+            let specs: Vec<crate::protocol::records::test_batch::Spec<'_>> = keys
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| (Some(k.as_bytes()), Some(&v[..]), trace))
                 .collect();
-            let mut buf = bytes::BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &records,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression,
-                },
-            )
-            .unwrap();
-            buf.freeze()
+            bytes::Bytes::from(crate::protocol::records::test_batch::encode(
+                &specs,
+                compression,
+            ))
         };
         let codecs = [
             ("none", Compression::None),

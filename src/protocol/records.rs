@@ -410,21 +410,24 @@ fn read_bytes<'a>(b: &mut &'a [u8]) -> Result<Option<&'a [u8]>, &'static str> {
     Ok(Some(v))
 }
 
+/// Test support: record batches as an idempotent producer writes them (producer id 7, one
+/// sequence per record), for this module's tests and the fuzz seed writer.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_batch {
     use bytes::BytesMut;
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
 
-    /// (key, value, headers) of one test record.
-    type Spec<'a> = (Option<&'a str>, Option<&'a str>, &'a [(&'a str, &'a str)]);
-    /// (key, value, header names) as read back.
-    type ReadBack = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<String>);
+    /// (key, value, headers) of one record.
+    pub type Spec<'a> = (
+        Option<&'a [u8]>,
+        Option<&'a [u8]>,
+        &'a [(&'a str, &'a [u8])],
+    );
 
-    fn encode(records: &[Spec<'_>], compression: Compression) -> Vec<u8> {
+    pub fn encode(records: &[Spec<'_>], compression: Compression) -> Vec<u8> {
         let recs: Vec<Record> = records
             .iter()
             .enumerate()
@@ -439,14 +442,14 @@ mod tests {
                 offset: i as i64,
                 sequence: i as i32,
                 timestamp: 1_700_000_000_000,
-                key: k.map(|s| bytes::Bytes::copy_from_slice(s.as_bytes())),
-                value: v.map(|s| bytes::Bytes::copy_from_slice(s.as_bytes())),
+                key: k.map(bytes::Bytes::copy_from_slice),
+                value: v.map(bytes::Bytes::copy_from_slice),
                 headers: h
                     .iter()
                     .map(|(hk, hv)| {
                         (
                             StrBytes::from_string(hk.to_string()),
-                            Some(bytes::Bytes::copy_from_slice(hv.as_bytes())),
+                            Some(bytes::Bytes::copy_from_slice(hv)),
                         )
                     })
                     .collect(),
@@ -463,6 +466,30 @@ mod tests {
         )
         .unwrap();
         buf.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::Compression;
+
+    /// (key, value, headers) of one test record.
+    type Spec<'a> = (Option<&'a str>, Option<&'a str>, &'a [(&'a str, &'a str)]);
+    /// (key, value, header names) as read back.
+    type ReadBack = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<String>);
+
+    fn encode(records: &[Spec<'_>], compression: Compression) -> Vec<u8> {
+        let headers: Vec<Vec<(&str, &[u8])>> = records
+            .iter()
+            .map(|(_, _, h)| h.iter().map(|(k, v)| (*k, v.as_bytes())).collect())
+            .collect();
+        let specs: Vec<test_batch::Spec<'_>> = records
+            .iter()
+            .zip(&headers)
+            .map(|((k, v, _), h)| (k.map(str::as_bytes), v.map(str::as_bytes), &h[..]))
+            .collect();
+        test_batch::encode(&specs, compression)
     }
 
     fn read_all(bytes: &[u8]) -> Result<Vec<ReadBack>, RecordError> {
