@@ -138,8 +138,12 @@ pub fn produce(
     for topic in &request.topic_data {
         let name = topic.name.0.as_str();
         let plan = policies.plan_topic_as(name, principal);
-        // Also for a topic refused whole (e.g. to a principal not among its producers).
-        let contract = policies.contract_for(name);
+        // The plan's contract; looked up again only for a topic refused whole (a principal not
+        // among its producers still counts against its data product).
+        let contract = match &plan {
+            Ok(p) => p.contract,
+            Err(_) => policies.contract_for(name),
+        };
         let label = topic_label(contract.map(|c| c.topic.as_str()));
         let stats = contract.and_then(|c| c.metrics.get());
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
