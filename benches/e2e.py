@@ -101,18 +101,21 @@ def main():
     ap.add_argument("--rate", type=float, default=0,
                     help="fixed offered load for the latency runs (default: 50%% of direct saturation)")
     ap.add_argument("--arms", default="direct,meshgate,tansu-proxy",
-                    help="any of direct, meshgate, meshgate-contract, meshgate-avro, tansu-proxy")
+                    help="any of direct, meshgate, meshgate-contract, meshgate-avro, direct-tls, meshgate-tls, tansu-proxy")
     ap.add_argument("--policies", help="policy dir for the meshgate arm (default: none)")
     ap.add_argument("--topic-prefix", default="bench.load")
     ap.add_argument("--value-file", help="payloads, one per line (for contract arms)")
     ap.add_argument("--meshgate", default=str(ROOT / "target" / "release" / "meshgate"))
     ap.add_argument("--baseline-meshgate",
-                    help="another meshgate binary for a meshgate-contract-baseline arm (same policies)")
+                    help="another meshgate binary (before a change), run as meshgate-baseline beside the "
+                         "meshgate arm and as meshgate-contract-baseline beside meshgate-contract")
     ap.add_argument("--out", help="write the markdown table here too")
     args = ap.parse_args()
     arms = args.arms.split(",")
-    if args.baseline_meshgate and "meshgate-contract-baseline" not in arms:
-        arms.append("meshgate-contract-baseline")
+    if args.baseline_meshgate:
+        for arm, twin in [("meshgate", "meshgate-baseline"), ("meshgate-contract", "meshgate-contract-baseline")]:
+            if arm in arms and twin not in arms:
+                arms.append(twin)
 
     logdir = Path(tempfile.mkdtemp(prefix="bench-"))
     broker_port = port_block(1)
@@ -123,14 +126,16 @@ def main():
     wait_for_port(broker_port)
     direct = f"127.0.0.1:{broker_port}"
     bootstrap = {"direct": direct}
-    if "meshgate" in arms:
+    for arm, binary in [("meshgate", args.meshgate), ("meshgate-baseline", args.baseline_meshgate)]:
+        if arm not in arms:
+            continue
         port, admin = port_block(300), port_block(1)
         policies = args.policies or tempfile.mkdtemp(prefix="nopolicies-")
-        procs["meshgate"] = start([args.meshgate, "run", "--listen", f"127.0.0.1:{port}",
-                                   "--admin", f"127.0.0.1:{admin}", "--upstream", direct,
-                                   "--policies", policies], 1, logdir / "meshgate.log")
+        procs[arm] = start([binary, "run", "--listen", f"127.0.0.1:{port}",
+                            "--admin", f"127.0.0.1:{admin}", "--upstream", direct,
+                            "--policies", policies], 1, logdir / f"{arm}.log")
         wait_for_port(port)
-        bootstrap["meshgate"] = f"127.0.0.1:{port}"
+        bootstrap[arm] = f"127.0.0.1:{port}"
     contract_topics = []
     if "meshgate-contract" in arms or "meshgate-contract-baseline" in arms:
         # A JSON contract (the example schema and the seed's two rules) on a pool of topics, one

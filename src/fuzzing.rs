@@ -27,6 +27,7 @@ use crate::policy::PolicySet;
 use crate::protocol::header::{peek_produce_acks, split_request};
 use crate::protocol::versions::gateway_accepts;
 use crate::protocol::{FrameReader, RequestHeaderView};
+use crate::proxy::connection::{HOLD_WHOLE, REQUEST_HEAD};
 use crate::proxy::identity::Identity;
 use crate::proxy::rewrite::{rewrite_response, BrokerAddresses, ResponseAction};
 use crate::proxy::{enforce, Gateway, Security};
@@ -87,7 +88,8 @@ pub fn request_path(data: &[u8]) {
     runtime().block_on(async {
         let mut reader = FrameReader::new(data, 1024 * 1024);
         let identity = Identity::new(None);
-        while let Ok(Some((size, head))) = reader.read_head(1024).await {
+        while let Ok(Some(next)) = reader.read_request(REQUEST_HEAD, HOLD_WHOLE).await {
+            let (size, head, raw) = next.parts(REQUEST_HEAD);
             let Ok(header) = RequestHeaderView::peek(&head) else {
                 return;
             };
@@ -101,8 +103,15 @@ pub fn request_path(data: &[u8]) {
                     let _ = peek_produce_acks(&body, version);
                 }
             }
-            let Ok(frame) = reader.read_rest(head, size).await else {
-                return;
+            let frame = match raw {
+                Some(raw) => raw.slice(4..),
+                None => {
+                    let rest = size - head.len();
+                    let Ok(frame) = reader.read_rest(head, rest).await else {
+                        return;
+                    };
+                    frame
+                }
             };
             let policies = gw.policies.current_arc();
             match api {

@@ -22,6 +22,29 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// What [`FrameReader::read_request`] took off the stream.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A whole frame: the 4-byte size prefix, then the payload.
+    Whole(Bytes),
+    /// A frame too large to hold: its declared size and the start of its payload.
+    Head { size: usize, head: Bytes },
+}
+
+impl Incoming {
+    /// The declared payload size, the first `max_head` bytes of the payload, and the whole frame
+    /// (prefix included) when it was held.
+    pub fn parts(self, max_head: usize) -> (usize, Bytes, Option<Bytes>) {
+        match self {
+            Incoming::Whole(raw) => {
+                let size = raw.len() - 4;
+                (size, raw.slice(4..4 + size.min(max_head)), Some(raw))
+            }
+            Incoming::Head { size, head } => (size, head, None),
+        }
+    }
+}
+
 /// Reads whole frames from a byte stream.
 pub struct FrameReader<R> {
     inner: R,
@@ -52,23 +75,55 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &mut self,
         max_head: usize,
     ) -> Result<Option<(usize, Bytes)>, FrameError> {
+        Ok(match self.next_incoming(max_head, None).await? {
+            None => None,
+            Some(Incoming::Head { size, head }) => Some((size, head)),
+            Some(Incoming::Whole(_)) => unreachable!("no frame is held whole without a limit"),
+        })
+    }
+
+    /// The next frame whole, size prefix included, when it declares at most `hold` bytes; the
+    /// head of a larger one, as [`FrameReader::read_head`] gives it. A frame taken whole can be
+    /// written on with one `write`, so the peer is woken once for it and not once per read chunk.
+    pub async fn read_request(
+        &mut self,
+        max_head: usize,
+        hold: usize,
+    ) -> Result<Option<Incoming>, FrameError> {
+        self.next_incoming(max_head, Some(hold)).await
+    }
+
+    async fn next_incoming(
+        &mut self,
+        max_head: usize,
+        hold: Option<usize>,
+    ) -> Result<Option<Incoming>, FrameError> {
         loop {
+            let mut target = 4;
             if let Some(size) = self.declared_size() {
                 let size = size?;
-                let want = size.min(max_head);
-                if self.buf.len() >= 4 + want {
-                    self.buf.advance(4);
-                    return Ok(Some((size, self.buf.split_to(want).freeze())));
+                if hold.is_some_and(|h| size <= h) {
+                    if self.buf.len() >= 4 + size {
+                        return Ok(Some(Incoming::Whole(self.buf.split_to(4 + size).freeze())));
+                    }
+                    target = 4 + size;
+                } else {
+                    let want = size.min(max_head);
+                    if self.buf.len() >= 4 + want {
+                        self.buf.advance(4);
+                        return Ok(Some(Incoming::Head {
+                            size,
+                            head: self.buf.split_to(want).freeze(),
+                        }));
+                    }
+                    target = 4 + want;
                 }
             }
             // Read ahead at least a chunk (pipelined small frames), but never reserve more than
             // 1 MiB beyond what has arrived: a claimed size is not trusted for allocation.
-            let want = match self.declared_size() {
-                Some(Ok(n)) => (4 + n.min(max_head))
-                    .saturating_sub(self.buf.len())
-                    .clamp(READ_CHUNK, READ_CHUNK * 16),
-                _ => READ_CHUNK,
-            };
+            let want = target
+                .saturating_sub(self.buf.len())
+                .clamp(READ_CHUNK, READ_CHUNK * 16);
             self.buf.reserve(want);
             if self.inner.read_buf(&mut self.buf).await? == 0 {
                 return if self.buf.is_empty() {
@@ -152,12 +207,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
-/// Writes one frame: its size prefix, then the payload. Does not flush.
+/// Writes one frame: its size prefix, then the payload, as one vectored write where the writer
+/// supports it (a buffered writer passes a large frame straight through, and the prefix must not
+/// go out as a segment of its own). Does not flush.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
     let len = i32::try_from(payload.len())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(payload).await
+    let prefix = len.to_be_bytes();
+    w.write_all_buf(&mut Buf::chain(prefix.as_slice(), payload))
+        .await
 }
 
 #[cfg(test)]
@@ -257,6 +315,107 @@ mod tests {
             .unwrap();
         assert_eq!(&out[..], &big[..1000]);
         assert!(r.read_head(64).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn requests_up_to_the_hold_come_whole_with_their_prefix_and_larger_ones_as_a_head() {
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let input = framed(&[b"tiny", &big, b"", &big[..100_000]]);
+        let mut r = FrameReader::new(&input[..], 1 << 20);
+        let mut at = 0;
+        for expect_whole in [true, false, true, true] {
+            match r.read_request(64, 200_000).await.unwrap().unwrap() {
+                Incoming::Whole(raw) => {
+                    assert!(expect_whole, "frame at {at} came whole");
+                    assert_eq!(&raw[..], &input[at..at + raw.len()]);
+                    at += raw.len();
+                }
+                Incoming::Head { size, head } => {
+                    assert!(!expect_whole, "frame at {at} came as a head");
+                    assert_eq!((size, &head[..]), (big.len(), &big[..64]));
+                    let rest = r.read_rest(head, size - 64).await.unwrap();
+                    assert_eq!(&rest[..], &big[..]);
+                    at += 4 + size;
+                }
+            }
+        }
+        assert_eq!(at, input.len());
+        assert!(r.read_request(64, 200_000).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_claim_under_the_hold_still_allocates_only_what_arrives() {
+        let mut bytes = (3_000_000i32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0u8; 10]);
+        let mut r = FrameReader::new(&bytes[..], 100_000_000);
+        assert!(matches!(
+            r.read_request(1024, 4 << 20).await,
+            Err(FrameError::Truncated { buffered: 14 })
+        ));
+        assert!(
+            r.buf.capacity() <= READ_CHUNK * 17,
+            "capacity {}",
+            r.buf.capacity()
+        );
+    }
+
+    /// Records the size of every write that reaches it.
+    #[derive(Default)]
+    struct Writes(Vec<usize>);
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.get_mut().0.push(buf.len());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = bufs.iter().map(|b| b.len()).sum();
+            self.get_mut().0.push(n);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_leaves_a_buffered_writer_as_one_write_prefix_included() {
+        // A prefix written on its own would reach the peer as a 4-byte segment and wake it twice.
+        let mut w = tokio::io::BufWriter::with_capacity(64 * 1024, Writes::default());
+        write_frame(&mut w, &vec![1u8; 200_000]).await.unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(w.get_ref().0, vec![200_004]);
+        // Small frames are gathered and go out together at the flush.
+        let mut w = tokio::io::BufWriter::with_capacity(64 * 1024, Writes::default());
+        for _ in 0..3 {
+            write_frame(&mut w, b"hello").await.unwrap();
+        }
+        w.flush().await.unwrap();
+        assert_eq!(w.get_ref().0, vec![27]);
     }
 
     #[tokio::test]

@@ -10,5 +10,5 @@ pub mod header;
 pub mod records;
 pub mod versions;
 
-pub use frame::{FrameError, FrameReader};
+pub use frame::{FrameError, FrameReader, Incoming};
 pub use header::{HeaderError, RequestHeaderView};
