@@ -286,6 +286,7 @@ def main():
     cons = {a: [] for a in arms}
     lat = {a: [] for a in arms}
     cpu = {a: [] for a in arms}
+    core0 = {a: [] for a in arms}  # broker + producer CPU s/GB: what the arm costs the broker's core
     try:
         for rnd in range(args.pairs):
             # Odd rounds run the arms in reverse (ABBA), so no arm always follows the same one:
@@ -297,11 +298,16 @@ def main():
                 create_topic(admin_bootstrap, topic, partitions=3, conf=admin_conf)
                 pid = procs[arm].pid if arm in procs else None
                 c0 = cpu_seconds(pid) if pid else None
+                # The broker side on core 0: tansu, and for TLS arms the stunnel in front of it.
+                broker = ([procs["tansu-tls"].pid, procs["stunnel"].pid]
+                          if arm in ("direct-tls", "meshgate-tls") else [procs["tansu"].pid])
+                b0 = sum(cpu_seconds(b) for b in broker)
                 vf = str(logdir / "orders-avro.b64") if arm == "meshgate-avro" else None
                 r = run_producer(bootstrap[arm], topic, args, "saturate", value_file=vf,
                                  conf=client_conf.get(arm))
                 if pid:
                     cpu[arm].append((cpu_seconds(pid) - c0) / (r["bytes"] / 1e9))
+                core0[arm].append((sum(cpu_seconds(b) for b in broker) - b0 + r["cpu_s"]) / (r["bytes"] / 1e9))
                 sat[arm].append(r)
                 cr = run_consumer(bootstrap[arm], topic, args.records, conf=client_conf.get(arm))
                 cons[arm].append(cr)
@@ -339,8 +345,9 @@ def main():
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "| arm | produce records/s | MB/s | ratio vs direct (median of rounds) | p50 ms | p99 ms "
-        "| p99.9 ms | consume records/s | consume ratio | proxy CPU s/GB | proxy peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| p99.9 ms | consume records/s | consume ratio | proxy CPU s/GB | proxy peak RSS MB "
+        "| core 0 (broker + producer) CPU s/GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in arms:
         rps = med(r["records_per_s"] for r in sat[arm])
@@ -361,11 +368,12 @@ def main():
         cratio = (f"{med(a['records_per_s'] / d['records_per_s'] for a, d in zip(cons[arm], cons[base])):.3f}"
                   if base in cons else "-")
         lines.append(f"| {arm} | {rps:.0f} | {mbs:.1f} | {ratio_s} | {p50:.2f} | {p99:.2f} | "
-                     f"{p999:.2f} | {crps:.0f} | {cratio} | {c} | {m} |")
+                     f"{p999:.2f} | {crps:.0f} | {cratio} | {c} | {m} | {med(core0[arm]):.2f} |")
     rate_note = int(args.rate or (0.5 * sat["direct"][0]["records_per_s"] if "direct" in sat else 10_000))
     lines += ["", "Consume: one librdkafka consumer (core 0) reads the saturate phase's records back "
                   "through the same arm; its rate runs from the first record to the last. "
-                  "proxy CPU covers the produce phase only.",
+                  "proxy CPU covers the produce phase only. Core 0 CPU is tansu's (and stunnel's, for TLS) and "
+                  "the producer's over the produce phase: it shows what an arm costs the broker's core.",
               "", f"Latency columns: produce-to-delivery at a fixed offered load of about 50% of the "
                   f"direct arm's saturation unless --rate is given ({rate_note} records/s in round 1), {args.rate_seconds:.0f} s "
                   f"per arm per round."]

@@ -70,6 +70,7 @@ def main():
 
     produced_bytes = 0
     start = time.perf_counter()
+    cpu_start = time.process_time()  # every thread of this process, librdkafka's included
     n = 0
     if args.mode == "saturate":
         while n < args.records:
@@ -102,6 +103,7 @@ def main():
             p.poll(0)
     remaining = p.flush(120)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     latencies.sort()
     print(json.dumps({
         "mode": args.mode,
@@ -112,6 +114,7 @@ def main():
         "records_per_s": n / elapsed,
         "mb_per_s": produced_bytes / elapsed / 1e6,
         "bytes": produced_bytes,
+        "cpu_s": cpu,
         "p50_ms": (percentile(latencies, 50) or 0) * 1000,
         "p99_ms": (percentile(latencies, 99) or 0) * 1000,
         "p999_ms": (percentile(latencies, 99.9) or 0) * 1000,
