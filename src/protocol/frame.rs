@@ -211,10 +211,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// supports it (a buffered writer passes a large frame straight through, and the prefix must not
 /// go out as a segment of its own). Does not flush.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
-    let len = i32::try_from(payload.len())
+    write_frame_head(w, payload.len(), payload).await
+}
+
+/// Writes the size prefix of a frame of `size` payload bytes and the first of them, `head`, in
+/// one write as [`write_frame`] does; the rest of the payload must follow. Does not flush.
+pub async fn write_frame_head<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    size: usize,
+    head: &[u8],
+) -> std::io::Result<()> {
+    let len = i32::try_from(size)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;
     let prefix = len.to_be_bytes();
-    w.write_all_buf(&mut Buf::chain(prefix.as_slice(), payload))
+    w.write_all_buf(&mut Buf::chain(prefix.as_slice(), head))
         .await
 }
 

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -35,7 +35,7 @@ use super::enforce::{self, Decision, ProduceWatch};
 use super::identity::{Identity, SaslStep};
 use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
 use super::Gateway;
-use crate::protocol::frame::write_frame;
+use crate::protocol::frame::{write_frame, write_frame_head};
 use crate::protocol::header::{
     peek_produce_acks, response_correlation_id, split_request, HeaderError,
 };
@@ -361,17 +361,6 @@ where
     }
     upstream.flush().await.map_err(upstream_err)?;
     Ok(())
-}
-
-/// Writes the size prefix and the first bytes of a frame whose rest follows.
-async fn write_frame_head<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    size: usize,
-    head: &[u8],
-) -> std::io::Result<()> {
-    let len = i32::try_from(size).expect("size is capped by max_frame_bytes");
-    let prefix = len.to_be_bytes();
-    w.write_all_buf(&mut prefix.as_slice().chain(head)).await
 }
 
 /// A slot for a request that owes a response, once an in-flight permit is free; `None` on
