@@ -188,18 +188,11 @@ impl TlsListener {
                 };
                 let (acceptor, tx) = (tls.acceptor(), tx.clone());
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        crate::tls::HANDSHAKE_TIMEOUT,
-                        acceptor.accept(socket),
-                    );
-                    match handshake.await {
-                        Ok(Ok(stream)) => {
+                    match crate::tls::accept(acceptor, socket).await {
+                        Ok(stream) => {
                             let _ = tx.send((stream, peer)).await;
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "admin TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
+                        Err(e) => tracing::debug!(%peer, error = %e, "admin connection refused"),
                     }
                 });
             }

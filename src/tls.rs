@@ -182,6 +182,19 @@ impl ServerTls {
     }
 }
 
+/// Runs a server-side TLS handshake with `acceptor`, giving up after [`HANDSHAKE_TIMEOUT`]. The
+/// error says which of the two happened, for the caller's log line.
+pub async fn accept(
+    acceptor: tokio_rustls::TlsAcceptor,
+    socket: tokio::net::TcpStream,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+        Err(_) => Err("TLS handshake timed out".into()),
+    }
+}
+
 /// The client configuration for upstream brokers: trusting `ca` when given, else the system's
 /// trust store. Server names are verified (SNI and hostname or IP SAN) by rustls.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {

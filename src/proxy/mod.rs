@@ -179,20 +179,11 @@ impl Gateway {
         let (client, identity) = match &self.security.client {
             None => (Stream::Plain(client), Identity::new(None)),
             Some(tls) => {
-                let handshake = tokio::time::timeout(
-                    crate::tls::HANDSHAKE_TIMEOUT,
-                    tls.acceptor().accept(client),
-                );
-                let stream = match handshake.await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
+                let stream = match crate::tls::accept(tls.acceptor(), client).await {
+                    Ok(s) => s,
+                    Err(e) => {
                         self.metrics.tls_client_failures.inc();
                         tracing::warn!(%peer, ?target, error = %e, "client TLS handshake failed; closing");
-                        return;
-                    }
-                    Err(_) => {
-                        self.metrics.tls_client_failures.inc();
-                        tracing::warn!(%peer, ?target, "client TLS handshake timed out; closing");
                         return;
                     }
                 };
