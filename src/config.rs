@@ -333,7 +333,7 @@ impl ConfigFile {
 
 /// A certificate and key given together (a CA alone, or one without the other, is an error).
 fn server_files(
-    key: &'static str,
+    config_key: &'static str,
     cert: Option<PathBuf>,
     private_key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
@@ -348,13 +348,13 @@ fn server_files(
         (None, None) if client_ca.is_none() => None,
         (None, None) => {
             errors.push(invalid(
-                key,
+                config_key,
                 "a client CA needs a certificate and a key too",
             ));
             None
         }
         _ => {
-            errors.push(invalid(key, "a certificate and a key go together"));
+            errors.push(invalid(config_key, "a certificate and a key go together"));
             None
         }
     }
