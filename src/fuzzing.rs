@@ -337,27 +337,34 @@ mod tests {
             ("lz4", Compression::Lz4),
             ("zstd", Compression::Zstd),
         ];
-        let mut stream = Vec::new();
-        let mut push = |api: ApiKey, version: i16, body: &dyn Fn() -> bytes::Bytes| {
-            let _ = (api, version);
-            let payload = body();
-            stream.extend_from_slice(&(payload.len() as i32).to_be_bytes());
-            stream.extend_from_slice(&payload);
-        };
-        let header = |api: ApiKey, version: i16| {
-            RequestHeader::default()
+        /// One request's frame payload: header (correlation id 1, client "seed") and body.
+        fn request<M: kafka_protocol::protocol::Encodable>(
+            api: ApiKey,
+            version: i16,
+            body: &M,
+        ) -> bytes::Bytes {
+            let header = RequestHeader::default()
                 .with_request_api_key(api as i16)
                 .with_request_api_version(version)
                 .with_correlation_id(1)
-                .with_client_id(Some(StrBytes::from_static_str("seed")))
-        };
+                .with_client_id(Some(StrBytes::from_static_str("seed")));
+            crate::protocol::header::join_request(&header, api, version, body).unwrap()
+        }
+        /// A payload with its size prefix.
+        fn framed(payload: &[u8]) -> Vec<u8> {
+            let mut out = (payload.len() as i32).to_be_bytes().to_vec();
+            out.extend_from_slice(payload);
+            out
+        }
+        // Every request once more, back to back, as one client session.
+        let mut stream = Vec::new();
         for (name, c) in codecs {
             let json_batch = batch((0..4).map(|i| json(i).into_bytes()).collect(), c);
             let avro_batch = batch((0..4).map(avro).collect(), c);
             write("record_batch", &format!("json-{name}"), &json_batch);
             write("record_batch", &format!("avro-{name}"), &avro_batch);
             for version in [3i16, 9, 12] {
-                let request = ProduceRequest::default()
+                let produce = ProduceRequest::default()
                     .with_acks(-1)
                     .with_timeout_ms(1000)
                     .with_topic_data(
@@ -372,17 +379,9 @@ mod tests {
                             })
                             .collect(),
                     );
-                let frame = crate::protocol::header::join_request(
-                    &header(ApiKey::Produce, version),
-                    ApiKey::Produce,
-                    version,
-                    &request,
-                )
-                .unwrap();
-                let mut one = (frame.len() as i32).to_be_bytes().to_vec();
-                one.extend_from_slice(&frame);
+                let one = framed(&request(ApiKey::Produce, version, &produce));
                 write("request_path", &format!("produce-v{version}-{name}"), &one);
-                push(ApiKey::Produce, version, &|| frame.clone());
+                stream.extend_from_slice(&one);
             }
         }
         for v in 0..3 {
@@ -393,40 +392,19 @@ mod tests {
             .with_num_partitions(3)
             .with_replication_factor(1)]);
         for version in [2i16, 5] {
-            let frame = crate::protocol::header::join_request(
-                &header(ApiKey::CreateTopics, version),
-                ApiKey::CreateTopics,
-                version,
-                &create,
-            )
-            .unwrap();
-            push(ApiKey::CreateTopics, version, &|| frame.clone());
+            stream.extend(framed(&request(ApiKey::CreateTopics, version, &create)));
         }
-        let hs = crate::protocol::header::join_request(
-            &header(ApiKey::SaslHandshake, 1),
-            ApiKey::SaslHandshake,
-            1,
-            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
-        )
-        .unwrap();
-        push(ApiKey::SaslHandshake, 1, &|| hs.clone());
-        let auth = crate::protocol::header::join_request(
-            &header(ApiKey::SaslAuthenticate, 2),
-            ApiKey::SaslAuthenticate,
-            2,
-            &SaslAuthenticateRequest::default()
-                .with_auth_bytes(bytes::Bytes::from_static(b"\0fuzz\0secret")),
-        )
-        .unwrap();
-        push(ApiKey::SaslAuthenticate, 2, &|| auth.clone());
-        let md = crate::protocol::header::join_request(
-            &header(ApiKey::Metadata, 12),
+        let handshake =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+        stream.extend(framed(&request(ApiKey::SaslHandshake, 1, &handshake)));
+        let auth = SaslAuthenticateRequest::default()
+            .with_auth_bytes(bytes::Bytes::from_static(b"\0fuzz\0secret"));
+        stream.extend(framed(&request(ApiKey::SaslAuthenticate, 2, &auth)));
+        stream.extend(framed(&request(
             ApiKey::Metadata,
             12,
             &MetadataRequest::default(),
-        )
-        .unwrap();
-        push(ApiKey::Metadata, 12, &|| md.clone());
+        )));
         write("request_path", "session", &stream);
         write(
             "policy_file",
