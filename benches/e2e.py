@@ -126,16 +126,21 @@ def main():
     wait_for_port(broker_port)
     direct = f"127.0.0.1:{broker_port}"
     bootstrap = {"direct": direct}
+
+    def start_meshgate(arm, binary, policies, upstream=direct, extra=()):
+        """Starts a meshgate for `arm` on core 1; returns its admin address."""
+        port, admin = port_block(300), port_block(1)
+        procs[arm] = start([binary, "run", "--listen", f"127.0.0.1:{port}",
+                            "--admin", f"127.0.0.1:{admin}", "--upstream", upstream,
+                            "--policies", str(policies), *extra], 1, logdir / f"{arm}.log")
+        wait_for_port(port)
+        bootstrap[arm] = f"127.0.0.1:{port}"
+        return admin
+
     for arm, binary in [("meshgate", args.meshgate), ("meshgate-baseline", args.baseline_meshgate)]:
         if arm not in arms:
             continue
-        port, admin = port_block(300), port_block(1)
-        policies = args.policies or tempfile.mkdtemp(prefix="nopolicies-")
-        procs[arm] = start([binary, "run", "--listen", f"127.0.0.1:{port}",
-                            "--admin", f"127.0.0.1:{admin}", "--upstream", direct,
-                            "--policies", policies], 1, logdir / f"{arm}.log")
-        wait_for_port(port)
-        bootstrap[arm] = f"127.0.0.1:{port}"
+        start_meshgate(arm, binary, args.policies or tempfile.mkdtemp(prefix="nopolicies-"))
     contract_topics = []
     if "meshgate-contract" in arms or "meshgate-contract-baseline" in arms:
         # A JSON contract (the example schema and the seed's two rules) on a pool of topics, one
@@ -156,12 +161,7 @@ def main():
                             ("meshgate-contract-baseline", args.baseline_meshgate)]:
             if arm not in arms:
                 continue
-            port, admin = port_block(300), port_block(1)
-            procs[arm] = start([binary, "run", "--listen", f"127.0.0.1:{port}",
-                                "--admin", f"127.0.0.1:{admin}", "--upstream", direct,
-                                "--policies", str(policies)], 1, logdir / f"{arm}.log")
-            wait_for_port(port)
-            bootstrap[arm] = f"127.0.0.1:{port}"
+            start_meshgate(arm, binary, policies)
         if not args.value_file:
             args.value_file = str(logdir / "orders.jsonl")
             with open(args.value_file, "w") as f:
@@ -193,13 +193,8 @@ def main():
                         f"      - order_total > 0\n      - customer_id is not null\n"
                         f"      - \"status IN ('PAID', 'PLACED')\"\n")
         (policies / "contracts.yaml").write_text("---\n".join(docs))
-        port, admin = port_block(300), port_block(1)
-        procs["meshgate-avro"] = start([args.meshgate, "run", "--listen", f"127.0.0.1:{port}",
-                                        "--admin", f"127.0.0.1:{admin}", "--upstream", direct,
-                                        "--policies", str(policies)], 1, logdir / "meshgate-avro.log")
-        wait_for_port(port)
+        admin = start_meshgate("meshgate-avro", args.meshgate, policies)
         wait_for_port(admin)
-        bootstrap["meshgate-avro"] = f"127.0.0.1:{port}"
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/registry/subjects/{avro_topics[0]}-value/versions/latest") as r:
             schema_id = json.loads(r.read())["id"]
         parsed = fastavro.parse_schema(schema)
@@ -247,15 +242,10 @@ def main():
         client_conf["direct-tls"] = client_conf["meshgate-tls"] = tls_conf
         admin_at["direct-tls"] = admin_at["meshgate-tls"] = (f"127.0.0.1:{tls}", tls_conf)
         if "meshgate-tls" in arms:
-            port, admin = port_block(300), port_block(1)
-            procs["meshgate-tls"] = start([args.meshgate, "run", "--listen", f"127.0.0.1:{port}",
-                                           "--admin", f"127.0.0.1:{admin}", "--upstream", f"127.0.0.1:{tls}",
-                                           "--policies", tempfile.mkdtemp(prefix="nopolicies-"),
-                                           "--tls-cert", str(pem["gateway"][0]), "--tls-key", str(pem["gateway"][1]),
-                                           "--upstream-tls", "--upstream-ca", str(ca_file)],
-                                          1, logdir / "meshgate-tls.log")
-            wait_for_port(port)
-            bootstrap["meshgate-tls"] = f"127.0.0.1:{port}"
+            start_meshgate("meshgate-tls", args.meshgate, tempfile.mkdtemp(prefix="nopolicies-"),
+                           upstream=f"127.0.0.1:{tls}",
+                           extra=["--tls-cert", str(pem["gateway"][0]), "--tls-key", str(pem["gateway"][1]),
+                                  "--upstream-tls", "--upstream-ca", str(ca_file)])
     if "tansu-proxy" in arms:
         port = port_block(1)
         purl = f"tcp://127.0.0.1:{port}"
