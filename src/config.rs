@@ -43,6 +43,14 @@ pub struct ConfigFile {
     pub max_in_flight: Option<usize>,
     /// Client connections accepted at once, over all listeners.
     pub max_connections: Option<usize>,
+    /// Bytes the judged record batches of one request may inflate to, all together (default
+    /// 128 MiB). Past it, the partitions left get INVALID_RECORD.
+    pub max_inflated_request_bytes: Option<usize>,
+    /// Records one request may hold over its judged batches (default 2,000,000).
+    pub max_request_records: Option<u64>,
+    /// Requests judged at once on the blocking pool, over the whole gateway (default: the number
+    /// of CPUs). Small uncompressed requests are judged on their connection's task instead.
+    pub judge_threads: Option<usize>,
     /// Seconds allowed for in-flight requests to finish on shutdown.
     pub drain_timeout_secs: Option<u64>,
     /// Seconds allowed to connect to an upstream broker.
@@ -125,6 +133,9 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     pub max_in_flight: usize,
     pub max_connections: usize,
+    pub max_inflated_request_bytes: usize,
+    pub max_request_records: u64,
+    pub judge_threads: usize,
     pub drain_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub metadata_refresh: Duration,
@@ -247,6 +258,27 @@ impl ConfigFile {
         if max_connections == 0 {
             errors.push(invalid("max_connections", "must be at least 1"));
         }
+        let max_inflated_request_bytes = self
+            .max_inflated_request_bytes
+            .unwrap_or(crate::policy::judge::DEFAULT_MAX_INFLATED_REQUEST_BYTES);
+        if max_inflated_request_bytes < 1024 * 1024 {
+            errors.push(invalid(
+                "max_inflated_request_bytes",
+                "must be at least 1048576",
+            ));
+        }
+        let max_request_records = self
+            .max_request_records
+            .unwrap_or(crate::policy::judge::DEFAULT_MAX_REQUEST_RECORDS);
+        if max_request_records == 0 {
+            errors.push(invalid("max_request_records", "must be at least 1"));
+        }
+        let judge_threads = self
+            .judge_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        if !(1..=256).contains(&judge_threads) {
+            errors.push(invalid("judge_threads", "must be between 1 and 256"));
+        }
         let metadata_refresh_secs = self.metadata_refresh_secs.unwrap_or(30);
         if metadata_refresh_secs == 0 {
             errors.push(invalid("metadata_refresh_secs", "must be at least 1"));
@@ -323,6 +355,9 @@ impl ConfigFile {
             max_frame_bytes,
             max_in_flight,
             max_connections,
+            max_inflated_request_bytes,
+            max_request_records,
+            judge_threads,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs.unwrap_or(10)),
             upstream_connect_timeout: Duration::from_secs(connect_secs),
             metadata_refresh: Duration::from_secs(metadata_refresh_secs),

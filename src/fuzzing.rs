@@ -21,7 +21,7 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::config::{ConfigFile, Overrides};
 use crate::metrics::Metrics;
-use crate::policy::judge::Limits;
+use crate::policy::judge::{Limits, RequestInflater};
 use crate::policy::store::PolicyStore;
 use crate::policy::PolicySet;
 use crate::protocol::header::{peek_produce_acks, split_request};
@@ -116,7 +116,19 @@ pub fn request_path(data: &[u8]) {
             let policies = gw.policies.current_arc();
             match api {
                 ApiKey::Produce => {
-                    let _ = enforce::produce(gw, &policies, &frame, version, None, "User:fuzz");
+                    if let Ok(decoded) = enforce::DecodedProduce::decode(&frame, version) {
+                        let mut job = enforce::ProduceJob {
+                            gw: gw.clone(),
+                            policies: policies.clone(),
+                            inflater: RequestInflater::new(&gw.limits, true),
+                            decoded,
+                            principal: Arc::from("User:fuzz"),
+                            external: None,
+                        };
+                        // The external-registry scan, then the judge over the same inflater.
+                        let _ = job.schema_ids();
+                        let _ = job.judge();
+                    }
                 }
                 ApiKey::CreateTopics => {
                     let _ = enforce::create_topics(gw, &policies, &frame, version);
@@ -150,8 +162,12 @@ fn example_set() -> &'static PolicySet {
 /// One partition's record bytes, judged on a JSON-contract topic and an Avro-contract topic.
 pub fn record_batch(data: &[u8]) {
     let set = example_set();
+    // A small request budget, so that inputs reach the budget's refusals as well as the
+    // per-batch cap: compressed batches that together inflate past what one request may.
     let limits = Limits {
         max_inflated_bytes: 8 * 1024 * 1024,
+        max_inflated_request_bytes: 2 * 1024 * 1024,
+        max_request_records: 10_000,
         max_record_errors: 100,
     };
     for topic in ["fuzz.json.v1", "fuzz.avro.v1", "fuzz.cel.v1"] {

@@ -23,7 +23,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Contract, Format, PolicySet, ProduceRule};
-use crate::protocol::records::{batches, Codec, RecordError, RecordView};
+use crate::protocol::records::{
+    batches, Codec, DeflatedBatch, InflateBudget, InflatedRecords, RecordError, RecordView,
+};
 use crate::rules::{RecordFields, Val};
 use crate::schema::avro_data::{self, AvroSchema};
 
@@ -79,6 +81,10 @@ pub struct Tally {
 pub struct Limits {
     /// Largest decompressed batch accepted.
     pub max_inflated_bytes: usize,
+    /// Bytes all the judged batches of one request may inflate to together.
+    pub max_inflated_request_bytes: usize,
+    /// Records one request may hold over all its judged batches.
+    pub max_request_records: u64,
     /// `record_errors` entries per partition at most.
     pub max_record_errors: usize,
 }
@@ -87,8 +93,73 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_inflated_bytes: 64 * 1024 * 1024,
+            max_inflated_request_bytes: DEFAULT_MAX_INFLATED_REQUEST_BYTES,
+            max_request_records: DEFAULT_MAX_REQUEST_RECORDS,
             max_record_errors: 100,
         }
+    }
+}
+
+/// The default per-request inflate budget: 128 MiB. Producers' request limits are about 1 MB
+/// (librdkafka `message.max.bytes`, Java `max.request.size`), so this allows a compression
+/// ratio of over 100 to 1 on a full request.
+pub const DEFAULT_MAX_INFLATED_REQUEST_BYTES: usize = 128 * 1024 * 1024;
+/// The default per-request record budget.
+pub const DEFAULT_MAX_REQUEST_RECORDS: u64 = 2_000_000;
+
+/// Inflates the batches of one request within the request's budget, and each batch at most once:
+/// the external-registry scan and the judge read the same decompressed bytes.
+pub struct RequestInflater {
+    budget: InflateBudget,
+    max_batch: usize,
+    /// Keep what was inflated, for a second reader (only when one will come).
+    keep: bool,
+    kept: HashMap<usize, Kept>,
+}
+
+enum Kept {
+    /// Not compressed: read in place, already charged to the budget.
+    Plain,
+    Inflated(InflatedRecords<'static>),
+    Failed(RecordError),
+}
+
+impl RequestInflater {
+    /// A fresh budget from `limits`; `keep` when the request's batches will be read twice.
+    pub fn new(limits: &Limits, keep: bool) -> Self {
+        Self {
+            budget: InflateBudget::new(
+                limits.max_inflated_request_bytes,
+                limits.max_request_records,
+            ),
+            max_batch: limits.max_inflated_bytes,
+            keep,
+            kept: HashMap::new(),
+        }
+    }
+
+    /// The batch's records, decompressed once per request.
+    pub fn inflate<'a>(
+        &mut self,
+        batch: &DeflatedBatch<'a>,
+    ) -> Result<InflatedRecords<'a>, RecordError> {
+        // A batch is identified by where it sits in the request's bytes.
+        let key = batch.bytes.as_ptr() as usize;
+        match self.kept.get(&key) {
+            Some(Kept::Plain) => return batch.inflate(usize::MAX),
+            Some(Kept::Inflated(r)) => return Ok(r.clone()),
+            Some(Kept::Failed(e)) => return Err(e.clone()),
+            None => {}
+        }
+        let result = batch.inflate_within(self.max_batch, &mut self.budget);
+        if self.keep {
+            let kept = match &result {
+                Ok(r) => r.shared().map_or(Kept::Plain, Kept::Inflated),
+                Err(e) => Kept::Failed(e.clone()),
+            };
+            self.kept.insert(key, kept);
+        }
+        result
     }
 }
 
@@ -202,10 +273,12 @@ impl PolicySet {
         records: Option<&[u8]>,
         limits: &Limits,
     ) -> PartitionVerdict {
-        self.judge_partition_with(plan, acks, records, limits, None)
+        let mut inflater = RequestInflater::new(limits, false);
+        self.judge_partition_with(plan, acks, records, limits, None, &mut inflater)
     }
 
-    /// Judges one partition; `external` replaces the built-in registry when one is configured.
+    /// Judges one partition; `external` replaces the built-in registry when one is configured,
+    /// and `inflater` holds the request's decompression budget.
     pub fn judge_partition_with(
         &self,
         plan: &TopicPlan<'_>,
@@ -213,10 +286,12 @@ impl PolicySet {
         records: Option<&[u8]>,
         limits: &Limits,
         external: Option<&ExternalWriters>,
+        inflater: &mut RequestInflater,
     ) -> PartitionVerdict {
         let mut judge = PartitionJudge {
             set: self,
             external,
+            inflater,
             avro_decoders: HashMap::new(),
             plan,
             limits,
@@ -266,6 +341,7 @@ pub fn count_records(records: Option<&[u8]>) -> u64 {
 struct PartitionJudge<'p, 'a> {
     set: &'p PolicySet,
     external: Option<&'p ExternalWriters>,
+    inflater: &'p mut RequestInflater,
     /// Per batch: whether the contract can read each writer schema id seen.
     /// The Avro decoders looked up for this batch, by writer schema id.
     avro_decoders: HashMap<u32, avro_data::Compiled>,
@@ -362,9 +438,10 @@ impl PartitionJudge<'_, '_> {
                 index += batch.records_count.max(0) as usize;
                 continue;
             }
-            let inflated = batch
-                .inflate(self.limits.max_inflated_bytes)
-                .map_err(|e| self.malformed(e))?;
+            let inflated = self.inflater.inflate(&batch).map_err(|e| match e {
+                RecordError::RequestBudget { .. } => self.over_budget(e),
+                e => self.malformed(e),
+            })?;
             for record in inflated.iter() {
                 let record = record.map_err(|e| self.malformed(e))?;
                 self.count += 1;
@@ -373,6 +450,20 @@ impl PartitionJudge<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// The request as a whole decompresses to more than the gateway judges for one request.
+    fn over_budget(&self, e: RecordError) -> Rejection {
+        Rejection {
+            error_code: INVALID_RECORD,
+            message: format!(
+                "meshgate: topic `{}`: {e}; send smaller requests or raise the gateway's limits",
+                self.plan.topic
+            ),
+            record_errors: vec![],
+            policy: "limits",
+            rule: "request_budget".into(),
+        }
     }
 
     fn malformed_text(&self, why: &str) -> Rejection {
@@ -652,29 +743,39 @@ impl PolicySet {
     }
 }
 
-/// The schema ids of the Confluent-framed values on Avro-contract topics of a produce request
-/// (to fetch from an external registry before judging).
+/// The schema ids of the Confluent-framed values on Avro-contract topics of a produce request,
+/// to fetch from an external registry before judging. Topics the principal may not produce to
+/// (or that are refused whole) are skipped: their records are never read, so nothing is fetched
+/// for them.
+///
+/// The batches are inflated through `inflater`, which keeps them for the judge: no batch is
+/// decompressed twice. Ids come in the order first seen.
 pub fn avro_schema_ids<'r>(
     set: &PolicySet,
     topics: impl Iterator<Item = (&'r str, Option<&'r [u8]>)>,
-    limits: &Limits,
-) -> std::collections::HashSet<u32> {
-    let mut ids = std::collections::HashSet::new();
+    principal: &str,
+    inflater: &mut RequestInflater,
+) -> Vec<u32> {
+    let mut seen = std::collections::HashSet::new();
+    let mut ids = Vec::new();
     for (topic, records) in topics {
-        let avro = set
-            .contract_for(topic)
-            .and_then(|c| c.schema.as_ref())
-            .is_some_and(|s| s.format == Format::Avro);
+        let avro = set.plan_topic_as(topic, principal).is_ok_and(|plan| {
+            plan.contract
+                .and_then(|c| c.schema.as_ref())
+                .is_some_and(|s| s.format == Format::Avro)
+        });
         if !avro {
             continue;
         }
         for batch in batches(records.unwrap_or_default()).map_while(Result::ok) {
-            let Ok(inflated) = batch.inflate(limits.max_inflated_bytes) else {
+            let Ok(inflated) = inflater.inflate(&batch) else {
                 continue;
             };
             for r in inflated.iter().map_while(Result::ok) {
                 if let Some((id, _)) = r.value.and_then(avro_data::unframe) {
-                    ids.insert(id);
+                    if seen.insert(id) {
+                        ids.push(id);
+                    }
                 }
             }
         }

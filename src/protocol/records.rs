@@ -18,7 +18,7 @@ use std::io::Read;
 const BATCH_HEADER_LEN: usize = 61;
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     #[error("record batch truncated: {0}")]
     Truncated(&'static str),
@@ -34,6 +34,38 @@ pub enum RecordError {
     Record { index: usize, reason: &'static str },
     #[error("batch header says {declared} records but holds {found}")]
     Count { declared: i32, found: usize },
+    #[error("the request's records exceed the gateway's per-request budget of {bytes} inflated bytes and {records} records")]
+    RequestBudget { bytes: usize, records: u64 },
+}
+
+/// What the batches of one request may inflate to, all together.
+///
+/// The per-batch cap alone does not bound a request: a 1 MiB Produce request can hold hundreds
+/// of zstd batches that each inflate to the cap. Every batch judged draws on the budget (its
+/// inflated size, or its size as sent when it is not compressed), and a batch that would
+/// overdraw it is refused before or while it is decompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InflateBudget {
+    pub bytes: usize,
+    pub records: u64,
+    limit: (usize, u64),
+}
+
+impl InflateBudget {
+    pub fn new(bytes: usize, records: u64) -> Self {
+        Self {
+            bytes,
+            records,
+            limit: (bytes, records),
+        }
+    }
+
+    fn exhausted(&self) -> RecordError {
+        RecordError::RequestBudget {
+            bytes: self.limit.0,
+            records: self.limit.1,
+        }
+    }
 }
 
 /// A compression codec, from the low three bits of the batch attributes.
@@ -132,9 +164,38 @@ impl<'a> DeflatedBatch<'a> {
             Codec::Snappy => Cow::Owned(snappy(self.payload, max_bytes)?),
         };
         Ok(InflatedRecords {
-            data,
+            data: match data {
+                Cow::Borrowed(b) => Data::Borrowed(b),
+                Cow::Owned(v) => Data::Shared(bytes::Bytes::from(v)),
+            },
             declared: self.records_count,
         })
+    }
+
+    /// [`inflate`](Self::inflate) within a request's budget: at most `max_batch` bytes for this
+    /// batch, and no more than the budget has left.
+    pub fn inflate_within(
+        &self,
+        max_batch: usize,
+        budget: &mut InflateBudget,
+    ) -> Result<InflatedRecords<'a>, RecordError> {
+        let declared = self.records_count.max(0) as u64;
+        if declared > budget.records {
+            return Err(budget.exhausted());
+        }
+        let cap = max_batch.min(budget.bytes);
+        let inflated = self.inflate(cap).map_err(|e| match e {
+            RecordError::TooLarge(_) if cap < max_batch => budget.exhausted(),
+            e => e,
+        })?;
+        let size = inflated.data.len();
+        if size > budget.bytes {
+            // An uncompressed batch larger than what is left.
+            return Err(budget.exhausted());
+        }
+        budget.bytes -= size;
+        budget.records -= declared;
+        Ok(inflated)
     }
 }
 
@@ -250,12 +311,53 @@ fn parse_batch(input: &[u8]) -> Result<(DeflatedBatch<'_>, &[u8]), RecordError> 
 }
 
 /// A batch's records, decompressed.
+#[derive(Clone)]
 pub struct InflatedRecords<'a> {
-    data: Cow<'a, [u8]>,
+    data: Data<'a>,
     declared: i32,
 }
 
+/// The records section: borrowed from the request when it was not compressed, else the
+/// decompressed bytes (shared, so a request's inflated batches can be kept and read again
+/// without decompressing twice).
+#[derive(Clone)]
+enum Data<'a> {
+    Borrowed(&'a [u8]),
+    Shared(bytes::Bytes),
+}
+
+impl std::ops::Deref for Data<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Borrowed(b) => b,
+            Data::Shared(b) => b,
+        }
+    }
+}
+
 impl InflatedRecords<'_> {
+    /// An owned copy when the records were decompressed (sharing the bytes), `None` when they
+    /// are borrowed from the request.
+    pub fn shared(&self) -> Option<InflatedRecords<'static>> {
+        match &self.data {
+            Data::Borrowed(_) => None,
+            Data::Shared(b) => Some(InflatedRecords {
+                data: Data::Shared(b.clone()),
+                declared: self.declared,
+            }),
+        }
+    }
+
+    /// Bytes of the records section after decompression.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
     /// The records, in order. The last item is an error if the data does not hold exactly the
     /// declared number of well-formed records.
     pub fn iter(&self) -> RecordIter<'_> {
@@ -536,6 +638,57 @@ mod tests {
             assert_eq!(got[2].1, None);
             assert_eq!(got[2].2, vec!["x".to_string(), "trace-id".to_string()]);
         }
+    }
+
+    #[test]
+    fn a_request_budget_bounds_many_compressed_batches_together() {
+        // Each batch inflates to about 64 KiB, well under the per-batch cap; ten of them
+        // overdraw a 256 KiB request budget on the fourth or fifth.
+        let zeros = "0".repeat(64 * 1024);
+        let one = encode(&[(None, Some(&zeros), &[])], Compression::Zstd);
+        assert!(one.len() < 1024, "highly compressible");
+        let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 10).collect();
+        let mut budget = InflateBudget::new(256 * 1024, 1_000);
+        let mut inflated = 0;
+        let mut refused = None;
+        for batch in batches(&many) {
+            match batch.unwrap().inflate_within(64 << 20, &mut budget) {
+                Ok(r) => inflated += r.len(),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(inflated <= 256 * 1024, "never past the budget: {inflated}");
+        assert!(matches!(
+            refused,
+            Some(RecordError::RequestBudget {
+                bytes: 262_144,
+                records: 1_000
+            })
+        ));
+    }
+
+    #[test]
+    fn a_request_budget_counts_records_and_uncompressed_bytes() {
+        let one: Spec<'_> = (None, Some("v"), &[]);
+        let bytes = encode(&[one; 10], Compression::None);
+        let batch = batches(&bytes).next().unwrap().unwrap();
+        let mut budget = InflateBudget::new(1 << 20, 25);
+        batch.inflate_within(1 << 20, &mut budget).unwrap();
+        batch.inflate_within(1 << 20, &mut budget).unwrap();
+        assert_eq!(budget.records, 5);
+        assert!(budget.bytes < 1 << 20, "uncompressed bytes count too");
+        assert!(matches!(
+            batch.inflate_within(1 << 20, &mut budget),
+            Err(RecordError::RequestBudget { .. })
+        ));
+        let mut tight = InflateBudget::new(10, 100);
+        assert!(matches!(
+            batch.inflate_within(1 << 20, &mut tight),
+            Err(RecordError::RequestBudget { .. })
+        ));
     }
 
     #[test]

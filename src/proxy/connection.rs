@@ -31,10 +31,11 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::enforce::{self, Decision, ProduceWatch};
+use super::enforce::{self, Decision, DecodedProduce, ProduceJob, ProduceWatch};
 use super::identity::{Identity, SaslStep};
 use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
 use super::Gateway;
+use crate::policy::judge::RequestInflater;
 use crate::protocol::frame::{write_frame, write_frame_head};
 use crate::protocol::header::{
     peek_produce_acks, response_correlation_id, split_request, HeaderError,
@@ -61,6 +62,8 @@ pub enum ConnError {
     Upstream(String),
     #[error("upstream response: {0}")]
     Rewrite(#[from] RewriteError),
+    #[error("judging the request failed: {0}")]
+    Judge(String),
 }
 
 impl ConnError {
@@ -139,10 +142,16 @@ where
     // The responses side decides when the connection is over: it drains in-flight requests after
     // the client stops sending. A requests-side error ends everything at once.
     tokio::select! {
-        r = &mut requests => {
-            r?;
-            responses.await
-        }
+        r = &mut requests => match r {
+            Ok(()) => responses.await,
+            // A broker writes the responses it owes for earlier requests before it closes the
+            // connection over a failed acks=0 produce; so does meshgate.
+            Err(e @ ConnError::RejectedAcksZero) => {
+                responses.await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        },
         r = &mut responses => r,
     }
 }
@@ -175,7 +184,7 @@ where
 {
     let mut reader = FrameReader::new(client_r, gw.config.max_frame_bytes);
     let mut upstream = BufWriter::with_capacity(64 * 1024, upstream_w);
-    let upstream_err = |e: std::io::Error| ConnError::Upstream(format!("write failed: {e}"));
+    let upstream_err = upstream_write_error;
     loop {
         let next = tokio::select! {
             biased;
@@ -197,14 +206,18 @@ where
                 version: header.api_version,
             });
         }
-        let governed = {
-            let policies = gw.policies.current();
-            match api {
-                ApiKey::Produce => policies.governs_produce(),
-                ApiKey::CreateTopics => policies.governs_create_topics(),
+        // One policy generation per request: the set that decides whether a request is governed
+        // is the one that judges it, carried through the registry prefetch and the judge.
+        let policies = {
+            let current = gw.policies.current();
+            let governed = match api {
+                ApiKey::Produce => current.governs_produce(),
+                ApiKey::CreateTopics => current.governs_create_topics(),
                 _ => false,
-            }
+            };
+            governed.then(|| arc_swap::Guard::into_inner(current))
         };
+        let governed = policies.is_some();
         // Produce with acks=0 owes no response; acks sits right after the transactional id.
         let head_acks = match api {
             ApiKey::Produce => split_request(&head, api, header.api_version)
@@ -222,18 +235,16 @@ where
             // Cut-through: register the response slot, then stream the frame upstream as it
             // arrives instead of holding it whole.
             if head_acks != Some(0) {
-                let Some(slot) = new_slot(
-                    &gw,
-                    &permits,
+                let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
+                    break;
+                };
+                let slot = new_slot(
+                    permit,
                     &header,
                     ResponseAction::for_request(Some(api), header.api_version),
                     SlotState::Awaiting,
                     started,
-                )
-                .await
-                else {
-                    break;
-                };
+                );
                 if tx.send(slot).is_err() {
                     break; // the responses side has ended; it reports why
                 }
@@ -277,41 +288,42 @@ where
             }
             _ => false,
         };
-        // Judge governed requests under one policy generation.
-        // With an external registry, fetch the writer schemas this request names first.
-        let external = match (&gw.registry, api, governed) {
-            (Some(client), ApiKey::Produce, true) => {
-                let policies = gw.policies.current_arc();
-                Some(
-                    enforce::fetch_writers(&gw, client, &policies, &frame, header.api_version)
-                        .await?,
-                )
-            }
-            _ => None,
-        };
         let sasl_step = if sasl {
             enforce::sasl_request(&identity, &frame, api, header.api_version)?
         } else {
             None
         };
-        let (decision, watch) = if governed {
-            let policies = gw.policies.current();
-            match api {
-                ApiKey::Produce => enforce::produce(
-                    &gw,
-                    &policies,
-                    &frame,
-                    header.api_version,
-                    external.as_ref(),
-                    &identity.principal(),
-                )?,
-                _ => (
-                    enforce::create_topics(&gw, &policies, &frame, header.api_version)?,
-                    None,
-                ),
+        let (decision, watch) = match (policies, api) {
+            (Some(policies), ApiKey::Produce) => {
+                let decoded = DecodedProduce::decode(&frame, header.api_version)?;
+                let heavy = decoded.is_heavy();
+                let mut job = ProduceJob {
+                    gw: gw.clone(),
+                    inflater: RequestInflater::new(&gw.limits, gw.registry.is_some()),
+                    policies,
+                    decoded,
+                    principal: identity.principal(),
+                    external: None,
+                };
+                if let Some(client) = gw.registry.clone() {
+                    // The writer schemas first: scan (inflating once, kept for the judge),
+                    // then fetch what the cache lacks.
+                    let (scanned, ids) = judge_work(&gw, &mut upstream, heavy, move || {
+                        let ids = job.schema_ids();
+                        (job, ids)
+                    })
+                    .await?;
+                    job = scanned;
+                    flush_pending(&mut upstream).await?;
+                    job.external = Some(enforce::fetch_writers(&client, ids).await);
+                }
+                judge_work(&gw, &mut upstream, heavy, move || job.judge()).await??
             }
-        } else {
-            (Decision::Forward, None)
+            (Some(policies), _) => (
+                enforce::create_topics(&gw, &policies, &frame, header.api_version)?,
+                None,
+            ),
+            (None, _) => (Decision::Forward, None),
         };
         let mut close_after = false;
         let (to_forward, action, state) = match decision {
@@ -336,10 +348,10 @@ where
             }
         };
         if !acks_zero && !close_after {
-            let Some(mut slot) = new_slot(&gw, &permits, &header, action, state, started).await
-            else {
+            let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
                 break;
             };
+            let mut slot = new_slot(permit, &header, action, state, started);
             slot.watch = watch;
             slot.sasl = sasl_step;
             if tx.send(slot).is_err() {
@@ -352,6 +364,7 @@ where
                 .map_err(upstream_err)?;
         }
         if close_after {
+            // The responses already owed are written before the connection closes (see `proxy`).
             upstream.flush().await.map_err(upstream_err)?;
             return Err(ConnError::RejectedAcksZero);
         }
@@ -363,22 +376,81 @@ where
     Ok(())
 }
 
-/// A slot for a request that owes a response, once an in-flight permit is free; `None` on
-/// shutdown.
-async fn new_slot(
+/// Runs judging work: on the connection's own task when it is light, else on the blocking pool,
+/// at most `judge_threads` requests at a time over the whole gateway, so that one connection's
+/// decompression or validation cannot stall the async workers that serve every other connection,
+/// `/metrics` and the metadata refresher.
+async fn judge_work<T, W>(
+    gw: &Gateway,
+    upstream: &mut BufWriter<W>,
+    heavy: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ConnError>
+where
+    T: Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    if !heavy {
+        return Ok(work());
+    }
+    flush_pending(upstream).await?;
+    let _turn = gw
+        .judging
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the judging semaphore is never closed");
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ConnError::Judge(e.to_string()))
+}
+
+/// Sends what the requests task has buffered for the upstream.
+///
+/// Called before every await that is neither a read of the client nor a write upstream (a
+/// permit, a registry fetch, the judging pool). A request left in the buffer while the task waits
+/// on a permit would deadlock the connection: only the response to that very request can free
+/// the permit, and the broker never saw it.
+async fn flush_pending<W: AsyncWrite + Unpin>(
+    upstream: &mut BufWriter<W>,
+) -> Result<(), ConnError> {
+    if !upstream.buffer().is_empty() {
+        upstream.flush().await.map_err(upstream_write_error)?;
+    }
+    Ok(())
+}
+
+fn upstream_write_error(e: std::io::Error) -> ConnError {
+    ConnError::Upstream(format!("write failed: {e}"))
+}
+
+/// An in-flight permit: at once when one is free; otherwise after flushing what is buffered for
+/// the upstream (see [`flush_pending`]). `None` on shutdown.
+async fn acquire_permit<W: AsyncWrite + Unpin>(
     gw: &Gateway,
     permits: &Arc<Semaphore>,
+    upstream: &mut BufWriter<W>,
+) -> Result<Option<OwnedSemaphorePermit>, ConnError> {
+    if let Ok(p) = permits.clone().try_acquire_owned() {
+        return Ok(Some(p));
+    }
+    flush_pending(upstream).await?;
+    Ok(tokio::select! {
+        biased;
+        _ = gw.shutdown.cancelled() => None,
+        p = permits.clone().acquire_owned() => Some(p.expect("semaphore is never closed")),
+    })
+}
+
+/// A slot for a request that owes a response, holding an in-flight permit.
+fn new_slot(
+    permit: OwnedSemaphorePermit,
     header: &RequestHeaderView,
     action: ResponseAction,
     state: SlotState,
     started: Instant,
-) -> Option<Slot> {
-    let permit = tokio::select! {
-        biased;
-        _ = gw.shutdown.cancelled() => return None,
-        p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-    };
-    Some(Slot {
+) -> Slot {
+    Slot {
         correlation_id: header.correlation_id,
         api_key: header.api_key,
         api_version: header.api_version,
@@ -388,7 +460,7 @@ async fn new_slot(
         watch: None,
         sasl: None,
         _permit: permit,
-    })
+    }
 }
 
 async fn responses_task<R, W>(

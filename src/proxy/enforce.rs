@@ -34,7 +34,8 @@ use super::Gateway;
 use crate::metrics::topic_label;
 use crate::metrics::ContractMetrics;
 use crate::policy::judge::{
-    avro_schema_ids, count_records, ExternalWriters, NewTopic, PartitionVerdict, Rejection, Tally,
+    avro_schema_ids, count_records, ExternalWriters, NewTopic, PartitionVerdict, Rejection,
+    RequestInflater, Tally,
 };
 use crate::policy::PolicySet;
 use crate::protocol::header::{
@@ -117,25 +118,138 @@ pub fn sasl_authenticate_result(frame: &Bytes, version: i16) -> Result<(i16, Byt
         .map_err(|e| format!("undecodable SaslAuthenticate response: {e}"))
 }
 
+/// A Produce request decoded once, carried through the registry prefetch and the judge.
+#[derive(Debug)]
+pub struct DecodedProduce {
+    pub header: RequestHeader,
+    pub request: ProduceRequest,
+    pub version: i16,
+}
+
+/// Requests whose record bytes are at most this, none compressed, are judged on the connection's
+/// own task: handing them to the judging pool would cost more than judging them.
+pub const INLINE_JUDGE_BYTES: usize = 64 * 1024;
+
+impl DecodedProduce {
+    pub fn decode(frame: &Bytes, version: i16) -> Result<Self, HeaderError> {
+        let (header, mut body) = split_request(frame, ApiKey::Produce, version)?;
+        let request = ProduceRequest::decode(&mut body, version)
+            .map_err(|e| undecodable(ApiKey::Produce, version, e))?;
+        Ok(Self {
+            header,
+            request,
+            version,
+        })
+    }
+
+    /// Every (topic, records) of the request, in order.
+    pub fn partitions(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        self.request.topic_data.iter().flat_map(|t| {
+            t.partition_data
+                .iter()
+                .map(move |p| (t.name.0.as_str(), p.records.as_deref()))
+        })
+    }
+
+    /// True when judging may take long enough to belong off the async workers: many record
+    /// bytes, or any compressed batch (whose inflated size the wire does not tell).
+    pub fn is_heavy(&self) -> bool {
+        let mut bytes = 0usize;
+        for (_, records) in self.partitions() {
+            let records = records.unwrap_or_default();
+            bytes += records.len();
+            if bytes > INLINE_JUDGE_BYTES {
+                return true;
+            }
+            let compressed = crate::protocol::records::batches(records)
+                .map_while(Result::ok)
+                .any(|b| b.attributes & 0x07 != 0);
+            if compressed {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// One governed Produce request on its way through the judge: everything it needs, owned, so
+/// that it can move to the judging pool and back.
+pub struct ProduceJob {
+    pub gw: Arc<Gateway>,
+    /// The one policy generation this request is judged under.
+    pub policies: Arc<PolicySet>,
+    pub decoded: DecodedProduce,
+    pub principal: Arc<str>,
+    pub inflater: RequestInflater,
+    /// Writer schemas from the external registry, when one is configured.
+    pub external: Option<ExternalWriters>,
+}
+
+impl ProduceJob {
+    /// The schema ids to fetch (see [`schema_ids`]).
+    pub fn schema_ids(&mut self) -> Vec<u32> {
+        schema_ids(
+            &self.policies,
+            &self.decoded,
+            &self.principal,
+            &mut self.inflater,
+        )
+    }
+
+    /// The verdict, under the job's one policy generation.
+    pub fn judge(mut self) -> Result<(Decision, Option<ProduceWatch>), HeaderError> {
+        produce(
+            &self.gw,
+            &self.policies,
+            &self.decoded,
+            self.external.as_ref(),
+            &self.principal,
+            &mut self.inflater,
+        )
+    }
+}
+
 /// Judges a Produce request under `policies`. The watch, when there is one, follows the forwarded
 /// request to its response, to measure the contracts' latency and availability.
+///
+/// A topic-partition named more than once is judged, forwarded and answered once, by its last
+/// copy: a Kafka broker keeps only the last copy of a repeated partition
+/// (`KafkaApis.handleProduceRequest` collects them into a map).
 pub fn produce(
     gw: &Gateway,
     policies: &PolicySet,
-    frame: &Bytes,
-    version: i16,
+    decoded: &DecodedProduce,
     external: Option<&ExternalWriters>,
     principal: &str,
+    inflater: &mut RequestInflater,
 ) -> Result<(Decision, Option<ProduceWatch>), HeaderError> {
-    let (header, mut body) = split_request(frame, ApiKey::Produce, version)?;
-    let request = ProduceRequest::decode(&mut body, version)
-        .map_err(|e| undecodable(ApiKey::Produce, version, e))?;
+    let DecodedProduce {
+        header,
+        request,
+        version,
+    } = decoded;
+    let version = *version;
     let client = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+    // The last copy of each topic-partition; earlier copies are not judged.
+    let mut last_copy: HashMap<(&str, i32), (usize, usize)> = HashMap::new();
+    for (ti, topic) in request.topic_data.iter().enumerate() {
+        for (pi, p) in topic.partition_data.iter().enumerate() {
+            last_copy.insert((topic.name.0.as_str(), p.index), (ti, pi));
+        }
+    }
+    let is_last =
+        |name: &str, index: i32, at: (usize, usize)| last_copy.get(&(name, index)) == Some(&at);
+    let repeated = last_copy.len()
+        < request
+            .topic_data
+            .iter()
+            .map(|t| t.partition_data.len())
+            .sum();
     let mut order = Vec::with_capacity(request.topic_data.len());
     let mut rejected = HashMap::new();
     let mut accepted_any = false;
     let mut watched: Vec<(StrBytes, Arc<ContractMetrics>)> = Vec::new();
-    for topic in &request.topic_data {
+    for (ti, topic) in request.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
         let plan = policies.plan_topic_as(name, principal);
         // The plan's contract; looked up again only for a topic refused whole (a principal not
@@ -148,7 +262,10 @@ pub fn produce(
         let stats = contract.and_then(|c| c.metrics.get());
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         let mut topic_accepted = false;
-        for p in &topic.partition_data {
+        for (pi, p) in topic.partition_data.iter().enumerate() {
+            if !is_last(name, p.index, (ti, pi)) {
+                continue;
+            }
             partitions.push(p.index);
             let size = p.records.as_ref().map_or(0, |r| r.len() as u64);
             match stats {
@@ -162,6 +279,7 @@ pub fn produce(
                     p.records.as_deref(),
                     &gw.limits,
                     external,
+                    inflater,
                 ),
                 Err(r) => PartitionVerdict::Reject {
                     rejection: r.clone(),
@@ -211,24 +329,32 @@ pub fn produce(
         if let (Some(m), true) = (stats, topic_accepted) {
             watched.push((topic.name.0.clone(), m.clone()));
         }
-        order.push((topic.name.0.clone(), partitions));
+        if !partitions.is_empty() {
+            order.push((topic.name.0.clone(), partitions));
+        }
     }
     let watch = (!watched.is_empty() && request.acks != 0).then_some(ProduceWatch {
         version,
         topics: watched,
     });
     if rejected.is_empty() {
+        // The broker handles repeated partitions itself, the same way.
         return Ok((Decision::Forward, watch));
     }
     let trimmed = accepted_any.then(|| {
         let mut req = request.clone();
-        for t in &mut req.topic_data {
+        for (ti, t) in req.topic_data.iter_mut().enumerate() {
             let name = t.name.0.clone();
-            t.partition_data
-                .retain(|p| !rejected.contains_key(&(name.clone(), p.index)));
+            let mut pi = 0;
+            t.partition_data.retain(|p| {
+                let keep = (!repeated || is_last(name.as_str(), p.index, (ti, pi)))
+                    && !rejected.contains_key(&(name.clone(), p.index));
+                pi += 1;
+                keep
+            });
         }
         req.topic_data.retain(|t| !t.partition_data.is_empty());
-        encode_request(&header, ApiKey::Produce, version, &req)
+        encode_request(header, ApiKey::Produce, version, &req)
     });
     if request.acks == 0 {
         return Ok((Decision::ForwardThenClose(trimmed.transpose()?), None));
@@ -541,31 +667,41 @@ fn log_rejection(topic: &str, partition: i32, client_id: &str, r: &Rejection) {
     );
 }
 
-/// Fetches, from the external registry, the writer schemas a produce request names on
-/// Avro-contract topics.
+/// Distinct unknown schema ids one request may make meshgate fetch from an external registry.
+/// Records naming ids past the cap fail their partition with a retriable error, so a request
+/// cannot turn the gateway into a registry scanner; the producer's retry finds them cached.
+pub const MAX_REGISTRY_FETCHES_PER_REQUEST: usize = 16;
+
+/// Fetches, from the external registry, the writer schemas a produce request names on the
+/// Avro-contract topics its principal may produce to. Ids already cached cost no fetch; at most
+/// [`MAX_REGISTRY_FETCHES_PER_REQUEST`] are fetched, concurrently.
 pub async fn fetch_writers(
-    gw: &Gateway,
     client: &crate::schema::registry_client::RegistryClient,
-    policies: &PolicySet,
-    frame: &Bytes,
-    version: i16,
-) -> Result<ExternalWriters, HeaderError> {
+    ids: Vec<u32>,
+) -> ExternalWriters {
     use crate::schema::registry_client::Fetched;
-    let (_, mut body) = split_request(frame, ApiKey::Produce, version)?;
-    let request = ProduceRequest::decode(&mut body, version)
-        .map_err(|e| undecodable(ApiKey::Produce, version, e))?;
-    let ids = avro_schema_ids(
-        policies,
-        request.topic_data.iter().flat_map(|t| {
-            t.partition_data
-                .iter()
-                .map(move |p| (t.name.0.as_str(), p.records.as_deref()))
-        }),
-        &gw.limits,
-    );
     let mut out = ExternalWriters::default();
+    let mut to_fetch = Vec::new();
     for id in ids {
-        match client.fetch(id).await {
+        match client.cached(id) {
+            Some(Some(schema)) => {
+                out.known.insert(id, schema);
+            }
+            Some(None) => {}
+            None if to_fetch.len() < MAX_REGISTRY_FETCHES_PER_REQUEST => to_fetch.push(id),
+            None => {
+                out.unavailable.insert(
+                    id,
+                    format!(
+                        "over {MAX_REGISTRY_FETCHES_PER_REQUEST} new schema ids in one request"
+                    ),
+                );
+            }
+        }
+    }
+    let fetched = futures_util::future::join_all(to_fetch.iter().map(|&id| client.fetch(id))).await;
+    for (id, answer) in to_fetch.into_iter().zip(fetched) {
+        match answer {
             Fetched::Found(s) => {
                 out.known.insert(id, s);
             }
@@ -576,5 +712,16 @@ pub async fn fetch_writers(
             }
         }
     }
-    Ok(out)
+    out
+}
+
+/// The schema ids a decoded produce request names on the Avro-contract topics `principal` may
+/// produce to, inflating its batches once through `inflater` (kept for the judge).
+pub fn schema_ids(
+    policies: &PolicySet,
+    decoded: &DecodedProduce,
+    principal: &str,
+    inflater: &mut RequestInflater,
+) -> Vec<u32> {
+    avro_schema_ids(policies, decoded.partitions(), principal, inflater)
 }

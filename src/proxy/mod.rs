@@ -81,6 +81,8 @@ pub struct Gateway {
     pub topic_ids: std::sync::RwLock<std::collections::HashMap<uuid::Uuid, String>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// Requests judged on the blocking pool at once (`judge_threads`).
+    pub judging: Arc<Semaphore>,
     security: Security,
     connections: Arc<Semaphore>,
     me: std::sync::Weak<Gateway>,
@@ -113,7 +115,12 @@ impl Gateway {
                 }
             }),
             policies,
-            limits: Limits::default(),
+            limits: Limits {
+                max_inflated_request_bytes: config.max_inflated_request_bytes,
+                max_request_records: config.max_request_records,
+                ..Limits::default()
+            },
+            judging: Arc::new(Semaphore::new(config.judge_threads)),
             topic_ids: Default::default(),
             brokers: BrokerMap::new(config.advertised_host.clone(), config.broker_port_base),
             connections: Arc::new(Semaphore::new(config.max_connections)),

@@ -1,18 +1,24 @@
 //! A client for an external Confluent-compatible schema registry (`--schema-registry URL`).
 //!
 //! It fetches writer schemas by id (`GET {url}/schemas/ids/{id}`), with a timeout, into a bounded
-//! cache (first in, first out): found schemas and ids the registry says do not exist (404) are
-//! cached; failures are not, so the next batch tries again. A registry that does not answer makes
-//! the batch fail with a *retriable* error (REQUEST_TIMED_OUT), never an acceptance.
+//! cache (first in, first out):
+//! - found schemas are cached for good (an id names one schema forever);
+//! - ids the registry says do not exist (404) are cached for [`NEGATIVE_TTL`] only, so one
+//!   replica that answered 404 before it caught up does not poison the id until restart;
+//! - failures are not cached, so the next batch tries again. A registry that does not answer
+//!   makes the batch fail with a *retriable* error (REQUEST_TIMED_OUT), never an acceptance.
+//!
+//! Concurrent fetches of one id are merged: one request goes to the registry, the others wait
+//! for its answer. A response body over [`MAX_BODY_BYTES`] is refused unread.
 //!
 //! Plain `http://` only in this build (TLS to a registry comes with transport security).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -29,17 +35,31 @@ pub enum Fetched {
     Unavailable(String),
 }
 
+/// How long a 404 is believed.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(30);
+/// The largest registry response body read.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 pub struct RegistryClient {
     base: String,
     http: Client<HttpConnector, Empty<Bytes>>,
     timeout: Duration,
+    negative_ttl: Duration,
     cache: Mutex<Cache>,
+    /// One gate per id being fetched: the first caller fetches, the others wait on it.
+    in_flight: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 struct Cache {
-    entries: HashMap<u32, Option<Arc<AvroSchema>>>,
+    entries: HashMap<u32, Entry>,
     order: VecDeque<u32>,
     capacity: usize,
+}
+
+#[derive(Clone)]
+enum Entry {
+    Found(Arc<AvroSchema>),
+    Unknown { until: Instant },
 }
 
 impl RegistryClient {
@@ -53,6 +73,8 @@ impl RegistryClient {
             base: url.trim_end_matches('/').to_string(),
             http: Client::builder(TokioExecutor::new()).build_http(),
             timeout,
+            negative_ttl: NEGATIVE_TTL,
+            in_flight: Mutex::new(HashMap::new()),
             cache: Mutex::new(Cache {
                 entries: HashMap::new(),
                 order: VecDeque::new(),
@@ -61,28 +83,68 @@ impl RegistryClient {
         })
     }
 
-    /// The cached answer for `id`, if any: `Some(None)` is a cached "unknown".
-    pub fn cached(&self, id: u32) -> Option<Option<Arc<AvroSchema>>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entries
-            .get(&id)
-            .cloned()
+    /// How long a 404 is believed (tests shorten it).
+    pub fn with_negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
     }
 
-    /// Fetches `id` (from the cache when possible).
+    /// The cached answer for `id`, if any: `Some(None)` is a cached "unknown" still in force.
+    pub fn cached(&self, id: u32) -> Option<Option<Arc<AvroSchema>>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.entries.get(&id)? {
+            Entry::Found(s) => Some(Some(s.clone())),
+            Entry::Unknown { until } if Instant::now() < *until => Some(None),
+            Entry::Unknown { .. } => None,
+        }
+    }
+
+    /// Fetches `id` (from the cache when possible; one registry request for concurrent callers).
     pub async fn fetch(&self, id: u32) -> Fetched {
         if let Some(hit) = self.cached(id) {
             return hit.map_or(Fetched::Unknown, Fetched::Found);
         }
+        let gate = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
+        let answer = {
+            let _turn = gate.lock().await;
+            match self.cached(id) {
+                // Another caller fetched it while this one waited.
+                Some(hit) => hit.map_or(Fetched::Unknown, Fetched::Found),
+                None => self.fetch_uncached(id).await,
+            }
+        };
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        // Clones are taken only under this lock: two strong counts are the map's and ours.
+        if Arc::strong_count(&gate) == 2 {
+            in_flight.remove(&id);
+        }
+        answer
+    }
+
+    /// Ids with a fetch under way (for tests of the merge).
+    pub fn fetches_in_flight(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    async fn fetch_uncached(&self, id: u32) -> Fetched {
         let answer = match tokio::time::timeout(self.timeout, self.get(id)).await {
             Ok(a) => a,
             Err(_) => Fetched::Unavailable(format!("no answer within {:?}", self.timeout)),
         };
         let entry = match &answer {
-            Fetched::Found(s) => Some(Some(s.clone())),
-            Fetched::Unknown => Some(None),
+            Fetched::Found(s) => Some(Entry::Found(s.clone())),
+            Fetched::Unknown => Some(Entry::Unknown {
+                until: Instant::now() + self.negative_ttl,
+            }),
             Fetched::Unavailable(_) => None,
         };
         if let Some(entry) = entry {
@@ -109,9 +171,16 @@ impl RegistryClient {
             Err(e) => return Fetched::Unavailable(e.to_string()),
         };
         let status = response.status();
-        let body = match response.into_body().collect().await {
+        let body = match Limited::new(response.into_body(), MAX_BODY_BYTES)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes(),
-            Err(e) => return Fetched::Unavailable(e.to_string()),
+            Err(e) => {
+                return Fetched::Unavailable(format!(
+                    "response body unreadable or over {MAX_BODY_BYTES} bytes: {e}"
+                ))
+            }
         };
         if status.as_u16() == 404 {
             return Fetched::Unknown;

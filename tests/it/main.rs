@@ -12,5 +12,6 @@ mod enforcement;
 mod evolution;
 mod malformed;
 mod ordering;
+mod pipeline;
 mod sasl;
 mod shutdown;
