@@ -10,6 +10,7 @@ mod support;
 mod addressing;
 mod enforcement;
 mod evolution;
+mod judging;
 mod malformed;
 mod ordering;
 mod pipeline;
