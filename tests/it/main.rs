@@ -14,5 +14,6 @@ mod judging;
 mod malformed;
 mod ordering;
 mod pipeline;
+mod registry;
 mod sasl;
 mod shutdown;

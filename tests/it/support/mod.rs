@@ -1,5 +1,6 @@
 pub mod client;
 pub mod fake_broker;
+pub mod fake_registry;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU16, Ordering};
