@@ -78,20 +78,19 @@ pub fn is_decoded(api: ApiKey) -> bool {
     )
 }
 
-/// True when a request at this version may be handled: it is inside what meshgate advertises,
-/// assuming the upstream's range is wider. Requests outside it get UNSUPPORTED_VERSION.
+/// True when a request at this version may be handled: it is inside what meshgate advertises
+/// (taking the upstream's range as unbounded; the upstream refuses what is past its own). The
+/// caller closes the connection for anything else, as a broker does for a version it does not
+/// support on most APIs: a client that ignores ApiVersions cannot reach a version whose
+/// response meshgate would not rewrite (Fetch v16+, DescribeQuorum v2+, the share-group and
+/// KRaft-internal APIs).
 pub fn gateway_accepts(api: ApiKey, version: i16) -> bool {
     match api {
-        ApiKey::Produce => (PRODUCE_MIN..=PRODUCE_MAX).contains(&version),
-        ApiKey::SaslHandshake => version >= 1 && version <= api.valid_versions().max,
         // An ApiVersions request at any version is answered (a too-new one gets the broker's
         // v0-formatted error, which clients use to downgrade).
         ApiKey::ApiVersions => true,
-        a if is_decoded(a) => {
-            let r = a.valid_versions();
-            (r.min..=r.max).contains(&version)
-        }
-        _ => true,
+        _ => advertised_range(api as i16, 0, i16::MAX)
+            .is_some_and(|(lo, hi)| (lo..=hi).contains(&version)),
     }
 }
 
@@ -121,6 +120,45 @@ mod tests {
     fn opaque_apis_keep_the_upstream_range() {
         // OffsetCommit (8) is forwarded undecoded.
         assert_eq!(advertised_range(8, 0, 99), Some((0, 99)));
+    }
+
+    #[test]
+    fn every_advertised_cap_is_enforced_on_requests() {
+        assert!(gateway_accepts(ApiKey::Fetch, FETCH_MAX));
+        assert!(!gateway_accepts(ApiKey::Fetch, FETCH_MAX + 1));
+        assert!(gateway_accepts(ApiKey::DescribeQuorum, 1));
+        assert!(!gateway_accepts(ApiKey::DescribeQuorum, 2));
+        assert!(!gateway_accepts(ApiKey::SaslHandshake, 0));
+        for api in [
+            ApiKey::Vote,
+            ApiKey::BeginQuorumEpoch,
+            ApiKey::EndQuorumEpoch,
+            ApiKey::FetchSnapshot,
+            ApiKey::UpdateRaftVoter,
+            ApiKey::ShareFetch,
+            ApiKey::ShareAcknowledge,
+        ] {
+            for v in 0..20 {
+                assert!(!gateway_accepts(api, v), "{api:?} v{v}");
+            }
+        }
+        // Opaque APIs pass at any version; the upstream judges its own range.
+        assert!(gateway_accepts(ApiKey::OffsetCommit, 9));
+        assert!(gateway_accepts(ApiKey::ApiVersions, 99));
+        // What is accepted is exactly what is advertised, for every known API.
+        for key in 0..100i16 {
+            let Ok(api) = ApiKey::try_from(key) else {
+                continue;
+            };
+            if api == ApiKey::ApiVersions {
+                continue;
+            }
+            for v in 0..30 {
+                let advertised = advertised_range(key, 0, i16::MAX)
+                    .is_some_and(|(lo, hi)| (lo..=hi).contains(&v));
+                assert_eq!(gateway_accepts(api, v), advertised, "{api:?} v{v}");
+            }
+        }
     }
 
     #[test]

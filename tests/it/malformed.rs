@@ -104,3 +104,36 @@ async fn garbage_truncated_and_oversized_frames_close_only_their_connection() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_ignores_api_versions_cannot_reach_an_unrewritten_version() {
+    let (_cluster, brokers) = Cluster::start(1).await;
+    let gw = gateway(brokers[0].addr, "").await;
+    // Each of these would carry broker addresses meshgate does not rewrite. The version gate
+    // reads only the header (api key, version, correlation id, client id), then a body follows.
+    let header_only = |api: ApiKey, version: i16| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&(api as i16).to_be_bytes());
+        f.extend_from_slice(&version.to_be_bytes());
+        f.extend_from_slice(&1i32.to_be_bytes());
+        f.extend_from_slice(&(-1i16).to_be_bytes());
+        f.extend_from_slice(&[0; 32]);
+        f
+    };
+    let frames = [
+        header_only(ApiKey::Fetch, 16),
+        header_only(ApiKey::Fetch, 17),
+        header_only(ApiKey::DescribeQuorum, 2),
+        header_only(ApiKey::ShareFetch, 1),
+        header_only(ApiKey::ShareAcknowledge, 1),
+        header_only(ApiKey::Vote, 1),
+    ];
+    for frame in frames {
+        let mut c = RawClient::connect(gw.bootstrap).await;
+        c.send_raw(&frame).await;
+        assert!(c.is_closed_by_peer().await, "closed, not forwarded");
+    }
+    let mut good = RawClient::connect(gw.bootstrap).await;
+    assert_eq!(good.call(5, 12, &metadata()).await.brokers.len(), 1);
+    gw.shutdown().await;
+}
