@@ -248,6 +248,12 @@ fn build_registry(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
                     }
                 }
             }
+            // Records written under a legacy id still find their writer schema.
+            for (old, new) in r.legacy_ids() {
+                if let Some(p) = set.avro_writers.get(&new).cloned() {
+                    set.avro_writers.insert(old, p);
+                }
+            }
             set.registry = r;
         }
         Err(errs) => {

@@ -6,10 +6,16 @@
 //! - **Versions** are the contract's `schema.history` files (oldest first) and then its current
 //!   schema: versions 1..=n.
 //! - **Ids** are derived from the schema itself, so every gateway instance and every restart gives
-//!   the same id: FNV-1a (64-bit) of the schema's Avro Parsing Canonical Form, folded into
-//!   1..=2^31-1. A contract may pin the id of its current schema with `schema.id` (to match an
-//!   existing registry). Two different schemas that land on one id are a load error that names
-//!   both; pinning one resolves it.
+//!   the same id: FNV-1a (64-bit) of the schema's [`identity_form`], folded into 1..=2^31-1.
+//!   The identity form keeps everything that changes how data is read (logical types, defaults,
+//!   aliases, precision and scale); the Parsing Canonical Form, used before, drops logical types
+//!   and defaults, so `timestamp-millis` and `timestamp-micros` versions shared one id and a
+//!   consumer could be served the other's schema. A contract may pin the id of its current
+//!   schema with `schema.id` (to match an existing registry). Two different schemas that land on
+//!   one id are a load error that names both; pinning one resolves it.
+//! - **Legacy ids.** The id the Parsing Canonical Form gave a schema is still served for it, for
+//!   records written before, but only while no other schema of the set shares that form: an
+//!   ambiguous legacy id is served for neither.
 //! - Only `format: avro` contracts are served; the registry is read-only (lookups only).
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +36,8 @@ pub struct Version {
 pub struct Registry {
     subjects: BTreeMap<String, (String, Vec<Version>)>,
     by_id: HashMap<u32, String>,
+    /// Legacy (Parsing Canonical Form) id → the id of the one schema it stands for.
+    legacy: HashMap<u32, u32>,
 }
 
 /// A schema the registry serves: subject, compatibility, versions' texts (oldest first), and an
@@ -51,10 +59,38 @@ pub fn derived_id(canonical: &str) -> u32 {
     (h % 0x7fff_ffff) as u32 + 1
 }
 
-pub fn canonical(text: &str) -> Result<String, String> {
+/// The form a schema's id is derived from and lookups compare: the parsed schema as Avro writes
+/// it out (so `"string"` and `{"type": "string"}` agree, as do differently spaced texts), with
+/// every `doc` removed (documentation does not change how data is read) and object keys sorted.
+pub fn identity_form(text: &str) -> Result<String, String> {
+    let schema = apache_avro::Schema::parse_str(text).map_err(|e| e.to_string())?;
+    let json = serde_json::to_value(&schema).map_err(|e| e.to_string())?;
+    Ok(normalized(json).to_string())
+}
+
+fn normalized(v: Json) -> Json {
+    match v {
+        Json::Object(map) => {
+            let mut entries: Vec<(String, Json)> =
+                map.into_iter().filter(|(k, _)| k != "doc").collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Json::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, normalized(v)))
+                    .collect(),
+            )
+        }
+        Json::Array(items) => Json::Array(items.into_iter().map(normalized).collect()),
+        other => other,
+    }
+}
+
+/// The id the Parsing Canonical Form gave a schema (meshgate before identity forms).
+fn legacy_id(text: &str) -> Option<u32> {
     apache_avro::Schema::parse_str(text)
-        .map(|s| s.canonical_form())
-        .map_err(|e| e.to_string())
+        .ok()
+        .map(|s| derived_id(&s.canonical_form()))
 }
 
 impl Registry {
@@ -63,11 +99,12 @@ impl Registry {
         let mut reg = Registry::default();
         let mut errors = Vec::new();
         let mut id_owner: HashMap<u32, String> = HashMap::new();
+        let mut legacy_claims: HashMap<u32, Vec<(u32, String)>> = HashMap::new();
         for src in sources {
             let mut versions = Vec::new();
             let last = src.schemas.len().saturating_sub(1);
             for (i, text) in src.schemas.iter().enumerate() {
-                let canonical = match canonical(text) {
+                let canonical = match identity_form(text) {
                     Ok(c) => c,
                     Err(e) => {
                         errors.push((
@@ -94,6 +131,12 @@ impl Registry {
                     .map(|j| j.to_string())
                     .unwrap_or_else(|_| text.to_string());
                 reg.by_id.entry(id).or_insert_with(|| schema.clone());
+                if let Some(old) = legacy_id(text).filter(|old| *old != id) {
+                    legacy_claims
+                        .entry(old)
+                        .or_default()
+                        .push((id, canonical.clone()));
+                }
                 versions.push(Version {
                     version: i as u32 + 1,
                     id,
@@ -103,6 +146,18 @@ impl Registry {
             }
             reg.subjects
                 .insert(src.subject, (src.compatibility.to_string(), versions));
+        }
+        for (old, claims) in legacy_claims {
+            let (id, form) = &claims[0];
+            let one_schema = claims.iter().all(|(_, f)| f == form);
+            if one_schema && !reg.by_id.contains_key(&old) {
+                reg.legacy.insert(old, *id);
+            } else if !one_schema {
+                tracing::warn!(
+                    legacy_id = old,
+                    "legacy schema id names several schemas; serving it for none"
+                );
+            }
         }
         if errors.is_empty() {
             Ok(reg)
@@ -115,9 +170,15 @@ impl Registry {
         self.subjects.is_empty()
     }
 
-    /// The schema text for `id`.
+    /// The schema text for `id` (a current id, or an unambiguous legacy one).
     pub fn schema_by_id(&self, id: u32) -> Option<&str> {
+        let id = self.legacy.get(&id).copied().unwrap_or(id);
         self.by_id.get(&id).map(String::as_str)
+    }
+
+    /// Legacy id → current id, for every legacy id still served.
+    pub fn legacy_ids(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.legacy.iter().map(|(old, new)| (*old, *new))
     }
 
     pub fn subjects(&self) -> Vec<&str> {
@@ -134,7 +195,7 @@ impl Registry {
 
     /// The version of `subject` whose schema is `text` (compared by canonical form).
     pub fn lookup(&self, subject: &str, text: &str) -> Option<&Version> {
-        let wanted = canonical(text).ok()?;
+        let wanted = identity_form(text).ok()?;
         self.versions(subject)?
             .iter()
             .find(|v| v.canonical == wanted)
@@ -155,7 +216,7 @@ mod tests {
         "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": ["null", "long"], "default": null}]}"#;
 
     #[test]
-    fn ids_are_derived_from_the_canonical_form_and_versions_follow_history() {
+    fn ids_are_derived_from_the_identity_form_and_versions_follow_history() {
         let reg = Registry::build(vec![Source {
             subject: "shop.o.v1-value".into(),
             compatibility: "BACKWARD",
@@ -168,7 +229,7 @@ mod tests {
             versions.iter().map(|v| v.version).collect::<Vec<_>>(),
             vec![1, 2]
         );
-        assert_eq!(versions[0].id, derived_id(&canonical(V1).unwrap()));
+        assert_eq!(versions[0].id, derived_id(&identity_form(V1).unwrap()));
         // Same schema, different whitespace: same id, found by lookup.
         let spaced = V1.replace(',', ", ");
         assert_eq!(reg.lookup("shop.o.v1-value", &spaced).unwrap().version, 1);
@@ -177,8 +238,74 @@ mod tests {
             .is_none());
         assert!(reg.schema_by_id(versions[1].id).unwrap().contains("\"n\""));
         // The derivation is fixed: this is what every instance computes for V1.
-        assert_eq!(derived_id("{\"name\":\"shop.O\",\"type\":\"record\",\"fields\":[{\"name\":\"id\",\"type\":\"string\"}]}"), versions[0].id);
+        assert_eq!(
+            identity_form(V1).unwrap(),
+            r#"{"fields":[{"name":"id","type":"string"}],"name":"O","namespace":"shop","type":"record"}"#
+        );
+        // A dotted full name is the same name.
+        let dotted =
+            r#"{"type":"record","name":"shop.O","fields":[{"name":"id","type":"string"}]}"#;
+        assert_eq!(identity_form(dotted), identity_form(V1));
         assert!((1..=0x7fff_ffff).contains(&versions[0].id));
+    }
+
+    const MILLIS: &str = r#"{"type":"record","name":"E","fields":[{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+    const MICROS: &str = r#"{"type":"record","name":"E","fields":[{"name":"at","type":{"type":"long","logicalType":"timestamp-micros"}}]}"#;
+
+    #[test]
+    fn schemas_that_read_data_differently_get_different_ids() {
+        let reg = Registry::build(vec![Source {
+            subject: "t-value".into(),
+            compatibility: "NONE",
+            schemas: vec![MILLIS, MICROS],
+            pinned_id: None,
+        }])
+        .unwrap();
+        let v = reg.versions("t-value").unwrap();
+        assert_ne!(v[0].id, v[1].id, "logical types change the id");
+        assert!(reg
+            .schema_by_id(v[0].id)
+            .unwrap()
+            .contains("timestamp-millis"));
+        assert!(reg
+            .schema_by_id(v[1].id)
+            .unwrap()
+            .contains("timestamp-micros"));
+        assert_eq!(reg.lookup("t-value", MICROS).unwrap().version, 2);
+        // Both shared one Parsing Canonical Form id: it is served for neither.
+        let old = legacy_id(MILLIS).unwrap();
+        assert_eq!(old, legacy_id(MICROS).unwrap());
+        assert!(reg.schema_by_id(old).is_none());
+
+        let defaults = |d: &str| {
+            format!(
+                r#"{{"type":"record","name":"E","fields":[{{"name":"n","type":"long","default":{d}}}]}}"#
+            )
+        };
+        assert_ne!(
+            derived_id(&identity_form(&defaults("1")).unwrap()),
+            derived_id(&identity_form(&defaults("2")).unwrap()),
+            "defaults change the id"
+        );
+        let with_doc = V1.replace(r#""name":"O","#, r#""name":"O","doc":"d","#);
+        assert_eq!(identity_form(&with_doc), identity_form(V1), "docs do not");
+    }
+
+    #[test]
+    fn an_unambiguous_legacy_id_still_serves_its_schema() {
+        let reg = Registry::build(vec![Source {
+            subject: "t-value".into(),
+            compatibility: "NONE",
+            schemas: vec![MILLIS],
+            pinned_id: None,
+        }])
+        .unwrap();
+        let old = legacy_id(MILLIS).unwrap();
+        assert!(reg.schema_by_id(old).unwrap().contains("timestamp-millis"));
+        assert_eq!(
+            reg.legacy_ids().collect::<Vec<_>>(),
+            vec![(old, reg.versions("t-value").unwrap()[0].id)]
+        );
     }
 
     #[test]
