@@ -694,52 +694,135 @@ impl PolicySet {
                 ));
             }
         }
-        for rule in &rules.configs {
-            let Some((_, value)) = t.configs.iter().find(|(k, _)| *k == rule.key) else {
-                continue; // the broker default applies
-            };
-            let Some(value) = value else { continue };
-            if rule.min.is_some() || rule.max.is_some() {
-                let Ok(n) = value.trim().parse::<f64>() else {
-                    return Err(reject(
-                        &rule.key,
-                        format!(
-                            "config {}={value} is not a number ({})",
-                            rule.key, rule.origin
-                        ),
-                    ));
-                };
-                if rule.min.is_some_and(|m| n < m) || rule.max.is_some_and(|m| n > m) {
-                    let bound = match (rule.min, rule.max) {
-                        (Some(a), Some(b)) => format!("between {a} and {b}"),
-                        (Some(a), None) => format!("at least {a}"),
-                        (None, Some(b)) => format!("at most {b}"),
-                        (None, None) => unreachable!(),
-                    };
-                    return Err(reject(
-                        &rule.key,
-                        format!(
-                            "config {}={value} must be {bound} ({})",
-                            rule.key, rule.origin
-                        ),
-                    ));
-                }
-            }
-            if let Some(allowed) = &rule.allowed {
-                for item in value.split(',').map(str::trim) {
-                    if !allowed.iter().any(|a| a == item) {
-                        return Err(reject(
-                            &rule.key,
-                            format!(
-                                "config {}={value}: `{item}` is not one of {allowed:?} ({})",
-                                rule.key, rule.origin
-                            ),
-                        ));
-                    }
-                }
+        for (key, value) in &t.configs {
+            // A config without a value takes the broker default.
+            if let Some(value) = value {
+                check_config(rules, t.name, key, value)?;
             }
         }
         Ok(())
+    }
+
+    /// A topic's partition count raised to `count` by CreatePartitions. Internal (naming-exempt)
+    /// topics are not governed.
+    pub fn judge_partition_count(&self, topic: &str, count: i32) -> Result<(), Rejection> {
+        let Some(rules) = self.topic_rules_for(topic) else {
+            return Ok(());
+        };
+        if rules.partitions.is_set() && !rules.partitions.contains(count as i64) {
+            return Err(topic_rejection(
+                topic,
+                "partitions",
+                format!(
+                    "cannot have {count} partitions: the topic rules ({}) require {}",
+                    rules.origin, rules.partitions
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One config value set on a topic: by CreateTopics, AlterConfigs or IncrementalAlterConfigs
+    /// (SET, and each item an APPEND adds to a list). Keys without a rule pass.
+    pub fn judge_topic_config(&self, topic: &str, key: &str, value: &str) -> Result<(), Rejection> {
+        match self.topic_rules_for(topic) {
+            Some(rules) => check_config(rules, topic, key, value),
+            None => Ok(()),
+        }
+    }
+
+    /// A topic a Metadata request would have the broker auto-create, with the broker's default
+    /// partition count, replication factor and configs: judged as a CreateTopics that leaves
+    /// all three to the broker.
+    pub fn judge_auto_create(&self, topic: &str) -> Result<(), Rejection> {
+        self.judge_new_topic(&NewTopic {
+            name: topic,
+            num_partitions: -1,
+            replication_factor: -1,
+            configs: vec![],
+        })
+        .map_err(|mut r| {
+            r.message = r.message.replacen(
+                "meshgate: ",
+                "meshgate: auto-creation refused (the broker's defaults would apply): ",
+                1,
+            );
+            r
+        })
+    }
+
+    /// The topic rules that govern changes to an existing topic: none for internal topics.
+    fn topic_rules_for(&self, topic: &str) -> Option<&super::TopicRules> {
+        let exempt = self.naming.as_ref().is_some_and(|n| n.is_exempt(topic));
+        self.topics.as_ref().filter(|_| !exempt)
+    }
+}
+
+/// Topic configs for which Kafka reads -1 as "unlimited".
+const UNLIMITED_AT_MINUS_ONE: &[&str] = &[
+    "retention.ms",
+    "retention.bytes",
+    "local.retention.ms",
+    "local.retention.bytes",
+];
+
+/// One config value against the topic rules' config rules.
+fn check_config(
+    rules: &super::TopicRules,
+    topic: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), Rejection> {
+    let Some(rule) = rules.configs.iter().find(|r| r.key == key) else {
+        return Ok(());
+    };
+    let reject = |message: String| Err(topic_rejection(topic, &rule.key, message));
+    if rule.min.is_some() || rule.max.is_some() {
+        let Ok(n) = value.trim().parse::<f64>() else {
+            return reject(format!(
+                "config {}={value} is not a number ({})",
+                rule.key, rule.origin
+            ));
+        };
+        // Kafka reads -1 as "no limit" for these keys: past any maximum.
+        let n = if n == -1.0 && UNLIMITED_AT_MINUS_ONE.contains(&key) {
+            f64::INFINITY
+        } else {
+            n
+        };
+        if rule.min.is_some_and(|m| n < m) || rule.max.is_some_and(|m| n > m) {
+            let bound = match (rule.min, rule.max) {
+                (Some(a), Some(b)) => format!("between {a} and {b}"),
+                (Some(a), None) => format!("at least {a}"),
+                (None, Some(b)) => format!("at most {b}"),
+                (None, None) => unreachable!("checked above"),
+            };
+            return reject(format!(
+                "config {}={value} must be {bound} ({})",
+                rule.key, rule.origin
+            ));
+        }
+    }
+    if let Some(allowed) = &rule.allowed {
+        for item in value.split(',').map(str::trim) {
+            if !allowed.iter().any(|a| a == item) {
+                return reject(format!(
+                    "config {}={value}: `{item}` is not one of {allowed:?} ({})",
+                    rule.key, rule.origin
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn topic_rejection(topic: &str, rule: &str, message: String) -> Rejection {
+    Rejection {
+        error_code: POLICY_VIOLATION,
+        message: format!("meshgate: topic `{topic}`: {message}"),
+        record_errors: vec![],
+        policy: "topics",
+        rule: rule.to_string(),
     }
 }
 
@@ -781,4 +864,162 @@ pub fn avro_schema_ids<'r>(
         }
     }
     ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+naming:
+  topics:
+    pattern: '^[a-z]+\.[a-z]+\.v[0-9]+$'
+    exempt: ['^__']
+topics:
+  partitions: { min: 3, max: 12 }
+  replication_factor: { min: 1 }
+  configs:
+    retention.ms: { min: 60000, max: 604800000 }
+    cleanup.policy: { allowed: [delete, compact] }
+"#;
+
+    fn set(text: &str) -> PolicySet {
+        let mut errors = Vec::new();
+        let set = crate::policy::load::compile_sources(
+            &[(std::path::PathBuf::from("rules.yaml"), text.to_string())],
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        set
+    }
+
+    fn new_topic<'a>(
+        name: &'a str,
+        partitions: i32,
+        configs: &[(&'a str, &'a str)],
+    ) -> NewTopic<'a> {
+        NewTopic {
+            name,
+            num_partitions: partitions,
+            replication_factor: 1,
+            configs: configs.iter().map(|(k, v)| (*k, Some(*v))).collect(),
+        }
+    }
+
+    fn rule_of(r: Result<(), Rejection>) -> Option<(i16, &'static str, String)> {
+        r.err().map(|r| (r.error_code, r.policy, r.rule))
+    }
+
+    #[test]
+    fn a_new_topic_is_judged_by_name_then_partitions_then_replication_then_configs() {
+        let s = set(RULES);
+        assert_eq!(
+            rule_of(s.judge_new_topic(&new_topic("shop.a.v1", 6, &[]))),
+            None
+        );
+        assert_eq!(
+            rule_of(s.judge_new_topic(&new_topic("Shop", 6, &[]))).map(|r| r.1),
+            Some("naming")
+        );
+        assert_eq!(
+            rule_of(s.judge_new_topic(&new_topic("shop.a.v1", 2, &[]))),
+            Some((POLICY_VIOLATION, "topics", "partitions".into()))
+        );
+        assert_eq!(
+            rule_of(s.judge_new_topic(&new_topic("shop.a.v1", -1, &[]))),
+            Some((POLICY_VIOLATION, "topics", "partitions".into())),
+            "the broker default is not a count the rules can check"
+        );
+        let mut rf0 = new_topic("shop.a.v1", 6, &[]);
+        rf0.replication_factor = 0;
+        assert_eq!(
+            rule_of(s.judge_new_topic(&rf0)).map(|r| r.2),
+            Some("replication_factor".into())
+        );
+        assert_eq!(
+            rule_of(s.judge_new_topic(&new_topic(
+                "shop.a.v1",
+                6,
+                &[("cleanup.policy", "delete,bogus")]
+            )))
+            .map(|r| r.2),
+            Some("cleanup.policy".into())
+        );
+        let message = s
+            .judge_new_topic(&new_topic("shop.a.v1", 6, &[("retention.ms", "1000")]))
+            .unwrap_err()
+            .message;
+        assert!(
+            message.contains("between 60000") && message.contains("rules.yaml:10"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn infinite_retention_breaks_a_maximum() {
+        let s = set(RULES);
+        for judge in [
+            |s: &PolicySet| s.judge_topic_config("shop.a.v1", "retention.ms", "-1"),
+            |s: &PolicySet| {
+                s.judge_new_topic(&NewTopic {
+                    name: "shop.a.v1",
+                    num_partitions: 6,
+                    replication_factor: 1,
+                    configs: vec![("retention.ms", Some("-1"))],
+                })
+            },
+        ] {
+            assert_eq!(
+                rule_of(judge(&s)),
+                Some((POLICY_VIOLATION, "topics", "retention.ms".into()))
+            );
+        }
+        assert_eq!(
+            rule_of(s.judge_topic_config("shop.a.v1", "retention.ms", "86400000")),
+            None
+        );
+        assert_eq!(
+            rule_of(s.judge_topic_config("shop.a.v1", "segment.ms", "-1")),
+            None
+        );
+    }
+
+    #[test]
+    fn changes_to_existing_topics_follow_the_rules_except_for_internal_topics() {
+        let s = set(RULES);
+        assert_eq!(rule_of(s.judge_partition_count("shop.a.v1", 12)), None);
+        assert_eq!(
+            rule_of(s.judge_partition_count("shop.a.v1", 13)),
+            Some((POLICY_VIOLATION, "topics", "partitions".into()))
+        );
+        assert_eq!(
+            rule_of(s.judge_partition_count("__consumer_offsets", 50)),
+            None
+        );
+        assert_eq!(
+            rule_of(s.judge_topic_config("__consumer_offsets", "retention.ms", "-1")),
+            None
+        );
+        assert_eq!(
+            rule_of(s.judge_topic_config("shop.a.v1", "unruled.key", "x")),
+            None
+        );
+        // No topic rules at all: nothing to judge.
+        let naming_only = set("naming:\n  topics:\n    pattern: '^a$'\n");
+        assert_eq!(rule_of(naming_only.judge_partition_count("b", 1000)), None);
+    }
+
+    #[test]
+    fn auto_creation_is_judged_as_a_create_with_broker_defaults() {
+        let s = set(RULES);
+        let r = s.judge_auto_create("shop.a.v1").unwrap_err();
+        assert_eq!(r.rule, "partitions");
+        assert!(r.message.contains("auto-creation refused"), "{}", r.message);
+        let naming_only = set("naming:\n  topics:\n    pattern: '^[a-z.]+$'\n");
+        assert!(naming_only.judge_auto_create("shop.ok").is_ok());
+        assert_eq!(
+            naming_only.judge_auto_create("NO").unwrap_err().policy,
+            "naming"
+        );
+    }
 }

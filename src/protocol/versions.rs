@@ -12,6 +12,8 @@
 //!   decode them all to rewrite a rarely-present field, clients use v15 and rediscover leaders via
 //!   Metadata.
 //! - **DescribeQuorum is capped at v1**, since v2 lists controller listeners.
+//! - **Metadata starts at v4**, the first version whose auto-creation can be switched off per
+//!   request (see `proxy::topic_admin`).
 //! - **SaslHandshake starts at v1.** After a v0 handshake the client sends raw SASL tokens
 //!   without Kafka framing (pre-1.0 clients), which no Kafka frame parser can follow; from v1 the
 //!   tokens travel in SaslAuthenticate requests, which meshgate reads for the principal.
@@ -30,6 +32,8 @@ pub const PRODUCE_MAX: i16 = 12;
 /// Lowest Produce version meshgate accepts: v3 is the first with record batch v2, which is all
 /// Kafka 4 accepts as well.
 pub const PRODUCE_MIN: i16 = 3;
+/// Lowest Metadata version meshgate accepts: v4 is the first with `allow_auto_topic_creation`.
+pub const METADATA_MIN: i16 = 4;
 /// Highest Fetch version meshgate accepts (v16 adds node endpoints).
 pub const FETCH_MAX: i16 = 15;
 
@@ -52,6 +56,10 @@ pub fn advertised_range(api_key: i16, upstream_min: i16, upstream_max: i16) -> O
         }
         ApiKey::Fetch => hi = hi.min(FETCH_MAX),
         ApiKey::DescribeQuorum => hi = hi.min(1),
+        // v0-3 have no allow_auto_topic_creation flag: the broker may auto-create every topic
+        // they name, past the topic rules (see `proxy::topic_admin`). Kafka 4 no longer
+        // serves them either (KIP-896).
+        ApiKey::Metadata => lo = lo.max(METADATA_MIN),
         ApiKey::SaslHandshake => lo = lo.max(1),
         _ => {}
     }
@@ -69,6 +77,9 @@ pub fn is_decoded(api: ApiKey) -> bool {
         api,
         ApiKey::Produce
             | ApiKey::CreateTopics
+            | ApiKey::CreatePartitions
+            | ApiKey::AlterConfigs
+            | ApiKey::IncrementalAlterConfigs
             | ApiKey::Metadata
             | ApiKey::FindCoordinator
             | ApiKey::DescribeCluster
@@ -164,7 +175,7 @@ mod tests {
     #[test]
     fn decoded_apis_are_capped_at_the_protocol_crate() {
         let metadata = ApiKey::Metadata.valid_versions();
-        assert_eq!(advertised_range(3, 0, 99), Some((0, metadata.max)));
+        assert_eq!(advertised_range(3, 0, 99), Some((4, metadata.max)));
         assert!(gateway_accepts(ApiKey::Produce, 12));
         assert!(!gateway_accepts(ApiKey::Produce, 13));
         assert!(!gateway_accepts(ApiKey::Produce, 2));

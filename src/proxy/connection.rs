@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use super::enforce::{self, Decision, DecodedProduce, ProduceJob, ProduceWatch};
 use super::identity::{Identity, SaslStep};
 use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
+use super::topic_admin;
 use super::Gateway;
 use crate::policy::judge::RequestInflater;
 use crate::protocol::frame::{write_frame, write_frame_head};
@@ -213,6 +214,7 @@ where
             let governed = match api {
                 ApiKey::Produce => current.governs_produce(),
                 ApiKey::CreateTopics => current.governs_create_topics(),
+                a if topic_admin::governs(a) => current.governs_create_topics(),
                 _ => false,
             };
             governed.then(|| arc_swap::Guard::into_inner(current))
@@ -319,8 +321,13 @@ where
                 }
                 judge_work(&gw, &mut upstream, heavy, move || job.judge()).await??
             }
-            (Some(policies), _) => (
+            (Some(policies), ApiKey::CreateTopics) => (
                 enforce::create_topics(&gw, &policies, &frame, header.api_version)?,
+                None,
+            ),
+            (Some(policies), _) => (
+                topic_admin::judge(&gw.metrics, &policies, api, &frame, header.api_version)?
+                    .unwrap_or(Decision::Forward),
                 None,
             ),
             (None, _) => (Decision::Forward, None),
@@ -328,6 +335,11 @@ where
         let mut close_after = false;
         let (to_forward, action, state) = match decision {
             Decision::Forward => (
+                Some(frame),
+                ResponseAction::for_request(Some(api), header.api_version),
+                SlotState::Awaiting,
+            ),
+            Decision::ForwardEdited(frame) => (
                 Some(frame),
                 ResponseAction::for_request(Some(api), header.api_version),
                 SlotState::Awaiting,

@@ -48,6 +48,8 @@ pub enum Decision {
     Forward,
     /// Forward this trimmed frame; merge the response.
     ForwardTrimmed { frame: Bytes, merge: Merge },
+    /// Forward this edited frame instead of the original; the response is handled as usual.
+    ForwardEdited(Bytes),
     /// Answer with this response frame; forward nothing.
     Respond(Bytes),
     /// acks=0 with a rejection: forward this frame if any, then close the connection.
@@ -59,6 +61,8 @@ pub enum Decision {
 pub enum Merge {
     Produce(Box<ProduceMerge>),
     CreateTopics(Box<CreateTopicsMerge>),
+    /// CreatePartitions, AlterConfigs, IncrementalAlterConfigs (see `topic_admin`).
+    Admin(Box<super::topic_admin::AdminMerge>),
 }
 
 #[derive(Debug)]
@@ -76,7 +80,7 @@ pub struct CreateTopicsMerge {
     rejected: HashMap<StrBytes, CreatableTopicResult>,
 }
 
-fn undecodable(api: ApiKey, version: i16, e: impl std::fmt::Display) -> HeaderError {
+pub(crate) fn undecodable(api: ApiKey, version: i16, e: impl std::fmt::Display) -> HeaderError {
     HeaderError::Undecodable {
         api,
         version,
@@ -318,7 +322,7 @@ pub fn produce(
                         .policy_rejections
                         .with_label_values(&[label, rejection.policy, &rejection.rule])
                         .inc();
-                    log_rejection(name, p.index, client, &rejection);
+                    log_rejection("produce", name, Some(p.index), client, &rejection);
                     rejected.insert(
                         (topic.name.0.clone(), p.index),
                         partition_error(&rejection, version),
@@ -537,7 +541,7 @@ pub fn create_topics(
                 .policy_rejections
                 .with_label_values(&[label, r.policy, &r.rule])
                 .inc();
-            tracing::warn!(topic = new.name, client_id = client, policy = r.policy, rule = %r.rule, "{}", r.message);
+            log_rejection("create_topics", new.name, None, client, &r);
             let mut result = CreatableTopicResult::default();
             result.name = t.name.clone();
             result.error_code = r.error_code;
@@ -614,7 +618,7 @@ pub fn merge_create_topics(m: &CreateTopicsMerge, frame: Bytes) -> Result<Bytes,
     encode_response(header.correlation_id, api, m.version, &merged).map_err(|e| err(e.to_string()))
 }
 
-fn encode_request<M: Encodable>(
+pub(crate) fn encode_request<M: Encodable>(
     header: &RequestHeader,
     api: ApiKey,
     version: i16,
@@ -634,10 +638,16 @@ pub(crate) fn encode_response<M: Encodable>(
     join_response(&header, api, version, body).map_err(|e| undecodable(api, version, e))
 }
 
-/// One structured warning per rejected partition, at most `LOG_PER_SEC` a second over the whole
-/// gateway, so a flood of bad records cannot flood the log; the count of suppressed lines is
-/// reported with the next one.
-fn log_rejection(topic: &str, partition: i32, client_id: &str, r: &Rejection) {
+/// One structured warning per refusal (a produce partition, a topic to create or change), at most
+/// `LOG_PER_SEC` a second over the whole gateway, so a flood of bad requests cannot flood the log;
+/// the count of suppressed lines is reported with the next one.
+pub(crate) fn log_rejection(
+    api: &'static str,
+    topic: &str,
+    partition: Option<i32>,
+    client_id: &str,
+    r: &Rejection,
+) {
     const LOG_PER_SEC: u64 = 20;
     static WINDOW: AtomicU64 = AtomicU64::new(0);
     static COUNT: AtomicU64 = AtomicU64::new(0);
@@ -655,6 +665,7 @@ fn log_rejection(topic: &str, partition: i32, client_id: &str, r: &Rejection) {
     }
     let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
     tracing::warn!(
+        api,
         topic,
         partition,
         client_id,

@@ -10,6 +10,7 @@ pub mod fetch_bytes;
 pub mod identity;
 pub mod rewrite;
 pub mod stream;
+pub mod topic_admin;
 
 use std::sync::Arc;
 use std::time::Duration;

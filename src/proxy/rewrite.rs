@@ -73,6 +73,13 @@ pub fn rewrite_response(
         ResponseAction::Passthrough => return Ok(frame),
         ResponseAction::Merge(Merge::Produce(m)) => return merge_produce(m, frame, addrs),
         ResponseAction::Merge(Merge::CreateTopics(m)) => return merge_create_topics(m, frame),
+        ResponseAction::Merge(Merge::Admin(m)) => {
+            return super::topic_admin::merge(m, frame).map_err(|e| RewriteError {
+                api: m.api(),
+                version: m.version(),
+                reason: e.to_string(),
+            })
+        }
         ResponseAction::Rewrite(api, version) => (*api, *version),
     };
     let err = |reason: String| RewriteError {

@@ -19,7 +19,7 @@ async fn three_brokers_map_to_three_gateway_ports() {
     let gw = gateway(brokers[0].addr, "").await;
     let base = gw.gateway.config.broker_port_base;
     let mut c = RawClient::connect(gw.bootstrap).await;
-    for version in [1, 4, 9, 12] {
+    for version in [4, 9, 12] {
         let md = c.call(version as i32, version, &metadata_request()).await;
         let mut seen: Vec<(i32, String, i32)> = md
             .brokers

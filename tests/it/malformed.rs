@@ -127,6 +127,9 @@ async fn a_client_that_ignores_api_versions_cannot_reach_an_unrewritten_version(
         header_only(ApiKey::ShareFetch, 1),
         header_only(ApiKey::ShareAcknowledge, 1),
         header_only(ApiKey::Vote, 1),
+        // No allow_auto_topic_creation flag before v4: the broker could auto-create past the
+        // topic rules.
+        header_only(ApiKey::Metadata, 3),
     ];
     for frame in frames {
         let mut c = RawClient::connect(gw.bootstrap).await;

@@ -12,13 +12,13 @@ use crate::support::client::RawClient;
 use crate::support::fake_broker::Cluster;
 use crate::support::gateway;
 
-/// `n` Metadata v1 requests (correlation ids 0..n), framed back to back in one buffer.
+/// `n` Metadata v4 requests (correlation ids 0..n), framed back to back in one buffer.
 fn metadata_burst(n: i32) -> Vec<u8> {
     let mut md = MetadataRequest::default();
     md.topics = Some(vec![]);
     let mut out = Vec::new();
     for corr in 0..n {
-        let frame = RawClient::encode(corr, 1, &md);
+        let frame = RawClient::encode(corr, 4, &md);
         out.extend_from_slice(&(frame.len() as i32).to_be_bytes());
         out.extend_from_slice(&frame);
     }
@@ -81,7 +81,7 @@ async fn a_burst_of_mixed_frame_sizes_over_the_limit_is_answered_in_order() {
             hb.group_id = GroupId(big.clone().into());
             RawClient::encode(corr, 4, &hb)
         } else {
-            RawClient::encode(corr, 1, &md)
+            RawClient::encode(corr, 4, &md)
         };
         let mut framed = Vec::new();
         write_frame(&mut framed, &frame).await.unwrap();
@@ -119,7 +119,7 @@ async fn a_client_that_disconnects_mid_burst_frees_its_connection_slot() {
             let mut c = RawClient::connect(gw.bootstrap).await;
             let mut md = MetadataRequest::default();
             md.topics = Some(vec![]);
-            c.send(7, 1, &md).await;
+            c.send(7, 4, &md).await;
             if let Some(frame) = c.recv_frame().await {
                 return frame;
             }

@@ -1,0 +1,644 @@
+//! Topic rules on every request that creates or changes a topic after CreateTopics:
+//!
+//! - **Metadata auto-creation.** A Metadata request with `allow_auto_topic_creation=true` makes a
+//!   broker with `auto.create.topics.enable=true` (its default) create every named topic that
+//!   does not exist, with the broker's default partition count, replication factor and configs.
+//!   When any named topic would be refused as such a CreateTopics (see
+//!   [`PolicySet::judge_auto_create`]), meshgate clears the flag for the whole request and
+//!   forwards it; the broker then answers UNKNOWN_TOPIC_OR_PARTITION for the missing topics, as a
+//!   broker with auto-creation off does, and clients keep retrying until the topic is created
+//!   properly. Clearing the flag, rather than answering for the topic, keeps the response the
+//!   broker's own, and existing topics are described as usual. (The flag is one per request, so
+//!   an allowed topic named beside a refused one is not auto-created by that request either.)
+//! - **CreatePartitions** against the partition bounds: the new total count must be within them.
+//! - **AlterConfigs** and **IncrementalAlterConfigs** against the config rules: every value a
+//!   topic is set to (SET; for APPEND, each item added to a list) must pass, as at creation.
+//!   DELETE and SUBTRACT return toward the broker default and pass.
+//!
+//! Refusals are per resource, with POLICY_VIOLATION and the rule's file:line, as for
+//! CreateTopics; the other resources of the request are forwarded, and the upstream's answer is
+//! merged with meshgate's in request order. Internal (naming-exempt) topics, and resources that
+//! are not topics, are not governed.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, ApiKey, CreatePartitionsRequest,
+    CreatePartitionsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    MetadataRequest,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use super::enforce::{encode_request, encode_response, log_rejection, undecodable, Decision};
+use crate::metrics::{topic_label, Metrics};
+use crate::policy::judge::Rejection;
+use crate::policy::PolicySet;
+use crate::protocol::header::{split_request, split_response, HeaderError};
+
+/// The config resource type of a topic.
+const TOPIC_RESOURCE: i8 = 2;
+
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_APPEND: i8 = 2;
+
+/// meshgate's refusals of some resources of an admin request, to merge into the upstream
+/// response in request order.
+#[derive(Debug)]
+pub struct AdminMerge {
+    api: ApiKey,
+    version: i16,
+    /// Every resource of the request, in order: (resource type, name).
+    order: Vec<(i8, StrBytes)>,
+    /// The refused ones: error code and message.
+    rejected: HashMap<(i8, StrBytes), (i16, String)>,
+}
+
+/// Judges a request of `api` that changes topics, under `policies`. `None` when the API is not
+/// one this module governs.
+pub fn judge(
+    metrics: &Metrics,
+    policies: &PolicySet,
+    api: ApiKey,
+    frame: &Bytes,
+    version: i16,
+) -> Result<Option<Decision>, HeaderError> {
+    let (header, mut body) = split_request(frame, api, version)?;
+    let client = header
+        .client_id
+        .as_ref()
+        .map_or(String::new(), |c| c.to_string());
+    let refuse = |topic: &str, r: Rejection| {
+        let label = topic_label(policies.contract_for(topic).map(|c| c.topic.as_str()));
+        metrics
+            .policy_rejections
+            .with_label_values(&[label, r.policy, &r.rule])
+            .inc();
+        log_rejection(api_name(api), topic, None, &client, &r);
+        (r.error_code, r.message)
+    };
+    let mut rejected = HashMap::new();
+    let order: Vec<(i8, StrBytes)>;
+    let trimmed = match api {
+        ApiKey::Metadata => {
+            let mut request = MetadataRequest::decode(&mut body, version)
+                .map_err(|e| undecodable(api, version, e))?;
+            if !request.allow_auto_topic_creation {
+                return Ok(Some(Decision::Forward));
+            }
+            let names = request
+                .topics
+                .iter()
+                .flatten()
+                .filter_map(|t| t.name.as_ref());
+            let mut refused = false;
+            for name in names {
+                if let Err(r) = policies.judge_auto_create(name.as_str()) {
+                    refuse(name.as_str(), r);
+                    refused = true;
+                }
+            }
+            if !refused {
+                return Ok(Some(Decision::Forward));
+            }
+            request.allow_auto_topic_creation = false;
+            let frame = encode_request(&header, api, version, &request)?;
+            return Ok(Some(Decision::ForwardEdited(frame)));
+        }
+        ApiKey::CreatePartitions => {
+            let request = CreatePartitionsRequest::decode(&mut body, version)
+                .map_err(|e| undecodable(api, version, e))?;
+            order = request
+                .topics
+                .iter()
+                .map(|t| (TOPIC_RESOURCE, t.name.0.clone()))
+                .collect();
+            for t in &request.topics {
+                if let Err(r) = policies.judge_partition_count(t.name.as_str(), t.count) {
+                    let verdict = refuse(t.name.as_str(), r);
+                    rejected.insert((TOPIC_RESOURCE, t.name.0.clone()), verdict);
+                }
+            }
+            let mut trimmed = request.clone();
+            trimmed
+                .topics
+                .retain(|t| !rejected.contains_key(&(TOPIC_RESOURCE, t.name.0.clone())));
+            (!trimmed.topics.is_empty()).then(|| encode_request(&header, api, version, &trimmed))
+        }
+        ApiKey::AlterConfigs => {
+            let request = AlterConfigsRequest::decode(&mut body, version)
+                .map_err(|e| undecodable(api, version, e))?;
+            order = request
+                .resources
+                .iter()
+                .map(|r| (r.resource_type, r.resource_name.clone()))
+                .collect();
+            for res in request
+                .resources
+                .iter()
+                .filter(|r| r.resource_type == TOPIC_RESOURCE)
+            {
+                let topic = res.resource_name.as_str();
+                let verdict = res.configs.iter().find_map(|c| {
+                    let value = c.value.as_ref()?;
+                    policies
+                        .judge_topic_config(topic, c.name.as_str(), value.as_str())
+                        .err()
+                });
+                if let Some(r) = verdict {
+                    let verdict = refuse(topic, r);
+                    rejected.insert((TOPIC_RESOURCE, res.resource_name.clone()), verdict);
+                }
+            }
+            let mut trimmed = request.clone();
+            trimmed
+                .resources
+                .retain(|r| !rejected.contains_key(&(r.resource_type, r.resource_name.clone())));
+            (!trimmed.resources.is_empty()).then(|| encode_request(&header, api, version, &trimmed))
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let request = IncrementalAlterConfigsRequest::decode(&mut body, version)
+                .map_err(|e| undecodable(api, version, e))?;
+            order = request
+                .resources
+                .iter()
+                .map(|r| (r.resource_type, r.resource_name.clone()))
+                .collect();
+            for res in request
+                .resources
+                .iter()
+                .filter(|r| r.resource_type == TOPIC_RESOURCE)
+            {
+                let topic = res.resource_name.as_str();
+                let verdict = res.configs.iter().find_map(|c| {
+                    let value = c.value.as_ref()?;
+                    let key = c.name.as_str();
+                    match c.config_operation {
+                        OP_SET => policies
+                            .judge_topic_config(topic, key, value.as_str())
+                            .err(),
+                        OP_APPEND => value
+                            .split(',')
+                            .map(str::trim)
+                            .find_map(|item| policies.judge_topic_config(topic, key, item).err()),
+                        // DELETE and SUBTRACT move toward the broker default.
+                        _ => None,
+                    }
+                });
+                if let Some(r) = verdict {
+                    let verdict = refuse(topic, r);
+                    rejected.insert((TOPIC_RESOURCE, res.resource_name.clone()), verdict);
+                }
+            }
+            let mut trimmed = request.clone();
+            trimmed
+                .resources
+                .retain(|r| !rejected.contains_key(&(r.resource_type, r.resource_name.clone())));
+            (!trimmed.resources.is_empty()).then(|| encode_request(&header, api, version, &trimmed))
+        }
+        _ => return Ok(None),
+    };
+    if rejected.is_empty() {
+        return Ok(Some(Decision::Forward));
+    }
+    finish(&header, api, version, order, rejected, trimmed)
+}
+
+/// The APIs [`judge`] governs.
+pub fn governs(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::Metadata
+            | ApiKey::CreatePartitions
+            | ApiKey::AlterConfigs
+            | ApiKey::IncrementalAlterConfigs
+    )
+}
+
+fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Metadata => "metadata",
+        ApiKey::CreatePartitions => "create_partitions",
+        ApiKey::AlterConfigs => "alter_configs",
+        ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
+        _ => "admin",
+    }
+}
+
+/// Forwards what is left and merges, or answers alone when nothing is left.
+fn finish(
+    header: &kafka_protocol::messages::RequestHeader,
+    api: ApiKey,
+    version: i16,
+    order: Vec<(i8, StrBytes)>,
+    rejected: HashMap<(i8, StrBytes), (i16, String)>,
+    trimmed: Option<Result<Bytes, HeaderError>>,
+) -> Result<Option<Decision>, HeaderError> {
+    let merge = AdminMerge {
+        api,
+        version,
+        order,
+        rejected,
+    };
+    Ok(Some(match trimmed {
+        Some(frame) => Decision::ForwardTrimmed {
+            frame: frame?,
+            merge: super::enforce::Merge::Admin(Box::new(merge)),
+        },
+        None => Decision::Respond(merged(&merge, header.correlation_id, None)?),
+    }))
+}
+
+impl AdminMerge {
+    pub fn api(&self) -> ApiKey {
+        self.api
+    }
+
+    pub fn version(&self) -> i16 {
+        self.version
+    }
+}
+
+/// Merges an upstream response frame with the refusals of its request.
+pub fn merge(m: &AdminMerge, frame: Bytes) -> Result<Bytes, HeaderError> {
+    let (header, body) = split_response(&frame, m.api, m.version)?;
+    merged(m, header.correlation_id, Some(body))
+}
+
+/// The response: the upstream's answers (from `body`, when there is one) and meshgate's, in
+/// request order.
+fn merged(m: &AdminMerge, correlation_id: i32, body: Option<Bytes>) -> Result<Bytes, HeaderError> {
+    let (api, version) = (m.api, m.version);
+    match api {
+        ApiKey::CreatePartitions => {
+            let upstream = match body {
+                Some(mut b) => CreatePartitionsResponse::decode(&mut b, version)
+                    .map_err(|e| undecodable(api, version, e))?,
+                None => CreatePartitionsResponse::default(),
+            };
+            let mut by_name: HashMap<StrBytes, CreatePartitionsTopicResult> = upstream
+                .results
+                .iter()
+                .map(|r| (r.name.0.clone(), r.clone()))
+                .collect();
+            let mut out = upstream;
+            out.results = m
+                .order
+                .iter()
+                .filter_map(|key| match m.rejected.get(key) {
+                    Some((code, message)) => {
+                        let mut r = CreatePartitionsTopicResult::default();
+                        r.name = key.1.clone().into();
+                        r.error_code = *code;
+                        r.error_message = Some(StrBytes::from_string(message.clone()));
+                        Some(r)
+                    }
+                    None => by_name.remove(&key.1),
+                })
+                .collect();
+            encode_response(correlation_id, api, version, &out)
+        }
+        ApiKey::AlterConfigs => {
+            let upstream = match body {
+                Some(mut b) => AlterConfigsResponse::decode(&mut b, version)
+                    .map_err(|e| undecodable(api, version, e))?,
+                None => AlterConfigsResponse::default(),
+            };
+            let mut out = upstream.clone();
+            out.responses = merge_resources(m, upstream.responses);
+            encode_response(correlation_id, api, version, &out)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let upstream = match body {
+                Some(mut b) => IncrementalAlterConfigsResponse::decode(&mut b, version)
+                    .map_err(|e| undecodable(api, version, e))?,
+                None => IncrementalAlterConfigsResponse::default(),
+            };
+            // The two APIs' resource responses have the same fields.
+            let responses = upstream
+                .responses
+                .iter()
+                .map(|r| {
+                    let mut a = AlterConfigsResourceResponse::default();
+                    a.error_code = r.error_code;
+                    a.error_message = r.error_message.clone();
+                    a.resource_type = r.resource_type;
+                    a.resource_name = r.resource_name.clone();
+                    a
+                })
+                .collect();
+            let mut out = upstream;
+            out.responses = merge_resources(m, responses)
+                .into_iter()
+                .map(|a| {
+                    let mut r = kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+                    r.error_code = a.error_code;
+                    r.error_message = a.error_message;
+                    r.resource_type = a.resource_type;
+                    r.resource_name = a.resource_name;
+                    r
+                })
+                .collect();
+            encode_response(correlation_id, api, version, &out)
+        }
+        _ => Err(undecodable(api, version, "not an admin merge")),
+    }
+}
+
+fn merge_resources(
+    m: &AdminMerge,
+    upstream: Vec<AlterConfigsResourceResponse>,
+) -> Vec<AlterConfigsResourceResponse> {
+    let mut by_key: HashMap<(i8, StrBytes), AlterConfigsResourceResponse> = upstream
+        .into_iter()
+        .map(|r| ((r.resource_type, r.resource_name.clone()), r))
+        .collect();
+    m.order
+        .iter()
+        .filter_map(|key| match m.rejected.get(key) {
+            Some((code, message)) => {
+                let mut r = AlterConfigsResourceResponse::default();
+                r.resource_type = key.0;
+                r.resource_name = key.1.clone();
+                r.error_code = *code;
+                r.error_message = Some(StrBytes::from_string(message.clone()));
+                Some(r)
+            }
+            None => by_key.remove(key),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::Encodable;
+
+    use crate::protocol::header::{join_request, join_response};
+
+    const RULES: &str = r#"
+naming:
+  topics:
+    pattern: '^[a-z]+\.[a-z]+\.v[0-9]+$'
+    exempt: ['^__']
+topics:
+  partitions: { min: 3, max: 12 }
+  configs:
+    retention.ms: { max: 604800000 }
+    cleanup.policy: { allowed: [delete, compact] }
+"#;
+
+    fn set() -> PolicySet {
+        let mut errors = Vec::new();
+        let set = crate::policy::load::compile_sources(
+            &[(std::path::PathBuf::from("rules.yaml"), RULES.to_string())],
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        set
+    }
+
+    fn frame<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
+        let mut h = RequestHeader::default();
+        h.request_api_key = api as i16;
+        h.request_api_version = version;
+        h.correlation_id = 5;
+        join_request(&h, api, version, body).unwrap()
+    }
+
+    fn decide<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Decision {
+        let metrics = Metrics::new();
+        judge(&metrics, &set(), api, &frame(api, version, body), version)
+            .unwrap()
+            .expect("governed")
+    }
+
+    fn topic(name: &str, count: i32) -> CreatePartitionsTopic {
+        let mut t = CreatePartitionsTopic::default();
+        t.name = TopicName(StrBytes::from_string(name.into()));
+        t.count = count;
+        t
+    }
+
+    #[test]
+    fn create_partitions_past_the_bounds_is_refused_and_the_rest_forwarded_and_merged() {
+        let mut req = CreatePartitionsRequest::default();
+        req.topics = vec![
+            topic("shop.a.v1", 6),
+            topic("shop.b.v1", 48),
+            topic("__internal", 99),
+        ];
+        let Decision::ForwardTrimmed { frame, merge } = decide(ApiKey::CreatePartitions, 3, &req)
+        else {
+            panic!("expected a trimmed request")
+        };
+        let (_, mut body) = split_request(&frame, ApiKey::CreatePartitions, 3).unwrap();
+        let forwarded = CreatePartitionsRequest::decode(&mut body, 3).unwrap();
+        let names: Vec<&str> = forwarded.topics.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["shop.a.v1", "__internal"],
+            "internal topics are not governed"
+        );
+
+        // The broker answers for what it got; the merge restores request order.
+        let mut upstream = CreatePartitionsResponse::default();
+        for name in ["__internal", "shop.a.v1"] {
+            let mut r = CreatePartitionsTopicResult::default();
+            r.name = TopicName(StrBytes::from_string(name.into()));
+            upstream.results.push(r);
+        }
+        let mut h = ResponseHeader::default();
+        h.correlation_id = 5;
+        let response = join_response(&h, ApiKey::CreatePartitions, 3, &upstream).unwrap();
+        let super::super::enforce::Merge::Admin(m) = merge else {
+            panic!("an admin merge")
+        };
+        let merged = super::merge(&m, response).unwrap();
+        let (_, mut body) = split_response(&merged, ApiKey::CreatePartitions, 3).unwrap();
+        let out = CreatePartitionsResponse::decode(&mut body, 3).unwrap();
+        let got: Vec<(&str, i16)> = out
+            .results
+            .iter()
+            .map(|r| (r.name.as_str(), r.error_code))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("shop.a.v1", 0), ("shop.b.v1", 44), ("__internal", 0)]
+        );
+        let message = out.results[1].error_message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains("48 partitions") && message.contains("rules.yaml:"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn create_partitions_within_the_bounds_is_forwarded_untouched() {
+        let mut req = CreatePartitionsRequest::default();
+        req.topics = vec![topic("shop.a.v1", 12)];
+        assert!(matches!(
+            decide(ApiKey::CreatePartitions, 3, &req),
+            Decision::Forward
+        ));
+    }
+
+    fn alter(name: &str, configs: &[(&str, i8, Option<&str>)]) -> AlterConfigsResource {
+        let mut r = AlterConfigsResource::default();
+        r.resource_type = TOPIC_RESOURCE;
+        r.resource_name = StrBytes::from_string(name.into());
+        r.configs = configs
+            .iter()
+            .map(|(k, op, v)| {
+                let mut c = AlterableConfig::default();
+                c.name = StrBytes::from_string(k.to_string());
+                c.config_operation = *op;
+                c.value = v.map(|v| StrBytes::from_string(v.into()));
+                c
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn incremental_alter_configs_judges_sets_and_appends_and_lets_deletes_through() {
+        let mut req = IncrementalAlterConfigsRequest::default();
+        req.resources = vec![
+            alter("shop.a.v1", &[("retention.ms", OP_SET, Some("-1"))]),
+            alter(
+                "shop.b.v1",
+                &[
+                    ("retention.ms", 1, None),
+                    ("cleanup.policy", 3, Some("compact")),
+                ],
+            ),
+            alter(
+                "shop.c.v1",
+                &[("cleanup.policy", OP_APPEND, Some("compact,bogus"))],
+            ),
+            alter("shop.d.v1", &[("retention.ms", OP_SET, Some("86400000"))]),
+        ];
+        // A broker resource is not a topic: it passes whatever it sets.
+        let mut broker = alter("1", &[("retention.ms", OP_SET, Some("-1"))]);
+        broker.resource_type = 4;
+        req.resources.push(broker);
+        let version = 1;
+        let Decision::ForwardTrimmed { frame, .. } =
+            decide(ApiKey::IncrementalAlterConfigs, version, &req)
+        else {
+            panic!("expected a trimmed request")
+        };
+        let (_, mut body) =
+            split_request(&frame, ApiKey::IncrementalAlterConfigs, version).unwrap();
+        let forwarded = IncrementalAlterConfigsRequest::decode(&mut body, version).unwrap();
+        let names: Vec<&str> = forwarded
+            .resources
+            .iter()
+            .map(|r| r.resource_name.as_str())
+            .collect();
+        // -1 (infinite retention) is over the maximum; `bogus` is not an allowed policy.
+        assert_eq!(names, vec!["shop.b.v1", "shop.d.v1", "1"]);
+    }
+
+    #[test]
+    fn alter_configs_refused_whole_is_answered_without_the_broker() {
+        let mut req = AlterConfigsRequest::default();
+        let mut r =
+            kafka_protocol::messages::alter_configs_request::AlterConfigsResource::default();
+        r.resource_type = TOPIC_RESOURCE;
+        r.resource_name = StrBytes::from_static_str("shop.a.v1");
+        let mut c = kafka_protocol::messages::alter_configs_request::AlterableConfig::default();
+        c.name = StrBytes::from_static_str("cleanup.policy");
+        c.value = Some(StrBytes::from_static_str("none"));
+        r.configs.push(c);
+        req.resources.push(r);
+        let Decision::Respond(frame) = decide(ApiKey::AlterConfigs, 1, &req) else {
+            panic!("expected meshgate's own answer")
+        };
+        let (h, mut body) = split_response(&frame, ApiKey::AlterConfigs, 1).unwrap();
+        assert_eq!(h.correlation_id, 5);
+        let out = AlterConfigsResponse::decode(&mut body, 1).unwrap();
+        assert_eq!(out.responses.len(), 1);
+        assert_eq!(out.responses[0].error_code, 44);
+        assert_eq!(out.responses[0].resource_type, TOPIC_RESOURCE);
+    }
+
+    fn metadata(names: &[&str], auto_create: bool) -> MetadataRequest {
+        let mut r = MetadataRequest::default();
+        r.allow_auto_topic_creation = auto_create;
+        r.topics = Some(
+            names
+                .iter()
+                .map(|n| {
+                    let mut t = MetadataRequestTopic::default();
+                    t.name = Some(TopicName(StrBytes::from_string(n.to_string())));
+                    t
+                })
+                .collect(),
+        );
+        r
+    }
+
+    #[test]
+    fn metadata_auto_creation_is_switched_off_when_the_rules_would_refuse_the_topic() {
+        // Broker defaults are unknown, and the partition rule needs an explicit count: no
+        // auto-creation passes these rules, whatever the name.
+        for names in [&["Bad_Name"][..], &["shop.ok.v1"][..]] {
+            let Decision::ForwardEdited(frame) =
+                decide(ApiKey::Metadata, 12, &metadata(names, true))
+            else {
+                panic!("expected the flag cleared for {names:?}")
+            };
+            let (_, mut body) = split_request(&frame, ApiKey::Metadata, 12).unwrap();
+            let edited = MetadataRequest::decode(&mut body, 12).unwrap();
+            assert!(!edited.allow_auto_topic_creation);
+            assert_eq!(
+                edited.topics.unwrap().len(),
+                1,
+                "the topics are still described"
+            );
+        }
+        assert!(matches!(
+            decide(ApiKey::Metadata, 12, &metadata(&["Bad_Name"], false)),
+            Decision::Forward
+        ));
+    }
+
+    #[test]
+    fn metadata_auto_creation_passes_when_only_naming_governs_and_the_name_fits() {
+        let mut errors = Vec::new();
+        let set = crate::policy::load::compile_sources(
+            &[(
+                std::path::PathBuf::from("n.yaml"),
+                "naming:\n  topics:\n    pattern: '^[a-z]+\\.[a-z]+\\.v[0-9]+$'\n".into(),
+            )],
+            &mut errors,
+        );
+        let metrics = Metrics::new();
+        let run = |names: &[&str]| {
+            judge(
+                &metrics,
+                &set,
+                ApiKey::Metadata,
+                &frame(ApiKey::Metadata, 9, &metadata(names, true)),
+                9,
+            )
+            .unwrap()
+            .unwrap()
+        };
+        assert!(matches!(run(&["shop.ok.v1"]), Decision::Forward));
+        assert!(matches!(
+            run(&["shop.ok.v1", "NOPE"]),
+            Decision::ForwardEdited(_)
+        ));
+    }
+}
