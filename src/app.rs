@@ -61,6 +61,18 @@ impl Running {
 
 /// Binds every listener and starts serving.
 pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
+    let probe = crate::proxy::brokers::BrokerMap::new(
+        String::new(),
+        config.broker_port_base,
+        config.reserved_ports(),
+    );
+    for (node_id, port) in probe.shadowed_node_ids() {
+        tracing::warn!(
+            node_id,
+            port,
+            "broker node id {node_id} would map onto port {port}, which meshgate uses for its listener or admin endpoint: such a broker is not served; set broker_port_base to move the plan"
+        );
+    }
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let bootstrap = TcpListener::bind(config.listen)

@@ -366,6 +366,22 @@ impl ConfigFile {
     }
 }
 
+impl GatewayConfig {
+    /// Ports meshgate serves something other than a broker on, at the listen address: the
+    /// bootstrap port, and the admin port when it shares the listen address (or either is a
+    /// wildcard). No broker's gateway port may be one of them.
+    pub fn reserved_ports(&self) -> Vec<u16> {
+        let mut ports = vec![self.listen.port()];
+        let shares_address = self.admin.ip() == self.listen.ip()
+            || self.admin.ip().is_unspecified()
+            || self.listen.ip().is_unspecified();
+        if shares_address && self.admin.port() != 0 {
+            ports.push(self.admin.port());
+        }
+        ports
+    }
+}
+
 /// A certificate and key given together (a CA alone, or one without the other, is an error).
 fn server_files(
     config_key: &'static str,

@@ -77,8 +77,8 @@ impl BrokerAddresses for NoPorts {
         "gateway.test"
     }
 
-    fn gateway_port(&self, node_id: i32, _host: &str, _port: i32) -> i32 {
-        9000i32.saturating_add(node_id)
+    fn gateway_port(&self, node_id: i32, _host: &str, _port: i32) -> Option<i32> {
+        Some(9000i32.saturating_add(node_id))
     }
 }
 

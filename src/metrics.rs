@@ -90,6 +90,8 @@ pub struct Metrics {
     unknown_api: ApiMetrics,
     pub connections_active: IntGauge,
     pub connections_refused: IntCounter,
+    /// Brokers meshgate could not give a port (unmappable node id, failed bind): not advertised.
+    pub broker_port_failures: IntCounter,
     pub upstream_errors: IntCounter,
     /// TLS handshakes that failed with a client (plaintext on a TLS port, an untrusted or missing
     /// client certificate).
@@ -143,6 +145,11 @@ impl Metrics {
         let connections_refused = IntCounter::new(
             "meshgate_connections_refused_total",
             "Client connections refused because max_connections was reached",
+        )
+        .expect("valid metric");
+        let broker_port_failures = IntCounter::new(
+            "meshgate_broker_port_failures_total",
+            "Upstream brokers seen that meshgate could not serve a port for (node id off the port plan, or the bind failed); they are not advertised",
         )
         .expect("valid metric");
         let tls_client_failures = IntCounter::new(
@@ -211,6 +218,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(connections_active.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(broker_port_failures.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(tls_client_failures.clone()),
             Box::new(frames_rejected.clone()),
@@ -239,6 +247,7 @@ impl Metrics {
             unknown_api,
             connections_active,
             connections_refused,
+            broker_port_failures,
             upstream_errors,
             tls_client_failures,
             frames_rejected,

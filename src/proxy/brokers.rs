@@ -5,8 +5,11 @@
 //! the configuration, so it is the same across restarts and across gateway instances behind one
 //! load balancer, and a client holding a cached broker address keeps working after a restart.
 //!
-//! A node id that maps outside 1..=65535 cannot be served; it is logged and the client is told
-//! port 0 for it, which it cannot connect to, rather than the upstream's real address.
+//! A node id that maps outside 1..=65535, or onto a port meshgate already uses for something else
+//! (the bootstrap listener, the admin endpoint), cannot be served. Neither can one whose port
+//! fails to bind. meshgate never advertises such a port: the broker is left out of the responses
+//! that list brokers (so clients see its partitions' leader as unavailable and retry), and a
+//! coordinator on it is answered as not available. A later sighting tries the bind again.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -37,16 +40,28 @@ pub enum Observed {
 pub struct BrokerMap {
     advertised_host: String,
     port_base: u16,
+    /// Ports meshgate serves something else on: no broker maps onto them.
+    reserved: Vec<u16>,
     nodes: RwLock<HashMap<i32, BrokerEntry>>,
 }
 
 impl BrokerMap {
-    pub fn new(advertised_host: String, port_base: u16) -> Self {
+    pub fn new(advertised_host: String, port_base: u16, reserved: Vec<u16>) -> Self {
         Self {
             advertised_host,
             port_base,
+            reserved,
             nodes: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The node ids whose port by the scheme is one of the reserved ports (to warn at start).
+    pub fn shadowed_node_ids(&self) -> Vec<(i32, u16)> {
+        self.reserved
+            .iter()
+            .filter(|p| **p >= self.port_base)
+            .map(|p| ((p - self.port_base) as i32, *p))
+            .collect()
     }
 
     pub fn advertised_host(&self) -> &str {
@@ -59,7 +74,10 @@ impl BrokerMap {
             return None;
         }
         let port = self.port_base as i64 + node_id as i64;
-        (1..=65535).contains(&port).then_some(port as u16)
+        (1..=65535)
+            .contains(&port)
+            .then_some(port as u16)
+            .filter(|p| !self.reserved.contains(p))
     }
 
     /// Records that `node_id` is at `host:port` upstream.
@@ -131,7 +149,7 @@ mod tests {
 
     #[test]
     fn ports_follow_node_ids_deterministically() {
-        let m = BrokerMap::new("gw".into(), 9093);
+        let m = BrokerMap::new("gw".into(), 9093, vec![9092, 9644]);
         assert_eq!(m.observe(0, "b0", 19092), Observed::New(9093));
         m.set_listening(0, true);
         assert_eq!(m.observe(0, "b0", 19092), Observed::Known(9093));
@@ -141,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_moved_broker_keeps_its_port_and_updates_its_address() {
-        let m = BrokerMap::new("gw".into(), 9093);
+        let m = BrokerMap::new("gw".into(), 9093, vec![9092, 9644]);
         m.observe(1, "old", 1);
         m.set_listening(1, true);
         assert_eq!(m.observe(1, "new", 2), Observed::Known(9094));
@@ -150,7 +168,7 @@ mod tests {
 
     #[test]
     fn out_of_range_node_ids_are_unmappable() {
-        let m = BrokerMap::new("gw".into(), 65000);
+        let m = BrokerMap::new("gw".into(), 65000, vec![]);
         assert_eq!(m.observe(-1, "x", 1), Observed::Unmappable);
         assert_eq!(m.observe(600, "x", 1), Observed::Unmappable);
         assert_eq!(m.port_for(535), Some(65535));
@@ -158,8 +176,17 @@ mod tests {
 
     #[test]
     fn ipv6_upstreams_are_bracketed() {
-        let m = BrokerMap::new("gw".into(), 9093);
+        let m = BrokerMap::new("gw".into(), 9093, vec![9092, 9644]);
         m.observe(0, "::1", 19092);
         assert_eq!(m.upstream_of(0).as_deref(), Some("[::1]:19092"));
+    }
+
+    #[test]
+    fn a_node_id_that_maps_onto_the_admin_or_listen_port_is_not_served() {
+        let m = BrokerMap::new("gw".into(), 9093, vec![9092, 9644]);
+        assert_eq!(m.port_for(551), None, "551 + 9093 is the admin port");
+        assert_eq!(m.observe(551, "b", 9092), Observed::Unmappable);
+        assert_eq!(m.port_for(550), Some(9643));
+        assert_eq!(m.shadowed_node_ids(), vec![(551, 9644)]);
     }
 }

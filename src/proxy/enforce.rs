@@ -457,10 +457,7 @@ pub fn merge_produce(
         split_response(&frame, ApiKey::Produce, m.version).map_err(|e| err(e.to_string()))?;
     let upstream = ProduceResponse::decode(&mut body, m.version).map_err(|e| err(e.to_string()))?;
     let mut merged = merge_produce_response(m, upstream);
-    for n in &mut merged.node_endpoints {
-        n.port = addrs.gateway_port(n.node_id.0, &n.host, n.port);
-        n.host = StrBytes::from_string(addrs.advertised_host().to_string());
-    }
+    super::rewrite::rewrite_node_endpoints(&mut merged.node_endpoints, addrs);
     encode_response(header.correlation_id, ApiKey::Produce, m.version, &merged)
         .map_err(|e| err(e.to_string()))
 }

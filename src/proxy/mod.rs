@@ -123,7 +123,11 @@ impl Gateway {
             },
             judging: Arc::new(Semaphore::new(config.judge_threads)),
             topic_ids: Default::default(),
-            brokers: BrokerMap::new(config.advertised_host.clone(), config.broker_port_base),
+            brokers: BrokerMap::new(
+                config.advertised_host.clone(),
+                config.broker_port_base,
+                config.reserved_ports(),
+            ),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config,
             metrics,
@@ -281,9 +285,12 @@ impl Gateway {
         }
     }
 
-    /// Binds the gateway port for a newly seen broker and starts serving it.
-    fn bind_broker_port(&self, node_id: i32, port: u16) {
-        let Some(gw) = self.me.upgrade() else { return };
+    /// Binds the gateway port for a newly seen broker and starts serving it; false when it could
+    /// not be bound (the broker is then not advertised, and the next sighting tries again).
+    fn bind_broker_port(&self, node_id: i32, port: u16) -> bool {
+        let Some(gw) = self.me.upgrade() else {
+            return false;
+        };
         let addr = std::net::SocketAddr::new(self.config.listen.ip(), port);
         let bound = std::net::TcpListener::bind(addr).and_then(|l| {
             l.set_nonblocking(true)?;
@@ -294,9 +301,12 @@ impl Gateway {
                 self.brokers.set_listening(node_id, true);
                 tracing::info!(node_id, %addr, upstream = ?self.brokers.upstream_of(node_id), "serving broker");
                 gw.serve(listener, Target::Broker(node_id));
+                true
             }
             Err(e) => {
-                tracing::error!(node_id, %addr, error = %e, "cannot bind the gateway port for this broker; clients cannot reach it");
+                self.metrics.broker_port_failures.inc();
+                tracing::error!(node_id, %addr, error = %e, "cannot bind the gateway port for this broker; not advertising it");
+                false
             }
         }
     }
@@ -325,20 +335,18 @@ impl BrokerAddresses for Gateway {
         self.brokers.advertised_host()
     }
 
-    fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> i32 {
+    fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> Option<i32> {
         match self.brokers.observe(node_id, host, port) {
-            Observed::Known(p) => p as i32,
-            Observed::New(p) => {
-                self.bind_broker_port(node_id, p);
-                p as i32
-            }
+            Observed::Known(p) => Some(p as i32),
+            Observed::New(p) => self.bind_broker_port(node_id, p).then_some(p as i32),
             Observed::Unmappable => {
+                self.metrics.broker_port_failures.inc();
                 tracing::error!(
                     node_id,
                     base = self.config.broker_port_base,
-                    "broker node id has no gateway port; advertising port 0"
+                    "broker node id has no gateway port (outside 1..=65535, or the listen or admin port); not advertising it"
                 );
-                0
+                None
             }
         }
     }

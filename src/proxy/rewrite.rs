@@ -49,8 +49,9 @@ impl ResponseAction {
 /// Maps upstream broker identities to the addresses clients must see.
 pub trait BrokerAddresses {
     fn advertised_host(&self) -> &str;
-    /// The gateway port standing for `node_id`, now at `host:port` upstream.
-    fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> i32;
+    /// The gateway port standing for `node_id`, now at `host:port` upstream, or `None` when
+    /// meshgate does not serve one for it (the broker must then not be advertised at all).
+    fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> Option<i32>;
     /// A Metadata response named topic `name` with id `id`.
     fn saw_topic_id(&self, _name: &str, _id: uuid::Uuid) {}
 }
@@ -93,10 +94,12 @@ pub fn rewrite_response(
         ApiKey::Metadata => {
             let mut r =
                 MetadataResponse::decode(&mut body, version).map_err(|e| err(e.to_string()))?;
-            for b in &mut r.brokers {
-                b.port = addrs.gateway_port(b.node_id.0, &b.host, b.port);
+            r.brokers.retain_mut(|b| {
+                let port = addrs.gateway_port(b.node_id.0, &b.host, b.port);
+                b.port = port.unwrap_or(-1);
                 b.host = host(addrs);
-            }
+                port.is_some()
+            });
             for t in &r.topics {
                 if let Some(name) = &t.name {
                     addrs.saw_topic_id(name.as_str(), t.topic_id);
@@ -109,13 +112,29 @@ pub fn rewrite_response(
                 .map_err(|e| err(e.to_string()))?;
             // v0-3 answer one coordinator in top-level fields; v4+ a list (KIP-699).
             if version < 4 && r.node_id.0 >= 0 {
-                r.port = addrs.gateway_port(r.node_id.0, &r.host, r.port);
-                r.host = host(addrs);
+                match addrs.gateway_port(r.node_id.0, &r.host, r.port) {
+                    Some(port) => {
+                        r.port = port;
+                        r.host = host(addrs);
+                    }
+                    None => {
+                        r.error_code = COORDINATOR_NOT_AVAILABLE;
+                        (r.node_id.0, r.host, r.port) = (-1, StrBytes::default(), -1);
+                    }
+                }
             }
             for c in &mut r.coordinators {
                 if c.node_id.0 >= 0 {
-                    c.port = addrs.gateway_port(c.node_id.0, &c.host, c.port);
-                    c.host = host(addrs);
+                    match addrs.gateway_port(c.node_id.0, &c.host, c.port) {
+                        Some(port) => {
+                            c.port = port;
+                            c.host = host(addrs);
+                        }
+                        None => {
+                            c.error_code = COORDINATOR_NOT_AVAILABLE;
+                            (c.node_id.0, c.host, c.port) = (-1, StrBytes::default(), -1);
+                        }
+                    }
                 }
             }
             join_response(&header, api, version, &r).map_err(err)
@@ -123,10 +142,12 @@ pub fn rewrite_response(
         ApiKey::DescribeCluster => {
             let mut r = DescribeClusterResponse::decode(&mut body, version)
                 .map_err(|e| err(e.to_string()))?;
-            for b in &mut r.brokers {
-                b.port = addrs.gateway_port(b.broker_id.0, &b.host, b.port);
+            r.brokers.retain_mut(|b| {
+                let port = addrs.gateway_port(b.broker_id.0, &b.host, b.port);
+                b.port = port.unwrap_or(-1);
                 b.host = host(addrs);
-            }
+                port.is_some()
+            });
             join_response(&header, api, version, &r).map_err(err)
         }
         ApiKey::Produce => {
@@ -135,15 +156,29 @@ pub fn rewrite_response(
             if r.node_endpoints.is_empty() {
                 return Ok(frame);
             }
-            for n in &mut r.node_endpoints {
-                n.port = addrs.gateway_port(n.node_id.0, &n.host, n.port);
-                n.host = host(addrs);
-            }
+            rewrite_node_endpoints(&mut r.node_endpoints, addrs);
             join_response(&header, api, version, &r).map_err(err)
         }
         ApiKey::ApiVersions => rewrite_api_versions(&header, body, version).map_err(err),
         _ => Ok(frame),
     }
+}
+
+/// COORDINATOR_NOT_AVAILABLE: retriable; the client asks again.
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// Produce `node_endpoints` (KIP-951) at gateway addresses; endpoints meshgate does not serve
+/// are dropped.
+pub fn rewrite_node_endpoints(
+    endpoints: &mut Vec<kafka_protocol::messages::produce_response::NodeEndpoint>,
+    addrs: &dyn BrokerAddresses,
+) {
+    endpoints.retain_mut(|n| {
+        let port = addrs.gateway_port(n.node_id.0, &n.host, n.port);
+        n.port = port.unwrap_or(-1);
+        n.host = host(addrs);
+        port.is_some()
+    });
 }
 
 fn host(addrs: &dyn BrokerAddresses) -> StrBytes {
@@ -191,12 +226,13 @@ mod tests {
         fn advertised_host(&self) -> &str {
             "gw.local"
         }
-        fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> i32 {
+        fn gateway_port(&self, node_id: i32, host: &str, port: i32) -> Option<i32> {
             self.0
                 .lock()
                 .unwrap()
                 .push((node_id, host.to_string(), port));
-            20_000 + node_id
+            // Node 13 stands for a broker whose port could not be bound.
+            (node_id != 13).then_some(20_000 + node_id)
         }
     }
 
@@ -242,6 +278,59 @@ mod tests {
                 "v{version}"
             );
             assert_eq!(seen.0.lock().unwrap()[2], (2, "upstream-2".into(), 19092));
+        }
+    }
+
+    #[test]
+    fn a_broker_without_a_served_port_is_never_advertised() {
+        let version = 12;
+        let mut md = MetadataResponse::default();
+        for id in [12, 13] {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(id);
+            b.host = StrBytes::from_static_str("upstream");
+            b.port = 19092;
+            md.brokers.push(b);
+        }
+        let out = rewrite_response(
+            &ResponseAction::Rewrite(ApiKey::Metadata, version),
+            frame(ApiKey::Metadata, version, &md),
+            &Fixed(Mutex::new(vec![])),
+        )
+        .unwrap();
+        let (_, mut body) = split_response(&out, ApiKey::Metadata, version).unwrap();
+        let back = MetadataResponse::decode(&mut body, version).unwrap();
+        let ids: Vec<i32> = back.brokers.iter().map(|b| b.node_id.0).collect();
+        assert_eq!(ids, vec![12], "node 13 has no served port");
+
+        // A coordinator on such a broker is answered as not available (retriable).
+        for version in [3, 6] {
+            let mut fc = FindCoordinatorResponse::default();
+            if version < 4 {
+                fc.node_id = BrokerId(13);
+                fc.host = StrBytes::from_static_str("upstream");
+                fc.port = 19092;
+            } else {
+                let mut c =
+                    kafka_protocol::messages::find_coordinator_response::Coordinator::default();
+                c.node_id = BrokerId(13);
+                c.host = StrBytes::from_static_str("upstream");
+                c.port = 19092;
+                fc.coordinators.push(c);
+            }
+            let out = rewrite_response(
+                &ResponseAction::Rewrite(ApiKey::FindCoordinator, version),
+                frame(ApiKey::FindCoordinator, version, &fc),
+                &Fixed(Mutex::new(vec![])),
+            )
+            .unwrap();
+            let (_, mut body) = split_response(&out, ApiKey::FindCoordinator, version).unwrap();
+            let back = FindCoordinatorResponse::decode(&mut body, version).unwrap();
+            let (code, host, port) = match back.coordinators.first() {
+                Some(c) => (c.error_code, c.host.to_string(), c.port),
+                None => (back.error_code, back.host.to_string(), back.port),
+            };
+            assert_eq!((code, host.as_str(), port), (15, "", -1), "v{version}");
         }
     }
 

@@ -120,3 +120,55 @@ async fn api_versions_only_offer_what_the_gateway_handles() {
     assert_eq!((corr, v0.error_code), (2, 35));
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_broker_port_that_cannot_be_bound_is_not_advertised_until_it_can() {
+    let (_cluster, brokers) = Cluster::start(2).await;
+    // The port plan: broker 1 at base + 1, which something else holds when the gateway starts.
+    let base = crate::support::port_block(4);
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", base + 1)).unwrap();
+    let gw = gateway(brokers[0].addr, &format!("broker_port_base: {base}\n")).await;
+    let mut c = RawClient::connect(gw.bootstrap).await;
+    let md = c.call(1, 12, &metadata_request()).await;
+    let ids: Vec<i32> = md.brokers.iter().map(|b| b.node_id.0).collect();
+    assert_eq!(
+        ids,
+        vec![0],
+        "broker 1's port is not served, so it is not advertised"
+    );
+    assert!(gw
+        .gateway
+        .metrics
+        .render()
+        .contains("meshgate_broker_port_failures_total"));
+
+    drop(squatter);
+    let md = c.call(2, 12, &metadata_request()).await;
+    let mut ports: Vec<(i32, i32)> = md.brokers.iter().map(|b| (b.node_id.0, b.port)).collect();
+    ports.sort();
+    assert_eq!(ports, vec![(0, base as i32), (1, base as i32 + 1)]);
+    let mut direct = RawClient::connect(("127.0.0.1", base + 1)).await;
+    assert_eq!(
+        direct.call(1, 12, &metadata_request()).await.brokers.len(),
+        2
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_id_on_the_listen_port_is_never_advertised() {
+    let (_cluster, brokers) = Cluster::start(2).await;
+    // broker_port_base one below the listen port: node 1 would land on the bootstrap port.
+    let listen = crate::support::port_block(4) + 1;
+    let gw = crate::support::gateway_listening(
+        brokers[0].addr,
+        listen,
+        &format!("broker_port_base: {}\n", listen - 1),
+    )
+    .await;
+    let mut c = RawClient::connect(gw.bootstrap).await;
+    let md = c.call(1, 12, &metadata_request()).await;
+    let ports: Vec<(i32, i32)> = md.brokers.iter().map(|b| (b.node_id.0, b.port)).collect();
+    assert_eq!(ports, vec![(0, listen as i32 - 1)]);
+    gw.shutdown().await;
+}

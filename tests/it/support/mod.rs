@@ -41,9 +41,23 @@ pub async fn gateway(upstream: SocketAddr, extra_yaml: &str) -> Running {
     gateway_with_policies(upstream, extra_yaml, &policy_dir()).await
 }
 
+/// Starts an in-process gateway listening on `listen`, with no policies.
+pub async fn gateway_listening(upstream: SocketAddr, listen: u16, extra_yaml: &str) -> Running {
+    start_gateway(upstream, listen, extra_yaml, &policy_dir()).await
+}
+
 /// Starts an in-process gateway in front of `upstream` with the policies in `dir`.
 pub async fn gateway_with_policies(
     upstream: SocketAddr,
+    extra_yaml: &str,
+    dir: &std::path::Path,
+) -> Running {
+    start_gateway(upstream, port_block(40), extra_yaml, dir).await
+}
+
+async fn start_gateway(
+    upstream: SocketAddr,
+    base: u16,
     extra_yaml: &str,
     dir: &std::path::Path,
 ) -> Running {
@@ -54,7 +68,6 @@ pub async fn gateway_with_policies(
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("meshgate=debug")),
         )
         .try_init();
-    let base = port_block(40);
     let yaml = format!(
         "listen: 127.0.0.1:{base}\nadmin: 127.0.0.1:0\nupstream: ['{upstream}']\npolicies: '{}'\n{extra_yaml}",
         dir.display()
