@@ -75,6 +75,9 @@ pub struct TlsFile {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub client_ca: Option<PathBuf>,
+    /// Kafka's `ssl.principal.mapping.rules` for client certificates (default `DEFAULT`: the
+    /// whole RFC 2253 name).
+    pub principal_mapping_rules: Option<String>,
 }
 
 /// `upstream_tls:` of the config file.
@@ -107,6 +110,7 @@ pub struct Overrides {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
+    pub tls_principal_mapping_rules: Option<String>,
     pub upstream_tls: bool,
     pub upstream_ca: Option<PathBuf>,
     pub admin_tls_cert: Option<PathBuf>,
@@ -142,6 +146,8 @@ pub struct GatewayConfig {
     pub schema_registry: Option<String>,
     /// TLS on the client-facing listeners.
     pub tls: Option<crate::tls::ServerFiles>,
+    /// How a client certificate's name becomes its principal.
+    pub principal_mapping: crate::tls::PrincipalMapping,
     pub upstream_tls: Option<UpstreamTls>,
     /// TLS on the admin endpoint (no client certificates).
     pub admin_tls: Option<crate::tls::ServerFiles>,
@@ -301,6 +307,16 @@ impl ConfigFile {
         }
 
         let file_tls = self.tls.unwrap_or_default();
+        let principal_mapping = match flags
+            .tls_principal_mapping_rules
+            .or(file_tls.principal_mapping_rules.clone())
+        {
+            None => crate::tls::PrincipalMapping::default(),
+            Some(rules) => crate::tls::PrincipalMapping::parse(&rules).unwrap_or_else(|e| {
+                errors.push(invalid("tls.principal_mapping_rules", e));
+                crate::tls::PrincipalMapping::default()
+            }),
+        };
         let tls = server_files(
             "tls",
             flags.tls_cert.or(file_tls.cert),
@@ -340,6 +356,7 @@ impl ConfigFile {
         }
         Ok(GatewayConfig {
             tls,
+            principal_mapping,
             upstream_tls,
             admin_tls,
             admin_token_file: flags.admin_token_file.or(admin_security.token_file),

@@ -68,9 +68,14 @@ struct RunArgs {
     /// TLS private key (PEM) for the client-facing ports.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// CA bundle (PEM) for client certificates: mutual TLS, the certificate's CN is the principal.
+    /// CA bundle (PEM) for client certificates: mutual TLS, the certificate's subject
+    /// (RFC 2253, mapped by --tls-principal-mapping-rules) is the principal.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Kafka's ssl.principal.mapping.rules for client certificates, e.g.
+    /// 'RULE:^CN=([^,]+),.*$/$1/,DEFAULT' [default: DEFAULT, the whole name].
+    #[arg(long, value_name = "RULES", requires = "tls_client_ca")]
+    tls_principal_mapping_rules: Option<String>,
     /// Connect to the upstream brokers over TLS, verifying their advertised names.
     #[arg(long)]
     upstream_tls: bool,
@@ -206,6 +211,7 @@ fn run(args: RunArgs) -> ExitCode {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         tls_client_ca: args.tls_client_ca,
+        tls_principal_mapping_rules: args.tls_principal_mapping_rules,
         upstream_tls: args.upstream_tls,
         upstream_ca: args.upstream_ca,
         admin_tls_cert: args.admin_tls_cert,

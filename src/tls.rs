@@ -8,9 +8,13 @@
 //! its key) is logged and the previous configuration stays in force.
 //!
 //! **Principals from certificates.** With `client_ca` set, a client must present a certificate
-//! signed by that CA. Its principal is `User:<CN>`, the first common name of the certificate's
-//! subject (Kafka's default `ssl.principal.mapping.rules` applied to the CN). A certificate without
-//! a CN gives `User:<the whole subject, RFC 4514>`.
+//! signed by that CA. Its principal is built as Kafka's default principal builder builds it:
+//! `User:` and the certificate subject's distinguished name in RFC 2253 form (`CN=alice,OU=a,O=org`,
+//! most specific first), passed through `principal_mapping_rules`, which take Kafka's
+//! `ssl.principal.mapping.rules` syntax (see [`PrincipalMapping`]). The default, `DEFAULT`, keeps
+//! the whole name, so `CN=alice,OU=a` and `CN=alice,OU=b` are different principals unless a rule
+//! says otherwise. A name no rule matches fails the connection, as it fails authentication in
+//! Kafka.
 //!
 //! Nothing here logs key material: errors name files and rustls' error kinds only.
 
@@ -221,18 +225,224 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// The principal of a client certificate: `User:<CN>`, or `User:<subject>` without a CN.
-pub fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let subject = parsed.subject();
-    let cn = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok().map(str::to_string));
-    Some(format!(
-        "User:{}",
-        cn.unwrap_or_else(|| subject.to_string())
-    ))
+/// The principal of a client certificate, `User:<mapped name>`, or why there is none.
+pub fn principal_of(
+    cert: &CertificateDer<'_>,
+    mapping: &PrincipalMapping,
+) -> Result<String, String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| format!("unreadable client certificate: {e}"))?;
+    let dn = rfc2253(parsed.subject());
+    mapping
+        .map(&dn)
+        .map(|name| format!("User:{name}"))
+        .ok_or_else(|| format!("no principal mapping rule matches `{dn}`"))
+}
+
+/// A distinguished name as Java's `X500Principal.getName()` writes it (RFC 2253): RDNs from the
+/// last to the first, `,` between them, `+` within one, the usual keywords, and other
+/// attributes as `OID=#hex` of their DER value.
+pub fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use x509_parser::der_parser::oid;
+    let keyword = |o: &x509_parser::der_parser::Oid<'_>| -> Option<&'static str> {
+        Some(match o {
+            o if *o == oid!(2.5.4 .3) => "CN",
+            o if *o == oid!(2.5.4 .6) => "C",
+            o if *o == oid!(2.5.4 .7) => "L",
+            o if *o == oid!(2.5.4 .8) => "ST",
+            o if *o == oid!(2.5.4 .9) => "STREET",
+            o if *o == oid!(2.5.4 .10) => "O",
+            o if *o == oid!(2.5.4 .11) => "OU",
+            o if *o == oid!(0.9.2342 .19200300 .100 .1 .25) => "DC",
+            o if *o == oid!(0.9.2342 .19200300 .100 .1 .1) => "UID",
+            _ => return None,
+        })
+    };
+    let rdns: Vec<String> = name
+        .iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attr| {
+                    let value = attr.as_str().ok();
+                    match (keyword(attr.attr_type()), value) {
+                        (Some(k), Some(v)) => format!("{k}={}", escape_rfc2253(v)),
+                        _ => {
+                            use x509_parser::asn1_rs::ToDer;
+                            let hex: String = attr
+                                .attr_value()
+                                .to_der_vec()
+                                .map(|der| der.iter().map(|b| format!("{b:02x}")).collect())
+                                .unwrap_or_default();
+                            format!("{}=#{hex}", attr.attr_type().to_id_string())
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+fn escape_rfc2253(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Kafka's `ssl.principal.mapping.rules`: a list of `RULE:pattern/replacement/[LU]` and
+/// `DEFAULT`, separated by commas or new lines, tried in order. A `RULE` applies when its
+/// pattern (a regular expression) matches the whole name; the name becomes the replacement
+/// (`$1` and so on name the pattern's groups), lower- or upper-cased with `L` or `U`. `DEFAULT`
+/// keeps the name as it is. A name no rule applies to has no principal.
+#[derive(Debug, Clone)]
+pub struct PrincipalMapping {
+    rules: Vec<MappingRule>,
+}
+
+#[derive(Debug, Clone)]
+enum MappingRule {
+    Default,
+    Rule {
+        whole: regex::Regex,
+        pattern: regex::Regex,
+        replacement: String,
+        case: Option<char>,
+    },
+}
+
+impl Default for PrincipalMapping {
+    fn default() -> Self {
+        Self {
+            rules: vec![MappingRule::Default],
+        }
+    }
+}
+
+impl PrincipalMapping {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        let mut rest = text.trim_start();
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix("DEFAULT") {
+                rules.push(MappingRule::Default);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("RULE:") {
+                let (pattern, after) = until_slash(after)
+                    .ok_or_else(|| format!("`{rest}`: a RULE needs pattern/replacement/"))?;
+                let (replacement, after) = until_slash(after)
+                    .ok_or_else(|| format!("`{rest}`: a RULE needs pattern/replacement/"))?;
+                let (case, after) = match after.chars().next() {
+                    Some(c @ ('L' | 'U')) => (Some(c), &after[1..]),
+                    _ => (None, after),
+                };
+                let whole = regex::Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|e| format!("rule pattern `{pattern}`: {e}"))?;
+                let pattern = regex::Regex::new(&pattern)
+                    .map_err(|e| format!("rule pattern `{pattern}`: {e}"))?;
+                rules.push(MappingRule::Rule {
+                    whole,
+                    pattern,
+                    replacement: java_replacement(&replacement),
+                    case,
+                });
+                rest = after;
+            } else {
+                return Err(format!("`{rest}`: expected DEFAULT or RULE:"));
+            }
+            // Whatever follows a rule up to the separator is ignored, as Kafka ignores it.
+            rest = match rest.find([',', '\n']) {
+                Some(i) => rest[i + 1..].trim_start(),
+                None => "",
+            };
+        }
+        if rules.is_empty() {
+            return Err("no rules".into());
+        }
+        Ok(Self { rules })
+    }
+
+    /// The principal name for a distinguished name, or `None` when no rule applies.
+    pub fn map(&self, dn: &str) -> Option<String> {
+        self.rules.iter().find_map(|rule| match rule {
+            MappingRule::Default => Some(dn.to_string()),
+            MappingRule::Rule {
+                whole,
+                pattern,
+                replacement,
+                case,
+            } => {
+                if !whole.is_match(dn) {
+                    return None;
+                }
+                let name = pattern.replace_all(dn, replacement.as_str()).into_owned();
+                Some(match case {
+                    Some('L') => name.to_lowercase(),
+                    Some('U') => name.to_uppercase(),
+                    _ => name,
+                })
+            }
+        })
+    }
+}
+
+/// The text up to the next `/` that is not escaped with `\\`, and what follows that `/`.
+fn until_slash(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                let (_, next) = chars.next()?;
+                // An escaped slash is a slash; other escapes stay for the regex.
+                if next != '/' {
+                    out.push('\\');
+                }
+                out.push(next);
+            }
+            '/' => return Some((out, &s[i + 1..])),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Java's replacement syntax (`$1`, `\\$`) in the regex crate's (`${1}`, `$$`).
+fn java_replacement(java: &str) -> String {
+    let mut out = String::new();
+    let mut chars = java.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('$') => out.push_str("$$"),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            '$' => {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                if digits.is_empty() {
+                    out.push_str("$$");
+                } else {
+                    out.push_str(&format!("${{{digits}}}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -315,7 +525,7 @@ mod tests {
     }
 
     #[test]
-    fn the_principal_is_the_common_name() {
+    fn the_principal_is_the_subject_with_or_without_a_common_name() {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params
@@ -325,13 +535,86 @@ mod tests {
             .distinguished_name
             .push(DnType::OrganizationName, "shop");
         let cert = params.self_signed(&key).unwrap();
-        assert_eq!(principal_of(cert.der()).as_deref(), Some("User:orders-svc"));
+        assert_eq!(
+            principal_of(cert.der(), &PrincipalMapping::default()).as_deref(),
+            Ok("User:O=shop,CN=orders-svc"),
+            "the last RDN first, as Java writes it"
+        );
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
             .push(DnType::OrganizationName, "shop");
         let cert = params.self_signed(&key).unwrap();
-        assert_eq!(principal_of(cert.der()).as_deref(), Some("User:O=shop"));
+        assert_eq!(
+            principal_of(cert.der(), &PrincipalMapping::default()).as_deref(),
+            Ok("User:O=shop")
+        );
+    }
+
+    fn cert_with(dn: &[(DnType, &str)]) -> rcgen::Certificate {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (t, v) in dn {
+            params.distinguished_name.push(t.clone(), *v);
+        }
+        params.self_signed(&key).unwrap()
+    }
+
+    #[test]
+    fn the_default_principal_is_the_whole_distinguished_name_most_specific_first() {
+        let a = cert_with(&[
+            (DnType::OrganizationName, "org"),
+            (DnType::OrganizationalUnitName, "a"),
+            (DnType::CommonName, "alice"),
+        ]);
+        let b = cert_with(&[
+            (DnType::OrganizationName, "org"),
+            (DnType::OrganizationalUnitName, "b"),
+            (DnType::CommonName, "alice"),
+        ]);
+        let default = PrincipalMapping::default();
+        assert_eq!(
+            principal_of(a.der(), &default).unwrap(),
+            "User:CN=alice,OU=a,O=org"
+        );
+        assert_ne!(
+            principal_of(a.der(), &default),
+            principal_of(b.der(), &default)
+        );
+        let tricky = cert_with(&[(DnType::CommonName, "a,b+c \\d ")]);
+        assert_eq!(
+            principal_of(tricky.der(), &default).unwrap(),
+            "User:CN=a\\,b\\+c \\\\d\\ "
+        );
+    }
+
+    #[test]
+    fn mapping_rules_follow_kafkas_syntax() {
+        let rules = PrincipalMapping::parse(
+            "RULE:^CN=(.*?),OU=ServiceUsers.*$/$1/L, RULE:^CN=([^,]+),OU=(.*)$/$2.$1/ ,\nDEFAULT",
+        )
+        .unwrap();
+        assert_eq!(
+            rules.map("CN=Orders,OU=ServiceUsers,O=org").as_deref(),
+            Some("orders")
+        );
+        assert_eq!(rules.map("CN=bob,OU=team").as_deref(), Some("team.bob"));
+        assert_eq!(
+            rules.map("O=nobody").as_deref(),
+            Some("O=nobody"),
+            "DEFAULT"
+        );
+        // Without DEFAULT, a name no rule matches has no principal.
+        let strict = PrincipalMapping::parse("RULE:^CN=([^,]*)$/$1/U").unwrap();
+        assert_eq!(strict.map("CN=x").as_deref(), Some("X"));
+        assert_eq!(strict.map("CN=x,O=y"), None);
+        // An escaped slash belongs to the pattern.
+        let slash = PrincipalMapping::parse("RULE:^CN=(.*)\\/x$/$1-x/").unwrap();
+        assert_eq!(slash.map("CN=a/x").as_deref(), Some("a-x"));
+        for bad in ["", "RULE:^x$", "RULE:(/x/", "NOPE"] {
+            assert!(PrincipalMapping::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

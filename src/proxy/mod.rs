@@ -199,12 +199,22 @@ impl Gateway {
                         return;
                     }
                 };
-                let principal = stream
+                let principal = match stream
                     .get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|chain| chain.first())
-                    .and_then(crate::tls::principal_of);
+                    .map(|cert| crate::tls::principal_of(cert, &self.config.principal_mapping))
+                    .transpose()
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // Kafka fails authentication for a name no mapping rule matches.
+                        self.metrics.tls_client_failures.inc();
+                        tracing::warn!(%peer, ?target, error = %e, "client certificate has no principal; closing");
+                        return;
+                    }
+                };
                 if let Some(p) = &principal {
                     tracing::debug!(%peer, principal = %p, "client certificate accepted");
                 }

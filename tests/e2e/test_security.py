@@ -185,6 +185,9 @@ def test_mutual_tls_principals_and_owner_only_produce(pki, tls_broker, logdir, t
     gw = start_gateway(tls_broker.bootstrap, logdir, policies=policies, extra_args=[
         "--tls-cert", str(cert), "--tls-key", str(key),
         "--tls-client-ca", str(pki.dir / "client-ca.pem"),
+        # Kafka's default principal is the whole subject (CN=orders-svc,OU=...,O=...); map it
+        # to the CN as a Kafka cluster would with the same ssl.principal.mapping.rules.
+        "--tls-principal-mapping-rules", "RULE:^CN=([^,]+),.*$/$1/,DEFAULT",
         "--upstream-tls", "--upstream-ca", str(pki.dir / "server-ca.pem")])
     try:
         owner = tls_client(pki, cert=pki.client("orders-svc"))
