@@ -16,7 +16,7 @@ Producers (all acks=all):
   dies has no knowable outcome without idempotence, and the accounting must be exact.
 
 The broker is tansu with its sqlite engine (the in-memory one forgets everything on restart);
-it needs the tansu built with the libsql feature (.ci/run builds it).
+it needs the tansu built with the libsql feature (scripts/setup tansu-sqlite builds it).
 """
 
 import argparse

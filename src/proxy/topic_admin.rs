@@ -10,6 +10,9 @@
 //!   properly. Clearing the flag, rather than answering for the topic, keeps the response the
 //!   broker's own, and existing topics are described as usual. (The flag is one per request, so
 //!   an allowed topic named beside a refused one is not auto-created by that request either.)
+//!   This is not counted as a policy rejection: the request is forwarded, and the topics it names
+//!   usually exist already; a client that then produces to a missing topic or creates it is
+//!   refused, and counted, there.
 //! - **CreatePartitions** against the partition bounds: the new total count must be within them.
 //! - **AlterConfigs** and **IncrementalAlterConfigs** against the config rules: every value a
 //!   topic is set to (SET; for APPEND, each item added to a list) must pass, as at creation.
@@ -94,10 +97,12 @@ pub fn judge(
                 .iter()
                 .flatten()
                 .filter_map(|t| t.name.as_ref());
+            // Not a rejection: the request is forwarded, and most named topics exist already
+            // (nothing would have been created), so this is neither counted nor logged as one.
             let mut refused = false;
             for name in names {
                 if let Err(r) = policies.judge_auto_create(name.as_str()) {
-                    refuse(name.as_str(), r);
+                    tracing::debug!(topic = name.as_str(), client_id = %client, rule = %r.rule, "Metadata: auto-creation switched off");
                     refused = true;
                 }
             }

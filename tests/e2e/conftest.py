@@ -1,4 +1,8 @@
-"""Harness for the end-to-end suite: a real tansu broker, the real meshgate binary, real clients.
+"""Harness for the end-to-end suite: a real broker, the real meshgate binary, real clients.
+
+The broker of record is Apache Kafka (tests/e2e/kafka_cluster.py, from the jars scripts/setup
+caches): the `broker` fixture and every test that starts its own cluster. tansu 0.6.0 is the second
+upstream, for the smoke subset in test_tansu.py (the `tansu` fixture).
 
 Environment:
   MESHGATE_BIN  the gateway binary (default: target/debug/meshgate)
@@ -86,7 +90,7 @@ def start_tansu(port: int, logdir: Path, storage: str = "memory://tansu/", adver
                 extra_args=(), binary=None, cwd=None) -> Broker:
     binary = binary or os.environ.get("TANSU_BIN") or shutil.which("tansu")
     if not binary:
-        pytest.fail("tansu not found: run .ci/run or `cargo install tansu@0.6.0 --locked --features dynostore`")
+        pytest.fail("tansu not found: run scripts/setup tansu")
     url = f"tcp://127.0.0.1:{port}"
     advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     log = logdir / f"tansu-{port}.log"
@@ -99,22 +103,34 @@ def start_tansu(port: int, logdir: Path, storage: str = "memory://tansu/", adver
     return Broker(port, proc, log)
 
 
-def start_stunnel(accept_port: int, connect_port: int, cert: Path, key: Path, logdir: Path) -> Broker:
-    """A TLS terminator in front of a plaintext broker (tansu 0.6.0's own TLS cannot be switched
-    on: its CLI puts --cert and --key in one clap group, so giving both is a usage error)."""
-    binary = shutil.which("stunnel4") or shutil.which("stunnel")
-    if not binary:
-        pytest.fail("stunnel not found: run .ci/run or `apt-get install stunnel4`")
-    conf = logdir / f"stunnel-{accept_port}.conf"
-    conf.write_text(
-        "foreground = yes\npid =\nsyslog = no\n"
-        f"[kafka]\naccept = 127.0.0.1:{accept_port}\nconnect = 127.0.0.1:{connect_port}\n"
-        f"cert = {cert}\nkey = {key}\n"
-    )
-    log = logdir / f"stunnel-{accept_port}.log"
-    proc = subprocess.Popen([binary, str(conf)], stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    wait_for_port(accept_port)
-    return Broker(accept_port, proc, log)
+@dataclass
+class KafkaBroker:
+    """An Apache Kafka cluster behind one bootstrap address (its first node's PLAINTEXT port)."""
+    cluster: object
+
+    @property
+    def port(self) -> int:
+        return self.cluster.nodes[0].ports["PLAINTEXT"]
+
+    @property
+    def bootstrap(self) -> str:
+        return self.cluster.bootstrap()
+
+    def ports(self) -> set:
+        return self.cluster.ports()
+
+    def stop(self):
+        self.cluster.stop()
+
+
+def start_kafka(logdir: Path, nodes: int = 1, tls=None, name: str | None = None) -> KafkaBroker:
+    from kafka_cluster import KafkaCluster
+    d = logdir / (name or f"kafka-{uuid.uuid4().hex[:8]}")
+    try:
+        cluster = KafkaCluster(d, size=nodes, tls=tls).start()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    return KafkaBroker(cluster)
 
 
 @dataclass
@@ -207,15 +223,24 @@ def logdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tansu(logdir):
-    broker = start_tansu(port_block(1), logdir)
-    yield broker
-    broker.stop()
+def broker(logdir):
+    """The suite's upstream: one Apache Kafka node."""
+    b = start_kafka(logdir, name="kafka-session")
+    yield b
+    b.stop()
 
 
 @pytest.fixture(scope="session")
-def gateway(tansu, logdir):
-    gw = start_gateway(tansu.bootstrap, logdir)
+def tansu(logdir):
+    """tansu 0.6.0, for the tests that are about tansu as an upstream."""
+    b = start_tansu(port_block(1), logdir)
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(broker, logdir):
+    gw = start_gateway(broker.bootstrap, logdir)
     yield gw
     code = gw.stop()
     assert code == 0, f"meshgate did not exit cleanly on SIGTERM ({code}):\n{gw.log_text()[-4000:]}"

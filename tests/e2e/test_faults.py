@@ -13,13 +13,11 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients import consume, create_topic
-from conftest import port_block, start_gateway, start_tansu
-from test_security import tansu_with_sasl_binary
+from conftest import start_gateway, start_kafka
 
 
 def metric(gw, name, **labels) -> float:
@@ -48,10 +46,9 @@ def frame(api_key: int, version: int, correlation_id: int, body: bytes,
 
 def test_broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(logdir, tmp_path):
     """acks=all and idempotence through meshgate while the broker is SIGKILLed and restarted on
-    the same port and storage (tansu's sqlite engine; the in-memory one forgets everything)."""
-    binary = tansu_with_sasl_binary()
-    port = port_block(1)
-    broker = start_tansu(port, logdir, storage="sqlite://tansu.db", binary=binary, cwd=tmp_path)
+    the same ports and log directory."""
+    broker = start_kafka(logdir)
+    node = broker.cluster.nodes[0]
     gw = start_gateway(broker.bootstrap, logdir)
     try:
         topic = f"e2e.crash{uuid.uuid4().hex[:8]}.v1"
@@ -70,12 +67,10 @@ def test_broker_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(log
             p.poll(0)
             time.sleep(0.0015)
             if i == 1200 and not killed:
-                broker.proc.send_signal(signal.SIGKILL)
-                broker.proc.wait()
+                broker.cluster.stop_node(node, signal.SIGKILL)
                 killed = True
             if i == 2000 and not restarted:
-                broker = start_tansu(port, logdir, storage="sqlite://tansu.db", binary=binary,
-                                     cwd=tmp_path)
+                broker.cluster.start_node(node)
                 restarted = True
         assert p.flush(120) == 0, "records never delivered"
         assert failed == [], f"{len(failed)} records failed"
@@ -155,10 +150,10 @@ def test_a_consumer_that_stops_reading_is_backpressured_and_memory_stays_bounded
     assert len(got) == 40_000
 
 
-def test_a_connection_flood_past_the_limit_is_refused_cleanly(tansu, logdir, tmp_path, topic):
+def test_a_connection_flood_past_the_limit_is_refused_cleanly(broker, logdir, tmp_path, topic):
     config = tmp_path / "gateway.yaml"
     config.write_text("max_connections: 8\n")
-    gw = start_gateway(tansu.bootstrap, logdir, extra_args=["--config", str(config)])
+    gw = start_gateway(broker.bootstrap, logdir, extra_args=["--config", str(config)])
     try:
         refused_before = metric(gw, "meshgate_connections_refused_total")
         held = [socket.create_connection(("127.0.0.1", gw.port), timeout=5) for _ in range(8)]
@@ -197,14 +192,14 @@ contract:
 """
 
 
-def test_policies_reloaded_every_second_under_traffic(tansu, logdir, tmp_path):
+def test_policies_reloaded_every_second_under_traffic(broker, logdir, tmp_path):
     topic = f"e2e.reload{uuid.uuid4().hex[:8]}.v1"
     policies = tmp_path / "policies"
     policies.mkdir()
     target = policies / "reloading.yaml"
     variants = ["n >= 0", "n > -1", "NOT (n < 0)"]  # the same rule, written three ways
     target.write_text(RELOADING.format(topic=topic, rule=variants[0]))
-    gw = start_gateway(tansu.bootstrap, logdir, policies=policies)
+    gw = start_gateway(broker.bootstrap, logdir, policies=policies)
     stop = threading.Event()
 
     def rewrite():

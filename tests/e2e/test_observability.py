@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients import consume, create_topic
-from conftest import ROOT, start_gateway, start_tansu, port_block
+from conftest import ROOT, start_gateway, start_kafka
 
 OBS_CONTRACT = """
 contract:
@@ -33,11 +33,11 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 @pytest.fixture(scope="module")
-def observed(tansu, logdir):
+def observed(broker, logdir):
     policies = logdir / f"obs-policies-{uuid.uuid4().hex[:6]}"
     shutil.copytree(ROOT / "policies", policies)
     (policies / "contracts" / "obs.yaml").write_text(OBS_CONTRACT)
-    gw = start_gateway(tansu.bootstrap, logdir, policies=policies)
+    gw = start_gateway(broker.bootstrap, logdir, policies=policies)
     create_topic(gw.bootstrap, "obs.orders.v1", partitions=3)
     yield gw
     assert gw.stop() == 0
@@ -56,7 +56,7 @@ def value(all_samples, name, **labels):
     return all_samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_count_exactly_what_was_produced(observed, tansu, tmp_path):
+def test_metrics_count_exactly_what_was_produced(observed, broker, tmp_path):
     run = uuid.uuid4().hex[:8]
 
     def order(i, total=10.0, customer="c"):
@@ -75,7 +75,7 @@ def test_metrics_count_exactly_what_was_produced(observed, tansu, tmp_path):
     assert [e is None for e in results] == [True] * 7 + [False] * 6
 
     # A topic that breaks the naming convention, created behind the gateway's back.
-    admin = AdminClient({"bootstrap.servers": tansu.bootstrap})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     if "Bad_Topic" not in admin.list_topics(timeout=10).topics:
         admin.create_topics([NewTopic("Bad_Topic", 1, 1)])["Bad_Topic"].result(15)
     p.produce("Bad_Topic", value=b"x", on_delivery=lambda e, m: results.append(e))
@@ -171,7 +171,7 @@ def test_catalog_lists_data_products_as_json_and_as_a_page(observed, tmp_path):
 
 
 def test_readyz_follows_the_upstream(logdir, tmp_path):
-    broker = start_tansu(port_block(1), logdir)
+    broker = start_kafka(logdir)
     config = tmp_path / "gateway.yaml"
     config.write_text("metadata_refresh_secs: 1\nupstream_connect_timeout_secs: 1\n")
     gw = start_gateway(broker.bootstrap, logdir, extra_args=["--config", str(config)])
@@ -186,7 +186,7 @@ def test_readyz_follows_the_upstream(logdir, tmp_path):
         assert status == 503 and "upstream unreachable" in body, body
         assert gw.admin("/healthz")[0] == 200, "liveness does not depend on the upstream"
 
-        broker = start_tansu(broker.port, logdir)
+        broker.cluster.start_node(broker.cluster.nodes[0])
         end = time.time() + 30
         while time.time() < end and gw.admin("/readyz")[0] != 200:
             time.sleep(0.2)

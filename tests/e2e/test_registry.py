@@ -40,13 +40,13 @@ contract:
 
 
 @pytest.fixture(scope="module")
-def registry_gateways(tansu, logdir, tmp_path_factory):
+def registry_gateways(broker, logdir, tmp_path_factory):
     policies = tmp_path_factory.mktemp("registry-policies")
     (policies / "payment-v1.avsc").write_text(json.dumps(V1))
     (policies / "payment-v2.avsc").write_text(json.dumps(V2, indent=2))
     (policies / "payments.yaml").write_text(CONTRACT)
-    first = start_gateway(tansu.bootstrap, logdir, policies=policies)
-    second = start_gateway(tansu.bootstrap, logdir, policies=policies)
+    first = start_gateway(broker.bootstrap, logdir, policies=policies)
+    second = start_gateway(broker.bootstrap, logdir, policies=policies)
     yield first, second
     assert first.stop() == 0 and second.stop() == 0
 
@@ -95,9 +95,9 @@ def test_avro_serializer_with_use_latest_version_frames_records_with_the_registr
     assert schema_id == sr.get_latest_version("pay.payments.v1-value").schema_id
 
 
-def test_avro_records_are_decoded_and_judged_through_the_contract(registry_gateways, tansu):
+def test_avro_records_are_decoded_and_judged_through_the_contract(registry_gateways, broker):
     gw, _ = registry_gateways
-    create_topic(tansu.bootstrap, "pay.payments.v1", partitions=1)
+    create_topic(broker.bootstrap, "pay.payments.v1", partitions=1)
     sr = client(gw)
     serializer = AvroSerializer(sr, conf={"auto.register.schemas": False, "use.latest.version": True})
     ctx = SerializationContext("pay.payments.v1", MessageField.VALUE)
@@ -137,7 +137,7 @@ def test_avro_records_are_decoded_and_judged_through_the_contract(registry_gatew
     assert sorted(r["id"] for r in got) == sorted(r["id"] for r in valid), "valid once, invalid absent"
 
 
-def test_external_registry_decides_writer_schemas_and_failing_it_is_retriable(tansu, logdir, tmp_path):
+def test_external_registry_decides_writer_schemas_and_failing_it_is_retriable(broker, logdir, tmp_path):
     """A second meshgate's built-in registry plays the external registry (no Confluent registry can
     be installed here); its subject holds a compatible v1 and an incompatible v2 (amount: string)."""
     incompatible = {"type": "record", "name": "Payment", "namespace": "pay",
@@ -155,11 +155,11 @@ def test_external_registry_decides_writer_schemas_and_failing_it_is_retriable(ta
     (local / "c.yaml").write_text(
         "contract:\n  name: ext\n  owner: o\n  topic: pay.ext.v1\n"
         "  schema: { format: avro, file: reader.avsc }\n  quality: { validity_rules: [amount > 0] }\n")
-    registry_gw = start_gateway(tansu.bootstrap, logdir, policies=remote)
+    registry_gw = start_gateway(broker.bootstrap, logdir, policies=remote)
     url = f"http://127.0.0.1:{registry_gw.admin_port}/registry"
-    gw = start_gateway(tansu.bootstrap, logdir, policies=local, extra_args=["--schema-registry", url])
+    gw = start_gateway(broker.bootstrap, logdir, policies=local, extra_args=["--schema-registry", url])
     try:
-        create_topic(tansu.bootstrap, "pay.ext.v1", partitions=1)
+        create_topic(broker.bootstrap, "pay.ext.v1", partitions=1)
         sr = SchemaRegistryClient({"url": url})
         ctx = SerializationContext("pay.ext.v1", MessageField.VALUE)
         compatible = AvroSerializer(sr, json.dumps(V1), conf={"auto.register.schemas": False})
