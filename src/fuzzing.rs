@@ -10,7 +10,10 @@
 //!   header, every codec, record views, JSON and Avro values, rules);
 //! - [`policy_file`]: a policy file through the loader;
 //! - [`rule`]: a validity rule through the SQL and CEL compilers, then evaluated;
-//! - [`avro_value`]: a Confluent-framed value through the Avro projection and whole decoding.
+//! - [`avro_value`]: a Confluent-framed value through the Avro projection and whole decoding;
+//! - [`pipeline`]: a burst of pipelined requests of mixed sizes through the real connection task
+//!   at a small in-flight limit, against an upstream that answers each: every response must
+//!   arrive, in order (a connection that waits on a permit with unflushed requests hangs here).
 //!
 //! None may panic, hang or allocate without bound, whatever the input.
 
@@ -60,10 +63,130 @@ fn gateway() -> &'static Arc<Gateway> {
     })
 }
 
+/// A gateway over the example policies with `max_in_flight` = `limit` (1 to 4), made once each.
+fn gateway_with_limit(limit: usize) -> &'static Arc<Gateway> {
+    static GWS: [OnceLock<Arc<Gateway>>; 4] = [const { OnceLock::new() }; 4];
+    GWS[limit - 1].get_or_init(|| {
+        let config = ConfigFile {
+            max_in_flight: Some(limit),
+            ..ConfigFile::default()
+        }
+        .build(Overrides {
+            policies: Some(root().join("policies")),
+            ..Overrides::default()
+        })
+        .expect("a valid configuration");
+        let metrics = Arc::new(Metrics::new());
+        let policies = Arc::new(
+            PolicyStore::open(&config.policies, metrics.clone()).expect("example policies load"),
+        );
+        Gateway::new(
+            config,
+            metrics,
+            policies,
+            tokio_util::sync::CancellationToken::new(),
+            Security::default(),
+        )
+    })
+}
+
+/// A burst of pipelined requests through [`crate::proxy::connection::proxy`]. The first byte
+/// picks `max_in_flight` (1 to 4); each further byte (64 at most) is one Heartbeat request whose
+/// group id is `byte * 997` bytes long, so that small frames (buffered) and large ones (written
+/// whole) mix. The upstream answers every request in turn; the client writes the whole burst at
+/// once and must read every response, in request order, within ten seconds.
+pub fn pipeline(data: &[u8]) {
+    use kafka_protocol::messages::{HeartbeatRequest, RequestHeader};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use tokio::io::AsyncWriteExt;
+
+    let Some((&selector, sizes)) = data.split_first() else {
+        return;
+    };
+    let limit = 1 + (selector % 4) as usize;
+    let sizes = &sizes[..sizes.len().min(64)];
+    let gw = gateway_with_limit(limit);
+    runtime().block_on(async {
+        let (client, gw_client) = tokio::io::duplex(64 * 1024);
+        let (gw_upstream, upstream) = tokio::io::duplex(64 * 1024);
+        let connection = tokio::spawn(crate::proxy::connection::proxy(
+            gw.clone(),
+            gw_client,
+            gw_upstream,
+            Arc::new(Identity::new(None)),
+        ));
+        // The upstream: a Heartbeat v4 response (flexible header, no error) to every request.
+        let broker = tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(upstream);
+            let mut requests = FrameReader::new(r, 1 << 20);
+            while let Ok(Some(frame)) = requests.read_frame().await {
+                let mut response = frame[4..8].to_vec();
+                response.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+                if crate::protocol::frame::write_frame(&mut w, &response)
+                    .await
+                    .is_err()
+                    || w.flush().await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut burst = Vec::new();
+        for (i, size) in sizes.iter().enumerate() {
+            let mut header = RequestHeader::default();
+            header.request_api_key = ApiKey::Heartbeat as i16;
+            header.request_api_version = 4;
+            header.correlation_id = i as i32;
+            let mut body = HeartbeatRequest::default();
+            body.group_id = StrBytes::from_string("g".repeat(*size as usize * 997)).into();
+            let mut frame = bytes::BytesMut::new();
+            if header.encode(&mut frame, 2).is_err() || body.encode(&mut frame, 4).is_err() {
+                return;
+            }
+            burst.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+            burst.extend_from_slice(&frame);
+        }
+        let (client_r, mut client_w) = tokio::io::split(client);
+        let writer = tokio::spawn(async move {
+            let _ = client_w.write_all(&burst).await;
+            let _ = client_w.flush().await;
+            client_w
+        });
+        let mut responses = FrameReader::new(client_r, 1 << 20);
+        let read_all = async {
+            let mut order = Vec::with_capacity(sizes.len());
+            while order.len() < sizes.len() {
+                match responses.read_frame().await {
+                    Ok(Some(f)) => order.push(i32::from_be_bytes([f[0], f[1], f[2], f[3]])),
+                    _ => break,
+                }
+            }
+            order
+        };
+        let order = tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "max_in_flight {limit}: the connection hung with a burst of {}",
+                    sizes.len()
+                )
+            });
+        let expected: Vec<i32> = (0..sizes.len() as i32).collect();
+        assert_eq!(
+            order, expected,
+            "max_in_flight {limit}: responses in request order"
+        );
+        drop(writer.await);
+        connection.abort();
+        broker.abort();
+    });
+}
+
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .expect("a runtime")
     })
@@ -236,7 +359,8 @@ mod tests {
     #[test]
     fn every_saved_fuzz_input_is_handled() {
         type Harness = fn(&[u8]);
-        let targets: [(&str, Harness); 5] = [
+        let targets: [(&str, Harness); 6] = [
+            ("pipeline", pipeline),
             ("request_path", request_path),
             ("record_batch", record_batch),
             ("policy_file", policy_file),
