@@ -1,6 +1,8 @@
 //! Verdicts: what the policy set says about a produce partition or a topic to create.
 //!
-//! Pure functions of the policy set and the request bytes: no I/O, no locks. Records are read as
+//! Functions of the policy set and the request bytes: no I/O. The one lock is the contract's
+//! Avro decoder cache (`schema::avro_data::AvroReader`), taken once per writer id per partition
+//! to find or compile a decoder. Records are read as
 //! borrowed views; the only per-record allocation is decoding a JSON value for a contract check.
 //!
 //! Order of checks for a produce partition, first failure wins the partition:

@@ -1,7 +1,8 @@
 //! The proxy: listeners, per-connection tasks, broker addressing and response rewriting.
 //!
 //! The proxy never improvises a reply on the data path: a request is forwarded as its original
-//! bytes, and the only edits to responses happen in [`rewrite`].
+//! bytes (or an edited request that `enforce` or `topic_admin` decided on), and every response
+//! edit goes through [`rewrite::rewrite_response`].
 
 pub mod brokers;
 pub mod connection;

@@ -1,4 +1,6 @@
-//! Response rewriting: the only place that edits upstream responses.
+//! Response rewriting: every edit of an upstream response goes through [`rewrite_response`].
+//! Addresses and ApiVersions are edited here; the merges of partly refused requests are called
+//! from here into `enforce` (Produce, CreateTopics) and `topic_admin` (the admin APIs).
 //!
 //! - Every broker address (Metadata, FindCoordinator, DescribeCluster, Produce `node_endpoints`)
 //!   becomes `advertised_host:gateway_port`, so a client never learns an upstream address.
