@@ -14,6 +14,11 @@
 //! - **DescribeQuorum is capped at v1**, since v2 lists controller listeners.
 //! - **Metadata starts at v4**, the first version whose auto-creation can be switched off per
 //!   request (see `proxy::topic_admin`).
+//! - **ApiVersions newer than meshgate decodes** (v5+ for the Java 4.x client, against a Kafka
+//!   that answers v5) is answered by meshgate itself, as a broker answers a version it does not
+//!   support (KIP-511): UNSUPPORTED_VERSION in v0 format with the ApiVersions versions it handles,
+//!   so the client retries with the highest one both know. Forwarded, the broker's v5 answer
+//!   could not be narrowed, and passing it unnarrowed would advertise versions meshgate refuses.
 //! - **SaslHandshake starts at v1.** After a v0 handshake the client sends raw SASL tokens
 //!   without Kafka framing (pre-1.0 clients), which no Kafka frame parser can follow; from v1 the
 //!   tokens travel in SaslAuthenticate requests, which meshgate reads for the principal.
@@ -25,7 +30,9 @@
 //!
 //! Everything else passes at the upstream's range, untouched and undecoded.
 
-use kafka_protocol::messages::ApiKey;
+use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
 
 /// Highest Produce version meshgate accepts (v13 uses topic ids).
 pub const PRODUCE_MAX: i16 = 12;
@@ -97,13 +104,37 @@ pub fn is_decoded(api: ApiKey) -> bool {
 /// KRaft-internal APIs).
 pub fn gateway_accepts(api: ApiKey, version: i16) -> bool {
     match api {
-        // An ApiVersions request at any version is answered (a too-new one gets the broker's
-        // v0-formatted error, which clients use to downgrade).
+        // An ApiVersions request at any version is answered: a too-new one by meshgate itself
+        // (`api_versions_too_new`), with the v0 error clients use to downgrade.
         ApiKey::ApiVersions => true,
         _ => advertised_range(api as i16, 0, i16::MAX)
             .is_some_and(|(lo, hi)| (lo..=hi).contains(&version)),
     }
 }
+
+/// Whether an ApiVersions request at `version` is newer than meshgate can narrow the answer of.
+pub fn api_versions_too_new(version: i16) -> bool {
+    version > ApiKey::ApiVersions.valid_versions().max
+}
+
+/// meshgate's own answer to an ApiVersions request newer than it decodes: UNSUPPORTED_VERSION
+/// (35) in v0 format, naming the ApiVersions versions it handles, as a broker answers (KIP-511).
+pub fn unsupported_api_versions_response(correlation_id: i32) -> Result<Bytes, String> {
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let range = ApiKey::ApiVersions.valid_versions();
+    let mut supported = ApiVersion::default();
+    supported.api_key = ApiKey::ApiVersions as i16;
+    supported.min_version = range.min;
+    supported.max_version = range.max;
+    let mut body = ApiVersionsResponse::default();
+    body.error_code = UNSUPPORTED_VERSION;
+    body.api_keys = vec![supported];
+    crate::protocol::header::join_response(&header, ApiKey::ApiVersions, 0, &body)
+}
+
+/// UNSUPPORTED_VERSION.
+const UNSUPPORTED_VERSION: i16 = 35;
 
 #[cfg(test)]
 mod tests {
@@ -170,6 +201,22 @@ mod tests {
                 assert_eq!(gateway_accepts(api, v), advertised, "{api:?} v{v}");
             }
         }
+    }
+
+    #[test]
+    fn a_too_new_api_versions_request_gets_the_downgrade_answer() {
+        use kafka_protocol::protocol::Decodable;
+        let max = ApiKey::ApiVersions.valid_versions().max;
+        assert!(!api_versions_too_new(max));
+        assert!(api_versions_too_new(max + 1));
+        let frame = unsupported_api_versions_response(77).unwrap();
+        let (h, mut body) =
+            crate::protocol::header::split_response(&frame, ApiKey::ApiVersions, 0).unwrap();
+        assert_eq!(h.correlation_id, 77);
+        let r = ApiVersionsResponse::decode(&mut body, 0).unwrap();
+        assert_eq!(r.error_code, 35);
+        let k = &r.api_keys[0];
+        assert_eq!((k.api_key, k.min_version, k.max_version), (18, 0, max));
     }
 
     #[test]

@@ -41,7 +41,9 @@ use crate::protocol::frame::{write_frame, write_frame_head};
 use crate::protocol::header::{
     peek_produce_acks, response_correlation_id, split_request, HeaderError,
 };
-use crate::protocol::versions::gateway_accepts;
+use crate::protocol::versions::{
+    api_versions_too_new, gateway_accepts, unsupported_api_versions_response,
+};
 use crate::protocol::{FrameError, FrameReader, RequestHeaderView};
 
 /// Why a connection ended, tagged by the side at fault.
@@ -230,6 +232,35 @@ where
         if !(governed && api == ApiKey::Produce) {
             // Governed produce requests are counted per topic, by record bytes, in enforce.
             gw.metrics.bytes_in_other.inc_by(size as u64 + 4);
+        }
+        if api == ApiKey::ApiVersions && api_versions_too_new(header.api_version) {
+            // Answered here, as a broker answers a version it does not support (see `versions`).
+            if raw.is_none() {
+                let rest = size - head.len();
+                reader.read_rest(head, rest).await?;
+            }
+            let response =
+                unsupported_api_versions_response(header.correlation_id).map_err(|reason| {
+                    HeaderError::Undecodable {
+                        api,
+                        version: header.api_version,
+                        reason,
+                    }
+                })?;
+            let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
+                break;
+            };
+            let slot = new_slot(
+                permit,
+                &header,
+                ResponseAction::Passthrough,
+                SlotState::Ready(response),
+                started,
+            );
+            if tx.send(slot).is_err() {
+                break;
+            }
+            continue;
         }
         // SASL requests are read whole: the principal is learned from them (see `identity`).
         let sasl = matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);

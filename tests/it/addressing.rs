@@ -172,3 +172,30 @@ async fn a_node_id_on_the_listen_port_is_never_advertised() {
     assert_eq!(ports, vec![(0, listen as i32 - 1)]);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_api_versions_request_newer_than_meshgate_decodes_gets_the_downgrade_answer() {
+    let (_cluster, brokers) = Cluster::start(1).await;
+    let gw = gateway(brokers[0].addr, "").await;
+    let mut c = RawClient::connect(gw.bootstrap).await;
+    let max = ApiKey::ApiVersions.valid_versions().max;
+    // The header of a request one version past what meshgate decodes (the Java 4.x client's v5),
+    // with a flexible body it does not need to read.
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&18i16.to_be_bytes());
+    frame.extend_from_slice(&(max + 1).to_be_bytes());
+    frame.extend_from_slice(&9i32.to_be_bytes());
+    frame.extend_from_slice(&(-1i16).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    c.send_raw(&frame).await;
+    let (corr, v0) = c.recv::<ApiVersionsRequest>(0).await;
+    assert_eq!((corr, v0.error_code), (9, 35));
+    let k = &v0.api_keys[0];
+    assert_eq!((k.api_key, k.max_version), (18, max));
+    // The client retries on the same connection at a version both know (the fake broker, like
+    // an older Kafka, stops at v3), and is answered as usual.
+    let r = c.call(10, 3, &ApiVersionsRequest::default()).await;
+    assert_eq!(r.error_code, 0);
+    assert!(r.api_keys.iter().any(|k| k.api_key == 0));
+    gw.shutdown().await;
+}
