@@ -1,0 +1,119 @@
+"""The cluster scenarios a proxy gets wrong, on three Apache Kafka nodes (replication factor 3,
+min.insync.replicas 2), under an idempotent acks=all producer and a consumer group, both through
+meshgate: the leader of a partition killed with SIGKILL and brought back, and a broker shut down
+with SIGTERM and restarted. Clients must follow the new leaders through meshgate's ports, and
+every record must be consumed exactly once.
+"""
+
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import start_gateway, start_kafka
+
+
+@pytest.fixture(scope="module")
+def cluster(logdir):
+    broker = start_kafka(logdir, nodes=3, name=f"kafka-3-{uuid.uuid4().hex[:6]}")
+    yield broker
+    broker.stop()
+
+
+def leader_of(bootstrap, topic, partition=0) -> int:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return md.topics[topic].partitions[partition].leader
+
+
+def produce_through_faults(gw, topic, count, fault):
+    """Produces `count` records at a steady pace while `fault()` runs in the middle; returns
+    (accepted values, failed values)."""
+    p = Producer({"bootstrap.servers": gw.bootstrap, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 5, "message.timeout.ms": 120_000})
+    accepted, failed = [], []
+
+    def on_delivery(err, msg):
+        (failed if err else accepted).append(msg.value())
+
+    values = [f"{topic}-{i}".encode() for i in range(count)]
+    worker = None
+    for i, v in enumerate(values):
+        p.produce(topic, v, on_delivery=on_delivery)
+        p.poll(0)
+        time.sleep(0.003)
+        if i == count // 3:
+            worker = threading.Thread(target=fault)
+            worker.start()
+    assert p.flush(150) == 0, "records never delivered"
+    worker.join()
+    return values, accepted, failed
+
+
+def consume_all(bootstrap, topic, expected, group):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    got = []
+    end = time.time() + 90
+    settle = None
+    try:
+        while time.time() < end:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+                c.commit(m, asynchronous=False)
+            if len(got) >= expected and settle is None:
+                settle = time.time() + 3
+            if settle and time.time() > settle:
+                break
+    finally:
+        c.close()
+    return got
+
+
+@pytest.mark.parametrize("how", ["leader SIGKILL", "controlled shutdown"])
+def test_clients_follow_leadership_through_meshgate_with_exact_accounting(cluster, logdir, how):
+    gw = start_gateway(cluster.bootstrap, logdir)
+    try:
+        topic = f"e2e.cluster{uuid.uuid4().hex[:8]}.v1"
+        admin = AdminClient({"bootstrap.servers": gw.bootstrap})
+        admin.create_topics([NewTopic(topic, 3, 3, config={"min.insync.replicas": "2"})])[
+            topic].result(30)
+        victim = cluster.cluster.node(leader_of(cluster.bootstrap, topic))
+        sig = signal.SIGKILL if how == "leader SIGKILL" else signal.SIGTERM
+
+        moved = []
+
+        def fault():
+            cluster.cluster.stop_node(victim, sig)
+            # Wait until the cluster has given the partition another leader.
+            survivors = ",".join(n.plaintext for n in cluster.cluster.nodes if n is not victim)
+            end = time.time() + 30
+            while time.time() < end:
+                leader = leader_of(survivors, topic)
+                if leader not in (-1, victim.node_id):
+                    moved.append(leader)
+                    break
+                time.sleep(0.2)
+            time.sleep(2)
+            cluster.cluster.start_node(victim)
+
+        values, accepted, failed = produce_through_faults(gw, topic, 3000, fault)
+        assert moved, "leadership never moved: the scenario did not happen"
+        assert failed == [], f"{len(failed)} records failed"
+        assert sorted(accepted) == sorted(values)
+        # The victim is back and served: its partitions have a leader again through meshgate.
+        assert victim.alive()
+        got = consume_all(gw.bootstrap, topic, len(values), group=f"g-{uuid.uuid4().hex[:6]}")
+        assert len(got) == len(set(got)), f"{len(got) - len(set(got))} duplicates"
+        assert sorted(got) == sorted(values), "every record exactly once"
+        # Only gateway addresses were handed out, for every node.
+        md = AdminClient({"bootstrap.servers": gw.bootstrap}).list_topics(timeout=10)
+        assert len(md.brokers) == 3
+        assert all(gw.port <= b.port < gw.port + 300 for b in md.brokers.values())
+    finally:
+        assert gw.stop() == 0
