@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tls::ServerTls;
 
-use crate::app::Health;
 use crate::metrics::{now_ms, Metrics};
 use crate::policy::store::PolicyStore;
 use crate::policy::{Contract, Format};
+use crate::proxy::health::Health;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -232,7 +232,7 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
 /// Ready when a policy set is loaded and the upstream answered the last metadata refresh.
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     let generation = s.policies.generation();
-    if s.health.upstream_reachable.load(Ordering::Relaxed) {
+    if s.health.is_up() {
         (
             StatusCode::OK,
             format!("ready: policy generation {generation}, upstream reachable\n"),
@@ -240,10 +240,7 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     } else {
         let why = s
             .health
-            .upstream_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .reason()
             .unwrap_or_else(|| "not contacted yet".into());
         (
             StatusCode::SERVICE_UNAVAILABLE,

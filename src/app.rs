@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest};
@@ -31,14 +30,9 @@ pub enum AppError {
     Tls(String),
 }
 
-/// Liveness facts the admin endpoint reports.
-#[derive(Default)]
-pub struct Health {
-    pub upstream_reachable: AtomicBool,
-    pub upstream_error: std::sync::Mutex<Option<String>>,
-}
-
 /// A started gateway.
+pub use crate::proxy::health::Health;
+
 pub struct Running {
     pub gateway: Arc<Gateway>,
     pub bootstrap: SocketAddr,
@@ -116,7 +110,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
         .tasks
         .spawn(policies.clone().watch(shutdown.clone()));
     gateway.serve(bootstrap, Target::Bootstrap);
-    let health = Arc::new(Health::default());
+    let health = gateway.health.clone();
     gateway.tasks.spawn(admin::serve(
         admin_listener,
         admin::AdminState {
@@ -130,6 +124,9 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
     gateway
         .tasks
         .spawn(refresh_metadata(gateway.clone(), health.clone()));
+    gateway
+        .tasks
+        .spawn(probe_upstream(gateway.clone(), health.clone()));
     tracing::info!(listen = %bootstrap_addr, admin = %admin_addr, upstream = ?gateway.config.upstream,
         broker_port_base = gateway.config.broker_port_base, "meshgate started");
     Ok(Running {
@@ -168,32 +165,60 @@ async fn refresh_metadata(gw: Arc<Gateway>, health: Arc<Health>) {
         .unwrap_or_else(|_| Err("timed out".into()));
         match outcome {
             Ok(n) => {
-                if !health.upstream_reachable.swap(true, Ordering::Relaxed) {
+                if health.mark_up() {
                     tracing::info!(brokers = n, "upstream reachable");
                 }
-                *health
-                    .upstream_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = None;
             }
             Err(e) => {
-                if health.upstream_reachable.swap(false, Ordering::Relaxed) {
+                if health.mark_down(e.clone()) {
                     tracing::warn!(error = %e, "upstream unreachable");
                 }
-                *health
-                    .upstream_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
         }
-        let wait = if health.upstream_reachable.load(Ordering::Relaxed) {
-            gw.config.metadata_refresh
-        } else {
-            std::time::Duration::from_secs(1)
-        };
+        // The next refresh: after `metadata_refresh`, or within a second of the upstream being
+        // found down (by this loop, the probe or the data path).
+        let next = tokio::time::Instant::now() + gw.config.metadata_refresh;
+        loop {
+            tokio::select! {
+                _ = gw.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+            if !health.is_up() || tokio::time::Instant::now() >= next {
+                break;
+            }
+        }
+    }
+}
+
+/// Connects to the bootstrap addresses every `PROBE_EVERY`, so that readiness follows the
+/// upstream within seconds whatever the metadata refresh interval. It only turns readiness off:
+/// the refresh, which also re-reads the brokers, turns it back on.
+async fn probe_upstream(gw: Arc<Gateway>, health: Arc<Health>) {
+    use crate::proxy::health::{PROBE_EVERY, PROBE_TIMEOUT};
+    loop {
         tokio::select! {
             _ = gw.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+        }
+        if !health.is_up() {
+            continue; // the refresh retries every second while the upstream is down
+        }
+        let timeout = gw.config.upstream_connect_timeout.min(PROBE_TIMEOUT);
+        let mut last = String::new();
+        let mut reached = false;
+        for addr in &gw.config.upstream {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str())).await
+            {
+                Ok(Ok(_)) => {
+                    reached = true;
+                    break;
+                }
+                Ok(Err(e)) => last = format!("{addr}: {e}"),
+                Err(_) => last = format!("{addr}: connect timed out"),
+            }
+        }
+        if !reached && health.mark_down(format!("probe: {last}")) {
+            tracing::warn!(error = %last, "upstream unreachable (probe)");
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod brokers;
 pub mod connection;
 pub mod enforce;
 pub mod fetch_bytes;
+pub mod health;
 pub mod identity;
 pub mod rewrite;
 pub mod stream;
@@ -85,6 +86,8 @@ pub struct Gateway {
     pub tasks: TaskTracker,
     /// Requests judged on the blocking pool at once (`judge_threads`).
     pub judging: Arc<Semaphore>,
+    /// Whether the upstream can be reached (`/readyz`).
+    pub health: Arc<health::Health>,
     security: Security,
     connections: Arc<Semaphore>,
     me: std::sync::Weak<Gateway>,
@@ -123,6 +126,7 @@ impl Gateway {
                 ..Limits::default()
             },
             judging: Arc::new(Semaphore::new(config.judge_threads)),
+            health: Arc::new(health::Health::default()),
             topic_ids: Default::default(),
             brokers: BrokerMap::new(
                 config.advertised_host.clone(),
@@ -229,6 +233,9 @@ impl Gateway {
             Ok(u) => u,
             Err(e) => {
                 self.metrics.upstream_errors.inc();
+                if target == Target::Bootstrap {
+                    self.health.data_path_failed(&e);
+                }
                 tracing::warn!(%peer, ?target, error = %e, "cannot reach upstream; closing client connection");
                 return;
             }

@@ -171,15 +171,16 @@ def test_catalog_lists_data_products_as_json_and_as_a_page(observed, tmp_path):
 
 
 def test_readyz_follows_the_upstream(logdir, tmp_path):
+    """With the default 30 s metadata refresh, /readyz still turns 503 within seconds of the
+    cluster going away (the connect probe), and 200 again soon after it is back."""
     broker = start_kafka(logdir)
-    config = tmp_path / "gateway.yaml"
-    config.write_text("metadata_refresh_secs: 1\nupstream_connect_timeout_secs: 1\n")
-    gw = start_gateway(broker.bootstrap, logdir, extra_args=["--config", str(config)])
+    gw = start_gateway(broker.bootstrap, logdir)
     try:
         assert gw.admin("/readyz")[0] == 200
         assert gw.admin("/healthz") == (200, "ok\n")
         broker.stop()
-        end = time.time() + 30
+        # A generous bound: the probe runs every 2 s; the refresh alone would take up to 30 s.
+        end = time.time() + 10
         while time.time() < end and gw.admin("/readyz")[0] == 200:
             time.sleep(0.2)
         status, body = gw.admin("/readyz")
