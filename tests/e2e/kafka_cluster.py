@@ -95,6 +95,8 @@ class Node:
     props: Path
     log: Path
     proc: subprocess.Popen | None = None
+    # A broker-only node joins later; the first nodes are combined broker + controller nodes.
+    controller: bool = True
 
     @property
     def plaintext(self) -> str:
@@ -130,13 +132,15 @@ class KafkaCluster:
     # ---- configuration
 
     def _properties(self, n: Node) -> str:
-        voters = ",".join(f"{m.node_id}@127.0.0.1:{m.ports['CONTROLLER']}" for m in self.nodes)
-        listeners = ",".join(f"{name}://127.0.0.1:{port}" for name, port in n.ports.items())
+        voters = ",".join(f"{m.node_id}@127.0.0.1:{m.ports['CONTROLLER']}"
+                          for m in self.nodes if m.controller)
+        listeners = ",".join(f"{name}://127.0.0.1:{port}" for name, port in n.ports.items()
+                             if n.controller or name != "CONTROLLER")
         advertised = ",".join(f"{name}://127.0.0.1:{port}" for name, port in n.ports.items()
                               if name != "CONTROLLER")
         rf = min(3, self.size)
         lines = [
-            "process.roles=broker,controller",
+            "process.roles=" + ("broker,controller" if n.controller else "broker"),
             f"node.id={n.node_id}",
             f"controller.quorum.voters={voters}",
             f"listeners={listeners}",
@@ -193,12 +197,25 @@ class KafkaCluster:
 
     # ---- life cycle
 
-    def format(self):
+    def add_broker(self) -> Node:
+        """Formats and starts a broker-only node that joins the running cluster."""
+        node_id = max(n.node_id for n in self.nodes) + 1
+        names = ["PLAINTEXT", "SASL_PLAINTEXT"] + (["SSL", "SASL_SSL"] if self.tls else [])
+        n = Node(node_id, {name: free_port() for name in names}, self.dir / f"node-{node_id}",
+                 self.dir / f"node-{node_id}.properties", self.dir / f"node-{node_id}.log",
+                 controller=False)
+        self.nodes.append(n)
+        n.props.write_text(self._properties(n))
+        self.format([n])
+        self.start_node(n)
+        return n
+
+    def format(self, nodes=None):
         scram = []
         for user, password in USERS:
             for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
                 scram += ["--add-scram", f"{mech}=[name={user},password={password}]"]
-        for n in self.nodes:
+        for n in nodes or self.nodes:
             out = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id}",
                            "-c", str(n.props), "--ignore-formatted", *scram, heap="128m"),

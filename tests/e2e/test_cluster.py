@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import start_gateway, start_kafka
+from kafka_cluster import free_port
 
 
 @pytest.fixture(scope="module")
@@ -115,5 +116,50 @@ def test_clients_follow_leadership_through_meshgate_with_exact_accounting(cluste
         md = AdminClient({"bootstrap.servers": gw.bootstrap}).list_topics(timeout=10)
         assert len(md.brokers) == 3
         assert all(gw.port <= b.port < gw.port + 300 for b in md.brokers.values())
+    finally:
+        assert gw.stop() == 0
+
+
+def test_bootstrap_with_the_first_upstream_address_down(cluster, logdir):
+    dead = free_port()
+    gw = start_gateway(f"127.0.0.1:{dead},{cluster.bootstrap}", logdir)
+    try:
+        topic = f"e2e.boot{uuid.uuid4().hex[:8]}.v1"
+        admin = AdminClient({"bootstrap.servers": gw.bootstrap})
+        admin.create_topics([NewTopic(topic, 3, 3)])[topic].result(30)
+        values = [f"boot-{i}".encode() for i in range(100)]
+        p = Producer({"bootstrap.servers": gw.bootstrap, "acks": "all", "enable.idempotence": True})
+        for v in values:
+            p.produce(topic, v)
+        assert p.flush(30) == 0
+        got = consume_all(gw.bootstrap, topic, len(values), group=f"g-{uuid.uuid4().hex[:6]}")
+        assert sorted(got) == sorted(values)
+        assert gw.admin("/readyz")[0] == 200
+    finally:
+        assert gw.stop() == 0
+
+
+def test_a_broker_added_to_the_running_cluster_is_served_without_a_restart(cluster, logdir):
+    """A fourth (broker-only) node joins; meshgate serves its port without a restart, and once a
+    partition is reassigned to it, clients produce to and consume from it through meshgate."""
+    from test_client_matrix import java_client
+    gw = start_gateway(cluster.bootstrap, logdir)
+    try:
+        topic = f"e2e.grow{uuid.uuid4().hex[:8]}.v1"
+        admin = AdminClient({"bootstrap.servers": gw.bootstrap})
+        admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(30)
+        new = cluster.cluster.add_broker()
+        moved = java_client("reassign", gw.bootstrap, topic, "0", f"{new.node_id},1,2")
+        assert moved["leader"] == new.node_id, moved
+        port = int(moved["leader_address"].rsplit(":", 1)[1])
+        assert port == gw.broker_port_base + new.node_id, "the new broker's gateway port"
+        values = [f"grow-{i}".encode() for i in range(200)]
+        p = Producer({"bootstrap.servers": gw.bootstrap, "acks": "all", "enable.idempotence": True})
+        for v in values:
+            p.produce(topic, v)
+        assert p.flush(30) == 0
+        got = consume_all(gw.bootstrap, topic, len(values), group=f"g-{uuid.uuid4().hex[:6]}")
+        assert sorted(got) == sorted(values)
+        assert f"node_id={new.node_id}" in gw.log_text() and "serving broker" in gw.log_text()
     finally:
         assert gw.stop() == 0

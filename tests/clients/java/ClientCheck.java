@@ -14,6 +14,8 @@
 //   consume BOOTSTRAP TOPIC GROUP PROTOCOL N    a group member (classic|consumer) reads N, commits
 //   txn BOOTSTRAP TOPIC TXN_ID                  commit 3 records, abort 3, read_committed reads
 //   addresses BOOTSTRAP TOPIC                   every broker and leader address the client learns
+//   reassign BOOTSTRAP TOPIC PARTITION IDS      move a partition's replicas (IDS: 4,1,2; the first
+//                                               preferred), wait for it, elect the preferred leader
 
 import java.time.Duration;
 import java.util.*;
@@ -53,6 +55,7 @@ public class ClientCheck {
             case "consume" -> out = consume(a[1], a[2], a[3], a[4], Integer.parseInt(a[5]));
             case "txn" -> out = txn(a[1], a[2], a[3]);
             case "addresses" -> out = addresses(a[1], a[2]);
+            case "reassign" -> out = reassign(a[1], a[2], Integer.parseInt(a[3]), a[4]);
             default -> throw new IllegalArgumentException(a[0]);
         }
         System.out.println(out);
@@ -255,6 +258,33 @@ public class ClientCheck {
             for (PartitionInfo info : p.partitionsFor(topic)) seen.add(info.leader().host() + ":" + info.leader().port());
         }
         return json(Map.of("addresses", new ArrayList<>(seen)));
+    }
+
+    static String reassign(String bootstrap, String topic, int partition, String ids) throws Exception {
+        List<Integer> replicas = Arrays.stream(ids.split(",")).map(Integer::parseInt).toList();
+        TopicPartition tp = new TopicPartition(topic, partition);
+        try (Admin admin = Admin.create(base(bootstrap))) {
+            admin.alterPartitionReassignments(Map.of(tp, Optional.of(new NewPartitionReassignment(replicas))))
+                    .all().get();
+            long end = System.currentTimeMillis() + 60_000;
+            while (!admin.listPartitionReassignments(Set.of(tp)).reassignments().get().isEmpty()) {
+                if (System.currentTimeMillis() > end) throw new TimeoutException("reassignment never finished");
+                Thread.sleep(200);
+            }
+            while (true) {
+                try {
+                    admin.electLeaders(ElectionType.PREFERRED, Set.of(tp)).all().get();
+                    break;
+                } catch (ExecutionException e) {
+                    if (e.getCause() instanceof org.apache.kafka.common.errors.ElectionNotNeededException) break;
+                    if (System.currentTimeMillis() > end) throw e;
+                    Thread.sleep(500);
+                }
+            }
+            TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
+            Node leader = d.partitions().get(partition).leader();
+            return json(Map.of("leader", leader.id(), "leader_address", leader.host() + ":" + leader.port()));
+        }
     }
 
     // A small JSON writer: strings, numbers, booleans, null, lists and maps.
