@@ -31,8 +31,9 @@ def leader_of(bootstrap, topic, partition=0) -> int:
 
 
 def produce_through_faults(gw, topic, count, fault):
-    """Produces `count` records at a steady pace while `fault()` runs in the middle; returns
-    (accepted values, failed values)."""
+    """Produces at a steady pace, starting `fault()` after the first third of `count` records and
+    going on until it has finished (and at least `count` records); returns (values sent,
+    accepted, failed)."""
     p = Producer({"bootstrap.servers": gw.bootstrap, "acks": "all", "enable.idempotence": True,
                   "linger.ms": 5, "message.timeout.ms": 120_000})
     accepted, failed = [], []
@@ -40,15 +41,19 @@ def produce_through_faults(gw, topic, count, fault):
     def on_delivery(err, msg):
         (failed if err else accepted).append(msg.value())
 
-    values = [f"{topic}-{i}".encode() for i in range(count)]
+    values = []
     worker = None
-    for i, v in enumerate(values):
+    i = 0
+    while i < count or (worker is not None and worker.is_alive() and i < 50 * count):
+        v = f"{topic}-{i}".encode()
+        values.append(v)
         p.produce(topic, v, on_delivery=on_delivery)
         p.poll(0)
         time.sleep(0.003)
         if i == count // 3:
             worker = threading.Thread(target=fault)
             worker.start()
+        i += 1
     assert p.flush(150) == 0, "records never delivered"
     worker.join()
     return values, accepted, failed
@@ -76,7 +81,7 @@ def consume_all(bootstrap, topic, expected, group):
     return got
 
 
-@pytest.mark.parametrize("how", ["leader SIGKILL", "controlled shutdown"])
+@pytest.mark.parametrize("how", ["leader SIGKILL", "controlled shutdown", "rolling restart"])
 def test_clients_follow_leadership_through_meshgate_with_exact_accounting(cluster, logdir, how):
     gw = start_gateway(cluster.bootstrap, logdir)
     try:
@@ -90,6 +95,18 @@ def test_clients_follow_leadership_through_meshgate_with_exact_accounting(cluste
         moved = []
 
         def fault():
+            if how == "rolling restart":
+                # Every node in turn, the partition's leader last; each back before the next.
+                order = sorted(cluster.cluster.nodes, key=lambda n: n is victim)
+                for n in order:
+                    if not n.controller:
+                        continue
+                    cluster.cluster.stop_node(n, signal.SIGTERM)
+                    if n is victim:
+                        moved.append("rolled")
+                    time.sleep(1)
+                    cluster.cluster.start_node(n)
+                return
             cluster.cluster.stop_node(victim, sig)
             # Wait until the cluster has given the partition another leader.
             survivors = ",".join(n.plaintext for n in cluster.cluster.nodes if n is not victim)
