@@ -29,7 +29,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::identity::{Identity, SaslStep};
-use super::rewrite::{BrokerAddresses, RewriteError};
+use super::rewrite::{BrokerAddresses, ResponseMerge, RewriteError};
 use super::Gateway;
 use crate::metrics::topic_label;
 use crate::metrics::ContractMetrics;
@@ -47,22 +47,16 @@ pub enum Decision {
     /// Forward the original frame.
     Forward,
     /// Forward this trimmed frame; merge the response.
-    ForwardTrimmed { frame: Bytes, merge: Merge },
+    ForwardTrimmed {
+        frame: Bytes,
+        merge: Box<dyn ResponseMerge>,
+    },
     /// Forward this edited frame instead of the original; the response is handled as usual.
     ForwardEdited(Bytes),
     /// Answer with this response frame; forward nothing.
     Respond(Bytes),
     /// acks=0 with a rejection: forward this frame if any, then close the connection.
     ForwardThenClose(Option<Bytes>),
-}
-
-/// meshgate's results for what it rejected, to merge into the upstream response.
-#[derive(Debug)]
-pub enum Merge {
-    Produce(Box<ProduceMerge>),
-    CreateTopics(Box<CreateTopicsMerge>),
-    /// CreatePartitions, AlterConfigs, IncrementalAlterConfigs (see `topic_admin`).
-    Admin(Box<super::topic_admin::AdminMerge>),
 }
 
 #[derive(Debug)]
@@ -372,7 +366,7 @@ pub fn produce(
         Some(frame) => Ok((
             Decision::ForwardTrimmed {
                 frame: frame?,
-                merge: Merge::Produce(Box::new(merge)),
+                merge: Box::new(merge),
             },
             watch,
         )),
@@ -442,8 +436,20 @@ fn merge_produce_response(m: &ProduceMerge, upstream: ProduceResponse) -> Produc
     out
 }
 
+impl ResponseMerge for ProduceMerge {
+    fn merge(&self, frame: Bytes, addrs: &dyn BrokerAddresses) -> Result<Bytes, RewriteError> {
+        merge_produce(self, frame, addrs)
+    }
+}
+
+impl ResponseMerge for CreateTopicsMerge {
+    fn merge(&self, frame: Bytes, _: &dyn BrokerAddresses) -> Result<Bytes, RewriteError> {
+        merge_create_topics(self, frame)
+    }
+}
+
 /// Merges an upstream Produce response frame with the rejections of its request.
-pub fn merge_produce(
+fn merge_produce(
     m: &ProduceMerge,
     frame: Bytes,
     addrs: &dyn BrokerAddresses,
@@ -571,7 +577,7 @@ pub fn create_topics(
     let frame = encode_request(&header, api, version, &trimmed)?;
     Ok(Decision::ForwardTrimmed {
         frame,
-        merge: Merge::CreateTopics(Box::new(merge)),
+        merge: Box::new(merge),
     })
 }
 
@@ -600,7 +606,7 @@ fn merge_create_topics_response(
 }
 
 /// Merges an upstream CreateTopics response frame with the rejections of its request.
-pub fn merge_create_topics(m: &CreateTopicsMerge, frame: Bytes) -> Result<Bytes, RewriteError> {
+fn merge_create_topics(m: &CreateTopicsMerge, frame: Bytes) -> Result<Bytes, RewriteError> {
     let api = ApiKey::CreateTopics;
     let err = |reason: String| RewriteError {
         api,

@@ -1,6 +1,7 @@
 //! Response rewriting: every edit of an upstream response goes through [`rewrite_response`].
-//! Addresses and ApiVersions are edited here; the merges of partly refused requests are called
-//! from here into `enforce` (Produce, CreateTopics) and `topic_admin` (the admin APIs).
+//! Addresses and ApiVersions are edited here; the merges of partly refused requests go through
+//! [`ResponseMerge`], implemented in `enforce` (Produce, CreateTopics) and `topic_admin` (the
+//! admin APIs).
 //!
 //! - Every broker address (Metadata, FindCoordinator, DescribeCluster, Produce `node_endpoints`)
 //!   becomes `advertised_host:gateway_port`, so a client never learns an upstream address.
@@ -16,7 +17,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-use super::enforce::{merge_create_topics, merge_produce, Merge};
 use crate::protocol::header::{join_response, split_response};
 use crate::protocol::versions::advertised_range;
 
@@ -28,7 +28,7 @@ pub enum ResponseAction {
     /// Rewrite the response of this API at this version.
     Rewrite(ApiKey, i16),
     /// Merge meshgate's results for what it rejected into the upstream response.
-    Merge(Merge),
+    Merge(Box<dyn ResponseMerge>),
 }
 
 impl ResponseAction {
@@ -46,6 +46,14 @@ impl ResponseAction {
             _ => Self::Passthrough,
         }
     }
+}
+
+/// meshgate's own results for the parts of a request it refused, to merge into the upstream's
+/// response to the rest, in request order. Implemented beside each judged API (`enforce` for
+/// Produce and CreateTopics, `topic_admin` for the admin APIs); this module only calls it, so
+/// it depends on none of them.
+pub trait ResponseMerge: std::fmt::Debug + Send + Sync {
+    fn merge(&self, frame: Bytes, addrs: &dyn BrokerAddresses) -> Result<Bytes, RewriteError>;
 }
 
 /// Maps upstream broker identities to the addresses clients must see.
@@ -74,15 +82,7 @@ pub fn rewrite_response(
 ) -> Result<Bytes, RewriteError> {
     let (api, version) = match action {
         ResponseAction::Passthrough => return Ok(frame),
-        ResponseAction::Merge(Merge::Produce(m)) => return merge_produce(m, frame, addrs),
-        ResponseAction::Merge(Merge::CreateTopics(m)) => return merge_create_topics(m, frame),
-        ResponseAction::Merge(Merge::Admin(m)) => {
-            return super::topic_admin::merge(m, frame).map_err(|e| RewriteError {
-                api: m.api(),
-                version: m.version(),
-                reason: e.to_string(),
-            })
-        }
+        ResponseAction::Merge(m) => return m.merge(frame, addrs),
         ResponseAction::Rewrite(api, version) => (*api, *version),
     };
     let err = |reason: String| RewriteError {

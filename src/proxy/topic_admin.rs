@@ -36,6 +36,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::enforce::{encode_request, encode_response, log_rejection, undecodable, Decision};
+use super::rewrite::{BrokerAddresses, ResponseMerge, RewriteError};
 use crate::metrics::{topic_label, Metrics};
 use crate::policy::judge::Rejection;
 use crate::policy::PolicySet;
@@ -251,24 +252,24 @@ fn finish(
     Ok(Some(match trimmed {
         Some(frame) => Decision::ForwardTrimmed {
             frame: frame?,
-            merge: super::enforce::Merge::Admin(Box::new(merge)),
+            merge: Box::new(merge),
         },
         None => Decision::Respond(merged(&merge, header.correlation_id, None)?),
     }))
 }
 
-impl AdminMerge {
-    pub fn api(&self) -> ApiKey {
-        self.api
-    }
-
-    pub fn version(&self) -> i16 {
-        self.version
+impl ResponseMerge for AdminMerge {
+    fn merge(&self, frame: Bytes, _: &dyn BrokerAddresses) -> Result<Bytes, RewriteError> {
+        merge(self, frame).map_err(|e| RewriteError {
+            api: self.api,
+            version: self.version,
+            reason: e.to_string(),
+        })
     }
 }
 
 /// Merges an upstream response frame with the refusals of its request.
-pub fn merge(m: &AdminMerge, frame: Bytes) -> Result<Bytes, HeaderError> {
+fn merge(m: &AdminMerge, frame: Bytes) -> Result<Bytes, HeaderError> {
     let (header, body) = split_response(&frame, m.api, m.version)?;
     merged(m, header.correlation_id, Some(body))
 }
@@ -390,6 +391,19 @@ mod tests {
 
     use crate::protocol::header::{join_request, join_response};
 
+    /// Admin responses carry no broker addresses.
+    struct NoAddresses;
+
+    impl BrokerAddresses for NoAddresses {
+        fn advertised_host(&self) -> &str {
+            unreachable!("admin merges edit no address")
+        }
+
+        fn gateway_port(&self, _: i32, _: &str, _: i32) -> Option<i32> {
+            unreachable!("admin merges edit no address")
+        }
+    }
+
     const RULES: &str = r#"
 naming:
   topics:
@@ -465,10 +479,7 @@ topics:
         let mut h = ResponseHeader::default();
         h.correlation_id = 5;
         let response = join_response(&h, ApiKey::CreatePartitions, 3, &upstream).unwrap();
-        let super::super::enforce::Merge::Admin(m) = merge else {
-            panic!("an admin merge")
-        };
-        let merged = super::merge(&m, response).unwrap();
+        let merged = merge.merge(response, &NoAddresses).unwrap();
         let (_, mut body) = split_response(&merged, ApiKey::CreatePartitions, 3).unwrap();
         let out = CreatePartitionsResponse::decode(&mut body, 3).unwrap();
         let got: Vec<(&str, i16)> = out
