@@ -39,55 +39,57 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A gateway over the example policies with the given `max_in_flight` (the default when `None`).
+fn build_gateway(max_in_flight: Option<usize>) -> Arc<Gateway> {
+    let config = ConfigFile {
+        max_in_flight,
+        ..ConfigFile::default()
+    }
+    .build(Overrides {
+        policies: Some(root().join("policies")),
+        ..Overrides::default()
+    })
+    .expect("a valid configuration");
+    let metrics = Arc::new(Metrics::new());
+    let policies = Arc::new(
+        PolicyStore::open(&config.policies, metrics.clone()).expect("example policies load"),
+    );
+    Gateway::new(
+        config,
+        metrics,
+        policies,
+        tokio_util::sync::CancellationToken::new(),
+        Security::default(),
+    )
+}
+
 /// A gateway over the example policies, made once per process.
 fn gateway() -> &'static Arc<Gateway> {
     static GW: OnceLock<Arc<Gateway>> = OnceLock::new();
-    GW.get_or_init(|| {
-        let config = ConfigFile::default()
-            .build(Overrides {
-                policies: Some(root().join("policies")),
-                ..Overrides::default()
-            })
-            .expect("the default configuration is valid");
-        let metrics = Arc::new(Metrics::new());
-        let policies = Arc::new(
-            PolicyStore::open(&config.policies, metrics.clone()).expect("example policies load"),
-        );
-        Gateway::new(
-            config,
-            metrics,
-            policies,
-            tokio_util::sync::CancellationToken::new(),
-            Security::default(),
-        )
+    GW.get_or_init(|| build_gateway(None))
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime")
     })
 }
 
-/// A gateway over the example policies with `max_in_flight` = `limit` (1 to 4), made once each.
-fn gateway_with_limit(limit: usize) -> &'static Arc<Gateway> {
-    static GWS: [OnceLock<Arc<Gateway>>; 4] = [const { OnceLock::new() }; 4];
-    GWS[limit - 1].get_or_init(|| {
-        let config = ConfigFile {
-            max_in_flight: Some(limit),
-            ..ConfigFile::default()
-        }
-        .build(Overrides {
-            policies: Some(root().join("policies")),
-            ..Overrides::default()
-        })
-        .expect("a valid configuration");
-        let metrics = Arc::new(Metrics::new());
-        let policies = Arc::new(
-            PolicyStore::open(&config.policies, metrics.clone()).expect("example policies load"),
-        );
-        Gateway::new(
-            config,
-            metrics,
-            policies,
-            tokio_util::sync::CancellationToken::new(),
-            Security::default(),
-        )
-    })
+/// Addresses for the response rewriter that bind nothing.
+struct NoPorts;
+
+impl BrokerAddresses for NoPorts {
+    fn advertised_host(&self) -> &str {
+        "gateway.test"
+    }
+
+    fn gateway_port(&self, node_id: i32, _host: &str, _port: i32) -> Option<i32> {
+        Some(9000i32.saturating_add(node_id))
+    }
 }
 
 /// A burst of pipelined requests through [`crate::proxy::connection::proxy`]. The first byte
@@ -105,7 +107,8 @@ pub fn pipeline(data: &[u8]) {
     };
     let limit = 1 + (selector % 4) as usize;
     let sizes = &sizes[..sizes.len().min(64)];
-    let gw = gateway_with_limit(limit);
+    static GWS: [OnceLock<Arc<Gateway>>; 4] = [const { OnceLock::new() }; 4];
+    let gw = GWS[limit - 1].get_or_init(|| build_gateway(Some(limit)));
     runtime().block_on(async {
         let (client, gw_client) = tokio::io::duplex(64 * 1024);
         let (gw_upstream, upstream) = tokio::io::duplex(64 * 1024);
@@ -180,29 +183,6 @@ pub fn pipeline(data: &[u8]) {
         connection.abort();
         broker.abort();
     });
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("a runtime")
-    })
-}
-
-/// Addresses for the response rewriter that bind nothing.
-struct NoPorts;
-
-impl BrokerAddresses for NoPorts {
-    fn advertised_host(&self) -> &str {
-        "gateway.test"
-    }
-
-    fn gateway_port(&self, node_id: i32, _host: &str, _port: i32) -> Option<i32> {
-        Some(9000i32.saturating_add(node_id))
-    }
 }
 
 /// A client byte stream through the requests task's decisions.

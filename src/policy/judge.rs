@@ -886,13 +886,7 @@ topics:
 "#;
 
     fn set(text: &str) -> PolicySet {
-        let mut errors = Vec::new();
-        let set = crate::policy::load::compile_sources(
-            &[(std::path::PathBuf::from("rules.yaml"), text.to_string())],
-            &mut errors,
-        );
-        assert!(errors.is_empty(), "{errors:?}");
-        set
+        crate::policy::load::compile_text("rules.yaml", text)
     }
 
     fn new_topic<'a>(

@@ -99,6 +99,15 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), String> 
 }
 
 /// Compiles already-read sources: (path, text) pairs.
+/// Test support: one policy file's text, compiled; panics on any error.
+#[cfg(test)]
+pub(crate) fn compile_text(file: &str, text: &str) -> PolicySet {
+    let mut errors = Vec::new();
+    let set = compile_sources(&[(PathBuf::from(file), text.to_string())], &mut errors);
+    assert!(errors.is_empty(), "{errors:?}");
+    set
+}
+
 pub fn compile_sources(sources: &[(PathBuf, String)], errors: &mut Vec<PolicyError>) -> PolicySet {
     let mut set = PolicySet::default();
     let mut naming_at: Option<Origin> = None;

@@ -137,28 +137,20 @@ pub fn judge(
         ApiKey::AlterConfigs => {
             let request = AlterConfigsRequest::decode(&mut body, version)
                 .map_err(|e| undecodable(api, version, e))?;
-            order = request
-                .resources
-                .iter()
-                .map(|r| (r.resource_type, r.resource_name.clone()))
-                .collect();
-            for res in request
-                .resources
-                .iter()
-                .filter(|r| r.resource_type == TOPIC_RESOURCE)
-            {
-                let topic = res.resource_name.as_str();
-                let verdict = res.configs.iter().find_map(|c| {
-                    let value = c.value.as_ref()?;
-                    policies
-                        .judge_topic_config(topic, c.name.as_str(), value.as_str())
-                        .err()
-                });
-                if let Some(r) = verdict {
-                    let verdict = refuse(topic, r);
-                    rejected.insert((TOPIC_RESOURCE, res.resource_name.clone()), verdict);
-                }
-            }
+            let resources = request.resources.iter();
+            order = judge_topic_resources(
+                resources.map(|r| (r.resource_type, &r.resource_name, &r.configs)),
+                |topic, configs| {
+                    configs.iter().find_map(|c| {
+                        let value = c.value.as_ref()?;
+                        policies
+                            .judge_topic_config(topic, c.name.as_str(), value.as_str())
+                            .err()
+                    })
+                },
+                &refuse,
+                &mut rejected,
+            );
             let mut trimmed = request.clone();
             trimmed
                 .resources
@@ -168,37 +160,28 @@ pub fn judge(
         ApiKey::IncrementalAlterConfigs => {
             let request = IncrementalAlterConfigsRequest::decode(&mut body, version)
                 .map_err(|e| undecodable(api, version, e))?;
-            order = request
-                .resources
-                .iter()
-                .map(|r| (r.resource_type, r.resource_name.clone()))
-                .collect();
-            for res in request
-                .resources
-                .iter()
-                .filter(|r| r.resource_type == TOPIC_RESOURCE)
-            {
-                let topic = res.resource_name.as_str();
-                let verdict = res.configs.iter().find_map(|c| {
-                    let value = c.value.as_ref()?;
-                    let key = c.name.as_str();
-                    match c.config_operation {
-                        OP_SET => policies
-                            .judge_topic_config(topic, key, value.as_str())
-                            .err(),
-                        OP_APPEND => value
-                            .split(',')
-                            .map(str::trim)
-                            .find_map(|item| policies.judge_topic_config(topic, key, item).err()),
-                        // DELETE and SUBTRACT move toward the broker default.
-                        _ => None,
-                    }
-                });
-                if let Some(r) = verdict {
-                    let verdict = refuse(topic, r);
-                    rejected.insert((TOPIC_RESOURCE, res.resource_name.clone()), verdict);
-                }
-            }
+            let resources = request.resources.iter();
+            order = judge_topic_resources(
+                resources.map(|r| (r.resource_type, &r.resource_name, &r.configs)),
+                |topic, configs| {
+                    configs.iter().find_map(|c| {
+                        let value = c.value.as_ref()?;
+                        let key = c.name.as_str();
+                        match c.config_operation {
+                            OP_SET => policies
+                                .judge_topic_config(topic, key, value.as_str())
+                                .err(),
+                            OP_APPEND => value.split(',').map(str::trim).find_map(|item| {
+                                policies.judge_topic_config(topic, key, item).err()
+                            }),
+                            // DELETE and SUBTRACT move toward the broker default.
+                            _ => None,
+                        }
+                    })
+                },
+                &refuse,
+                &mut rejected,
+            );
             let mut trimmed = request.clone();
             trimmed
                 .resources
@@ -211,6 +194,28 @@ pub fn judge(
         return Ok(Some(Decision::Forward));
     }
     finish(&header, api, version, order, rejected, trimmed)
+}
+
+/// Judges the topic resources of a config change: `first_refusal(topic, configs)` is the first
+/// refused config of one resource. Returns every resource in request order; the refused ones go
+/// into `rejected`. Resources that are not topics are not governed.
+fn judge_topic_resources<'r, C: 'r>(
+    resources: impl Iterator<Item = (i8, &'r StrBytes, &'r C)>,
+    first_refusal: impl Fn(&str, &C) -> Option<Rejection>,
+    refuse: &impl Fn(&str, Rejection) -> (i16, String),
+    rejected: &mut HashMap<(i8, StrBytes), (i16, String)>,
+) -> Vec<(i8, StrBytes)> {
+    let mut order = Vec::new();
+    for (resource_type, name, configs) in resources {
+        order.push((resource_type, name.clone()));
+        if resource_type != TOPIC_RESOURCE {
+            continue;
+        }
+        if let Some(r) = first_refusal(name.as_str(), configs) {
+            rejected.insert((resource_type, name.clone()), refuse(name.as_str(), r));
+        }
+    }
+    order
 }
 
 /// The APIs [`judge`] governs.
@@ -417,13 +422,7 @@ topics:
 "#;
 
     fn set() -> PolicySet {
-        let mut errors = Vec::new();
-        let set = crate::policy::load::compile_sources(
-            &[(std::path::PathBuf::from("rules.yaml"), RULES.to_string())],
-            &mut errors,
-        );
-        assert!(errors.is_empty(), "{errors:?}");
-        set
+        crate::policy::load::compile_text("rules.yaml", RULES)
     }
 
     fn frame<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
@@ -631,13 +630,9 @@ topics:
 
     #[test]
     fn metadata_auto_creation_passes_when_only_naming_governs_and_the_name_fits() {
-        let mut errors = Vec::new();
-        let set = crate::policy::load::compile_sources(
-            &[(
-                std::path::PathBuf::from("n.yaml"),
-                "naming:\n  topics:\n    pattern: '^[a-z]+\\.[a-z]+\\.v[0-9]+$'\n".into(),
-            )],
-            &mut errors,
+        let set = crate::policy::load::compile_text(
+            "n.yaml",
+            "naming:\n  topics:\n    pattern: '^[a-z]+\\.[a-z]+\\.v[0-9]+$'\n",
         );
         let metrics = Metrics::new();
         let run = |names: &[&str]| {
