@@ -137,6 +137,16 @@ def test_clients_follow_leadership_through_meshgate_with_exact_accounting(cluste
         assert gw.stop() == 0
 
 
+def produce_and_read_back(gw, topic, prefix, count=200):
+    values = [f"{prefix}-{i}".encode() for i in range(count)]
+    p = Producer({"bootstrap.servers": gw.bootstrap, "acks": "all", "enable.idempotence": True})
+    for v in values:
+        p.produce(topic, v)
+    assert p.flush(30) == 0
+    got = consume_all(gw.bootstrap, topic, len(values), group=f"g-{uuid.uuid4().hex[:6]}")
+    assert sorted(got) == sorted(values), "every record exactly once"
+
+
 def test_bootstrap_with_the_first_upstream_address_down(cluster, logdir):
     dead = free_port()
     gw = start_gateway(f"127.0.0.1:{dead},{cluster.bootstrap}", logdir)
@@ -144,13 +154,7 @@ def test_bootstrap_with_the_first_upstream_address_down(cluster, logdir):
         topic = f"e2e.boot{uuid.uuid4().hex[:8]}.v1"
         admin = AdminClient({"bootstrap.servers": gw.bootstrap})
         admin.create_topics([NewTopic(topic, 3, 3)])[topic].result(30)
-        values = [f"boot-{i}".encode() for i in range(100)]
-        p = Producer({"bootstrap.servers": gw.bootstrap, "acks": "all", "enable.idempotence": True})
-        for v in values:
-            p.produce(topic, v)
-        assert p.flush(30) == 0
-        got = consume_all(gw.bootstrap, topic, len(values), group=f"g-{uuid.uuid4().hex[:6]}")
-        assert sorted(got) == sorted(values)
+        produce_and_read_back(gw, topic, "boot")
         assert gw.admin("/readyz")[0] == 200
     finally:
         assert gw.stop() == 0
@@ -170,13 +174,7 @@ def test_a_broker_added_to_the_running_cluster_is_served_without_a_restart(clust
         assert moved["leader"] == new.node_id, moved
         port = int(moved["leader_address"].rsplit(":", 1)[1])
         assert port == gw.broker_port_base + new.node_id, "the new broker's gateway port"
-        values = [f"grow-{i}".encode() for i in range(200)]
-        p = Producer({"bootstrap.servers": gw.bootstrap, "acks": "all", "enable.idempotence": True})
-        for v in values:
-            p.produce(topic, v)
-        assert p.flush(30) == 0
-        got = consume_all(gw.bootstrap, topic, len(values), group=f"g-{uuid.uuid4().hex[:6]}")
-        assert sorted(got) == sorted(values)
+        produce_and_read_back(gw, topic, "grow")
         assert f"node_id={new.node_id}" in gw.log_text() and "serving broker" in gw.log_text()
     finally:
         assert gw.stop() == 0

@@ -36,6 +36,12 @@ contract:
 "#;
 
 pub(crate) fn batch(values: &[&str], compression: Compression) -> Bytes {
+    let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    batch_of(&values, compression)
+}
+
+/// A record batch of these values (no key, no producer id).
+pub(crate) fn batch_of(values: &[&[u8]], compression: Compression) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -51,7 +57,7 @@ pub(crate) fn batch(values: &[&str], compression: Compression) -> Bytes {
             sequence: -1,
             timestamp: 0,
             key: None,
-            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            value: Some(Bytes::copy_from_slice(v)),
             headers: Default::default(),
         })
         .collect();

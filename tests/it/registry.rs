@@ -9,7 +9,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::records::Compression;
 use meshgate::schema::registry_client::{Fetched, RegistryClient};
 
-use crate::enforcement::{produce, produces};
+use crate::enforcement::{batch_of, produce, produces};
 use crate::support::client::RawClient;
 use crate::support::fake_broker::Cluster;
 use crate::support::fake_registry::Registry;
@@ -34,36 +34,8 @@ fn framed(ids: &[u32]) -> bytes::Bytes {
             v
         })
         .collect();
-    let records: Vec<kafka_protocol::records::Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| kafka_protocol::records::Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: kafka_protocol::records::TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(bytes::Bytes::copy_from_slice(v)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    kafka_protocol::records::RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &kafka_protocol::records::RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    batch_of(&values, Compression::None)
 }
 
 fn codes(r: &ProduceResponse) -> Vec<(String, i16)> {
