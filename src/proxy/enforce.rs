@@ -116,6 +116,9 @@ pub fn sasl_authenticate_result(frame: &Bytes, version: i16) -> Result<(i16, Byt
         .map_err(|e| format!("undecodable SaslAuthenticate response: {e}"))
 }
 
+/// Where each (topic, partition) of a request is: (topic index, partition index).
+type PartitionPositions<'r> = HashMap<(&'r str, i32), (usize, usize)>;
+
 /// A Produce request decoded once, carried through the registry prefetch and the judge.
 #[derive(Debug)]
 pub struct DecodedProduce {
@@ -228,21 +231,28 @@ pub fn produce(
     } = decoded;
     let version = *version;
     let client = header.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
-    // The last copy of each topic-partition; earlier copies are not judged.
-    let mut last_copy: HashMap<(&str, i32), (usize, usize)> = HashMap::new();
-    for (ti, topic) in request.topic_data.iter().enumerate() {
-        for (pi, p) in topic.partition_data.iter().enumerate() {
-            last_copy.insert((topic.name.0.as_str(), p.index), (ti, pi));
+    // The last copy of each topic-partition; earlier copies are not judged. A request of one
+    // partition (the common case) needs no map.
+    let total: usize = request
+        .topic_data
+        .iter()
+        .map(|t| t.partition_data.len())
+        .sum();
+    let last_copy: Option<PartitionPositions> = (total > 1).then(|| {
+        let mut map = HashMap::with_capacity(total);
+        for (ti, topic) in request.topic_data.iter().enumerate() {
+            for (pi, p) in topic.partition_data.iter().enumerate() {
+                map.insert((topic.name.0.as_str(), p.index), (ti, pi));
+            }
         }
-    }
-    let is_last =
-        |name: &str, index: i32, at: (usize, usize)| last_copy.get(&(name, index)) == Some(&at);
-    let repeated = last_copy.len()
-        < request
-            .topic_data
-            .iter()
-            .map(|t| t.partition_data.len())
-            .sum();
+        map
+    });
+    let is_last = |name: &str, index: i32, at: (usize, usize)| {
+        last_copy
+            .as_ref()
+            .is_none_or(|m| m.get(&(name, index)) == Some(&at))
+    };
+    let repeated = last_copy.as_ref().is_some_and(|m| m.len() < total);
     let mut order = Vec::with_capacity(request.topic_data.len());
     let mut rejected = HashMap::new();
     let mut accepted_any = false;
