@@ -55,18 +55,6 @@ impl Running {
 
 /// Binds every listener and starts serving.
 pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
-    let probe = crate::proxy::brokers::BrokerMap::new(
-        String::new(),
-        config.broker_port_base,
-        config.reserved_ports(),
-    );
-    for (node_id, port) in probe.shadowed_node_ids() {
-        tracing::warn!(
-            node_id,
-            port,
-            "broker node id {node_id} would map onto port {port}, which meshgate uses for its listener or admin endpoint: such a broker is not served; set broker_port_base to move the plan"
-        );
-    }
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let bootstrap = TcpListener::bind(config.listen)
@@ -109,6 +97,13 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
     gateway
         .tasks
         .spawn(policies.clone().watch(shutdown.clone()));
+    for (node_id, port) in gateway.brokers.shadowed_node_ids() {
+        tracing::warn!(
+            node_id,
+            port,
+            "broker node id {node_id} would map onto port {port}, which meshgate uses for its listener or admin endpoint: such a broker is not served; set broker_port_base to move the plan"
+        );
+    }
     gateway.serve(bootstrap, Target::Bootstrap);
     let health = gateway.health.clone();
     gateway.tasks.spawn(admin::serve(

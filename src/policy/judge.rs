@@ -145,6 +145,9 @@ impl RequestInflater {
         &mut self,
         batch: &DeflatedBatch<'a>,
     ) -> Result<InflatedRecords<'a>, RecordError> {
+        if !self.keep {
+            return batch.inflate_within(self.max_batch, &mut self.budget);
+        }
         // A batch is identified by where it sits in the request's bytes.
         let key = batch.bytes.as_ptr() as usize;
         match self.kept.get(&key) {
@@ -154,13 +157,11 @@ impl RequestInflater {
             None => {}
         }
         let result = batch.inflate_within(self.max_batch, &mut self.budget);
-        if self.keep {
-            let kept = match &result {
-                Ok(r) => r.shared().map_or(Kept::Plain, Kept::Inflated),
-                Err(e) => Kept::Failed(e.clone()),
-            };
-            self.kept.insert(key, kept);
-        }
+        let kept = match &result {
+            Ok(r) => r.shared().map_or(Kept::Plain, Kept::Inflated),
+            Err(e) => Kept::Failed(e.clone()),
+        };
+        self.kept.insert(key, kept);
         result
     }
 }

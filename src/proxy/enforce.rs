@@ -187,11 +187,12 @@ pub struct ProduceJob {
 }
 
 impl ProduceJob {
-    /// The schema ids to fetch (see [`schema_ids`]).
+    /// The schema ids to fetch: those the request names on the Avro-contract topics its
+    /// principal may produce to, inflating its batches once (kept for the judge).
     pub fn schema_ids(&mut self) -> Vec<u32> {
-        schema_ids(
+        avro_schema_ids(
             &self.policies,
-            &self.decoded,
+            self.decoded.partitions(),
             &self.principal,
             &mut self.inflater,
         )
@@ -737,15 +738,4 @@ pub async fn fetch_writers(
         }
     }
     out
-}
-
-/// The schema ids a decoded produce request names on the Avro-contract topics `principal` may
-/// produce to, inflating its batches once through `inflater` (kept for the judge).
-pub fn schema_ids(
-    policies: &PolicySet,
-    decoded: &DecodedProduce,
-    principal: &str,
-    inflater: &mut RequestInflater,
-) -> Vec<u32> {
-    avro_schema_ids(policies, decoded.partitions(), principal, inflater)
 }
