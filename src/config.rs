@@ -18,6 +18,8 @@ pub const DEFAULT_UPSTREAM: &str = "127.0.0.1:19092";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9644";
 /// The policy directory.
 pub const DEFAULT_POLICIES: &str = "./policies";
+/// Client ids judged all or nothing by default: kafkajs's own default client id.
+pub const DEFAULT_ALL_OR_NOTHING_CLIENT: &str = "^kafkajs";
 
 /// The gateway configuration file, exactly as written. Every key is optional; defaults apply.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -51,6 +53,10 @@ pub struct ConfigFile {
     /// Requests judged at once on the blocking pool, over the whole gateway (default: the number
     /// of CPUs). Small uncompressed requests are judged on their connection's task instead.
     pub judge_threads: Option<usize>,
+    /// Client ids (regexes) whose Produce requests are judged all or nothing: when one partition
+    /// is refused, every partition of the request is refused and nothing is written (default
+    /// `['^kafkajs']`). See `GatewayConfig::all_or_nothing_clients`.
+    pub all_or_nothing_client_ids: Option<Vec<String>>,
     /// Seconds allowed for in-flight requests to finish on shutdown.
     pub drain_timeout_secs: Option<u64>,
     /// Seconds allowed to connect to an upstream broker.
@@ -140,6 +146,17 @@ pub struct GatewayConfig {
     pub max_inflated_request_bytes: usize,
     pub max_request_records: u64,
     pub judge_threads: usize,
+    /// Producers whose Produce requests are judged all or nothing.
+    ///
+    /// kafkajs (2.2.4, the last release) rewinds the idempotent sequence numbers of *every*
+    /// partition of a request that fails, including partitions the broker wrote. Its next
+    /// records on those partitions then reuse written sequence numbers, and the broker drops
+    /// them as duplicates while answering success: silent loss. It does the same direct to
+    /// Kafka on the broker's own partial INVALID_RECORD (tests/e2e/test_client_matrix.py).
+    /// kafkajs also reports the whole send() as failed, so refusing the whole request shows its
+    /// user nothing new, writes nothing that it will not resend, and keeps its sequences true.
+    /// Matched on the request header's client id: kafkajs sends no KIP-511 software name.
+    pub all_or_nothing_clients: regex::RegexSet,
     pub drain_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub metadata_refresh: Duration,
@@ -285,6 +302,17 @@ impl ConfigFile {
         if !(1..=256).contains(&judge_threads) {
             errors.push(invalid("judge_threads", "must be between 1 and 256"));
         }
+        let all_or_nothing_clients = match regex::RegexSet::new(
+            self.all_or_nothing_client_ids
+                .as_deref()
+                .unwrap_or(&[DEFAULT_ALL_OR_NOTHING_CLIENT.to_string()]),
+        ) {
+            Ok(set) => set,
+            Err(e) => {
+                errors.push(invalid("all_or_nothing_client_ids", e.to_string()));
+                regex::RegexSet::empty()
+            }
+        };
         let metadata_refresh_secs = self.metadata_refresh_secs.unwrap_or(30);
         if metadata_refresh_secs == 0 {
             errors.push(invalid("metadata_refresh_secs", "must be at least 1"));
@@ -375,6 +403,7 @@ impl ConfigFile {
             max_inflated_request_bytes,
             max_request_records,
             judge_threads,
+            all_or_nothing_clients,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs.unwrap_or(10)),
             upstream_connect_timeout: Duration::from_secs(connect_secs),
             metadata_refresh: Duration::from_secs(metadata_refresh_secs),
@@ -479,6 +508,26 @@ mod tests {
         assert_eq!(c.policies, PathBuf::from(DEFAULT_POLICIES));
         assert_eq!(c.broker_port_base, 9093);
         assert_eq!(c.advertised_host, "127.0.0.1");
+    }
+
+    #[test]
+    fn all_or_nothing_clients_default_to_kafkajs_and_take_regexes() {
+        let c = ConfigFile::default().build(Overrides::default()).unwrap();
+        assert!(c.all_or_nothing_clients.is_match("kafkajs"));
+        assert!(!c.all_or_nothing_clients.is_match("orders-service"));
+        let file = ConfigFile::parse("all_or_nothing_client_ids: ['^orders-', 'billing']\n", "g.yaml")
+            .unwrap();
+        let c = file.build(Overrides::default()).unwrap();
+        assert!(c.all_or_nothing_clients.is_match("orders-api"));
+        assert!(!c.all_or_nothing_clients.is_match("kafkajs"), "the list replaces the default");
+        let file = ConfigFile::parse("all_or_nothing_client_ids: []\n", "g.yaml").unwrap();
+        assert!(!file.build(Overrides::default()).unwrap().all_or_nothing_clients.is_match("kafkajs"));
+        let bad = ConfigFile::parse("all_or_nothing_client_ids: ['(']\n", "g.yaml").unwrap();
+        let errors = bad.build(Overrides::default()).unwrap_err();
+        assert!(
+            format!("{errors:?}").contains("all_or_nothing_client_ids"),
+            "{errors:?}"
+        );
     }
 
     #[test]

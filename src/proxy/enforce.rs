@@ -254,10 +254,10 @@ pub fn produce(
             .is_none_or(|m| m.get(&(name, index)) == Some(&at))
     };
     let repeated = last_copy.as_ref().is_some_and(|m| m.len() < total);
+    // First every partition's verdict, then the accounting: an all-or-nothing client's accepted
+    // partitions turn into refusals when another partition is refused.
+    let mut judged: Vec<JudgedPartition> = Vec::with_capacity(total);
     let mut order = Vec::with_capacity(request.topic_data.len());
-    let mut rejected = HashMap::new();
-    let mut accepted_any = false;
-    let mut watched: Vec<(StrBytes, Arc<ContractMetrics>)> = Vec::new();
     for (ti, topic) in request.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
         let plan = policies.plan_topic_as(name, principal);
@@ -267,10 +267,8 @@ pub fn produce(
             Ok(p) => p.contract,
             Err(_) => policies.contract_for(name),
         };
-        let label = topic_label(contract.map(|c| c.topic.as_str()));
         let stats = contract.and_then(|c| c.metrics.get());
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
-        let mut topic_accepted = false;
         for (pi, p) in topic.partition_data.iter().enumerate() {
             if !is_last(name, p.index, (ti, pi)) {
                 continue;
@@ -296,50 +294,69 @@ pub fn produce(
                     tally: Tally::default(),
                 },
             };
-            let tally = match &verdict {
-                PartitionVerdict::Accept { tally, .. } | PartitionVerdict::Reject { tally, .. } => {
-                    *tally
-                }
-            };
-            if let Some(m) = stats {
-                m.records_valid.inc_by(tally.judged - tally.invalid);
-                m.records_invalid.inc_by(tally.invalid);
-                m.records_complete.inc_by(tally.complete);
-            }
-            match verdict {
-                PartitionVerdict::Accept { records, .. } => {
-                    accepted_any = true;
-                    topic_accepted = true;
-                    if let (Some(m), true) = (stats, records > 0) {
-                        m.accepted_now();
-                    }
-                    stats
-                        .map_or(&gw.metrics.produce_accepted_other, |m| &m.produce_accepted)
-                        .inc_by(records);
-                }
-                PartitionVerdict::Reject {
-                    rejection, records, ..
-                } => {
-                    stats
-                        .map_or(&gw.metrics.produce_rejected_other, |m| &m.produce_rejected)
-                        .inc_by(records);
-                    gw.metrics
-                        .policy_rejections
-                        .with_label_values(&[label, rejection.policy, &rejection.rule])
-                        .inc();
-                    log_rejection("produce", name, Some(p.index), client, &rejection);
-                    rejected.insert(
-                        (topic.name.0.clone(), p.index),
-                        partition_error(&rejection, version),
-                    );
-                }
-            }
-        }
-        if let (Some(m), true) = (stats, topic_accepted) {
-            watched.push((topic.name.0.clone(), m.clone()));
+            judged.push(JudgedPartition {
+                topic: &topic.name.0,
+                index: p.index,
+                contract_topic: contract.map(|c| c.topic.as_str()),
+                stats,
+                verdict,
+            });
         }
         if !partitions.is_empty() {
             order.push((topic.name.0.clone(), partitions));
+        }
+    }
+    if gw.config.all_or_nothing_clients.is_match(client) {
+        all_or_nothing(&mut judged, client);
+    }
+    let mut rejected = HashMap::new();
+    let mut accepted_any = false;
+    let mut watched: Vec<(StrBytes, Arc<ContractMetrics>)> = Vec::new();
+    for j in judged {
+        let stats = j.stats;
+        let tally = match &j.verdict {
+            PartitionVerdict::Accept { tally, .. } | PartitionVerdict::Reject { tally, .. } => *tally,
+        };
+        if let Some(m) = stats {
+            m.records_valid.inc_by(tally.judged - tally.invalid);
+            m.records_invalid.inc_by(tally.invalid);
+            m.records_complete.inc_by(tally.complete);
+        }
+        match j.verdict {
+            PartitionVerdict::Accept { records, .. } => {
+                accepted_any = true;
+                if let Some(m) = stats {
+                    if records > 0 {
+                        m.accepted_now();
+                    }
+                    if !watched.iter().any(|(t, _)| t == j.topic) {
+                        watched.push((j.topic.clone(), m.clone()));
+                    }
+                }
+                stats
+                    .map_or(&gw.metrics.produce_accepted_other, |m| &m.produce_accepted)
+                    .inc_by(records);
+            }
+            PartitionVerdict::Reject {
+                rejection, records, ..
+            } => {
+                stats
+                    .map_or(&gw.metrics.produce_rejected_other, |m| &m.produce_rejected)
+                    .inc_by(records);
+                gw.metrics
+                    .policy_rejections
+                    .with_label_values(&[
+                        topic_label(j.contract_topic),
+                        rejection.policy,
+                        &rejection.rule,
+                    ])
+                    .inc();
+                log_rejection("produce", j.topic, Some(j.index), client, &rejection);
+                rejected.insert(
+                    (j.topic.clone(), j.index),
+                    partition_error(&rejection, version),
+                );
+            }
         }
     }
     let watch = (!watched.is_empty() && request.acks != 0).then_some(ProduceWatch {
@@ -386,6 +403,52 @@ pub fn produce(
             let frame =
                 encode_response(header.correlation_id, ApiKey::Produce, version, &response)?;
             Ok((Decision::Respond(frame), None))
+        }
+    }
+}
+
+/// One topic-partition's verdict, before it is counted and answered.
+struct JudgedPartition<'a> {
+    topic: &'a StrBytes,
+    index: i32,
+    /// The topic of the partition's data contract, for metric labels.
+    contract_topic: Option<&'a str>,
+    stats: Option<&'a Arc<ContractMetrics>>,
+    verdict: PartitionVerdict,
+}
+
+/// For a client judged all or nothing (`GatewayConfig::all_or_nothing_clients`): when any
+/// partition is refused, the accepted ones are refused too, naming the refusal that caused it.
+/// Their records were valid: the contract tallies still count them so.
+fn all_or_nothing(judged: &mut [JudgedPartition<'_>], client: &str) {
+    let Some(cause) = judged.iter().find_map(|j| match &j.verdict {
+        PartitionVerdict::Reject { rejection, .. } => Some(format!(
+            "{}-{}: {}",
+            j.topic.as_str(),
+            j.index,
+            rejection.message
+        )),
+        PartitionVerdict::Accept { .. } => None,
+    }) else {
+        return;
+    };
+    for j in judged.iter_mut() {
+        if let PartitionVerdict::Accept { records, tally } = j.verdict {
+            j.verdict = PartitionVerdict::Reject {
+                rejection: Rejection {
+                    error_code: crate::policy::judge::INVALID_RECORD,
+                    message: format!(
+                        "meshgate: not written: another partition of this request was refused \
+                         ({cause}); client id `{client}` is judged all or nothing \
+                         (all_or_nothing_client_ids)"
+                    ),
+                    record_errors: Vec::new(),
+                    policy: "produce",
+                    rule: "all_or_nothing".to_string(),
+                },
+                records,
+                tally,
+            };
         }
     }
 }
@@ -738,4 +801,90 @@ pub async fn fetch_writers(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(records: u64) -> PartitionVerdict {
+        PartitionVerdict::Accept {
+            records,
+            tally: Tally {
+                judged: records,
+                ..Tally::default()
+            },
+        }
+    }
+
+    fn reject(rule: &str) -> PartitionVerdict {
+        PartitionVerdict::Reject {
+            rejection: Rejection {
+                error_code: crate::policy::judge::INVALID_RECORD,
+                message: format!("breaks {rule}"),
+                record_errors: vec![(0, "bad".into())],
+                policy: "contract",
+                rule: rule.into(),
+            },
+            records: 1,
+            tally: Tally::default(),
+        }
+    }
+
+    fn judged<'a>(topic: &'a StrBytes, verdicts: Vec<PartitionVerdict>) -> Vec<JudgedPartition<'a>> {
+        verdicts
+            .into_iter()
+            .enumerate()
+            .map(|(i, verdict)| JudgedPartition {
+                topic,
+                index: i as i32,
+                contract_topic: None,
+                stats: None,
+                verdict,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn all_or_nothing_refuses_the_accepted_partitions_naming_the_cause() {
+        let topic = StrBytes::from_static_str("orders.events.v1");
+        let mut j = judged(&topic, vec![accept(2), reject("order_total > 0"), accept(3)]);
+        all_or_nothing(&mut j, "kafkajs");
+        for (i, p) in j.iter().enumerate() {
+            let PartitionVerdict::Reject {
+                rejection, records, ..
+            } = &p.verdict
+            else {
+                panic!("partition {i} still accepted");
+            };
+            if i == 1 {
+                assert_eq!(rejection.rule, "order_total > 0", "the cause is kept as it was");
+                continue;
+            }
+            assert_eq!(rejection.rule, "all_or_nothing");
+            assert_eq!(rejection.error_code, crate::policy::judge::INVALID_RECORD);
+            assert!(
+                rejection.message.contains("orders.events.v1-1: breaks order_total > 0"),
+                "{}",
+                rejection.message
+            );
+            assert!(rejection.message.contains("`kafkajs`"));
+            assert_eq!(*records, [2, 0, 3][i], "the records are counted as refused");
+        }
+        // The valid records still count as valid for the contract.
+        let PartitionVerdict::Reject { tally, .. } = &j[2].verdict else {
+            unreachable!()
+        };
+        assert_eq!(tally.judged, 3);
+    }
+
+    #[test]
+    fn all_or_nothing_leaves_a_request_with_no_refusal_alone() {
+        let topic = StrBytes::from_static_str("orders.events.v1");
+        let mut j = judged(&topic, vec![accept(1), accept(1)]);
+        all_or_nothing(&mut j, "kafkajs");
+        assert!(j
+            .iter()
+            .all(|p| matches!(p.verdict, PartitionVerdict::Accept { .. })));
+    }
 }

@@ -6,14 +6,19 @@ it, consumer groups whose committed offsets survive a restart, transactions with
 only meshgate's addresses, and one request across partitions with one partition refused, compared
 with the broker's own per-partition refusal (a keyless record on a compacted topic).
 
-confluent-kafka (librdkafka) and kafka-python are covered here and throughout the suite; this
-module drives the Java client (tests/clients/java/ClientCheck.java).
+The Java (tests/clients/java), Go (franz-go, tests/clients/go) and JavaScript (kafkajs,
+tests/clients/js) drivers share one command set and one JSON answer, so each test below runs for
+all three. confluent-kafka (librdkafka) and kafka-python are driven from Python, here and
+throughout the suite.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -32,27 +37,70 @@ contract:
     validity_rules: [order_total > 0]
 """
 
-TOPICS = ["matrix.java-admin.v1", "matrix.java.v1", "matrix.java-group.v1",
-          "matrix.java-kip848.v1", "matrix.java-txn.v1", "matrix.java-spread.v1"]
+@dataclass(frozen=True)
+class Client:
+    """What one client library shows its user, as each driver reports it."""
+    name: str
+    policy_error: str          # a create refused with POLICY_VIOLATION
+    shows_policy_message: bool  # the broker's error_message reaches the user
+    record_error: str          # a produce refused with INVALID_RECORD
+    shows_record_message: bool  # error_message / record_errors reach the user
+    refused_commit: str        # in what a refused transactional send shows
+    protocols: tuple = ("classic",)
+
+
+CLIENTS = {
+    # Java: the exception class; record_errors' own entry is the message.
+    "java": Client("java", "PolicyViolationException", True, "InvalidRecordException", True,
+                   "InvalidRecordException", ("classic", "consumer")),
+    # franz-go: a *kerr.Error named by its code; CreateTopics' error_message is kept, Produce's
+    # error_message and record_errors are not shown (only the code's fixed description).
+    "go": Client("go", "POLICY_VIOLATION", True, "INVALID_RECORD", False, "INVALID_RECORD"),
+    # kafkajs: KafkaJSProtocolError with the code's type; it reads Produce up to v7 (no
+    # error_message) and keeps no CreateTopics error_message either.
+    "js": Client("js", "POLICY_VIOLATION", False, "INVALID_RECORD", False, "KafkaJSProtocolError"),
+}
+
+SUFFIXES = ["admin", "", "group", "kip848", "txn", "spread"]
+
+
+def topic_of(client: str, suffix: str) -> str:
+    return f"matrix.{client}{'-' + suffix if suffix else ''}.v1"
+
+
+def driver(client: str) -> list[str]:
+    """The command that runs a client's driver (built or installed by scripts/setup clients)."""
+    if client == "java":
+        return [java(), "-cp", classpath(), str(ROOT / "tests" / "clients" / "java" / "ClientCheck.java")]
+    if client == "go":
+        cache = Path(os.environ.get("MESHGATE_CACHE") or Path.home() / ".cache" / "meshgate")
+        binary = cache / "clients" / "clientcheck-go"
+        if not binary.exists():
+            pytest.fail(f"{binary} is missing: run scripts/setup clients")
+        return [str(binary)]
+    if not (ROOT / "tests" / "clients" / "js" / "node_modules" / "kafkajs").exists():
+        pytest.fail("kafkajs is not installed: run scripts/setup clients")
+    return ["node", str(ROOT / "tests" / "clients" / "js" / "clientcheck.js")]
 
 
 @pytest.fixture(scope="module")
 def matrix(broker, logdir):
     policies = logdir / f"policies-matrix-{uuid.uuid4().hex[:6]}"
     shutil.copytree(ROOT / "policies", policies)
+    topics = [topic_of(c, s) for c in CLIENTS for s in SUFFIXES]
     (policies / "contracts" / "matrix.yaml").write_text("---\n".join(
-        CONTRACT.format(name=t.replace(".", "-"), topic=t) for t in TOPICS))
+        CONTRACT.format(name=t.replace(".", "-"), topic=t) for t in topics))
     gw = start_gateway(broker.bootstrap, logdir, policies=policies)
-    for t in TOPICS[1:]:
-        create_topic(gw.bootstrap, t, partitions=3)
+    for t in topics:
+        if not t.endswith("-admin.v1"):
+            create_topic(gw.bootstrap, t, partitions=3)
     yield gw
     assert gw.stop() == 0, gw.log_text()[-3000:]
 
 
-def java_client(*args) -> dict:
-    out = subprocess.run([java(), "-cp", classpath(),
-                          str(ROOT / "tests" / "clients" / "java" / "ClientCheck.java"), *args],
-                         capture_output=True, text=True, timeout=180)
+def run_client(client: str, *args, env: dict | None = None) -> dict:
+    out = subprocess.run([*driver(client), *args], capture_output=True, text=True, timeout=180,
+                         env={**os.environ, **(env or {})})
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -61,87 +109,144 @@ def order(run, i, total=10.0) -> str:
     return json.dumps({"order_id": f"{run}-{i}", "customer_id": "c", "order_total": total})
 
 
-def test_java_admin_creates_describes_deletes_and_sees_policy_refusals(matrix):
-    r = java_client("admin", matrix.bootstrap, "matrix.java-admin.v1", "Bad_Java_Topic")
+@pytest.mark.parametrize("client", CLIENTS)
+def test_admin_creates_describes_deletes_and_sees_policy_refusals(matrix, client):
+    c = CLIENTS[client]
+    r = run_client(client, "admin", matrix.bootstrap, topic_of(client, "admin"), f"Bad_{client}_Topic")
     assert r["created"] and r["partitions"] == 3 and r["deleted"], r
-    assert r["bad_error"] == "PolicyViolationException", r
-    assert "naming rule" in r["bad_message"] and "naming.yaml:" in r["bad_message"], r
+    assert r["bad_error"] == c.policy_error, r
+    if c.shows_policy_message:
+        assert "naming rule" in r["bad_message"] and "naming.yaml:" in r["bad_message"], r
 
 
-def test_java_idempotent_producer_rejection_and_carrying_on(matrix):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_idempotent_producer_rejection_and_carrying_on(matrix, client):
+    c = CLIENTS[client]
+    topic = topic_of(client, "")
     run = uuid.uuid4().hex[:8]
     values = [order(run, 0), order(run, 1, total=0), order(run, 2), order(run, 3)]
-    r = java_client("produce", matrix.bootstrap, "matrix.java.v1", "0", *values)["results"]
+    r = run_client(client, "produce", matrix.bootstrap, topic, "0", *values)["results"]
     assert [x["ok"] for x in r] == [True, False, True, True], r
-    # What the Java client shows its user: InvalidRecordException with the record's own entry
-    # of record_errors, which names the contract, the rule and the policy file line.
-    assert r[1]["error"] == "InvalidRecordException", r[1]
-    assert "order_total > 0" in r[1]["message"] and "matrix.yaml:" in r[1]["message"], r[1]
+    assert r[1]["error"] == c.record_error, r[1]
+    if c.shows_record_message:
+        # The record's own entry of record_errors: the contract, the rule, the policy file line.
+        assert "order_total > 0" in r[1]["message"] and "matrix.yaml:" in r[1]["message"], r[1]
     # The same idempotent producer carried on: offsets follow without a gap or a duplicate.
     assert r[3]["offset"] == r[2]["offset"] + 1 == r[0]["offset"] + 2, r
-    got = [v for v in consume(matrix.bootstrap, ["matrix.java.v1"], expected=3) if run.encode() in v]
+    got = [v for v in consume(matrix.bootstrap, [topic], expected=3) if run.encode() in v]
     assert sorted(got) == sorted(v.encode() for v in [values[0], values[2], values[3]])
 
 
-@pytest.mark.parametrize("protocol,topic", [("classic", "matrix.java-group.v1"),
-                                            ("consumer", "matrix.java-kip848.v1")])
-def test_java_consumer_group_offsets_survive_a_restart(matrix, protocol, topic):
+@pytest.mark.parametrize("client,protocol", [(c, p) for c in CLIENTS for p in CLIENTS[c].protocols])
+def test_consumer_group_offsets_survive_a_restart(matrix, client, protocol):
+    topic = topic_of(client, "group" if protocol == "classic" else "kip848")
     run = uuid.uuid4().hex[:8]
     values = [order(run, i) for i in range(10)]
-    r = java_client("produce", matrix.bootstrap, topic, "0", *values)["results"]
+    r = run_client(client, "produce", matrix.bootstrap, topic, "0", *values)["results"]
     assert all(x["ok"] for x in r), r
-    group = f"java-{protocol}-{run}"
-    first = java_client("consume", matrix.bootstrap, topic, group, protocol, "4")
-    second = java_client("consume", matrix.bootstrap, topic, group, protocol, "6")
+    group = f"{client}-{protocol}-{run}"
+    first = run_client(client, "consume", matrix.bootstrap, topic, group, protocol, "4")
+    second = run_client(client, "consume", matrix.bootstrap, topic, group, protocol, "6")
     assert first["values"] + second["values"] == values, (first, second)
     assert second["extra_seen"] == 0, "nothing past what was committed and produced"
 
 
-def test_java_transactions_commit_and_abort_for_read_committed(matrix):
-    r = java_client("txn", matrix.bootstrap, "matrix.java-txn.v1", f"txn-{uuid.uuid4().hex[:8]}")
+@pytest.mark.parametrize("client", CLIENTS)
+def test_transactions_commit_and_abort_for_read_committed(matrix, client):
+    r = run_client(client, "txn", matrix.bootstrap, topic_of(client, "txn"),
+                   f"txn-{client}-{uuid.uuid4().hex[:8]}")
     ids = sorted(json.loads(v)["order_id"] for v in r["read_committed"])
     # Committed and the transaction after the refusal; not the aborted one, and nothing of the
     # transaction whose record meshgate refused (not even its valid record on partition 1).
     assert ids == ["after-0", "committed-0", "committed-1", "committed-2"], r
-    assert r["refused_commit"] and "InvalidRecordException" in r["refused_commit"], r
+    assert r["refused_commit"] and CLIENTS[client].refused_commit in r["refused_commit"], r
 
 
-def test_java_client_only_ever_learns_gateway_addresses(matrix, broker):
-    r = java_client("addresses", matrix.bootstrap, "matrix.java.v1")
+@pytest.mark.parametrize("client", CLIENTS)
+def test_client_only_ever_learns_gateway_addresses(matrix, broker, client):
+    r = run_client(client, "addresses", matrix.bootstrap, topic_of(client, ""))
     ports = {int(a.rsplit(":", 1)[1]) for a in r["addresses"]}
     assert ports and all(matrix.port <= p < matrix.port + 300 for p in ports), r
     assert not ports & broker.ports(), r
 
 
-def test_java_partial_rejection_matches_the_brokers_own(matrix, broker):
-    """One request over three partitions with the middle one refused: by the broker itself
-    (a keyless record on a compacted topic, direct to Kafka), and by meshgate (a contract rule).
-    The Java client must show the same thing in both cases, land the other partitions exactly
-    once, and carry on with later sends neither dropped as duplicates nor refused as out of
-    sequence."""
-    run = uuid.uuid4().hex[:8]
-    compacted = f"direct.compact{run}.v1"
+def compacted_topic(broker, run) -> str:
+    name = f"direct.compact{run}.v1"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics(
-        [NewTopic(compacted, 3, 1, config={"cleanup.policy": "compact"})])[compacted].result(15)
+        [NewTopic(name, 3, 1, config={"cleanup.policy": "compact"})])[name].result(15)
+    return name
+
+
+@pytest.mark.parametrize("client", ["java", "go"])
+def test_partial_rejection_matches_the_brokers_own(matrix, broker, client):
+    """One request over three partitions with the middle one refused: by the broker itself
+    (a keyless record on a compacted topic, direct to Kafka), and by meshgate (a contract rule).
+    The client must show the same thing in both cases, land the other partitions exactly once,
+    and carry on with later sends neither dropped as duplicates nor refused as out of
+    sequence."""
+    run = uuid.uuid4().hex[:8]
+    compacted = compacted_topic(broker, run)
     direct_values = [f"a-{run}", f"nokey:b-{run}", f"c-{run}"]
     direct_later = [f"{x}-{run}-later" for x in "abc"]
-    direct = java_client("produce-spread", broker.bootstrap, compacted, "3",
-                         *direct_values, *direct_later)
+    direct = run_client(client, "produce-spread", broker.bootstrap, compacted, "3",
+                        *direct_values, *direct_later)
+    topic = topic_of(client, "spread")
     values = [order(run, 0), order(run, 1, total=0), order(run, 2)]
     later = [order(run, 10), order(run, 11), order(run, 12)]
-    through = java_client("produce-spread", matrix.bootstrap, "matrix.java-spread.v1", "3",
-                          *values, *later)
+    through = run_client(client, "produce-spread", matrix.bootstrap, topic, "3", *values, *later)
     for r in (direct, through):
         assert [x["ok"] for x in r["results"]] == [True, False, True], r
-        assert r["results"][1]["error"] == "InvalidRecordException", r
+        assert r["results"][1]["error"] == CLIENTS[client].record_error, r
         assert all(x["ok"] for x in r["later"]), r
     # Every accepted record once, the refused one absent, on both paths.
     assert sorted(consume(broker.bootstrap, [compacted], expected=5)) == \
         sorted(v.encode() for v in [direct_values[0], direct_values[2], *direct_later])
-    got = sorted(v for v in consume(matrix.bootstrap, ["matrix.java-spread.v1"], expected=5)
-                 if run.encode() in v)
+    got = sorted(v for v in consume(matrix.bootstrap, [topic], expected=5) if run.encode() in v)
     assert got == sorted(v.encode() for v in [values[0], values[2], *later])
+
+
+def test_kafkajs_partial_rejection_loses_data_direct_but_not_through_meshgate(matrix, broker):
+    """kafkajs 2.2.4 fails a whole send() when one partition is refused, and rewinds the
+    idempotent sequence numbers of every partition of that request, written ones included
+    (producer/sendMessages.js). Its next records on the written partitions reuse their sequence
+    numbers, and Kafka drops them as duplicates while answering success.
+
+    Direct to Kafka, with the broker's own refusal: a-later and c-later are acknowledged and
+    lost. Through meshgate, a client id matching `all_or_nothing_client_ids` (kafkajs's own
+    default id, by default) has the whole request refused: kafkajs shows the same failed send,
+    nothing was written, its sequences stay true, and every later record lands once. A client
+    id that does not match gets exactly what the broker itself gives."""
+    run = uuid.uuid4().hex[:8]
+    compacted = compacted_topic(broker, run)
+    direct_values = [f"a-{run}", f"nokey:b-{run}", f"c-{run}"]
+    direct_later = [f"{x}-{run}-later" for x in "abc"]
+    direct = run_client("js", "produce-spread", broker.bootstrap, compacted, "3",
+                        *direct_values, *direct_later)
+    topic = topic_of("js", "spread")
+    values = [order(run, 0), order(run, 1, total=0), order(run, 2)]
+    later = [order(run, 10), order(run, 11), order(run, 12)]
+    through = run_client("js", "produce-spread", matrix.bootstrap, topic, "3", *values, *later)
+    for r in (direct, through):
+        assert [x["error"] for x in r["results"]] == ["INVALID_RECORD"] * 3, r
+        assert all(x["ok"] for x in r["later"]), r
+    # Direct: a and c were written (though reported failed); the later records of their
+    # partitions were acknowledged and dropped as duplicates.
+    assert sorted(consume(broker.bootstrap, [compacted], expected=3)) == \
+        sorted(v.encode() for v in [direct_values[0], direct_values[2], direct_later[1]])
+    # Through meshgate: nothing of the refused send, every later record once.
+    got = sorted(v for v in consume(matrix.bootstrap, [topic], expected=3) if run.encode() in v)
+    assert got == sorted(v.encode() for v in later)
+
+    # The same client under its own client id, not listed: no worse than the broker's refusal.
+    run2 = uuid.uuid4().hex[:8]
+    values = [order(run2, 0), order(run2, 1, total=0), order(run2, 2)]
+    later = [order(run2, 10), order(run2, 11), order(run2, 12)]
+    own = run_client("js", "produce-spread", matrix.bootstrap, topic, "3", *values, *later,
+                     env={"CLIENT_ID": "orders-service"})
+    assert [x["error"] for x in own["results"]] == ["INVALID_RECORD"] * 3, own
+    got = sorted(v for v in consume(matrix.bootstrap, [topic], expected=3) if run2.encode() in v)
+    assert got == sorted(v.encode() for v in [values[0], values[2], later[1]])
 
 
 def spread_librdkafka(bootstrap, topic, values, later):
@@ -201,7 +306,7 @@ def test_python_clients_partial_rejection_matches_the_brokers_own(matrix, broker
     direct_values = [f"a-{run}", f"nokey:b-{run}", f"c-{run}"]
     direct_later = [f"{x}-{run}-later" for x in "abc"]
     direct = spread(broker.bootstrap, compacted, direct_values, direct_later)
-    topic = "matrix.java-spread.v1"
+    topic = topic_of("java", "spread")
     values = [order(run, 0), order(run, 1, total=0), order(run, 2)]
     later = [order(run, 10), order(run, 11), order(run, 12)]
     through = spread(matrix.bootstrap, topic, values, later)

@@ -163,14 +163,14 @@ def test_bootstrap_with_the_first_upstream_address_down(cluster, logdir):
 def test_a_broker_added_to_the_running_cluster_is_served_without_a_restart(cluster, logdir):
     """A fourth (broker-only) node joins; meshgate serves its port without a restart, and once a
     partition is reassigned to it, clients produce to and consume from it through meshgate."""
-    from test_client_matrix import java_client
+    from test_client_matrix import run_client
     gw = start_gateway(cluster.bootstrap, logdir)
     try:
         topic = f"e2e.grow{uuid.uuid4().hex[:8]}.v1"
         admin = AdminClient({"bootstrap.servers": gw.bootstrap})
         admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(30)
         new = cluster.cluster.add_broker()
-        moved = java_client("reassign", gw.bootstrap, topic, "0", f"{new.node_id},1,2")
+        moved = run_client("java", "reassign", gw.bootstrap, topic, "0", f"{new.node_id},1,2")
         assert moved["leader"] == new.node_id, moved
         port = int(moved["leader_address"].rsplit(":", 1)[1])
         assert port == gw.broker_port_base + new.node_id, "the new broker's gateway port"
