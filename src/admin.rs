@@ -235,7 +235,10 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     if s.health.is_up() {
         (
             StatusCode::OK,
-            format!("ready: policy generation {generation}, upstream reachable\n"),
+            format!(
+                "ready: policy generation {generation} (sha256 {}), upstream reachable\n",
+                s.policies.current().content_hash
+            ),
         )
     } else {
         let why = s

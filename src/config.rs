@@ -515,13 +515,23 @@ mod tests {
         let c = ConfigFile::default().build(Overrides::default()).unwrap();
         assert!(c.all_or_nothing_clients.is_match("kafkajs"));
         assert!(!c.all_or_nothing_clients.is_match("orders-service"));
-        let file = ConfigFile::parse("all_or_nothing_client_ids: ['^orders-', 'billing']\n", "g.yaml")
-            .unwrap();
+        let file = ConfigFile::parse(
+            "all_or_nothing_client_ids: ['^orders-', 'billing']\n",
+            "g.yaml",
+        )
+        .unwrap();
         let c = file.build(Overrides::default()).unwrap();
         assert!(c.all_or_nothing_clients.is_match("orders-api"));
-        assert!(!c.all_or_nothing_clients.is_match("kafkajs"), "the list replaces the default");
+        assert!(
+            !c.all_or_nothing_clients.is_match("kafkajs"),
+            "the list replaces the default"
+        );
         let file = ConfigFile::parse("all_or_nothing_client_ids: []\n", "g.yaml").unwrap();
-        assert!(!file.build(Overrides::default()).unwrap().all_or_nothing_clients.is_match("kafkajs"));
+        assert!(!file
+            .build(Overrides::default())
+            .unwrap()
+            .all_or_nothing_clients
+            .is_match("kafkajs"));
         let bad = ConfigFile::parse("all_or_nothing_client_ids: ['(']\n", "g.yaml").unwrap();
         let errors = bad.build(Overrides::default()).unwrap_err();
         assert!(

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use kafka_protocol::messages::ApiKey;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::policy::PolicySet;
@@ -99,6 +99,9 @@ pub struct Metrics {
     pub frames_rejected: IntCounterVec,
     pub policy_reloads: IntCounterVec,
     pub policy_generation: IntGauge,
+    /// `meshgate_policy_info{hash}` = 1 for the set in force: its content hash, equal on every
+    /// gateway that loaded the same files.
+    pub policy_info: IntGaugeVec,
     pub policy_rejections: IntCounterVec,
     pub produce_records: IntCounterVec,
     pub bytes: IntCounterVec,
@@ -183,6 +186,14 @@ impl Metrics {
             "Generation of the policy set in force (1 at start, +1 per successful reload)",
         )
         .expect("valid metric");
+        let policy_info = IntGaugeVec::new(
+            Opts::new(
+                "meshgate_policy_info",
+                "The policy set in force: its SHA-256 content hash (same files, same hash)",
+            ),
+            &["hash"],
+        )
+        .expect("valid metric");
         let policy_rejections = IntCounterVec::new(
             Opts::new(
                 "meshgate_policy_rejections_total",
@@ -212,6 +223,7 @@ impl Metrics {
             Box::new(bytes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(policy_reloads.clone()),
             Box::new(policy_generation.clone()),
+            Box::new(policy_info.clone()),
             Box::new(policy_rejections.clone()),
             Box::new(produce_records.clone()),
             Box::new(requests.clone()),
@@ -253,6 +265,7 @@ impl Metrics {
             frames_rejected,
             policy_reloads,
             policy_generation,
+            policy_info,
             policy_rejections,
             produce_accepted_other: produce_records.with_label_values(&["_other", "accepted"]),
             produce_rejected_other: produce_records.with_label_values(&["_other", "rejected"]),

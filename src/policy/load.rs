@@ -46,12 +46,42 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
             }),
         }
     }
-    let set = compile_sources(&sources, &mut errors);
+    let mut set = compile_sources(&sources, &mut errors);
     if errors.is_empty() {
+        set.content_hash = content_hash(dir, &sources, &set);
         Ok(set)
     } else {
         Err(errors)
     }
+}
+
+/// The policy set's version: see `PolicySet::content_hash`. Every part is length-prefixed, so no
+/// two different inputs hash the same bytes.
+pub fn content_hash(dir: &Path, sources: &[(PathBuf, String)], set: &PolicySet) -> String {
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut part = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    for (path, text) in sources {
+        let relative = path.strip_prefix(dir).unwrap_or(path);
+        part(relative.to_string_lossy().as_bytes());
+        part(text.as_bytes());
+    }
+    for c in &set.contracts {
+        part(c.name.as_bytes());
+        if let Some(schema) = &c.schema {
+            part(schema.text.as_bytes());
+            for old in &schema.history {
+                part(old.as_bytes());
+            }
+        }
+    }
+    h.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The policy files under `dir`, in a stable order.

@@ -63,6 +63,10 @@ pub struct PolicySet {
     by_topic: HashMap<String, usize>,
     /// Files the set was loaded from.
     pub files: Vec<String>,
+    /// SHA-256 (hex) of what the set was compiled from: each policy file's path relative to the
+    /// policy directory and its text, then each contract's schema text and history. Gateways that
+    /// load the same files report the same hash, wherever their directory is.
+    pub content_hash: String,
     /// The built-in schema registry: the Avro contracts' schemas.
     pub registry: crate::schema::registry::Registry,
     /// Every registered schema by id, parsed: the writer schemas Avro records may name.

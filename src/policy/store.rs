@@ -57,6 +57,7 @@ impl PolicyStore {
         log_loaded(&set, 1);
         metrics.policy_reloads.with_label_values(&["ok"]).inc();
         metrics.policy_generation.set(1);
+        set_info(&metrics, &set);
         Ok(Self {
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(set),
@@ -94,6 +95,7 @@ impl PolicyStore {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 attach_metrics(&set, &self.metrics);
                 log_loaded(&set, generation);
+                set_info(&self.metrics, &set);
                 self.current.store(Arc::new(set));
                 self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
                 self.metrics.policy_generation.set(generation as i64);
@@ -212,6 +214,15 @@ fn log_loaded(set: &PolicySet, generation: u64) {
 }
 
 /// A hash of every non-hidden file's path and content under `dir`; `None` when it is unreadable.
+/// One series only: the set in force.
+fn set_info(metrics: &Metrics, set: &PolicySet) {
+    metrics.policy_info.reset();
+    metrics
+        .policy_info
+        .with_label_values(&[&set.content_hash])
+        .set(1);
+}
+
 fn fingerprint(dir: &Path) -> Option<u64> {
     let mut files = Vec::new();
     collect(dir, 0, &mut files);
@@ -258,6 +269,54 @@ mod tests {
 
     fn rule_text(store: &PolicyStore) -> String {
         store.current().contracts[0].rules[0].rule.text.clone()
+    }
+
+    fn write_set(dir: &Path, schema: &str) {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir.join("schemas")).unwrap();
+        std::fs::write(dir.join("schemas/c.json"), schema).unwrap();
+        std::fs::write(
+            dir.join("c.yaml"),
+            "contract:\n  name: c\n  owner: o\n  topic: shop.c.v1\n  schema: { format: json, file: schemas/c.json }\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_content_hash_is_the_same_for_the_same_files_anywhere_and_follows_the_schema() {
+        let base = std::env::temp_dir().join(format!("meshgate-hash-{}", std::process::id()));
+        let (a, b) = (base.join("a"), base.join("elsewhere/b"));
+        write_set(&a, r#"{"type": "object"}"#);
+        write_set(&b, r#"{"type": "object"}"#);
+        let metrics = Arc::new(Metrics::new());
+        let sa = PolicyStore::open(&a, metrics.clone()).unwrap();
+        let sb = PolicyStore::open(&b, Arc::new(Metrics::new())).unwrap();
+        let hash = sa.current().content_hash.clone();
+        assert_eq!(hash.len(), 64, "{hash}");
+        assert_eq!(
+            hash,
+            sb.current().content_hash,
+            "same files, another directory"
+        );
+        assert!(metrics
+            .render()
+            .contains(&format!("meshgate_policy_info{{hash=\"{hash}\"}} 1")));
+
+        // A schema file is part of the content, though it is not a policy file.
+        std::fs::write(
+            a.join("schemas/c.json"),
+            r#"{"type": "object", "required": ["x"]}"#,
+        )
+        .unwrap();
+        sa.reload().unwrap();
+        let changed = sa.current().content_hash.clone();
+        assert_ne!(changed, hash);
+        let text = metrics.render();
+        assert!(
+            text.contains(&changed) && !text.contains(&hash),
+            "one series: the set in force"
+        );
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     /// Kubernetes mounts a ConfigMap as `file -> ..data/file` and `..data -> ..<timestamp>/`, and

@@ -315,7 +315,9 @@ pub fn produce(
     for j in judged {
         let stats = j.stats;
         let tally = match &j.verdict {
-            PartitionVerdict::Accept { tally, .. } | PartitionVerdict::Reject { tally, .. } => *tally,
+            PartitionVerdict::Accept { tally, .. } | PartitionVerdict::Reject { tally, .. } => {
+                *tally
+            }
         };
         if let Some(m) = stats {
             m.records_valid.inc_by(tally.judged - tally.invalid);
@@ -831,7 +833,10 @@ mod tests {
         }
     }
 
-    fn judged<'a>(topic: &'a StrBytes, verdicts: Vec<PartitionVerdict>) -> Vec<JudgedPartition<'a>> {
+    fn judged<'a>(
+        topic: &'a StrBytes,
+        verdicts: Vec<PartitionVerdict>,
+    ) -> Vec<JudgedPartition<'a>> {
         verdicts
             .into_iter()
             .enumerate()
@@ -848,7 +853,10 @@ mod tests {
     #[test]
     fn all_or_nothing_refuses_the_accepted_partitions_naming_the_cause() {
         let topic = StrBytes::from_static_str("orders.events.v1");
-        let mut j = judged(&topic, vec![accept(2), reject("order_total > 0"), accept(3)]);
+        let mut j = judged(
+            &topic,
+            vec![accept(2), reject("order_total > 0"), accept(3)],
+        );
         all_or_nothing(&mut j, "kafkajs");
         for (i, p) in j.iter().enumerate() {
             let PartitionVerdict::Reject {
@@ -858,13 +866,18 @@ mod tests {
                 panic!("partition {i} still accepted");
             };
             if i == 1 {
-                assert_eq!(rejection.rule, "order_total > 0", "the cause is kept as it was");
+                assert_eq!(
+                    rejection.rule, "order_total > 0",
+                    "the cause is kept as it was"
+                );
                 continue;
             }
             assert_eq!(rejection.rule, "all_or_nothing");
             assert_eq!(rejection.error_code, crate::policy::judge::INVALID_RECORD);
             assert!(
-                rejection.message.contains("orders.events.v1-1: breaks order_total > 0"),
+                rejection
+                    .message
+                    .contains("orders.events.v1-1: breaks order_total > 0"),
                 "{}",
                 rejection.message
             );

@@ -48,11 +48,11 @@ def port_block(size: int) -> int:
             return base
 
 
-def wait_for_port(port: int, timeout: float = 30.0):
+def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1"):
     end = time.time() + timeout
     while time.time() < end:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.1)
     raise TimeoutError(f"nothing listening on {port}")
@@ -74,7 +74,7 @@ class Broker:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def stop(self):
         if self.proc.poll() is None:
@@ -143,7 +143,7 @@ class Gateway:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def broker_port_base(self) -> int:
@@ -152,9 +152,12 @@ class Gateway:
     admin_scheme: str = "http"
     admin_context: object = None
     admin_token: str | None = None
+    # The listen (and admin) address; a loopback other than 127.0.0.1 lets several gateways
+    # use the same ports, as on separate machines.
+    host: str = "127.0.0.1"
 
     def admin(self, path: str, token: str | None = None):
-        url = f"{self.admin_scheme}://127.0.0.1:{self.admin_port}{path}"
+        url = f"{self.admin_scheme}://{self.host}:{self.admin_port}{path}"
         req = urllib.request.Request(url)
         if token or self.admin_token:
             req.add_header("Authorization", f"Bearer {token or self.admin_token}")
@@ -187,24 +190,26 @@ class Gateway:
 
 def start_gateway(upstream: str, logdir: Path, policies: Path | None = None, extra_args=(),
                   wait_ready: bool = True, rust_log: str | None = None, admin_scheme: str = "http",
-                  admin_context=None, admin_token: str | None = None) -> Gateway:
+                  admin_context=None, admin_token: str | None = None, host: str = "127.0.0.1",
+                  port: int | None = None, admin_port: int | None = None) -> Gateway:
     binary = os.environ.get("MESHGATE_BIN") or str(ROOT / "target" / "debug" / "meshgate")
     if not Path(binary).exists():
         pytest.fail(f"{binary} not built: run `cargo build` first")
-    port = port_block(300)
-    admin_port = port_block(1)
+    port = port or port_block(300)
+    admin_port = admin_port or port_block(1)
     if policies is None:
         policies = Path(tempfile.mkdtemp(prefix="policies-", dir=logdir))
-    log = logdir / f"meshgate-{port}.log"
+    log = logdir / f"meshgate-{host}-{port}.log"
     env = dict(os.environ, RUST_LOG=rust_log or os.environ.get("RUST_LOG", "info,meshgate=debug"))
     proc = subprocess.Popen(
-        [binary, "run", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
+        [binary, "run", "--listen", f"{host}:{port}", "--admin", f"{host}:{admin_port}",
          "--upstream", upstream, "--policies", str(policies), *extra_args],
         stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
     )
-    gw = Gateway(port, admin_port, proc, log, policies, admin_scheme, admin_context, admin_token)
-    wait_for_port(port)
-    wait_for_port(admin_port)
+    gw = Gateway(port, admin_port, proc, log, policies, admin_scheme, admin_context, admin_token,
+                 host)
+    wait_for_port(port, host=host)
+    wait_for_port(admin_port, host=host)
     if not wait_ready:
         return gw
     end = time.time() + 30
