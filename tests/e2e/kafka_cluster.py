@@ -22,6 +22,7 @@ import argparse
 import base64
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -287,7 +288,7 @@ class KafkaCluster:
 def main(argv):
     ap = argparse.ArgumentParser(prog="scripts/kafka", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    start = sub.add_parser("start", help="format storage and start a KRaft cluster")
+    start = sub.add_parser("start", help="format fresh storage (DIR is wiped) and start a KRaft cluster")
     start.add_argument("--nodes", type=int, choices=[1, 3], default=1)
     start.add_argument("--dir", default=str(Path.home() / ".cache" / "meshgate" / "cluster"))
     start.add_argument("--port", type=int, default=19092,
@@ -299,6 +300,9 @@ def main(argv):
         d = Path(args.dir)
         if any(d.glob("node-*.pid")):
             sys.exit(f"a cluster may still run from {d}: scripts/kafka stop --dir {d} first")
+        # A local cluster for trying meshgate out: every start formats fresh storage (a cluster
+        # id and listener ports of its own), so an earlier run's state never blocks it.
+        shutil.rmtree(d, ignore_errors=True)
         cluster = KafkaCluster(d, size=args.nodes)
         # The first node takes the requested PLAINTEXT port.
         first = cluster.nodes[0]

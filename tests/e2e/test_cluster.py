@@ -5,6 +5,7 @@ with SIGTERM and restarted. Clients must follow the new leaders through meshgate
 every record must be consumed exactly once.
 """
 
+import json
 import signal
 import threading
 import time
@@ -30,7 +31,7 @@ def leader_of(bootstrap, topic, partition=0) -> int:
     return md.topics[topic].partitions[partition].leader
 
 
-def produce_through_faults(gw, topic, count, fault):
+def produce_through_faults(gw, topic, count, fault, value=lambda topic, i: f"{topic}-{i}"):
     """Produces at a steady pace, starting `fault()` after the first third of `count` records and
     going on until it has finished (and at least `count` records); returns (values sent,
     accepted, failed)."""
@@ -45,7 +46,7 @@ def produce_through_faults(gw, topic, count, fault):
     worker = None
     i = 0
     while i < count or (worker is not None and worker.is_alive() and i < 50 * count):
-        v = f"{topic}-{i}".encode()
+        v = value(topic, i).encode()
         values.append(v)
         p.produce(topic, v, on_delivery=on_delivery)
         p.poll(0)
@@ -178,3 +179,115 @@ def test_a_broker_added_to_the_running_cluster_is_served_without_a_restart(clust
         assert f"node_id={new.node_id}" in gw.log_text() and "serving broker" in gw.log_text()
     finally:
         assert gw.stop() == 0
+
+
+HAPROXY_CFG = """
+global
+  maxconn 4096
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 10m
+  timeout server 10m
+  retries 3
+  option redispatch
+frontend kafka
+  bind 127.0.0.1:{first}-{last}
+  default_backend gateways
+backend gateways
+  balance leastconn
+  # No port on a server: HAProxy connects to the port the client connected to, so each broker's
+  # gateway port on the load balancer leads to the same broker's port on a gateway.
+  server a {host_a} check port {port} inter 500ms fall 2 rise 2
+  server b {host_b} check port {port} inter 500ms fall 2 rise 2
+"""
+
+AVRO_CONTRACT = """
+contract:
+  name: lb-avro
+  owner: lb-team
+  topic: e2e.lbavro.v1
+  schema: {{ format: avro, file: schemas/order-events-v1.avsc }}
+---
+contract:
+  name: lb-load
+  owner: lb-team
+  topic: {topic}
+"""
+
+
+def test_two_gateways_behind_haproxy_survive_losing_one_under_load(cluster, logdir):
+    """Two meshgate instances in front of the same cluster, behind HAProxy, as on two machines:
+    each listens on its own loopback address with the same ports, and advertises the load
+    balancer's address. Clients bootstrap through HAProxy; one gateway is killed (SIGKILL) under
+    an idempotent producer, and every record is consumed exactly once through the other. Both
+    report the same policy content hash and the same schema registry ids."""
+    import shutil
+    import subprocess
+    from http.client import HTTPConnection
+
+    from conftest import ROOT, port_block, wait_for_port
+    if not shutil.which("haproxy"):
+        pytest.fail("haproxy is not installed: run scripts/setup debian")
+    run = uuid.uuid4().hex[:8]
+    topic = f"e2e.lb{run}.v1"
+    port, admin_port = port_block(300), port_block(1)
+    gateways = []
+    for host in ("127.0.0.2", "127.0.0.3"):
+        policies = logdir / f"policies-lb-{host}-{run}"
+        shutil.copytree(ROOT / "policies", policies)
+        (policies / "contracts" / "lb.yaml").write_text(AVRO_CONTRACT.format(topic=topic))
+        gateways.append(start_gateway(
+            cluster.bootstrap, logdir, policies=policies, host=host, port=port,
+            admin_port=admin_port, extra_args=["--advertised-host", "127.0.0.1"]))
+    cfg = logdir / f"haproxy-{run}.cfg"
+    cfg.write_text(HAPROXY_CFG.format(first=port, last=port + 9, host_a="127.0.0.2",
+                                      host_b="127.0.0.3", port=port))
+    lb = subprocess.Popen(["haproxy", "-f", str(cfg), "-db"], stdout=open(f"{cfg}.log", "w"),
+                          stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+
+        class Balanced:
+            bootstrap = f"127.0.0.1:{port}"
+
+        # The same policies, whatever their directory, and the same registry ids.
+        def facts(gw):
+            ready = gw.admin("/readyz")[1]
+            c = HTTPConnection(gw.host, gw.admin_port, timeout=5)
+            c.request("GET", "/registry/subjects/e2e.lbavro.v1-value/versions/latest")
+            latest = json.loads(c.getresponse().read())
+            return ready.split("(")[1].split(")")[0], latest["id"]
+        a, b = (facts(gw) for gw in gateways)
+        assert a == b and a[0].startswith("sha256 "), (a, b)
+
+        admin = AdminClient({"bootstrap.servers": Balanced.bootstrap})
+        admin.create_topics([NewTopic(topic, 3, 3)])[topic].result(30)
+        md = admin.list_topics(topic, timeout=10)
+        assert {(b.host, b.port) for b in md.brokers.values()} == \
+            {("127.0.0.1", port + 1 + n.node_id) for n in cluster.cluster.nodes}, \
+            "every broker address is the load balancer's"
+
+        killed = []
+
+        def fault():
+            # The victim is carrying client connections when it dies: clients must move.
+            active = [line for line in gateways[0].metrics().splitlines()
+                      if line.startswith("meshgate_connections_active")]
+            gateways[0].proc.kill()
+            gateways[0].proc.wait()
+            killed.append(sum(float(line.split()[-1]) for line in active))
+
+        values, accepted, failed = produce_through_faults(
+            Balanced, topic, 3000, fault, value=lambda t, i: json.dumps({"id": f"{t}-{i}"}))
+        assert killed and killed[0] > 0, f"the killed gateway served no client: {killed}"
+        assert failed == [], f"{len(failed)} records failed"
+        assert sorted(accepted) == sorted(values)
+        got = consume_all(Balanced.bootstrap, topic, len(values), group=f"g-{run}")
+        assert len(got) == len(set(got)), f"{len(got) - len(set(got))} duplicates"
+        assert sorted(got) == sorted(values), "every record exactly once"
+    finally:
+        lb.terminate()
+        lb.wait(10)
+        for gw in gateways:
+            gw.stop()
