@@ -2,8 +2,12 @@
 """End-to-end bench: direct-to-broker vs through meshgate (and tansu's own proxy as a peer),
 in one run, pinned and alternated as ../shared/docs/BENCHMARKING.md describes.
 
-  tansu + the producer: core 0 (`taskset -c 0`, inherited by every thread)
+  the broker (Apache Kafka, or tansu) + the producer: core 0 (`taskset`, inherited by threads)
   meshgate / tansu proxy: core 1
+
+--upstream kafka runs one Apache Kafka KRaft node (the jars scripts/setup caches) as the broker,
+with its own TLS listener for the TLS arms; --upstream tansu (the default) runs tansu 0.6.0, with
+stunnel in front for TLS.
 
 Arms alternate for --pairs rounds, in reverse order on odd rounds (direct, meshgate | meshgate,
 direct | ...); ratios are taken per round against that round's direct arm and the median is
@@ -12,6 +16,8 @@ reported. Each arm gets a fresh topic.
 Usage:
   cargo build --release
   python3 benches/e2e.py --size 1024 --records 200000 --pairs 3 --out bench-results/e2e-1k.md
+  python3 benches/e2e.py --upstream kafka --arms direct,meshgate,meshgate-contract,meshgate-avro \
+      --out bench-results/kafka-1k.md
 """
 
 import argparse
@@ -92,6 +98,27 @@ def run_producer(bootstrap, topic, args, mode, rate=None, value_file=None, conf=
     return result
 
 
+def make_pki(logdir: Path) -> dict:
+    """A CA, a broker certificate (PEM, and Kafka's PEM key store: PKCS#8 key then chain) and a
+    gateway certificate."""
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+    ca = trustme.CA()
+    out = {"ca": logdir / "ca.pem"}
+    ca.cert_pem.write_to_path(str(out["ca"]))
+    for name in ["broker", "gateway"]:
+        issued = ca.issue_cert("127.0.0.1", "localhost")
+        out[name] = (logdir / f"{name}.pem", logdir / f"{name}.key")
+        out[name][0].write_bytes(b"".join(p.bytes() for p in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(str(out[name][1]))
+    key = serialization.load_pem_private_key(out["broker"][1].read_bytes(), None)
+    pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+    out["keystore"] = logdir / "broker-keystore.pem"
+    out["keystore"].write_bytes(pkcs8 + out["broker"][0].read_bytes())
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=1024)
@@ -110,6 +137,7 @@ def main():
                     help="another meshgate binary (before a change), run as meshgate-baseline beside the "
                          "meshgate arm and as meshgate-contract-baseline beside meshgate-contract")
     ap.add_argument("--out", help="write the markdown table here too")
+    ap.add_argument("--upstream", choices=["tansu", "kafka"], default="tansu")
     args = ap.parse_args()
     arms = args.arms.split(",")
     if args.baseline_meshgate:
@@ -118,13 +146,27 @@ def main():
                 arms.append(twin)
 
     logdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    broker_port = port_block(1)
-    url = f"tcp://127.0.0.1:{broker_port}"
     procs = {}
-    procs["tansu"] = start(["tansu", "broker", "--listener-url", url, "--advertised-listener-url", url,
-                            "--storage-engine", "memory://tansu/"], 0, logdir / "tansu.log")
-    wait_for_port(broker_port)
-    direct = f"127.0.0.1:{broker_port}"
+    tls_arms = "direct-tls" in arms or "meshgate-tls" in arms
+    pki = make_pki(logdir) if tls_arms else None
+    kafka = None
+    if args.upstream == "kafka":
+        if "tansu-proxy" in arms:
+            arms.remove("tansu-proxy")  # tansu's proxy fronts tansu only
+        from kafka_cluster import KafkaCluster, Tls
+        kafka = KafkaCluster(logdir / "kafka", size=1,
+                             tls=Tls(pki["keystore"], pki["ca"]) if pki else None)
+        kafka.start(taskset="0")
+        direct = kafka.bootstrap()
+        broker_pids = {"plain": [kafka.nodes[0].proc.pid], "tls": [kafka.nodes[0].proc.pid]}
+    else:
+        broker_port = port_block(1)
+        url = f"tcp://127.0.0.1:{broker_port}"
+        procs["tansu"] = start(["tansu", "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                "--storage-engine", "memory://tansu/"], 0, logdir / "tansu.log")
+        wait_for_port(broker_port)
+        direct = f"127.0.0.1:{broker_port}"
+        broker_pids = {"plain": [procs["tansu"].pid]}
     bootstrap = {"direct": direct}
 
     def start_meshgate(arm, binary, policies, upstream=direct, extra=()):
@@ -213,44 +255,40 @@ def main():
                 f.write(base64.b64encode(framed).decode() + "\n")
     client_conf = {}
     admin_at = {}
-    if "direct-tls" in arms or "meshgate-tls" in arms:
-        # TLS arms: a second tansu (core 0) behind stunnel (core 0), advertising stunnel's port;
-        # direct-tls is librdkafka over TLS to it, meshgate-tls is TLS to meshgate and meshgate
-        # over TLS to it. tansu 0.6.0 cannot serve TLS itself (see ARCHITECTURE.md).
-        import trustme
-        ca = trustme.CA()
-        ca_file = logdir / "ca.pem"
-        ca.cert_pem.write_to_path(str(ca_file))
-        pem = {}
-        for name in ["broker", "gateway"]:
-            issued = ca.issue_cert("127.0.0.1", "localhost")
-            pem[name] = (logdir / f"{name}.pem", logdir / f"{name}.key")
-            pem[name][0].write_bytes(b"".join(p.bytes() for p in issued.cert_chain_pems))
-            issued.private_key_pem.write_to_path(str(pem[name][1]))
-        plain, tls = port_block(1), port_block(1)
-        procs["tansu-tls"] = start(["tansu", "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
-                                    "--advertised-listener-url", f"tcp://127.0.0.1:{tls}",
-                                    "--storage-engine", "memory://tansu/"], 0, logdir / "tansu-tls.log")
-        wait_for_port(plain)
-        conf_path = logdir / "stunnel.conf"
-        conf_path.write_text(f"foreground = yes\npid =\nsyslog = no\n[kafka]\naccept = 127.0.0.1:{tls}\n"
-                             f"connect = 127.0.0.1:{plain}\ncert = {pem['broker'][0]}\nkey = {pem['broker'][1]}\n")
-        procs["stunnel"] = start(["stunnel4", str(conf_path)], 0, logdir / "stunnel.log")
-        wait_for_port(tls)
-        tls_conf = {"security.protocol": "SSL", "ssl.ca.location": str(ca_file)}
-        bootstrap["direct-tls"] = f"127.0.0.1:{tls}"
+    if tls_arms:
+        tls_conf = {"security.protocol": "SSL", "ssl.ca.location": str(pki["ca"])}
+        if kafka:
+            # Kafka serves TLS itself: direct-tls is librdkafka over TLS to its SSL listener,
+            # meshgate-tls is TLS to meshgate and meshgate over TLS to that listener.
+            tls_bootstrap = kafka.bootstrap("SSL")
+        else:
+            # A second tansu (core 0) behind stunnel (core 0), advertising stunnel's port. tansu
+            # 0.6.0 cannot serve TLS itself (see ARCHITECTURE.md).
+            plain, tls = port_block(1), port_block(1)
+            procs["tansu-tls"] = start(["tansu", "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
+                                        "--advertised-listener-url", f"tcp://127.0.0.1:{tls}",
+                                        "--storage-engine", "memory://tansu/"], 0, logdir / "tansu-tls.log")
+            wait_for_port(plain)
+            conf_path = logdir / "stunnel.conf"
+            conf_path.write_text(f"foreground = yes\npid =\nsyslog = no\n[kafka]\naccept = 127.0.0.1:{tls}\n"
+                                 f"connect = 127.0.0.1:{plain}\ncert = {pki['broker'][0]}\nkey = {pki['broker'][1]}\n")
+            procs["stunnel"] = start(["stunnel4", str(conf_path)], 0, logdir / "stunnel.log")
+            wait_for_port(tls)
+            tls_bootstrap = f"127.0.0.1:{tls}"
+            broker_pids["tls"] = [procs["tansu-tls"].pid, procs["stunnel"].pid]
+        bootstrap["direct-tls"] = tls_bootstrap
         client_conf["direct-tls"] = client_conf["meshgate-tls"] = tls_conf
-        admin_at["direct-tls"] = admin_at["meshgate-tls"] = (f"127.0.0.1:{tls}", tls_conf)
+        admin_at["direct-tls"] = admin_at["meshgate-tls"] = (tls_bootstrap, tls_conf)
         if "meshgate-tls" in arms:
             start_meshgate("meshgate-tls", args.meshgate, tempfile.mkdtemp(prefix="nopolicies-"),
-                           upstream=f"127.0.0.1:{tls}",
-                           extra=["--tls-cert", str(pem["gateway"][0]), "--tls-key", str(pem["gateway"][1]),
-                                  "--upstream-tls", "--upstream-ca", str(ca_file)])
+                           upstream=tls_bootstrap,
+                           extra=["--tls-cert", str(pki["gateway"][0]), "--tls-key", str(pki["gateway"][1]),
+                                  "--upstream-tls", "--upstream-ca", str(pki["ca"])])
     if "tansu-proxy" in arms:
         port = port_block(1)
         purl = f"tcp://127.0.0.1:{port}"
         procs["tansu-proxy"] = start(["tansu", "proxy", "--listener-url", purl,
-                                      "--advertised-listener-url", purl, "--origin-url", url],
+                                      "--advertised-listener-url", purl, "--origin-url", f"tcp://{direct}"],
                                      1, logdir / "tansu-proxy.log")
         wait_for_port(port)
         bootstrap["tansu-proxy"] = f"127.0.0.1:{port}"
@@ -288,9 +326,9 @@ def main():
                 create_topic(admin_bootstrap, topic, partitions=3, conf=admin_conf)
                 pid = procs[arm].pid if arm in procs else None
                 c0 = cpu_seconds(pid) if pid else None
-                # The broker side on core 0: tansu, and for TLS arms the stunnel in front of it.
-                broker = ([procs["tansu-tls"].pid, procs["stunnel"].pid]
-                          if arm in ("direct-tls", "meshgate-tls") else [procs["tansu"].pid])
+                # The broker side on core 0: the broker, and for tansu's TLS arms the stunnel in
+                # front of it.
+                broker = broker_pids["tls" if arm in ("direct-tls", "meshgate-tls") else "plain"]
                 b0 = sum(cpu_seconds(b) for b in broker)
                 vf = str(logdir / "orders-avro.b64") if arm == "meshgate-avro" else None
                 r = run_producer(bootstrap[arm], topic, args, "saturate", value_file=vf,
@@ -319,6 +357,8 @@ def main():
                       f"p99 {r['p99_ms']:.2f} ms p99.9 {r['p999_ms']:.2f} ms", flush=True)
         rss = {a: peak_rss_mb(procs[a].pid) for a in arms if a in procs}
     finally:
+        if kafka:
+            kafka.stop()
         for p in procs.values():
             p.terminate()
         for p in procs.values():
@@ -328,9 +368,11 @@ def main():
                 p.kill()
 
     med = statistics.median
+    broker_name = "Apache Kafka" if kafka else "tansu"
+    stunnel_note = "" if kafka else " (and stunnel's, for TLS)"
     lines = [
         f"End-to-end produce bench: {args.size} B records, acks=all, idempotent, linger.ms=5, "
-        f"3 partitions, {args.pairs} alternating rounds; tansu + producer on core 0, proxy on core 1.",
+        f"3 partitions, {args.pairs} alternating rounds; {broker_name} + producer on core 0, proxy on core 1.",
         f"Machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
@@ -362,7 +404,7 @@ def main():
     rate_note = int(args.rate or (0.5 * sat["direct"][0]["records_per_s"] if "direct" in sat else 10_000))
     lines += ["", "Consume: one librdkafka consumer (core 0) reads the saturate phase's records back "
                   "through the same arm; its rate runs from the first record to the last. "
-                  "proxy CPU covers the produce phase only. Core 0 CPU is tansu's (and stunnel's, for TLS) and "
+                  f"proxy CPU covers the produce phase only. Core 0 CPU is {broker_name}'s{stunnel_note} and "
                   "the producer's over the produce phase: it shows what an arm costs the broker's core.",
               "", f"Latency columns: produce-to-delivery at a fixed offered load of about 50% of the "
                   f"direct arm's saturation unless --rate is given ({rate_note} records/s in round 1), {args.rate_seconds:.0f} s "

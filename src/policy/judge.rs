@@ -595,6 +595,11 @@ fn check_contract(
             }
         }
         _ => {
+            // The one-pass projection judges a valid record; anything else takes the full
+            // parse, which is the reference and writes the message.
+            if let Some(record) = c.json_projection.as_ref().and_then(|p| p.project(value)) {
+                return judge_record(c, &record);
+            }
             let json: serde_json::Value = match serde_json::from_slice(value) {
                 Ok(v) => v,
                 Err(e) => return (schema_problem(format!("value is not JSON: {e}")), false),

@@ -21,6 +21,7 @@ use crate::rules::{Rule, RuleSource};
 use crate::schema::avro_data::{AvroReader, AvroSchema};
 use crate::schema::avro_project::Path as FieldPath;
 use crate::schema::json::JsonCheck;
+use crate::schema::json_project::JsonProjection;
 use crate::schema::shape::Shape;
 
 const MAX_DEPTH: usize = 16;
@@ -559,7 +560,13 @@ impl Cx<'_> {
             .as_ref()
             .and_then(|s| s.avro.clone())
             .map(|avro| AvroReader::new(avro, projected_paths(&rules, &required_fields)));
+        let json_projection = match schema.as_ref().and_then(|s| s.json.as_ref()) {
+            Some(JsonCheck::Avro(shape)) => projected_paths(&rules, &required_fields)
+                .and_then(|paths| JsonProjection::new(shape, paths)),
+            _ => None,
+        };
         Some(Contract {
+            json_projection,
             producers,
             avro_reader,
             name,

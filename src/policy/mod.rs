@@ -174,6 +174,9 @@ pub struct Contract {
     pub required_fields: Vec<Box<str>>,
     /// The contract's metric handles, attached by the policy store after load.
     pub metrics: std::sync::OnceLock<Arc<crate::metrics::ContractMetrics>>,
+    /// For `format: json` with an Avro record schema and SQL rules: the one-pass projection that
+    /// judges valid records without a `serde_json::Value` tree.
+    pub json_projection: Option<crate::schema::json_project::JsonProjection>,
     /// For `format: avro`: the decoders for its records, per writer schema.
     pub avro_reader: Option<crate::schema::avro_data::AvroReader>,
     /// `producers:`: the principals allowed to produce to `topic`; empty means anyone.

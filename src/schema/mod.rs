@@ -8,6 +8,7 @@ pub mod avro_compat;
 pub mod avro_data;
 pub mod avro_project;
 pub mod json;
+pub mod json_project;
 pub mod registry;
 pub mod registry_client;
 pub mod shape;
