@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tls::ServerTls;
 
+use crate::generation::PolicyStore;
 use crate::metrics::{now_ms, Metrics};
-use crate::policy::store::PolicyStore;
 use crate::policy::{Contract, Format};
 use crate::proxy::health::Health;
 
@@ -219,7 +219,8 @@ impl axum::serve::Listener for TlsListener {
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
-    s.metrics.refresh_contracts(&s.policies.current());
+    s.metrics
+        .refresh_contracts(s.policies.current().contract_facts());
     (
         [(
             header::CONTENT_TYPE,

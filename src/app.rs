@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::config::GatewayConfig;
+use crate::generation::PolicyStore;
 use crate::metrics::Metrics;
-use crate::policy::store::PolicyStore;
 use crate::protocol::client::call;
 use crate::proxy::rewrite::BrokerAddresses;
 use crate::proxy::{Gateway, Target};

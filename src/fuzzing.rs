@@ -23,9 +23,9 @@ use std::sync::{Arc, OnceLock};
 use kafka_protocol::messages::ApiKey;
 
 use crate::config::{ConfigFile, Overrides};
+use crate::generation::PolicyStore;
 use crate::metrics::Metrics;
 use crate::policy::judge::{Limits, RequestInflater};
-use crate::policy::store::PolicyStore;
 use crate::policy::PolicySet;
 use crate::protocol::header::{peek_produce_acks, split_request};
 use crate::protocol::versions::gateway_accepts;
@@ -323,7 +323,7 @@ pub fn avro_value(data: &[u8]) {
                 let decoded =
                     crate::schema::avro_data::decode(data, &set.avro_writers, reader, &mut batch);
                 if let Ok(d) = &decoded {
-                    let _ = crate::rules::RecordFields::get(d, &["order_total".into()]);
+                    let _ = crate::fields::RecordFields::get(d, &["order_total".into()]);
                 }
                 drop(decoded);
             }

@@ -14,8 +14,10 @@ pub mod admin;
 pub mod alerts;
 pub mod app;
 pub mod config;
+pub mod fields;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+pub mod generation;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

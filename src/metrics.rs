@@ -14,14 +14,27 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::policy::PolicySet;
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// What the scrape-time gauges need to know of a contract in force (the policy module's
+/// `Contract`, seen from here without importing it).
+#[derive(Debug, Clone, Copy)]
+pub struct ContractFacts<'a> {
+    pub name: &'a str,
+    pub owner: &'a str,
+    pub topic: &'a str,
+    /// The schema's `version:`, or "".
+    pub version: &'a str,
+    pub sla_availability: Option<f64>,
+    pub sla_latency_p99: Option<std::time::Duration>,
+    pub sla_freshness: Option<std::time::Duration>,
+    pub completeness_target: Option<f64>,
 }
 
 /// One data product's service-level indicators. Handles are resolved when the contract is first
@@ -304,7 +317,7 @@ impl Metrics {
 
     /// Refreshes the gauges derived from the contracts in force (ratios, freshness, SLA targets),
     /// dropping those of contracts that are gone. Called at scrape time.
-    pub fn refresh_contracts(&self, set: &PolicySet) {
+    pub fn refresh_contracts<'a>(&self, contracts: impl IntoIterator<Item = ContractFacts<'a>>) {
         let f = &self.contracts;
         for g in [
             &f.validity,
@@ -320,16 +333,11 @@ impl Metrics {
             g.reset();
         }
         let now = now_ms();
-        for c in &set.contracts {
-            let name = c.name.as_str();
-            let m = self.contract(name, &c.topic);
-            let version = c
-                .schema
-                .as_ref()
-                .and_then(|s| s.version.as_deref())
-                .unwrap_or("");
+        for c in contracts {
+            let name = c.name;
+            let m = self.contract(name, c.topic);
             f.info
-                .with_label_values(&[name, &c.owner, &c.topic, version])
+                .with_label_values(&[name, c.owner, c.topic, c.version])
                 .set(1.0);
             let (valid, invalid) = (m.records_valid.get(), m.records_invalid.get());
             if valid + invalid > 0 {
@@ -352,15 +360,15 @@ impl Metrics {
             f.freshness
                 .with_label_values(&[name])
                 .set(now.saturating_sub(since) as f64 / 1000.0);
-            if let Some(a) = c.sla.availability {
+            if let Some(a) = c.sla_availability {
                 f.sla_availability.with_label_values(&[name]).set(a);
             }
-            if let Some(l) = c.sla.latency_p99 {
+            if let Some(l) = c.sla_latency_p99 {
                 f.sla_latency
                     .with_label_values(&[name])
                     .set(l.as_secs_f64());
             }
-            if let Some(fr) = c.sla.freshness {
+            if let Some(fr) = c.sla_freshness {
                 f.sla_freshness
                     .with_label_values(&[name])
                     .set(fr.as_secs_f64());

@@ -25,10 +25,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Contract, Format, PolicySet, ProduceRule};
+use crate::fields::{RecordFields, Val};
 use crate::protocol::records::{
     batches, Codec, DeflatedBatch, InflateBudget, InflatedRecords, RecordError, RecordView,
 };
-use crate::rules::{RecordFields, Val};
 use crate::schema::avro_data::{self, AvroSchema};
 
 pub const INVALID_RECORD: i16 = 87;

@@ -192,7 +192,7 @@ pub fn compile_sources(sources: &[(PathBuf, String)], errors: &mut Vec<PolicyErr
             }
             if let Some(c) = doc.contract {
                 let origin = cx.origin(&c);
-                if let Some(contract) = cx.contract(c.value, origin.clone()) {
+                if let Some(mut contract) = cx.contract(c.value, origin.clone()) {
                     if let Some(first) = contract_names.get(&contract.name) {
                         cx.err(
                             origin.line,
@@ -200,6 +200,7 @@ pub fn compile_sources(sources: &[(PathBuf, String)], errors: &mut Vec<PolicyErr
                         );
                     } else {
                         contract_names.insert(contract.name.clone(), origin);
+                        contract.index = set.contracts.len();
                         set.contracts.push(Arc::new(contract));
                     }
                 }
@@ -580,7 +581,7 @@ impl Cx<'_> {
             rules,
             origin,
             topic_origin,
-            metrics: std::sync::OnceLock::new(),
+            index: 0,
         })
     }
 

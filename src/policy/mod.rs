@@ -11,7 +11,6 @@ pub mod evolution;
 pub mod judge;
 pub mod load;
 pub mod model;
-pub mod store;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -172,8 +171,8 @@ pub struct Contract {
     pub topic_origin: Origin,
     /// Top-level fields that are neither optional nor nullable (for completeness).
     pub required_fields: Vec<Box<str>>,
-    /// The contract's metric handles, attached by the policy store after load.
-    pub metrics: std::sync::OnceLock<Arc<crate::metrics::ContractMetrics>>,
+    /// Its position in `PolicySet::contracts` (for the handles a `Generation` keeps beside it).
+    pub index: usize,
     /// For `format: json` with an Avro record schema and SQL rules: the one-pass projection that
     /// judges valid records without a `serde_json::Value` tree.
     pub json_projection: Option<crate::schema::json_project::JsonProjection>,

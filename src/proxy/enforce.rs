@@ -31,6 +31,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use super::identity::{Identity, SaslStep};
 use super::rewrite::{BrokerAddresses, ResponseMerge, RewriteError};
 use super::Gateway;
+use crate::generation::Generation;
 use crate::metrics::topic_label;
 use crate::metrics::ContractMetrics;
 use crate::policy::judge::{
@@ -178,7 +179,7 @@ impl DecodedProduce {
 pub struct ProduceJob {
     pub gw: Arc<Gateway>,
     /// The one policy generation this request is judged under.
-    pub policies: Arc<PolicySet>,
+    pub policies: Arc<Generation>,
     pub decoded: DecodedProduce,
     pub principal: Arc<str>,
     pub inflater: RequestInflater,
@@ -219,7 +220,7 @@ impl ProduceJob {
 /// (`KafkaApis.handleProduceRequest` collects them into a map).
 pub fn produce(
     gw: &Gateway,
-    policies: &PolicySet,
+    policies: &Generation,
     decoded: &DecodedProduce,
     external: Option<&ExternalWriters>,
     principal: &str,
@@ -267,7 +268,7 @@ pub fn produce(
             Ok(p) => p.contract,
             Err(_) => policies.contract_for(name),
         };
-        let stats = contract.and_then(|c| c.metrics.get());
+        let stats = contract.and_then(|c| policies.stats(c));
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for (pi, p) in topic.partition_data.iter().enumerate() {
             if !is_last(name, p.index, (ti, pi)) {

@@ -44,7 +44,7 @@ pub fn count_response(gw: &Gateway, api_key: i16, version: i16, frame: &Bytes) {
                 if let Some(m) = name
                     .as_deref()
                     .and_then(|n| policies.contract_for(n))
-                    .and_then(|c| c.metrics.get())
+                    .and_then(|c| policies.stats(c))
                 {
                     m.bytes_out.inc_by(bytes);
                     attributed += bytes;

@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::GatewayConfig;
+use crate::generation::PolicyStore;
 use crate::metrics::Metrics;
 use crate::policy::judge::Limits;
-use crate::policy::store::PolicyStore;
 use crate::tls::ServerTls;
 use brokers::{BrokerMap, Observed};
 use identity::Identity;

@@ -23,7 +23,7 @@ use apache_avro::types::Value;
 
 use super::avro_compat;
 use super::avro_project::{Path, Projected, Projection};
-use crate::rules::{RecordFields, Val};
+use crate::fields::{RecordFields, Val};
 
 /// A schema as both the decoder and the compatibility checker need it.
 #[derive(Debug)]

@@ -29,7 +29,7 @@ use smallvec::SmallVec;
 use super::avro_compat::{
     names_match, promotable, type_name, Avro, Named, NamedType, Resolved, Schema,
 };
-use crate::rules::{RecordFields, Val};
+use crate::fields::{RecordFields, Val};
 
 /// How deep arrays, maps, unions and records may nest in one value.
 pub const MAX_DEPTH: u32 = 64;

@@ -17,7 +17,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use smallvec::SmallVec;
 
 use super::shape::{Field, Shape};
-use crate::rules::{RecordFields, Val};
+use crate::fields::{RecordFields, Val};
 
 use super::avro_project::Path as FieldPath;
 
@@ -69,7 +69,10 @@ impl RecordPlan {
                 plan.fields[i].inner = Some(Box::new(RecordPlan::compile(inner, &deeper)?));
             }
         }
-        if paths.iter().any(|(_, p)| !fields.iter().any(|f| f.name.as_str() == &*p[0])) {
+        if paths
+            .iter()
+            .any(|(_, p)| !fields.iter().any(|f| f.name.as_str() == &*p[0]))
+        {
             return None;
         }
         Some(plan)
@@ -435,9 +438,15 @@ mod tests {
 
     fn projection() -> (JsonProjection, JsonCheck) {
         let (check, shape) = JsonCheck::from_schema_text(ORDER).unwrap();
-        let paths = ["order_id", "customer_id", "order_total", "status", "address.country"]
-            .map(path)
-            .to_vec();
+        let paths = [
+            "order_id",
+            "customer_id",
+            "order_total",
+            "status",
+            "address.country",
+        ]
+        .map(path)
+        .to_vec();
         (JsonProjection::new(&shape, paths).unwrap(), check)
     }
 
@@ -454,9 +463,15 @@ mod tests {
         assert_eq!(r.get(&path("status")), Val::Str("PAID"));
         assert_eq!(r.get(&path("address.country")), Val::Str("FR"));
         let r = p
-            .project(br#"{"order_id": "o-\u00e9", "order_total": 1, "items": 1, "status": "PLACED"}"#)
+            .project(
+                br#"{"order_id": "o-\u00e9", "order_total": 1, "items": 1, "status": "PLACED"}"#,
+            )
             .unwrap();
-        assert_eq!(r.get(&path("order_id")), Val::Str("o-é"), "escapes are unescaped");
+        assert_eq!(
+            r.get(&path("order_id")),
+            Val::Str("o-é"),
+            "escapes are unescaped"
+        );
         assert_eq!(r.get(&path("order_total")), Val::Int(1));
         assert_eq!(r.get(&path("customer_id")), Val::Missing);
         assert_eq!(r.get(&path("address.country")), Val::Missing);
@@ -497,7 +512,11 @@ mod tests {
                         assert_eq!(r.get(q), RecordFields::get(&full, q), "{q:?}");
                     }
                 }
-                None => assert!(!valid, "a valid record left the fast path: {:?}", String::from_utf8_lossy(value)),
+                None => assert!(
+                    !valid,
+                    "a valid record left the fast path: {:?}",
+                    String::from_utf8_lossy(value)
+                ),
             }
         }
     }
@@ -505,7 +524,8 @@ mod tests {
     #[test]
     fn a_duplicate_key_takes_the_full_path() {
         let (p, _) = projection();
-        let v = br#"{"order_id": 1, "order_id": "a", "order_total": 1, "items": 2, "status": "PAID"}"#;
+        let v =
+            br#"{"order_id": 1, "order_id": "a", "order_total": 1, "items": 2, "status": "PAID"}"#;
         assert!(p.project(v).is_none());
     }
 

@@ -1,6 +1,8 @@
-//! The policy set in force, and hot reload.
+//! The policy generation in force, and hot reload.
 //!
-//! Requests read the current set with one lock-free `ArcSwap` load and are judged under that one
+//! A `Generation` is an immutable `PolicySet` with the metric handles of its contracts beside it
+//! (by contract index; the handles themselves live in `metrics` and outlive reloads). Requests
+//! read the current generation with one lock-free `ArcSwap` load and are judged under that one
 //! generation from start to end. A reload builds a complete new set off the data path and swaps
 //! it in atomically; a set that fails to load is logged with every error and the last good set
 //! stays in force.
@@ -25,18 +27,73 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
 
-use crate::metrics::Metrics;
+use crate::metrics::{ContractFacts, ContractMetrics, Metrics};
+use crate::policy::load::load_dir;
+use crate::policy::{Contract, PolicyError, PolicySet};
 use tokio_util::sync::CancellationToken;
-
-use super::load::load_dir;
-use super::{PolicyError, PolicySet};
 
 const POLL: Duration = Duration::from_secs(2);
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
+/// One loaded policy set and its contracts' metric handles.
+#[derive(Debug, Default)]
+pub struct Generation {
+    pub set: PolicySet,
+    /// `stats[i]` belongs to `set.contracts[i]`.
+    stats: Vec<Arc<ContractMetrics>>,
+}
+
+impl std::ops::Deref for Generation {
+    type Target = PolicySet;
+
+    fn deref(&self) -> &PolicySet {
+        &self.set
+    }
+}
+
+impl Generation {
+    /// Gives each contract its metric handles (the same ones across reloads, keyed by name).
+    pub fn new(set: PolicySet, metrics: &Metrics) -> Self {
+        let stats = set
+            .contracts
+            .iter()
+            .map(|c| metrics.contract(&c.name, &c.topic))
+            .collect();
+        Generation { set, stats }
+    }
+
+    /// A contract's metric handles. `None` only for a contract of another generation.
+    pub fn stats(&self, c: &Contract) -> Option<&Arc<ContractMetrics>> {
+        self.stats.get(c.index).filter(|_| {
+            self.set
+                .contracts
+                .get(c.index)
+                .is_some_and(|x| std::ptr::eq(&**x, c))
+        })
+    }
+
+    /// The scrape-time facts of every contract in force.
+    pub fn contract_facts(&self) -> impl Iterator<Item = ContractFacts<'_>> {
+        self.set.contracts.iter().map(|c| ContractFacts {
+            name: &c.name,
+            owner: &c.owner,
+            topic: &c.topic,
+            version: c
+                .schema
+                .as_ref()
+                .and_then(|s| s.version.as_deref())
+                .unwrap_or(""),
+            sla_availability: c.sla.availability,
+            sla_latency_p99: c.sla.latency_p99,
+            sla_freshness: c.sla.freshness,
+            completeness_target: c.completeness_target,
+        })
+    }
+}
+
 pub struct PolicyStore {
     dir: PathBuf,
-    current: ArcSwap<PolicySet>,
+    current: ArcSwap<Generation>,
     generation: AtomicU64,
     fingerprint: Mutex<Option<u64>>,
     metrics: Arc<Metrics>,
@@ -53,27 +110,26 @@ impl PolicyStore {
             tracing::warn!(dir = %dir.display(), "policy directory does not exist: no policies in force until it appears");
             (PolicySet::default(), None)
         };
-        attach_metrics(&set, &metrics);
         log_loaded(&set, 1);
         metrics.policy_reloads.with_label_values(&["ok"]).inc();
         metrics.policy_generation.set(1);
         set_info(&metrics, &set);
         Ok(Self {
             dir: dir.to_path_buf(),
-            current: ArcSwap::from_pointee(set),
+            current: ArcSwap::from_pointee(Generation::new(set, &metrics)),
             generation: AtomicU64::new(1),
             fingerprint: Mutex::new(fingerprint),
             metrics,
         })
     }
 
-    /// The set in force. Hold the guard for the whole request.
-    pub fn current(&self) -> Guard<Arc<PolicySet>> {
+    /// The generation in force. Hold the guard for the whole request.
+    pub fn current(&self) -> Guard<Arc<Generation>> {
         self.current.load()
     }
 
-    /// The set in force, as an owned pointer (for holding across an await).
-    pub fn current_arc(&self) -> Arc<PolicySet> {
+    /// The generation in force, as an owned pointer (for holding across an await).
+    pub fn current_arc(&self) -> Arc<Generation> {
         self.current.load_full()
     }
 
@@ -93,10 +149,10 @@ impl PolicyStore {
         match loaded {
             Ok(set) => {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                attach_metrics(&set, &self.metrics);
                 log_loaded(&set, generation);
                 set_info(&self.metrics, &set);
-                self.current.store(Arc::new(set));
+                self.current
+                    .store(Arc::new(Generation::new(set, &self.metrics)));
                 self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
                 self.metrics.policy_generation.set(generation as i64);
                 Ok(generation)
@@ -191,13 +247,6 @@ impl PolicyStore {
             }
         })
         .await;
-    }
-}
-
-/// Gives each contract its metric handles (the same ones across reloads, keyed by name).
-fn attach_metrics(set: &PolicySet, metrics: &Metrics) {
-    for c in &set.contracts {
-        let _ = c.metrics.set(metrics.contract(&c.name, &c.topic));
     }
 }
 
