@@ -1024,4 +1024,331 @@ topics:
             "naming"
         );
     }
+
+    /// Produce refusals, one case per reason: the code, the policy and rule labels, and what
+    /// the message names.
+    mod produce_reasons {
+        use super::*;
+        use bytes::BytesMut;
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::{
+            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+
+        const POLICIES: &str = r#"
+naming:
+  topics:
+    pattern: '^[a-z]+\.[a-z-]+\.v[0-9]+$'
+produce:
+  - topics: '^shop\.acks\.'
+    acks: all
+  - topics: '^shop\.codec\.'
+    compression: [zstd]
+  - topics: '^shop\.idem\.'
+    idempotence: required
+  - topics: '^shop\.keyed\.'
+    key: required
+  - topics: '^shop\.traced\.'
+    headers: [trace-id]
+  - topics: '^shop\.small\.'
+    max_record_bytes: 64
+---
+contract:
+  name: orders
+  owner: shop
+  topic: shop.orders.v1
+  schema:
+    format: json
+    definition: {"type": "record", "name": "O", "fields": [{"name": "order_total", "type": "double"}]}
+  quality:
+    validity_rules: [order_total > 0]
+---
+contract:
+  name: private
+  owner: shop
+  topic: shop.private.v1
+  producers: [User:alice]
+---
+contract:
+  name: avro
+  owner: shop
+  topic: shop.avro.v1
+  schema:
+    format: avro
+    definition: {"type": "record", "name": "A", "fields": [{"name": "n", "type": "long"}]}
+"#;
+
+        struct Batch<'a> {
+            records: Vec<(Option<&'a [u8]>, Option<&'a [u8]>, Vec<(&'a str, &'a [u8])>)>,
+            producer_id: i64,
+            control: bool,
+            compression: Compression,
+        }
+
+        fn batch(values: &[&'static str]) -> Batch<'static> {
+            Batch {
+                records: values
+                    .iter()
+                    .map(|v| {
+                        (
+                            Some(&b"k"[..]),
+                            Some(v.as_bytes()),
+                            vec![("trace-id", &b"t"[..])],
+                        )
+                    })
+                    .collect(),
+                producer_id: 7,
+                control: false,
+                compression: Compression::None,
+            }
+        }
+
+        fn encode(b: &Batch<'_>) -> Vec<u8> {
+            let records: Vec<Record> = b
+                .records
+                .iter()
+                .enumerate()
+                .map(|(i, (k, v, h))| Record {
+                    transactional: false,
+                    control: b.control,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: b.producer_id,
+                    producer_epoch: if b.producer_id < 0 { -1 } else { 0 },
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: if b.producer_id < 0 { -1 } else { i as i32 },
+                    timestamp: 1_700_000_000_000,
+                    key: k.map(bytes::Bytes::copy_from_slice),
+                    value: v.map(bytes::Bytes::copy_from_slice),
+                    headers: h
+                        .iter()
+                        .map(|(hk, hv)| {
+                            (
+                                StrBytes::from_string(hk.to_string()),
+                                Some(bytes::Bytes::copy_from_slice(hv)),
+                            )
+                        })
+                        .collect(),
+                })
+                .collect();
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &records,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: b.compression,
+                },
+            )
+            .unwrap();
+            buf.to_vec()
+        }
+
+        /// (code, policy, rule, message) of the verdict; `None` when accepted.
+        fn judge(
+            s: &PolicySet,
+            topic: &str,
+            principal: &str,
+            acks: i16,
+            bytes: &[u8],
+            limits: &Limits,
+            external: Option<&ExternalWriters>,
+        ) -> Option<(i16, &'static str, String, String, Vec<i32>)> {
+            let plan = match s.plan_topic_as(topic, principal) {
+                Ok(p) => p,
+                Err(r) => return Some((r.error_code, r.policy, r.rule, r.message, vec![])),
+            };
+            let mut inflater = RequestInflater::new(limits, false);
+            match s.judge_partition_with(&plan, acks, Some(bytes), limits, external, &mut inflater)
+            {
+                PartitionVerdict::Accept { .. } => None,
+                PartitionVerdict::Reject { rejection: r, .. } => Some((
+                    r.error_code,
+                    r.policy,
+                    r.rule,
+                    r.message,
+                    r.record_errors.iter().map(|(i, _)| *i).collect(),
+                )),
+            }
+        }
+
+        #[test]
+        fn every_produce_refusal_reason() {
+            let s = set(POLICIES);
+            let ok = encode(&batch(&[r#"{"order_total": 1}"#]));
+            let limits = Limits::default();
+            let anyone = "User:ANONYMOUS";
+            let plain =
+                |topic: &str, bytes: &[u8]| judge(&s, topic, anyone, -1, bytes, &limits, None);
+
+            // Accepted, for every topic below, with a batch that breaks nothing.
+            for t in [
+                "shop.acks.v1",
+                "shop.keyed.v1",
+                "shop.traced.v1",
+                "shop.orders.v1",
+                "shop.idem.v1",
+            ] {
+                assert_eq!(plain(t, &ok), None, "{t}");
+            }
+            let expect = |what: &str,
+                          got: Option<(i16, &str, String, String, Vec<i32>)>,
+                          want: (i16, &str, &str),
+                          names: &str| {
+                let (c, p, r, m, _) = got.unwrap_or_else(|| panic!("{what}: accepted"));
+                assert_eq!((c, p, r.as_str()), want, "{what}: {m}");
+                assert!(m.contains(names), "{what}: `{m}` should name `{names}`");
+            };
+            expect(
+                "naming",
+                plain("Shop_Orders", &ok),
+                (POLICY_VIOLATION, "naming", r"^[a-z]+\.[a-z-]+\.v[0-9]+$"),
+                "naming rule",
+            );
+            expect(
+                "acks",
+                judge(&s, "shop.acks.v1", anyone, 1, &ok, &limits, None),
+                (INVALID_RECORD, "produce", "acks"),
+                "acks",
+            );
+            expect(
+                "producers",
+                judge(&s, "shop.private.v1", "User:bob", -1, &ok, &limits, None),
+                (TOPIC_AUTHORIZATION_FAILED, "producers", "producers"),
+                "User:bob",
+            );
+
+            let mut gzip = batch(&["x"]);
+            gzip.compression = Compression::Gzip;
+            let mut no_pid = batch(&["x"]);
+            no_pid.producer_id = -1;
+            let mut control = batch(&["x"]);
+            control.control = true;
+            let mut keyless = batch(&["a", "b"]);
+            keyless.records[1].0 = None;
+            let mut untraced = batch(&["a"]);
+            untraced.records[0].2.clear();
+            let big = batch(&[
+                "a",
+                "this value is far longer than the sixty-four bytes the rule allows",
+            ]);
+            let table: Vec<(&str, &str, Vec<u8>, (i16, &str, &str, &str), Vec<i32>)> = vec![
+                (
+                    "compression",
+                    "shop.codec.v1",
+                    encode(&gzip),
+                    (INVALID_RECORD, "produce", "compression", "gzip"),
+                ),
+                (
+                    "idempotence",
+                    "shop.idem.v1",
+                    encode(&no_pid),
+                    (INVALID_RECORD, "produce", "idempotence", "idempotent"),
+                ),
+                (
+                    "control batch",
+                    "shop.orders.v1",
+                    encode(&control),
+                    (INVALID_RECORD, "produce", "malformed_batch", "control"),
+                ),
+                (
+                    "malformed",
+                    "shop.orders.v1",
+                    b"\0\0\0\0garbage".to_vec(),
+                    (INVALID_RECORD, "produce", "malformed_batch", "malformed"),
+                ),
+                (
+                    "key",
+                    "shop.keyed.v1",
+                    encode(&keyless),
+                    (INVALID_RECORD, "produce", "key", "record 1"),
+                ),
+                (
+                    "headers",
+                    "shop.traced.v1",
+                    encode(&untraced),
+                    (INVALID_RECORD, "produce", "headers", "trace-id"),
+                ),
+                (
+                    "size",
+                    "shop.small.v1",
+                    encode(&big),
+                    (INVALID_RECORD, "produce", "max_record_bytes", "over 64"),
+                ),
+                (
+                    "schema",
+                    "shop.orders.v1",
+                    encode(&batch(&["not json"])),
+                    (INVALID_RECORD, "contract", "schema", "not JSON"),
+                ),
+                (
+                    "rule",
+                    "shop.orders.v1",
+                    encode(&batch(&[r#"{"order_total": 1}"#, r#"{"order_total": 0}"#])),
+                    (INVALID_RECORD, "contract", "order_total > 0", "record 1"),
+                ),
+            ]
+            .into_iter()
+            .map(|(what, topic, bytes, want)| {
+                let errors = match what {
+                    "key" | "rule" => vec![1],
+                    "headers" | "schema" => vec![0],
+                    "size" => vec![1],
+                    _ => vec![],
+                };
+                (what, topic, bytes, want, errors)
+            })
+            .collect();
+            for (what, topic, bytes, (code, policy, rule, names), errors) in table {
+                let got = plain(topic, &bytes);
+                let (c, p, r, m, e) = got.unwrap_or_else(|| panic!("{what}: accepted"));
+                assert_eq!((c, p, r.as_str()), (code, policy, rule), "{what}: {m}");
+                assert!(m.contains(names), "{what}: `{m}` should name `{names}`");
+                assert_eq!(
+                    e, errors,
+                    "{what}: record_errors name the offending records"
+                );
+            }
+
+            // The request's inflate budget.
+            let tight = Limits {
+                max_request_records: 1,
+                ..Limits::default()
+            };
+            let two = encode(&batch(&[r#"{"order_total": 1}"#, r#"{"order_total": 2}"#]));
+            let (c, p, r, m, _) =
+                judge(&s, "shop.orders.v1", anyone, -1, &two, &tight, None).expect("over budget");
+            assert_eq!(
+                (c, p, r.as_str()),
+                (INVALID_RECORD, "limits", "request_budget"),
+                "{m}"
+            );
+
+            // An external registry that did not answer for the record's schema id: retriable.
+            let external = ExternalWriters {
+                known: HashMap::new(),
+                unavailable: HashMap::from([(5, "timed out".to_string())]),
+            };
+            let framed: &'static [u8] = b"\0\0\0\0\x05\x02";
+            let mut avro = batch(&[]);
+            avro.records.push((Some(b"k"), Some(framed), vec![]));
+            let (c, p, r, m, _) = judge(
+                &s,
+                "shop.avro.v1",
+                anyone,
+                -1,
+                &encode(&avro),
+                &limits,
+                Some(&external),
+            )
+            .expect("registry unavailable");
+            assert_eq!(
+                (c, p, r.as_str()),
+                (REQUEST_TIMED_OUT, "registry", "unavailable"),
+                "{m}"
+            );
+            assert!(m.contains("schema id 5") && m.contains("retry"), "{m}");
+        }
+    }
 }
