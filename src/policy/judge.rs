@@ -1078,8 +1078,19 @@ contract:
     definition: {"type": "record", "name": "A", "fields": [{"name": "n", "type": "long"}]}
 "#;
 
+        /// (key, value, headers) of one record.
+        type Spec<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, Vec<(&'a str, &'a [u8])>);
+        /// (what, topic, batch, (code, policy, rule, what the message names), record_errors).
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Vec<u8>,
+            (i16, &'a str, &'a str, &'a str),
+            Vec<i32>,
+        );
+
         struct Batch<'a> {
-            records: Vec<(Option<&'a [u8]>, Option<&'a [u8]>, Vec<(&'a str, &'a [u8])>)>,
+            records: Vec<Spec<'a>>,
             producer_id: i64,
             control: bool,
             compression: Compression,
@@ -1233,7 +1244,7 @@ contract:
                 "a",
                 "this value is far longer than the sixty-four bytes the rule allows",
             ]);
-            let table: Vec<(&str, &str, Vec<u8>, (i16, &str, &str, &str), Vec<i32>)> = vec![
+            let table: Vec<Case<'_>> = vec![
                 (
                     "compression",
                     "shop.codec.v1",
