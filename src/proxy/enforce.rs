@@ -11,10 +11,8 @@
 //!   closed, as a broker closes it on an acks=0 error.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -29,10 +27,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::identity::{Identity, SaslStep};
+use super::rejection::RejectionEvent;
 use super::rewrite::{BrokerAddresses, ResponseMerge, RewriteError};
 use super::Gateway;
 use crate::generation::Generation;
-use crate::metrics::topic_label;
 use crate::metrics::ContractMetrics;
 use crate::policy::judge::{
     avro_schema_ids, count_records, ExternalWriters, NewTopic, PartitionVerdict, Rejection,
@@ -346,15 +344,15 @@ pub fn produce(
                 stats
                     .map_or(&gw.metrics.produce_rejected_other, |m| &m.produce_rejected)
                     .inc_by(records);
-                gw.metrics
-                    .policy_rejections
-                    .with_label_values(&[
-                        topic_label(j.contract_topic),
-                        rejection.policy,
-                        &rejection.rule,
-                    ])
-                    .inc();
-                log_rejection("produce", j.topic, Some(j.index), client, &rejection);
+                RejectionEvent {
+                    api: "produce",
+                    topic: j.topic,
+                    partition: Some(j.index),
+                    client_id: client,
+                    contract_topic: j.contract_topic,
+                    rejection: &rejection,
+                }
+                .emit(&gw.metrics);
                 rejected.insert(
                     (j.topic.clone(), j.index),
                     partition_error(&rejection, version),
@@ -616,12 +614,15 @@ pub fn create_topics(
                 .collect(),
         };
         if let Err(r) = policies.judge_new_topic(&new) {
-            let label = topic_label(policies.contract_for(new.name).map(|c| c.topic.as_str()));
-            gw.metrics
-                .policy_rejections
-                .with_label_values(&[label, r.policy, &r.rule])
-                .inc();
-            log_rejection("create_topics", new.name, None, client, &r);
+            RejectionEvent {
+                api: "create_topics",
+                topic: new.name,
+                partition: None,
+                client_id: client,
+                contract_topic: policies.contract_for(new.name).map(|c| c.topic.as_str()),
+                rejection: &r,
+            }
+            .emit(&gw.metrics);
             let mut result = CreatableTopicResult::default();
             result.name = t.name.clone();
             result.error_code = r.error_code;
@@ -716,46 +717,6 @@ pub(crate) fn encode_response<M: Encodable>(
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     join_response(&header, api, version, body).map_err(|e| undecodable(api, version, e))
-}
-
-/// One structured warning per refusal (a produce partition, a topic to create or change), at most
-/// `LOG_PER_SEC` a second over the whole gateway, so a flood of bad requests cannot flood the log;
-/// the count of suppressed lines is reported with the next one.
-pub(crate) fn log_rejection(
-    api: &'static str,
-    topic: &str,
-    partition: Option<i32>,
-    client_id: &str,
-    r: &Rejection,
-) {
-    const LOG_PER_SEC: u64 = 20;
-    static WINDOW: AtomicU64 = AtomicU64::new(0);
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if WINDOW.swap(now, Ordering::Relaxed) != now {
-        COUNT.store(0, Ordering::Relaxed);
-    }
-    if COUNT.fetch_add(1, Ordering::Relaxed) >= LOG_PER_SEC {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
-    tracing::warn!(
-        api,
-        topic,
-        partition,
-        client_id,
-        policy = r.policy,
-        rule = %r.rule,
-        error_code = r.error_code,
-        suppressed_since_last = suppressed,
-        "rejected: {}",
-        r.message
-    );
 }
 
 /// Distinct unknown schema ids one request may make meshgate fetch from an external registry.

@@ -10,6 +10,7 @@ pub mod enforce;
 pub mod fetch_bytes;
 pub mod health;
 pub mod identity;
+pub mod rejection;
 pub mod rewrite;
 pub mod stream;
 pub mod topic_admin;

@@ -35,9 +35,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-use super::enforce::{encode_request, encode_response, log_rejection, undecodable, Decision};
+use super::enforce::{encode_request, encode_response, undecodable, Decision};
+use super::rejection::RejectionEvent;
 use super::rewrite::{BrokerAddresses, ResponseMerge, RewriteError};
-use crate::metrics::{topic_label, Metrics};
+use crate::metrics::Metrics;
 use crate::policy::judge::Rejection;
 use crate::policy::PolicySet;
 use crate::protocol::header::{split_request, split_response, HeaderError};
@@ -76,12 +77,15 @@ pub fn judge(
         .as_ref()
         .map_or(String::new(), |c| c.to_string());
     let refuse = |topic: &str, r: Rejection| {
-        let label = topic_label(policies.contract_for(topic).map(|c| c.topic.as_str()));
-        metrics
-            .policy_rejections
-            .with_label_values(&[label, r.policy, &r.rule])
-            .inc();
-        log_rejection(api_name(api), topic, None, &client, &r);
+        RejectionEvent {
+            api: api_name(api),
+            topic,
+            partition: None,
+            client_id: &client,
+            contract_topic: policies.contract_for(topic).map(|c| c.topic.as_str()),
+            rejection: &r,
+        }
+        .emit(metrics);
         (r.error_code, r.message)
     };
     let mut rejected = HashMap::new();
