@@ -139,24 +139,70 @@ pub(crate) fn compile_text(file: &str, text: &str) -> PolicySet {
     set
 }
 
+/// The schema files contracts name (`file:`, `history:`), read by the loader before compiling:
+/// path → text, or why it could not be read.
+pub type SchemaFiles = HashMap<PathBuf, Result<String, String>>;
+
+/// One policy file, parsed.
+struct Parsed<'a> {
+    path: &'a Path,
+    file: Arc<str>,
+    docs: Vec<Option<Document>>,
+}
+
+/// Parses, reads the schema files the contracts name, then compiles: the compiling itself
+/// (`compile_parsed`) does no I/O.
 pub fn compile_sources(sources: &[(PathBuf, String)], errors: &mut Vec<PolicyError>) -> PolicySet {
+    let mut files_loaded = Vec::with_capacity(sources.len());
+    let mut parsed = Vec::with_capacity(sources.len());
+    for (path, text) in sources {
+        let file: Arc<str> = Arc::from(path.display().to_string());
+        files_loaded.push(file.to_string());
+        match serde_saphyr::from_multiple(text) {
+            Ok(docs) => parsed.push(Parsed { path, file, docs }),
+            Err(e) => errors.push(yaml_error(&file, &e)),
+        }
+    }
+    let schemas = read_schema_files(&parsed);
+    let mut set = compile_parsed(parsed, &schemas, errors);
+    set.files = files_loaded;
+    set
+}
+
+/// The loader's reads: every schema file a contract names, relative to its policy file.
+fn read_schema_files(parsed: &[Parsed<'_>]) -> SchemaFiles {
+    let mut files = SchemaFiles::new();
+    for p in parsed {
+        let dir = p.path.parent().unwrap_or(Path::new("."));
+        let schemas = p.docs.iter().flatten().filter_map(|d| d.contract.as_ref());
+        for schema in schemas.filter_map(|c| c.value.schema.as_ref()) {
+            let named = schema.value.file.iter().chain(&schema.value.history);
+            for f in named {
+                let path = dir.join(&f.value);
+                if !files.contains_key(&path) {
+                    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+                    files.insert(path, text);
+                }
+            }
+        }
+    }
+    files
+}
+
+fn compile_parsed(
+    parsed: Vec<Parsed<'_>>,
+    schemas: &SchemaFiles,
+    errors: &mut Vec<PolicyError>,
+) -> PolicySet {
     let mut set = PolicySet::default();
     let mut naming_at: Option<Origin> = None;
     let mut topics_at: Option<Origin> = None;
     let mut contract_names: HashMap<String, Origin> = HashMap::new();
-    for (path, text) in sources {
-        let file: Arc<str> = Arc::from(path.display().to_string());
-        set.files.push(file.to_string());
-        let docs: Vec<Option<Document>> = match serde_saphyr::from_multiple(text) {
-            Ok(d) => d,
-            Err(e) => {
-                errors.push(yaml_error(&file, &e));
-                continue;
-            }
-        };
+    for Parsed { path, file, docs } in parsed {
         let mut cx = Cx {
             file: file.clone(),
             dir: path.parent().unwrap_or(Path::new(".")),
+            schemas,
             errors,
         };
         for doc in docs.into_iter().flatten() {
@@ -329,10 +375,20 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> PolicyError {
 struct Cx<'a> {
     file: Arc<str>,
     dir: &'a Path,
+    /// The schema files, as the loader read them.
+    schemas: &'a SchemaFiles,
     errors: &'a mut Vec<PolicyError>,
 }
 
 impl Cx<'_> {
+    /// A schema file's text, as the loader read it.
+    fn schema_file(&self, path: &Path) -> Result<String, String> {
+        match self.schemas.get(path) {
+            Some(read) => read.clone(),
+            None => Err("not read by the loader".into()),
+        }
+    }
+
     fn origin<T>(&self, s: &Spanned<T>) -> Origin {
         Origin {
             file: self.file.clone(),
@@ -640,7 +696,7 @@ impl Cx<'_> {
             }
             (Some(f), None) => {
                 let path = self.dir.join(&f.value);
-                match std::fs::read_to_string(&path) {
+                match self.schema_file(&path) {
                     Ok(t) => t,
                     Err(e) => {
                         self.err(
@@ -684,7 +740,7 @@ impl Cx<'_> {
         let mut history = Vec::new();
         for h in &doc.history {
             let path = self.dir.join(&h.value);
-            match std::fs::read_to_string(&path) {
+            match self.schema_file(&path) {
                 Ok(t) => history.push(t),
                 Err(e) => self.err(
                     h.referenced.line(),
@@ -944,5 +1000,58 @@ mod tests {
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("ms"), None);
         assert_eq!(parse_duration("-1s"), None);
+    }
+
+    const WITH_SCHEMA_FILE: &str = "contract:\n  name: c\n  owner: o\n  topic: shop.c.v1\n  schema: { format: json, file: nowhere/c.json, history: [nowhere/c0.json] }\n";
+
+    #[test]
+    fn compiling_reads_schemas_only_from_what_the_loader_read() {
+        let sources = [(
+            PathBuf::from("/no/such/dir/c.yaml"),
+            WITH_SCHEMA_FILE.to_string(),
+        )];
+        let mut errors = Vec::new();
+        let parsed: Vec<Parsed<'_>> = sources
+            .iter()
+            .map(|(path, text)| Parsed {
+                path,
+                file: Arc::from("c.yaml"),
+                docs: serde_saphyr::from_multiple(text).unwrap(),
+            })
+            .collect();
+        // Files that exist nowhere on disk: only the map can provide them.
+        let schemas = SchemaFiles::from([
+            (
+                PathBuf::from("/no/such/dir/nowhere/c.json"),
+                Ok(r#"{"type": "object", "required": ["id"]}"#.to_string()),
+            ),
+            (
+                PathBuf::from("/no/such/dir/nowhere/c0.json"),
+                Ok(r#"{"type": "object"}"#.to_string()),
+            ),
+        ]);
+        let set = compile_parsed(parsed, &schemas, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let schema = set.contracts[0].schema.as_ref().unwrap();
+        assert!(schema.text.contains("required"));
+        assert_eq!(schema.history.len(), 1);
+    }
+
+    #[test]
+    fn a_schema_file_that_cannot_be_read_is_a_file_line_error() {
+        let mut errors = Vec::new();
+        compile_sources(
+            &[(
+                PathBuf::from("/no/such/dir/c.yaml"),
+                WITH_SCHEMA_FILE.to_string(),
+            )],
+            &mut errors,
+        );
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|e| e
+                .starts_with("/no/such/dir/c.yaml:5: schema file `/no/such/dir/nowhere/c.json`")),
+            "{text:?}"
+        );
     }
 }

@@ -74,7 +74,7 @@ class Broker:
 
     @property
     def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"127.0.0.1:{self.port}"
 
     def stop(self):
         if self.proc.poll() is None:
