@@ -179,9 +179,9 @@ fn read_schema_files(parsed: &[Parsed<'_>]) -> SchemaFiles {
             let named = schema.value.file.iter().chain(&schema.value.history);
             for f in named {
                 let path = dir.join(&f.value);
-                if !files.contains_key(&path) {
-                    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
-                    files.insert(path, text);
+                if let std::collections::hash_map::Entry::Vacant(e) = files.entry(path) {
+                    let text = std::fs::read_to_string(e.key()).map_err(|e| e.to_string());
+                    e.insert(text);
                 }
             }
         }
