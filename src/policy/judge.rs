@@ -1029,11 +1029,8 @@ topics:
     /// the message names.
     mod produce_reasons {
         use super::*;
-        use bytes::BytesMut;
-        use kafka_protocol::protocol::StrBytes;
-        use kafka_protocol::records::{
-            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-        };
+        use crate::protocol::records::test_batch;
+        use kafka_protocol::records::Compression;
 
         const POLICIES: &str = r#"
 naming:
@@ -1115,45 +1112,9 @@ contract:
         }
 
         fn encode(b: &Batch<'_>) -> Vec<u8> {
-            let records: Vec<Record> = b
-                .records
-                .iter()
-                .enumerate()
-                .map(|(i, (k, v, h))| Record {
-                    transactional: false,
-                    control: b.control,
-                    delete_horizon: false,
-                    partition_leader_epoch: 0,
-                    producer_id: b.producer_id,
-                    producer_epoch: if b.producer_id < 0 { -1 } else { 0 },
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    sequence: if b.producer_id < 0 { -1 } else { i as i32 },
-                    timestamp: 1_700_000_000_000,
-                    key: k.map(bytes::Bytes::copy_from_slice),
-                    value: v.map(bytes::Bytes::copy_from_slice),
-                    headers: h
-                        .iter()
-                        .map(|(hk, hv)| {
-                            (
-                                StrBytes::from_string(hk.to_string()),
-                                Some(bytes::Bytes::copy_from_slice(hv)),
-                            )
-                        })
-                        .collect(),
-                })
-                .collect();
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &records,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: b.compression,
-                },
-            )
-            .unwrap();
-            buf.to_vec()
+            let specs: Vec<test_batch::Spec<'_>> =
+                b.records.iter().map(|(k, v, h)| (*k, *v, &h[..])).collect();
+            test_batch::encode_as(&specs, b.compression, b.producer_id, b.control)
         }
 
         /// (code, policy, rule, message) of the verdict; `None` when accepted.

@@ -530,19 +530,31 @@ pub(crate) mod test_batch {
     );
 
     pub fn encode(records: &[Spec<'_>], compression: Compression) -> Vec<u8> {
+        encode_as(records, compression, 7, false)
+    }
+
+    /// As `encode`, with the producer id (-1: not idempotent, no sequence) and the control flag
+    /// given.
+    pub fn encode_as(
+        records: &[Spec<'_>],
+        compression: Compression,
+        producer_id: i64,
+        control: bool,
+    ) -> Vec<u8> {
+        let idempotent = producer_id >= 0;
         let recs: Vec<Record> = records
             .iter()
             .enumerate()
             .map(|(i, (k, v, h))| Record {
                 transactional: false,
-                control: false,
+                control,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
-                producer_id: 7,
-                producer_epoch: 0,
+                producer_id,
+                producer_epoch: if idempotent { 0 } else { -1 },
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: i as i32,
+                sequence: if idempotent { i as i32 } else { -1 },
                 timestamp: 1_700_000_000_000,
                 key: k.map(bytes::Bytes::copy_from_slice),
                 value: v.map(bytes::Bytes::copy_from_slice),
