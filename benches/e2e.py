@@ -98,6 +98,18 @@ def run_producer(bootstrap, topic, args, mode, rate=None, value_file=None, conf=
     return result
 
 
+def write_json_orders(path: Path, size: int):
+    """64 JSON order records padded to about `size` bytes, one per line: the payloads of every
+    JSON-contract arm (and of benches/kafka_perf.py)."""
+    with open(path, "w") as f:
+        for i in range(64):
+            base = {"order_id": f"o-{i:08}", "customer_id": f"c-{i:05}", "order_total": 10.5 + i,
+                    "currency": "EUR", "status": "PAID", "item_count": 1 + i % 7, "channel": "web",
+                    "placed_at": 1764000000000 + i, "coupon": None, "shipping_country": "FR"}
+            base["comment"] = "x" * max(0, size - len(json.dumps(base)) - 16)
+            f.write(json.dumps(base) + "\n")
+
+
 def make_pki(logdir: Path) -> dict:
     """A CA, a broker certificate (PEM, and Kafka's PEM key store: PKCS#8 key then chain) and a
     gateway certificate."""
@@ -206,14 +218,7 @@ def main():
             start_meshgate(arm, binary, policies)
         if not args.value_file:
             args.value_file = str(logdir / "orders.jsonl")
-            with open(args.value_file, "w") as f:
-                for i in range(64):
-                    base = {"order_id": f"o-{i:08}", "customer_id": f"c-{i:05}", "order_total": 10.5 + i,
-                            "currency": "EUR", "status": "PAID", "item_count": 1 + i % 7, "channel": "web",
-                            "placed_at": 1764000000000 + i, "coupon": None, "shipping_country": "FR"}
-                    pad = max(0, args.size - len(json.dumps(base)) - 16)
-                    base["comment"] = "x" * pad
-                    f.write(json.dumps(base) + "\n")
+            write_json_orders(Path(args.value_file), args.size)
     avro_topics = []
     if "meshgate-avro" in arms:
         # An Avro contract (order fields + padding to about --size bytes, three rules) on a pool

@@ -36,6 +36,9 @@ from conftest import port_block, wait_for_port  # noqa: E402
 from clients import create_topic  # noqa: E402
 from kafka_cluster import KafkaCluster, classpath, java  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benches"))
+from e2e import write_json_orders  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -87,17 +90,6 @@ def consume(bootstrap, topic, records) -> dict:
     return {"records_per_s": float(row[5]), "mb_per_s": float(row[3])}
 
 
-def payload_file(path: Path, size: int):
-    """JSON order records padded to about `size` bytes, one per line (as benches/e2e.py)."""
-    with open(path, "w") as f:
-        for i in range(64):
-            base = {"order_id": f"o-{i:08}", "customer_id": f"c-{i:05}", "order_total": 10.5 + i,
-                    "currency": "EUR", "status": "PAID", "item_count": 1 + i % 7, "channel": "web",
-                    "placed_at": 1764000000000 + i, "coupon": None, "shipping_country": "FR"}
-            base["comment"] = "x" * max(0, size - len(json.dumps(base)) - 16)
-            f.write(json.dumps(base) + "\n")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=1024)
@@ -110,7 +102,7 @@ def main():
     arms = args.arms.split(",")
     logdir = Path(tempfile.mkdtemp(prefix="kafka-perf-"))
     payloads = logdir / "orders.jsonl"
-    payload_file(payloads, args.size)
+    write_json_orders(payloads, args.size)
 
     kafka = KafkaCluster(logdir / "kafka", size=1)
     kafka.start(taskset="0")
