@@ -221,9 +221,9 @@ pub fn request_path(data: &[u8]) {
                 ApiKey::Produce => {
                     if let Ok(decoded) = enforce::DecodedProduce::decode(&frame, version) {
                         let mut job = enforce::ProduceJob {
-                            gw: gw.clone(),
+                            cx: gw.judge.clone(),
                             policies: policies.clone(),
-                            inflater: RequestInflater::new(&gw.limits, true),
+                            inflater: RequestInflater::new(&gw.judge.limits, true),
                             decoded,
                             principal: Arc::from("User:fuzz"),
                             external: None,
@@ -234,7 +234,7 @@ pub fn request_path(data: &[u8]) {
                     }
                 }
                 ApiKey::CreateTopics => {
-                    let _ = enforce::create_topics(gw, &policies, &frame, version);
+                    let _ = enforce::create_topics(&gw.metrics, &policies, &frame, version);
                 }
                 ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {
                     if let Ok(Some(step)) = enforce::sasl_request(&identity, &frame, api, version) {

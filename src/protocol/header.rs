@@ -24,6 +24,15 @@ pub enum HeaderError {
     UndecodableResponse(String),
 }
 
+/// A request or response body of `api` that did not decode or encode.
+pub fn undecodable(api: ApiKey, version: i16, e: impl std::fmt::Display) -> HeaderError {
+    HeaderError::Undecodable {
+        api,
+        version,
+        reason: e.to_string(),
+    }
+}
+
 /// The fixed prefix of a request header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestHeaderView {

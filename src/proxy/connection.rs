@@ -331,8 +331,8 @@ where
                 let decoded = DecodedProduce::decode(&frame, header.api_version)?;
                 let heavy = decoded.is_heavy();
                 let mut job = ProduceJob {
-                    gw: gw.clone(),
-                    inflater: RequestInflater::new(&gw.limits, gw.registry.is_some()),
+                    cx: gw.judge.clone(),
+                    inflater: RequestInflater::new(&gw.judge.limits, gw.registry.is_some()),
                     policies,
                     decoded,
                     principal: identity.principal(),
@@ -353,7 +353,7 @@ where
                 judge_work(&gw, &mut upstream, heavy, move || job.judge()).await??
             }
             (Some(policies), ApiKey::CreateTopics) => (
-                enforce::create_topics(&gw, &policies, &frame, header.api_version)?,
+                enforce::create_topics(&gw.metrics, &policies, &frame, header.api_version)?,
                 None,
             ),
             (Some(policies), _) => (

@@ -15,30 +15,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
-};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest,
+    ApiKey, CreateTopicsRequest, ProduceRequest, ProduceResponse, RequestHeader,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::identity::{Identity, SaslStep};
 use super::rejection::RejectionEvent;
-use super::rewrite::{BrokerAddresses, ResponseMerge, RewriteError};
-use super::Gateway;
+use super::rewrite::merge::{CreateTopicsMerge, ProduceMerge};
+use super::rewrite::ResponseMerge;
 use crate::generation::Generation;
-use crate::metrics::ContractMetrics;
+use crate::metrics::{ContractMetrics, Metrics};
 use crate::policy::judge::{
-    avro_schema_ids, count_records, ExternalWriters, NewTopic, PartitionVerdict, Rejection,
-    RequestInflater, Tally,
+    avro_schema_ids, count_records, ExternalWriters, Limits, NewTopic, PartitionVerdict,
+    Rejection, RequestInflater, Tally,
 };
 use crate::policy::PolicySet;
 use crate::protocol::header::{
-    join_request, join_response, split_request, split_response, HeaderError,
+    join_request, split_request, split_response, undecodable, HeaderError,
 };
 
 /// What to do with a governed request.
@@ -56,29 +51,6 @@ pub enum Decision {
     Respond(Bytes),
     /// acks=0 with a rejection: forward this frame if any, then close the connection.
     ForwardThenClose(Option<Bytes>),
-}
-
-#[derive(Debug)]
-pub struct ProduceMerge {
-    version: i16,
-    /// Request order: topic → partition indexes.
-    order: Vec<(StrBytes, Vec<i32>)>,
-    rejected: HashMap<(StrBytes, i32), PartitionProduceResponse>,
-}
-
-#[derive(Debug)]
-pub struct CreateTopicsMerge {
-    version: i16,
-    order: Vec<StrBytes>,
-    rejected: HashMap<StrBytes, CreatableTopicResult>,
-}
-
-pub(crate) fn undecodable(api: ApiKey, version: i16, e: impl std::fmt::Display) -> HeaderError {
-    HeaderError::Undecodable {
-        api,
-        version,
-        reason: e.to_string(),
-    }
 }
 
 /// Notes what a SaslHandshake or SaslAuthenticate request says about the principal. The frame
@@ -174,8 +146,17 @@ impl DecodedProduce {
 
 /// One governed Produce request on its way through the judge: everything it needs, owned, so
 /// that it can move to the judging pool and back.
+/// What judging needs from the gateway, and nothing more: where to count, how far to inflate,
+/// and which clients are judged all or nothing.
+pub struct JudgeContext {
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    /// `GatewayConfig::all_or_nothing_clients`.
+    pub all_or_nothing_clients: regex::RegexSet,
+}
+
 pub struct ProduceJob {
-    pub gw: Arc<Gateway>,
+    pub cx: Arc<JudgeContext>,
     /// The one policy generation this request is judged under.
     pub policies: Arc<Generation>,
     pub decoded: DecodedProduce,
@@ -200,7 +181,7 @@ impl ProduceJob {
     /// The verdict, under the job's one policy generation.
     pub fn judge(mut self) -> Result<(Decision, Option<ProduceWatch>), HeaderError> {
         produce(
-            &self.gw,
+            &self.cx,
             &self.policies,
             &self.decoded,
             self.external.as_ref(),
@@ -217,7 +198,7 @@ impl ProduceJob {
 /// copy: a Kafka broker keeps only the last copy of a repeated partition
 /// (`KafkaApis.handleProduceRequest` collects them into a map).
 pub fn produce(
-    gw: &Gateway,
+    cx: &JudgeContext,
     policies: &Generation,
     decoded: &DecodedProduce,
     external: Option<&ExternalWriters>,
@@ -276,14 +257,14 @@ pub fn produce(
             let size = p.records.as_ref().map_or(0, |r| r.len() as u64);
             match stats {
                 Some(m) => m.bytes_in.inc_by(size),
-                None => gw.metrics.bytes_in_other.inc_by(size),
+                None => cx.metrics.bytes_in_other.inc_by(size),
             }
             let verdict = match &plan {
                 Ok(plan) => policies.judge_partition_with(
                     plan,
                     request.acks,
                     p.records.as_deref(),
-                    &gw.limits,
+                    &cx.limits,
                     external,
                     inflater,
                 ),
@@ -305,7 +286,7 @@ pub fn produce(
             order.push((topic.name.0.clone(), partitions));
         }
     }
-    if gw.config.all_or_nothing_clients.is_match(client) {
+    if cx.all_or_nothing_clients.is_match(client) {
         all_or_nothing(&mut judged, client);
     }
     let mut rejected = HashMap::new();
@@ -335,14 +316,14 @@ pub fn produce(
                     }
                 }
                 stats
-                    .map_or(&gw.metrics.produce_accepted_other, |m| &m.produce_accepted)
+                    .map_or(&cx.metrics.produce_accepted_other, |m| &m.produce_accepted)
                     .inc_by(records);
             }
             PartitionVerdict::Reject {
                 rejection, records, ..
             } => {
                 stats
-                    .map_or(&gw.metrics.produce_rejected_other, |m| &m.produce_rejected)
+                    .map_or(&cx.metrics.produce_rejected_other, |m| &m.produce_rejected)
                     .inc_by(records);
                 RejectionEvent {
                     api: "produce",
@@ -352,11 +333,8 @@ pub fn produce(
                     contract_topic: j.contract_topic,
                     rejection: &rejection,
                 }
-                .emit(&gw.metrics);
-                rejected.insert(
-                    (j.topic.clone(), j.index),
-                    partition_error(&rejection, version),
-                );
+                .emit(&cx.metrics);
+                rejected.insert((j.topic.clone(), j.index), rejection);
             }
         }
     }
@@ -386,11 +364,7 @@ pub fn produce(
     if request.acks == 0 {
         return Ok((Decision::ForwardThenClose(trimmed.transpose()?), None));
     }
-    let merge = ProduceMerge {
-        version,
-        order,
-        rejected,
-    };
+    let merge = ProduceMerge::new(version, order, rejected);
     match trimmed {
         Some(frame) => Ok((
             Decision::ForwardTrimmed {
@@ -399,12 +373,10 @@ pub fn produce(
             },
             watch,
         )),
-        None => {
-            let response = merge_produce_response(&merge, ProduceResponse::default());
-            let frame =
-                encode_response(header.correlation_id, ApiKey::Produce, version, &response)?;
-            Ok((Decision::Respond(frame), None))
-        }
+        None => Ok((
+            Decision::Respond(merge.refused_alone(header.correlation_id)?),
+            None,
+        )),
     }
 }
 
@@ -454,95 +426,6 @@ fn all_or_nothing(judged: &mut [JudgedPartition<'_>], client: &str) {
     }
 }
 
-fn partition_error(r: &Rejection, version: i16) -> PartitionProduceResponse {
-    let mut p = PartitionProduceResponse::default();
-    p.error_code = r.error_code;
-    p.base_offset = -1;
-    p.log_append_time_ms = -1;
-    p.log_start_offset = -1;
-    if version >= 8 {
-        p.error_message = Some(StrBytes::from_string(r.message.clone()));
-        p.record_errors = r
-            .record_errors
-            .iter()
-            .map(|(i, m)| {
-                let mut e = BatchIndexAndErrorMessage::default();
-                e.batch_index = *i;
-                e.batch_index_error_message = Some(StrBytes::from_string(m.clone()));
-                e
-            })
-            .collect();
-    }
-    p
-}
-
-/// Merges the upstream response with meshgate's rejections, in request order.
-fn merge_produce_response(m: &ProduceMerge, upstream: ProduceResponse) -> ProduceResponse {
-    let mut from_upstream: HashMap<(StrBytes, i32), PartitionProduceResponse> = HashMap::new();
-    for t in upstream.responses {
-        for p in t.partition_responses {
-            from_upstream.insert((t.name.0.clone(), p.index), p);
-        }
-    }
-    let mut out = ProduceResponse::default();
-    out.throttle_time_ms = upstream.throttle_time_ms;
-    out.node_endpoints = upstream.node_endpoints;
-    for (topic, partitions) in &m.order {
-        let mut t = TopicProduceResponse::default();
-        t.name = topic.clone().into();
-        for &index in partitions {
-            let key = (topic.clone(), index);
-            let mut p = m
-                .rejected
-                .get(&key)
-                .cloned()
-                .or_else(|| from_upstream.remove(&key))
-                .unwrap_or_else(|| {
-                    let mut p = PartitionProduceResponse::default();
-                    p.error_code = -1; // UNKNOWN_SERVER_ERROR: the broker did not answer for it
-                    p.base_offset = -1;
-                    p
-                });
-            p.index = index;
-            t.partition_responses.push(p);
-        }
-        out.responses.push(t);
-    }
-    out
-}
-
-impl ResponseMerge for ProduceMerge {
-    fn merge(&self, frame: Bytes, addrs: &dyn BrokerAddresses) -> Result<Bytes, RewriteError> {
-        merge_produce(self, frame, addrs)
-    }
-}
-
-impl ResponseMerge for CreateTopicsMerge {
-    fn merge(&self, frame: Bytes, _: &dyn BrokerAddresses) -> Result<Bytes, RewriteError> {
-        merge_create_topics(self, frame)
-    }
-}
-
-/// Merges an upstream Produce response frame with the rejections of its request.
-fn merge_produce(
-    m: &ProduceMerge,
-    frame: Bytes,
-    addrs: &dyn BrokerAddresses,
-) -> Result<Bytes, RewriteError> {
-    let err = |reason: String| RewriteError {
-        api: ApiKey::Produce,
-        version: m.version,
-        reason,
-    };
-    let (header, mut body) =
-        split_response(&frame, ApiKey::Produce, m.version).map_err(|e| err(e.to_string()))?;
-    let upstream = ProduceResponse::decode(&mut body, m.version).map_err(|e| err(e.to_string()))?;
-    let mut merged = merge_produce_response(m, upstream);
-    super::rewrite::rewrite_node_endpoints(&mut merged.node_endpoints, addrs);
-    encode_response(header.correlation_id, ApiKey::Produce, m.version, &merged)
-        .map_err(|e| err(e.to_string()))
-}
-
 /// Follows a forwarded produce request that carried contract topics, to its response.
 #[derive(Debug)]
 pub struct ProduceWatch {
@@ -583,7 +466,7 @@ impl ProduceWatch {
 
 /// Judges a CreateTopics request under `policies`.
 pub fn create_topics(
-    gw: &Gateway,
+    metrics: &Metrics,
     policies: &PolicySet,
     frame: &Bytes,
     version: i16,
@@ -622,81 +505,28 @@ pub fn create_topics(
                 contract_topic: policies.contract_for(new.name).map(|c| c.topic.as_str()),
                 rejection: &r,
             }
-            .emit(&gw.metrics);
-            let mut result = CreatableTopicResult::default();
-            result.name = t.name.clone();
-            result.error_code = r.error_code;
-            result.error_message = Some(StrBytes::from_string(r.message));
-            rejected.insert(t.name.0.clone(), result);
+            .emit(metrics);
+            rejected.insert(t.name.0.clone(), (r.error_code, r.message));
         }
     }
     if rejected.is_empty() {
         return Ok(Decision::Forward);
     }
     let order: Vec<StrBytes> = request.topics.iter().map(|t| t.name.0.clone()).collect();
-    let merge = CreateTopicsMerge {
-        version,
-        order,
-        rejected,
-    };
-    if merge.rejected.len() == request.topics.len() {
-        let response = merge_create_topics_response(&merge, CreateTopicsResponse::default());
-        return Ok(Decision::Respond(encode_response(
-            header.correlation_id,
-            api,
-            version,
-            &response,
-        )?));
-    }
+    let all_refused = rejected.len() == request.topics.len();
     let mut trimmed = request.clone();
-    trimmed
-        .topics
-        .retain(|t| !merge.rejected.contains_key(&t.name.0));
+    trimmed.topics.retain(|t| !rejected.contains_key(&t.name.0));
+    let merge = CreateTopicsMerge::new(version, order, rejected);
+    if all_refused {
+        return Ok(Decision::Respond(
+            merge.refused_alone(header.correlation_id)?,
+        ));
+    }
     let frame = encode_request(&header, api, version, &trimmed)?;
     Ok(Decision::ForwardTrimmed {
         frame,
         merge: Box::new(merge),
     })
-}
-
-fn merge_create_topics_response(
-    m: &CreateTopicsMerge,
-    upstream: CreateTopicsResponse,
-) -> CreateTopicsResponse {
-    let mut from_upstream: HashMap<StrBytes, CreatableTopicResult> = upstream
-        .topics
-        .into_iter()
-        .map(|t| (t.name.0.clone(), t))
-        .collect();
-    let mut out = CreateTopicsResponse::default();
-    out.throttle_time_ms = upstream.throttle_time_ms;
-    for name in &m.order {
-        if let Some(r) = m
-            .rejected
-            .get(name)
-            .cloned()
-            .or_else(|| from_upstream.remove(name))
-        {
-            out.topics.push(r);
-        }
-    }
-    out
-}
-
-/// Merges an upstream CreateTopics response frame with the rejections of its request.
-fn merge_create_topics(m: &CreateTopicsMerge, frame: Bytes) -> Result<Bytes, RewriteError> {
-    let api = ApiKey::CreateTopics;
-    let err = |reason: String| RewriteError {
-        api,
-        version: m.version,
-        reason,
-    };
-    let (header, mut body) =
-        split_response(&frame, api, m.version).map_err(|e| err(e.to_string()))?;
-    let upstream =
-        CreateTopicsResponse::decode(&mut body, m.version).map_err(|e| err(e.to_string()))?;
-    let merged = merge_create_topics_response(m, upstream);
-    encode_response(header.correlation_id, api, m.version, &merged).map_err(|e| err(e.to_string()))
 }
 
 pub(crate) fn encode_request<M: Encodable>(
@@ -706,17 +536,6 @@ pub(crate) fn encode_request<M: Encodable>(
     body: &M,
 ) -> Result<Bytes, HeaderError> {
     join_request(header, api, version, body).map_err(|e| undecodable(api, version, e))
-}
-
-pub(crate) fn encode_response<M: Encodable>(
-    correlation_id: i32,
-    api: ApiKey,
-    version: i16,
-    body: &M,
-) -> Result<Bytes, HeaderError> {
-    let mut header = ResponseHeader::default();
-    header.correlation_id = correlation_id;
-    join_response(&header, api, version, body).map_err(|e| undecodable(api, version, e))
 }
 
 /// Distinct unknown schema ids one request may make meshgate fetch from an external registry.

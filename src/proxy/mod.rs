@@ -77,7 +77,8 @@ pub struct Gateway {
     pub brokers: BrokerMap,
     pub metrics: Arc<Metrics>,
     pub policies: Arc<PolicyStore>,
-    pub limits: Limits,
+    /// What judging needs (metrics, limits, all-or-nothing clients), shared with judging jobs.
+    pub judge: Arc<enforce::JudgeContext>,
     /// The external schema registry, when `--schema-registry` is set.
     pub registry: Option<Arc<crate::schema::registry_client::RegistryClient>>,
     /// Topic ids of contract topics, learned from Metadata responses (Fetch v13+ names topics by
@@ -121,11 +122,15 @@ impl Gateway {
                 }
             }),
             policies,
-            limits: Limits {
-                max_inflated_request_bytes: config.max_inflated_request_bytes,
-                max_request_records: config.max_request_records,
-                ..Limits::default()
-            },
+            judge: Arc::new(enforce::JudgeContext {
+                metrics: metrics.clone(),
+                limits: Limits {
+                    max_inflated_request_bytes: config.max_inflated_request_bytes,
+                    max_request_records: config.max_request_records,
+                    ..Limits::default()
+                },
+                all_or_nothing_clients: config.all_or_nothing_clients.clone(),
+            }),
             judging: Arc::new(Semaphore::new(config.judge_threads)),
             health: Arc::new(health::Health::default()),
             topic_ids: Default::default(),

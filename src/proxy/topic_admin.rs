@@ -26,22 +26,19 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
-use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterConfigsResponse, ApiKey, CreatePartitionsRequest,
-    CreatePartitionsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, ApiKey, CreatePartitionsRequest, IncrementalAlterConfigsRequest,
     MetadataRequest,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-use super::enforce::{encode_request, encode_response, undecodable, Decision};
+use super::enforce::{encode_request, Decision};
 use super::rejection::RejectionEvent;
-use super::rewrite::{BrokerAddresses, ResponseMerge, RewriteError};
+use super::rewrite::merge::AdminMerge;
 use crate::metrics::Metrics;
 use crate::policy::judge::Rejection;
 use crate::policy::PolicySet;
-use crate::protocol::header::{split_request, split_response, HeaderError};
+use crate::protocol::header::{split_request, undecodable, HeaderError};
 
 /// The config resource type of a topic.
 const TOPIC_RESOURCE: i8 = 2;
@@ -49,18 +46,6 @@ const TOPIC_RESOURCE: i8 = 2;
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
 const OP_APPEND: i8 = 2;
-
-/// meshgate's refusals of some resources of an admin request, to merge into the upstream
-/// response in request order.
-#[derive(Debug)]
-pub struct AdminMerge {
-    api: ApiKey,
-    version: i16,
-    /// Every resource of the request, in order: (resource type, name).
-    order: Vec<(i8, StrBytes)>,
-    /// The refused ones: error code and message.
-    rejected: HashMap<(i8, StrBytes), (i16, String)>,
-}
 
 /// Judges a request of `api` that changes topics, under `policies`. `None` when the API is not
 /// one this module governs.
@@ -252,149 +237,28 @@ fn finish(
     rejected: HashMap<(i8, StrBytes), (i16, String)>,
     trimmed: Option<Result<Bytes, HeaderError>>,
 ) -> Result<Option<Decision>, HeaderError> {
-    let merge = AdminMerge {
-        api,
-        version,
-        order,
-        rejected,
-    };
+    let merge = AdminMerge::new(api, version, order, rejected);
     Ok(Some(match trimmed {
         Some(frame) => Decision::ForwardTrimmed {
             frame: frame?,
             merge: Box::new(merge),
         },
-        None => Decision::Respond(merged(&merge, header.correlation_id, None)?),
+        None => Decision::Respond(merge.refused_alone(header.correlation_id)?),
     }))
-}
-
-impl ResponseMerge for AdminMerge {
-    fn merge(&self, frame: Bytes, _: &dyn BrokerAddresses) -> Result<Bytes, RewriteError> {
-        merge(self, frame).map_err(|e| RewriteError {
-            api: self.api,
-            version: self.version,
-            reason: e.to_string(),
-        })
-    }
-}
-
-/// Merges an upstream response frame with the refusals of its request.
-fn merge(m: &AdminMerge, frame: Bytes) -> Result<Bytes, HeaderError> {
-    let (header, body) = split_response(&frame, m.api, m.version)?;
-    merged(m, header.correlation_id, Some(body))
-}
-
-/// The response: the upstream's answers (from `body`, when there is one) and meshgate's, in
-/// request order.
-fn merged(m: &AdminMerge, correlation_id: i32, body: Option<Bytes>) -> Result<Bytes, HeaderError> {
-    let (api, version) = (m.api, m.version);
-    match api {
-        ApiKey::CreatePartitions => {
-            let upstream = match body {
-                Some(mut b) => CreatePartitionsResponse::decode(&mut b, version)
-                    .map_err(|e| undecodable(api, version, e))?,
-                None => CreatePartitionsResponse::default(),
-            };
-            let mut by_name: HashMap<StrBytes, CreatePartitionsTopicResult> = upstream
-                .results
-                .iter()
-                .map(|r| (r.name.0.clone(), r.clone()))
-                .collect();
-            let mut out = upstream;
-            out.results = m
-                .order
-                .iter()
-                .filter_map(|key| match m.rejected.get(key) {
-                    Some((code, message)) => {
-                        let mut r = CreatePartitionsTopicResult::default();
-                        r.name = key.1.clone().into();
-                        r.error_code = *code;
-                        r.error_message = Some(StrBytes::from_string(message.clone()));
-                        Some(r)
-                    }
-                    None => by_name.remove(&key.1),
-                })
-                .collect();
-            encode_response(correlation_id, api, version, &out)
-        }
-        ApiKey::AlterConfigs => {
-            let upstream = match body {
-                Some(mut b) => AlterConfigsResponse::decode(&mut b, version)
-                    .map_err(|e| undecodable(api, version, e))?,
-                None => AlterConfigsResponse::default(),
-            };
-            let mut out = upstream.clone();
-            out.responses = merge_resources(m, upstream.responses);
-            encode_response(correlation_id, api, version, &out)
-        }
-        ApiKey::IncrementalAlterConfigs => {
-            let upstream = match body {
-                Some(mut b) => IncrementalAlterConfigsResponse::decode(&mut b, version)
-                    .map_err(|e| undecodable(api, version, e))?,
-                None => IncrementalAlterConfigsResponse::default(),
-            };
-            // The two APIs' resource responses have the same fields.
-            let responses = upstream
-                .responses
-                .iter()
-                .map(|r| {
-                    let mut a = AlterConfigsResourceResponse::default();
-                    a.error_code = r.error_code;
-                    a.error_message = r.error_message.clone();
-                    a.resource_type = r.resource_type;
-                    a.resource_name = r.resource_name.clone();
-                    a
-                })
-                .collect();
-            let mut out = upstream;
-            out.responses = merge_resources(m, responses)
-                .into_iter()
-                .map(|a| {
-                    let mut r = kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-                    r.error_code = a.error_code;
-                    r.error_message = a.error_message;
-                    r.resource_type = a.resource_type;
-                    r.resource_name = a.resource_name;
-                    r
-                })
-                .collect();
-            encode_response(correlation_id, api, version, &out)
-        }
-        _ => Err(undecodable(api, version, "not an admin merge")),
-    }
-}
-
-fn merge_resources(
-    m: &AdminMerge,
-    upstream: Vec<AlterConfigsResourceResponse>,
-) -> Vec<AlterConfigsResourceResponse> {
-    let mut by_key: HashMap<(i8, StrBytes), AlterConfigsResourceResponse> = upstream
-        .into_iter()
-        .map(|r| ((r.resource_type, r.resource_name.clone()), r))
-        .collect();
-    m.order
-        .iter()
-        .filter_map(|key| match m.rejected.get(key) {
-            Some((code, message)) => {
-                let mut r = AlterConfigsResourceResponse::default();
-                r.resource_type = key.0;
-                r.resource_name = key.1.clone();
-                r.error_code = *code;
-                r.error_message = Some(StrBytes::from_string(message.clone()));
-                Some(r)
-            }
-            None => by_key.remove(key),
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::header::split_response;
+    use crate::proxy::rewrite::BrokerAddresses;
     use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
     use kafka_protocol::messages::incremental_alter_configs_request::{
         AlterConfigsResource, AlterableConfig,
     };
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{AlterConfigsResponse, CreatePartitionsResponse};
     use kafka_protocol::messages::{RequestHeader, ResponseHeader, TopicName};
     use kafka_protocol::protocol::Encodable;
 

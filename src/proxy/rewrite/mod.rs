@@ -1,7 +1,7 @@
-//! Response rewriting: every edit of an upstream response goes through [`rewrite_response`].
-//! Addresses and ApiVersions are edited here; the merges of partly refused requests go through
-//! [`ResponseMerge`], implemented in `enforce` (Produce, CreateTopics) and `topic_admin` (the
-//! admin APIs).
+//! Response rewriting: every edit of an upstream response goes through [`rewrite_response`], and
+//! every response meshgate writes for a governed request is built in this module. Addresses and
+//! ApiVersions are edited here; the merges of partly refused requests (and the answers to wholly
+//! refused ones) are in [`merge`], behind the [`ResponseMerge`] trait.
 //!
 //! - Every broker address (Metadata, FindCoordinator, DescribeCluster, Produce `node_endpoints`)
 //!   becomes `advertised_host:gateway_port`, so a client never learns an upstream address.
@@ -18,6 +18,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use crate::protocol::header::{join_response, split_response};
+
+pub mod merge;
 use crate::protocol::versions::advertised_range;
 
 /// What to do with the response to a forwarded request.
