@@ -30,6 +30,7 @@ use crate::protocol::records::{
     batches, Codec, DeflatedBatch, InflateBudget, InflatedRecords, RecordError, RecordView,
 };
 use crate::schema::avro_data::{self, AvroSchema};
+use crate::schema::registry_client::RegistryError;
 
 pub const INVALID_RECORD: i16 = 87;
 
@@ -171,7 +172,7 @@ impl RequestInflater {
 #[derive(Debug, Default)]
 pub struct ExternalWriters {
     pub known: HashMap<u32, Arc<AvroSchema>>,
-    pub unavailable: HashMap<u32, String>,
+    pub unavailable: HashMap<u32, RegistryError>,
 }
 
 /// TOPIC_AUTHORIZATION_FAILED: the principal may not produce to the topic.
@@ -351,8 +352,8 @@ struct PartitionJudge<'p, 'a> {
     plan: &'p TopicPlan<'a>,
     limits: &'p Limits,
     errors: Vec<(i32, String)>,
-    /// The first offending record: (policy, rule label, message with origin).
-    first: Option<(&'static str, String, String)>,
+    /// The first offending record, and the message naming it.
+    first: Option<(RecordProblem, String)>,
     count: u64,
     tally: Tally,
 }
@@ -483,17 +484,43 @@ impl PartitionJudge<'_, '_> {
         if self.errors.len() >= self.limits.max_record_errors {
             return;
         }
-        if let Some((policy, label, message)) = self.check_record(r) {
+        if let Some(problem) = self.check_record(r) {
+            let message = problem.message();
             self.errors
                 .push((i32::try_from(index).unwrap_or(i32::MAX), message.clone()));
             if self.first.is_none() {
-                self.first = Some((policy, label, format!("record {index}: {message}")));
+                self.first = Some((problem, format!("record {index}: {message}")));
             }
         }
     }
 
-    /// The first problem with one record: (policy, rule label, message).
-    fn check_record(&mut self, r: &RecordView<'_>) -> Option<(&'static str, String, String)> {
+    /// The first problem with one record.
+    fn check_record(&mut self, r: &RecordView<'_>) -> Option<RecordProblem> {
+        self.record_rules(r)
+            .map(RecordProblem::Invalid)
+            .or_else(|| {
+                let contract = self.plan.contract?;
+                let value = r.value?; // tombstones carry no data
+                if let (Some(ext), Some((id, _))) = (self.external, avro_data::unframe(value)) {
+                    if let Some(why) = ext.unavailable.get(&id) {
+                        return Some(RecordProblem::RegistryUnavailable {
+                            id,
+                            why: why.clone(),
+                        });
+                    }
+                }
+                let writers = self.external.map_or(&self.set.avro_writers, |e| &e.known);
+                let (problem, complete) =
+                    check_contract(contract, value, writers, &mut self.avro_decoders);
+                self.tally.judged += 1;
+                self.tally.invalid += u64::from(problem.is_some());
+                self.tally.complete += u64::from(complete);
+                problem.map(RecordProblem::Invalid)
+            })
+    }
+
+    /// The produce rules about one record: (policy, rule label, message).
+    fn record_rules(&self, r: &RecordView<'_>) -> Option<(&'static str, String, String)> {
         for rule in &self.plan.rules {
             if rule.key_required && r.key.is_none() {
                 return Some((
@@ -527,42 +554,61 @@ impl PartitionJudge<'_, '_> {
                 }
             }
         }
-        let contract = self.plan.contract?;
-        let value = r.value?; // tombstones carry no data
-        if let (Some(ext), Some((id, _))) = (self.external, avro_data::unframe(value)) {
-            if let Some(why) = ext.unavailable.get(&id) {
-                let message =
-                    format!("the schema registry did not answer for schema id {id} ({why}); retry");
-                return Some(("registry", "unavailable".into(), message));
-            }
-        }
-        let writers = self.external.map_or(&self.set.avro_writers, |e| &e.known);
-        let (problem, complete) = check_contract(contract, value, writers, &mut self.avro_decoders);
-        self.tally.judged += 1;
-        self.tally.invalid += u64::from(problem.is_some());
-        self.tally.complete += u64::from(complete);
-        problem
+        None
     }
 
     fn into_rejection(self) -> Option<Rejection> {
-        let (policy, rule, message) = self.first?;
+        let (problem, message) = self.first?;
         let more = (self.tally.invalid.max(self.errors.len() as u64)).saturating_sub(1);
         let suffix = if more > 0 {
             format!(" (and {more} more record(s))")
         } else {
             String::new()
         };
+        let error_code = problem.error_code();
+        let (policy, rule) = problem.labels();
         Some(Rejection {
-            error_code: if policy == "registry" {
-                REQUEST_TIMED_OUT
-            } else {
-                INVALID_RECORD
-            },
+            error_code,
             message: format!("meshgate: topic `{}`: {message}{suffix}", self.plan.topic),
             record_errors: self.errors,
             policy,
             rule,
         })
+    }
+}
+
+/// Why one record is refused.
+#[derive(Debug)]
+enum RecordProblem {
+    /// It breaks a produce rule or its contract: (policy, rule label, message).
+    Invalid((&'static str, String, String)),
+    /// The external registry could not say what its schema id is: a retriable refusal.
+    RegistryUnavailable { id: u32, why: RegistryError },
+}
+
+impl RecordProblem {
+    fn error_code(&self) -> i16 {
+        match self {
+            RecordProblem::Invalid(_) => INVALID_RECORD,
+            RecordProblem::RegistryUnavailable { .. } => REQUEST_TIMED_OUT,
+        }
+    }
+
+    /// (policy, rule) labels.
+    fn labels(self) -> (&'static str, String) {
+        match self {
+            RecordProblem::Invalid((policy, rule, _)) => (policy, rule),
+            RecordProblem::RegistryUnavailable { .. } => ("registry", "unavailable".into()),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            RecordProblem::Invalid((_, _, message)) => message.clone(),
+            RecordProblem::RegistryUnavailable { id, why } => {
+                format!("the schema registry did not answer for schema id {id} ({why}); retry")
+            }
+        }
     }
 }
 
@@ -1300,7 +1346,12 @@ contract:
             // An external registry that did not answer for the record's schema id: retriable.
             let external = ExternalWriters {
                 known: HashMap::new(),
-                unavailable: HashMap::from([(5, "timed out".to_string())]),
+                unavailable: HashMap::from([(
+                    5,
+                    crate::schema::registry_client::RegistryError::Timeout(
+                        std::time::Duration::from_secs(2),
+                    ),
+                )]),
             };
             let framed: &'static [u8] = b"\0\0\0\0\x05\x02";
             let mut avro = batch(&[]);

@@ -28,8 +28,8 @@ use super::rewrite::ResponseMerge;
 use crate::generation::Generation;
 use crate::metrics::{ContractMetrics, Metrics};
 use crate::policy::judge::{
-    avro_schema_ids, count_records, ExternalWriters, Limits, NewTopic, PartitionVerdict,
-    Rejection, RequestInflater, Tally,
+    avro_schema_ids, count_records, ExternalWriters, Limits, NewTopic, PartitionVerdict, Rejection,
+    RequestInflater, Tally,
 };
 use crate::policy::PolicySet;
 use crate::protocol::header::{
@@ -550,7 +550,7 @@ pub async fn fetch_writers(
     client: &crate::schema::registry_client::RegistryClient,
     ids: Vec<u32>,
 ) -> ExternalWriters {
-    use crate::schema::registry_client::Fetched;
+    use crate::schema::registry_client::{Fetched, RegistryError};
     let mut out = ExternalWriters::default();
     let mut to_fetch = Vec::new();
     for id in ids {
@@ -563,9 +563,7 @@ pub async fn fetch_writers(
             None => {
                 out.unavailable.insert(
                     id,
-                    format!(
-                        "over {MAX_REGISTRY_FETCHES_PER_REQUEST} new schema ids in one request"
-                    ),
+                    RegistryError::TooManyIds(MAX_REGISTRY_FETCHES_PER_REQUEST),
                 );
             }
         }

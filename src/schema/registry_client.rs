@@ -32,7 +32,28 @@ pub enum Fetched {
     /// The registry answered that the id does not exist.
     Unknown,
     /// The registry did not answer usefully: retry later.
-    Unavailable(String),
+    Unavailable(RegistryError),
+}
+
+/// Why the external registry gave no usable answer about an id (the data path answers these
+/// with a retriable error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("bad URL: {0}")]
+    Url(String),
+    #[error("{0}")]
+    Transport(String),
+    #[error("response body unreadable or over {MAX_BODY_BYTES} bytes: {0}")]
+    Body(String),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("unreadable registry answer: {0}")]
+    Answer(String),
+    /// More new ids in one request than meshgate fetches for it.
+    #[error("over {0} new schema ids in one request")]
+    TooManyIds(usize),
 }
 
 /// How long a 404 is believed.
@@ -138,7 +159,7 @@ impl RegistryClient {
     async fn fetch_uncached(&self, id: u32) -> Fetched {
         let answer = match tokio::time::timeout(self.timeout, self.get(id)).await {
             Ok(a) => a,
-            Err(_) => Fetched::Unavailable(format!("no answer within {:?}", self.timeout)),
+            Err(_) => Fetched::Unavailable(RegistryError::Timeout(self.timeout)),
         };
         let entry = match &answer {
             Fetched::Found(s) => Some(Entry::Found(s.clone())),
@@ -162,13 +183,13 @@ impl RegistryClient {
     }
 
     async fn get(&self, id: u32) -> Fetched {
-        let uri = match format!("{}/schemas/ids/{id}", self.base).parse() {
+        let uri: axum::http::Uri = match format!("{}/schemas/ids/{id}", self.base).parse() {
             Ok(u) => u,
-            Err(e) => return Fetched::Unavailable(format!("bad URL: {e}")),
+            Err(e) => return Fetched::Unavailable(RegistryError::Url(e.to_string())),
         };
         let response = match self.http.get(uri).await {
             Ok(r) => r,
-            Err(e) => return Fetched::Unavailable(e.to_string()),
+            Err(e) => return Fetched::Unavailable(RegistryError::Transport(e.to_string())),
         };
         let status = response.status();
         let body = match Limited::new(response.into_body(), MAX_BODY_BYTES)
@@ -176,17 +197,13 @@ impl RegistryClient {
             .await
         {
             Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return Fetched::Unavailable(format!(
-                    "response body unreadable or over {MAX_BODY_BYTES} bytes: {e}"
-                ))
-            }
+            Err(e) => return Fetched::Unavailable(RegistryError::Body(e.to_string())),
         };
         if status.as_u16() == 404 {
             return Fetched::Unknown;
         }
         if !status.is_success() {
-            return Fetched::Unavailable(format!("HTTP {status}"));
+            return Fetched::Unavailable(RegistryError::Status(status.as_u16()));
         }
         #[derive(serde::Deserialize)]
         struct Body {
@@ -203,7 +220,7 @@ impl RegistryClient {
                 }
             }
             Ok(_) => Fetched::Unknown,
-            Err(e) => Fetched::Unavailable(format!("unreadable registry answer: {e}")),
+            Err(e) => Fetched::Unavailable(RegistryError::Answer(e.to_string())),
         }
     }
 }
