@@ -41,12 +41,17 @@ fn root() -> PathBuf {
 
 /// A gateway over the example policies with the given `max_in_flight` (the default when `None`).
 fn build_gateway(max_in_flight: Option<usize>) -> Arc<Gateway> {
+    gateway_over(&root().join("policies"), max_in_flight)
+}
+
+/// A gateway (not listening) over the policies in `dir`, for unit tests and fuzzing.
+pub(crate) fn gateway_over(dir: &std::path::Path, max_in_flight: Option<usize>) -> Arc<Gateway> {
     let config = ConfigFile {
         max_in_flight,
         ..ConfigFile::default()
     }
     .build(Overrides {
-        policies: Some(root().join("policies")),
+        policies: Some(dir.to_path_buf()),
         ..Overrides::default()
     })
     .expect("a valid configuration");

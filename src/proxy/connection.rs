@@ -36,6 +36,7 @@ use super::identity::{Identity, SaslStep};
 use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
 use super::topic_admin;
 use super::Gateway;
+use crate::generation::Generation;
 use crate::policy::judge::RequestInflater;
 use crate::protocol::frame::{write_frame, write_frame_head};
 use crate::protocol::header::{
@@ -209,95 +210,78 @@ where
                 version: header.api_version,
             });
         }
-        // One policy generation per request: the set that decides whether a request is governed
-        // is the one that judges it, carried through the registry prefetch and the judge.
-        let policies = {
-            let current = gw.policies.current();
-            let governed = match api {
-                ApiKey::Produce => current.governs_produce(),
-                ApiKey::CreateTopics => current.governs_create_topics(),
-                a if topic_admin::governs(a) => current.governs_create_topics(),
-                _ => false,
-            };
-            governed.then(|| arc_swap::Guard::into_inner(current))
-        };
-        let governed = policies.is_some();
-        // Produce with acks=0 owes no response; acks sits right after the transactional id.
-        let head_acks = match api {
-            ApiKey::Produce => split_request(&head, api, header.api_version)
-                .ok()
-                .and_then(|(_, body)| peek_produce_acks(&body, header.api_version)),
-            _ => None,
-        };
-        if !(governed && api == ApiKey::Produce) {
+        let (route, head_acks) = classify(&gw, api, header.api_version, &head);
+        if !matches!(route, Route::Whole(Whole::Governed(Governed::Produce, _))) {
             // Governed produce requests are counted per topic, by record bytes, in enforce.
             gw.metrics.bytes_in_other.inc_by(size as u64 + 4);
         }
-        if api == ApiKey::ApiVersions && api_versions_too_new(header.api_version) {
-            // Answered here, as a broker answers a version it does not support (see `versions`).
-            if raw.is_none() {
-                let rest = size - head.len();
-                reader.read_rest(head, rest).await?;
-            }
-            let response =
-                unsupported_api_versions_response(header.correlation_id).map_err(|reason| {
-                    HeaderError::Undecodable {
-                        api,
-                        version: header.api_version,
-                        reason,
-                    }
-                })?;
-            let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
-                break;
-            };
-            let slot = new_slot(
-                permit,
-                &header,
-                ResponseAction::Passthrough,
-                SlotState::Ready(response),
-                started,
-            );
-            if tx.send(slot).is_err() {
-                break;
-            }
-            continue;
-        }
-        // SASL requests are read whole: the principal is learned from them (see `identity`).
-        let sasl = matches!(api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
-        if !governed && !sasl && (api != ApiKey::Produce || head_acks.is_some()) {
-            // Cut-through: register the response slot, then stream the frame upstream as it
-            // arrives instead of holding it whole.
-            if head_acks != Some(0) {
+        let whole = match route {
+            Route::AnswerApiVersions => {
+                // Answered here, as a broker answers a version it does not support (see
+                // `versions`).
+                if raw.is_none() {
+                    let rest = size - head.len();
+                    reader.read_rest(head, rest).await?;
+                }
+                let response =
+                    unsupported_api_versions_response(header.correlation_id).map_err(|reason| {
+                        HeaderError::Undecodable {
+                            api,
+                            version: header.api_version,
+                            reason,
+                        }
+                    })?;
                 let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
                     break;
                 };
                 let slot = new_slot(
                     permit,
                     &header,
-                    ResponseAction::for_request(Some(api), header.api_version),
-                    SlotState::Awaiting,
+                    ResponseAction::Passthrough,
+                    SlotState::Ready(response),
                     started,
                 );
                 if tx.send(slot).is_err() {
-                    break; // the responses side has ended; it reports why
+                    break;
                 }
+                continue;
             }
-            if let Some(raw) = raw {
-                upstream.write_all(&raw).await.map_err(upstream_err)?;
-            } else {
-                write_frame_head(&mut upstream, size, &head)
-                    .await
-                    .map_err(upstream_err)?;
-                reader
-                    .forward_rest(size - head.len(), &mut upstream)
-                    .await?
-                    .map_err(upstream_err)?;
+            Route::CutThrough { owes_response } => {
+                // Register the response slot, then stream the frame upstream as it arrives
+                // instead of holding it whole.
+                if owes_response {
+                    let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
+                        break;
+                    };
+                    let slot = new_slot(
+                        permit,
+                        &header,
+                        ResponseAction::for_request(Some(api), header.api_version),
+                        SlotState::Awaiting,
+                        started,
+                    );
+                    if tx.send(slot).is_err() {
+                        break; // the responses side has ended; it reports why
+                    }
+                }
+                if let Some(raw) = raw {
+                    upstream.write_all(&raw).await.map_err(upstream_err)?;
+                } else {
+                    write_frame_head(&mut upstream, size, &head)
+                        .await
+                        .map_err(upstream_err)?;
+                    reader
+                        .forward_rest(size - head.len(), &mut upstream)
+                        .await?
+                        .map_err(upstream_err)?;
+                }
+                if !reader.has_buffered_frame() {
+                    upstream.flush().await.map_err(upstream_err)?;
+                }
+                continue;
             }
-            if !reader.has_buffered_frame() {
-                upstream.flush().await.map_err(upstream_err)?;
-            }
-            continue;
-        }
+            Route::Whole(whole) => whole,
+        };
         let frame = match raw {
             Some(raw) => raw.slice(4..),
             None => {
@@ -321,13 +305,13 @@ where
             }
             _ => false,
         };
-        let sasl_step = if sasl {
-            enforce::sasl_request(&identity, &frame, api, header.api_version)?
-        } else {
-            None
+        let sasl_step = match whole {
+            Whole::Sasl => enforce::sasl_request(&identity, &frame, api, header.api_version)?,
+            _ => None,
         };
-        let (decision, watch) = match (policies, api) {
-            (Some(policies), ApiKey::Produce) => {
+        // The one dispatch point of the governed APIs.
+        let (decision, watch) = match whole {
+            Whole::Governed(Governed::Produce, policies) => {
                 let decoded = DecodedProduce::decode(&frame, header.api_version)?;
                 let heavy = decoded.is_heavy();
                 let mut job = ProduceJob {
@@ -352,16 +336,16 @@ where
                 }
                 judge_work(&gw, &mut upstream, heavy, move || job.judge()).await??
             }
-            (Some(policies), ApiKey::CreateTopics) => (
+            Whole::Governed(Governed::CreateTopics, policies) => (
                 enforce::create_topics(&gw.metrics, &policies, &frame, header.api_version)?,
                 None,
             ),
-            (Some(policies), _) => (
+            Whole::Governed(Governed::TopicAdmin, policies) => (
                 topic_admin::judge(&gw.metrics, &policies, api, &frame, header.api_version)?
                     .unwrap_or(Decision::Forward),
                 None,
             ),
-            (None, _) => (Decision::Forward, None),
+            Whole::Sasl | Whole::ProduceAcksUnseen => (Decision::Forward, None),
         };
         let mut close_after = false;
         let (to_forward, action, state) = match decision {
@@ -417,6 +401,83 @@ where
     }
     upstream.flush().await.map_err(upstream_err)?;
     Ok(())
+}
+
+/// How a request is handled, decided once per request from its header, its head and the policy
+/// generation in force.
+enum Route {
+    /// ApiVersions newer than meshgate decodes: answered here, as a broker answers it.
+    AnswerApiVersions,
+    /// Streamed upstream as it arrives; no response is owed for acks=0.
+    CutThrough { owes_response: bool },
+    /// Read whole first.
+    Whole(Whole),
+}
+
+/// A request read whole, and why.
+enum Whole {
+    /// SaslHandshake / SaslAuthenticate: forwarded as they are; the principal is learned from
+    /// them (see `identity`).
+    Sasl,
+    /// An ungoverned produce request whose acks were cut off its head: read whole to learn
+    /// whether a response is owed.
+    ProduceAcksUnseen,
+    /// Judged under this one policy generation, carried through the registry prefetch and the
+    /// judge.
+    Governed(Governed, Arc<Generation>),
+}
+
+/// The governed APIs: each has its judge.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Governed {
+    Produce,
+    CreateTopics,
+    /// Metadata with auto-creation, CreatePartitions, AlterConfigs, IncrementalAlterConfigs.
+    TopicAdmin,
+}
+
+impl Governed {
+    fn of(api: ApiKey) -> Option<Self> {
+        match api {
+            ApiKey::Produce => Some(Governed::Produce),
+            ApiKey::CreateTopics => Some(Governed::CreateTopics),
+            a if topic_admin::governs(a) => Some(Governed::TopicAdmin),
+            _ => None,
+        }
+    }
+}
+
+/// Routes one request (and returns the acks its head shows, for Produce). The policy set is
+/// loaded once here: the generation that decides whether a request is governed is the one that
+/// judges it.
+fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Option<i16>) {
+    // Produce with acks=0 owes no response; acks sits right after the transactional id.
+    let head_acks = match api {
+        ApiKey::Produce => split_request(head, api, version)
+            .ok()
+            .and_then(|(_, body)| peek_produce_acks(&body, version)),
+        _ => None,
+    };
+    if let Some(kind) = Governed::of(api) {
+        let current = gw.policies.current();
+        let governed = match kind {
+            Governed::Produce => current.governs_produce(),
+            Governed::CreateTopics | Governed::TopicAdmin => current.governs_create_topics(),
+        };
+        if governed {
+            let policies = arc_swap::Guard::into_inner(current);
+            return (Route::Whole(Whole::Governed(kind, policies)), head_acks);
+        }
+    }
+    let route = match api {
+        ApiKey::ApiVersions if api_versions_too_new(version) => Route::AnswerApiVersions,
+        ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => Route::Whole(Whole::Sasl),
+        ApiKey::Produce if head_acks.is_none() => Route::Whole(Whole::ProduceAcksUnseen),
+        _ => Route::CutThrough {
+            owes_response: head_acks != Some(0),
+        },
+    };
+    (route, head_acks)
 }
 
 /// Runs judging work: on the connection's own task when it is light, else on the blocking pool,
@@ -618,4 +679,116 @@ async fn write_ready_prefix<W: AsyncWrite + Unpin>(
         wrote = true;
     }
     Ok(wrote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{MetadataRequest, ProduceRequest, RequestHeader};
+    use kafka_protocol::protocol::Encodable;
+
+    fn head<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
+        let mut header = RequestHeader::default();
+        header.request_api_key = api as i16;
+        header.request_api_version = version;
+        header.correlation_id = 1;
+        crate::protocol::header::join_request(&header, api, version, body).unwrap()
+    }
+
+    fn produce(acks: i16) -> Bytes {
+        let mut p = ProduceRequest::default();
+        p.acks = acks;
+        p.timeout_ms = 1000;
+        head(ApiKey::Produce, 9, &p)
+    }
+
+    fn route(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> String {
+        match classify(gw, api, version, head).0 {
+            Route::AnswerApiVersions => "answer".into(),
+            Route::CutThrough { owes_response } => format!("cut-through owes={owes_response}"),
+            Route::Whole(Whole::Sasl) => "whole sasl".into(),
+            Route::Whole(Whole::ProduceAcksUnseen) => "whole produce".into(),
+            Route::Whole(Whole::Governed(kind, _)) => format!("governed {kind:?}"),
+        }
+    }
+
+    #[test]
+    fn each_request_is_routed_once_by_its_api_and_the_policies() {
+        let governed = crate::fuzzing::gateway_over(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            None,
+        );
+        let none = crate::fuzzing::gateway_over(std::path::Path::new("/no/such/policies"), None);
+        let metadata = head(ApiKey::Metadata, 12, &MetadataRequest::default());
+        let cases: [(&Gateway, ApiKey, i16, &Bytes, &str); 8] = [
+            (
+                &governed,
+                ApiKey::Produce,
+                9,
+                &produce(-1),
+                "governed Produce",
+            ),
+            (
+                &governed,
+                ApiKey::Produce,
+                9,
+                &produce(0),
+                "governed Produce",
+            ),
+            (
+                &governed,
+                ApiKey::CreateTopics,
+                7,
+                &metadata,
+                "governed CreateTopics",
+            ),
+            (
+                &governed,
+                ApiKey::Metadata,
+                12,
+                &metadata,
+                "governed TopicAdmin",
+            ),
+            (
+                &none,
+                ApiKey::Produce,
+                9,
+                &produce(0),
+                "cut-through owes=false",
+            ),
+            (
+                &none,
+                ApiKey::Produce,
+                9,
+                &produce(1),
+                "cut-through owes=true",
+            ),
+            (
+                &none,
+                ApiKey::Metadata,
+                12,
+                &metadata,
+                "cut-through owes=true",
+            ),
+            (&none, ApiKey::SaslHandshake, 1, &metadata, "whole sasl"),
+        ];
+        for (gw, api, version, head, want) in cases {
+            assert_eq!(route(gw, api, version, head), want, "{api:?} v{version}");
+        }
+        assert_eq!(
+            route(&none, ApiKey::ApiVersions, 5, &metadata),
+            "answer",
+            "newer than meshgate decodes"
+        );
+        // A produce head cut before acks (here: no body at all) is read whole to learn them.
+        let mut header = RequestHeader::default();
+        header.request_api_key = ApiKey::Produce as i16;
+        header.request_api_version = 9;
+        let mut cut = bytes::BytesMut::new();
+        header.encode(&mut cut, 2).unwrap();
+        assert_eq!(
+            route(&none, ApiKey::Produce, 9, &cut.freeze()),
+            "whole produce"
+        );
+    }
 }
