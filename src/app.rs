@@ -219,7 +219,10 @@ async fn probe_upstream(gw: Arc<Gateway>, health: Arc<Health>) {
 }
 
 async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, String> {
-    let mut stream = gw.connect_upstream(Target::Bootstrap).await?;
+    let mut stream = gw
+        .connect_upstream(Target::Bootstrap)
+        .await
+        .map_err(|e| e.to_string())?;
     let versions = call(
         &mut stream,
         correlation_id,

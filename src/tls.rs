@@ -186,16 +186,29 @@ impl ServerTls {
     }
 }
 
+/// Why a client's TLS connection or certificate was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientTlsError {
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
+    #[error("TLS handshake timed out")]
+    Timeout,
+    #[error("unreadable client certificate: {0}")]
+    Certificate(String),
+    #[error("no principal mapping rule matches `{0}`")]
+    Unmapped(String),
+}
+
 /// Runs a server-side TLS handshake with `acceptor`, giving up after [`HANDSHAKE_TIMEOUT`]. The
 /// error says which of the two happened, for the caller's log line.
 pub async fn accept(
     acceptor: tokio_rustls::TlsAcceptor,
     socket: tokio::net::TcpStream,
-) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, ClientTlsError> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-        Err(_) => Err("TLS handshake timed out".into()),
+        Ok(Err(e)) => Err(ClientTlsError::Handshake(e)),
+        Err(_) => Err(ClientTlsError::Timeout),
     }
 }
 
@@ -229,14 +242,14 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
 pub fn principal_of(
     cert: &CertificateDer<'_>,
     mapping: &PrincipalMapping,
-) -> Result<String, String> {
+) -> Result<String, ClientTlsError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|e| format!("unreadable client certificate: {e}"))?;
+        .map_err(|e| ClientTlsError::Certificate(e.to_string()))?;
     let dn = rfc2253(parsed.subject());
-    mapping
-        .map(&dn)
-        .map(|name| format!("User:{name}"))
-        .ok_or_else(|| format!("no principal mapping rule matches `{dn}`"))
+    match mapping.map(&dn) {
+        Some(name) => Ok(format!("User:{name}")),
+        None => Err(ClientTlsError::Unmapped(dn)),
+    }
 }
 
 /// A distinguished name as Java's `X500Principal.getName()` writes it (RFC 2253): RDNs from the
@@ -536,8 +549,10 @@ mod tests {
             .push(DnType::OrganizationName, "shop");
         let cert = params.self_signed(&key).unwrap();
         assert_eq!(
-            principal_of(cert.der(), &PrincipalMapping::default()).as_deref(),
-            Ok("User:O=shop,CN=orders-svc"),
+            principal_of(cert.der(), &PrincipalMapping::default())
+                .ok()
+                .as_deref(),
+            Some("User:O=shop,CN=orders-svc"),
             "the last RDN first, as Java writes it"
         );
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -547,8 +562,10 @@ mod tests {
             .push(DnType::OrganizationName, "shop");
         let cert = params.self_signed(&key).unwrap();
         assert_eq!(
-            principal_of(cert.der(), &PrincipalMapping::default()).as_deref(),
-            Ok("User:O=shop")
+            principal_of(cert.der(), &PrincipalMapping::default())
+                .ok()
+                .as_deref(),
+            Some("User:O=shop")
         );
     }
 
@@ -580,8 +597,8 @@ mod tests {
             "User:CN=alice,OU=a,O=org"
         );
         assert_ne!(
-            principal_of(a.der(), &default),
-            principal_of(b.der(), &default)
+            principal_of(a.der(), &default).ok(),
+            principal_of(b.der(), &default).ok()
         );
         let tricky = cert_with(&[(DnType::CommonName, "a,b+c \\d ")]);
         assert_eq!(

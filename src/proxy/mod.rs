@@ -72,6 +72,21 @@ pub enum Target {
 }
 
 /// State shared by every listener and connection of one gateway.
+/// Why meshgate could not reach an upstream broker.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("{0}: connect timed out")]
+    Timeout(String),
+    #[error("{0}: TLS {1}")]
+    Tls(String, String),
+    #[error("broker {0} is unknown")]
+    UnknownBroker(i32),
+    #[error("no upstream address")]
+    NoAddress,
+}
+
 pub struct Gateway {
     pub config: GatewayConfig,
     pub brokers: BrokerMap,
@@ -240,7 +255,7 @@ impl Gateway {
             Err(e) => {
                 self.metrics.upstream_errors.inc();
                 if target == Target::Bootstrap {
-                    self.health.data_path_failed(&e);
+                    self.health.data_path_failed(&e.to_string());
                 }
                 tracing::warn!(%peer, ?target, error = %e, "cannot reach upstream; closing client connection");
                 return;
@@ -268,43 +283,48 @@ impl Gateway {
     /// Connects to the upstream broker that `target` stands for, over TLS when configured (the
     /// broker's certificate must name the host meshgate dials: its advertised host, for brokers
     /// learned from Metadata).
-    pub async fn connect_upstream(&self, target: Target) -> Result<Stream, String> {
+    pub async fn connect_upstream(&self, target: Target) -> Result<Stream, UpstreamError> {
         let candidates = match target {
             Target::Bootstrap => self.config.upstream.clone(),
             Target::Broker(id) => vec![self
                 .brokers
                 .upstream_of(id)
-                .ok_or_else(|| format!("broker {id} is unknown"))?],
+                .ok_or(UpstreamError::UnknownBroker(id))?],
         };
-        let mut last = String::from("no upstream address");
+        let mut last = UpstreamError::NoAddress;
         for addr in &candidates {
             match tokio::time::timeout(self.config.upstream_connect_timeout, self.connect_one(addr))
                 .await
             {
                 Ok(Ok(s)) => return Ok(s),
-                Ok(Err(e)) => last = format!("{addr}: {e}"),
-                Err(_) => last = format!("{addr}: connect timed out"),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = UpstreamError::Timeout(addr.clone()),
             }
         }
         Err(last)
     }
 
-    async fn connect_one(&self, addr: &str) -> Result<Stream, String> {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    async fn connect_one(&self, addr: &str) -> Result<Stream, UpstreamError> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| UpstreamError::Connect(addr.to_string(), e))?;
         let _ = tcp.set_nodelay(true);
         let Some(connector) = &self.security.upstream else {
             return Ok(Stream::Plain(tcp));
         };
+        let tls = |reason: String| UpstreamError::Tls(addr.to_string(), reason);
         let host = crate::config::split_host_port(addr)
             .map(|(h, _)| h.to_string())
-            .ok_or_else(|| format!("`{addr}` is not HOST:PORT"))?;
+            .ok_or_else(|| tls("not HOST:PORT".into()))?;
         let name = rustls::pki_types::ServerName::try_from(host)
-            .map_err(|e| format!("not a TLS server name: {e}"))?;
+            .map_err(|e| tls(format!("not a TLS server name: {e}")))?;
         match connector.connect(name, tcp).await {
-            Ok(tls) => Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)))),
+            Ok(stream) => Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(
+                stream,
+            )))),
             Err(e) => {
                 tracing::error!(upstream = %addr, error = %e, "upstream TLS handshake failed; refusing this broker");
-                Err(format!("TLS handshake: {e}"))
+                Err(tls(format!("handshake: {e}")))
             }
         }
     }
