@@ -286,9 +286,7 @@ pub fn produce(
             order.push((topic.name.0.clone(), partitions));
         }
     }
-    if cx.all_or_nothing_clients.is_match(client) {
-        all_or_nothing(&mut judged, client);
-    }
+    all_or_nothing(&mut judged, client, &cx.all_or_nothing_clients);
     let mut rejected = HashMap::new();
     let mut accepted_any = false;
     let mut watched: Vec<(StrBytes, Arc<ContractMetrics>)> = Vec::new();
@@ -392,18 +390,25 @@ struct JudgedPartition<'a> {
 
 /// For a client judged all or nothing (`GatewayConfig::all_or_nothing_clients`): when any
 /// partition is refused, the accepted ones are refused too, naming the refusal that caused it.
-/// Their records were valid: the contract tallies still count them so.
-fn all_or_nothing(judged: &mut [JudgedPartition<'_>], client: &str) {
-    let Some(cause) = judged.iter().find_map(|j| match &j.verdict {
-        PartitionVerdict::Reject { rejection, .. } => Some(format!(
-            "{}-{}: {}",
-            j.topic.as_str(),
-            j.index,
-            rejection.message
-        )),
-        PartitionVerdict::Accept { .. } => None,
-    }) else {
+/// Their records were valid: the contract tallies still count them so. The client id is matched
+/// only for a request that has both verdicts, so no other request pays for the regex.
+fn all_or_nothing(judged: &mut [JudgedPartition<'_>], client: &str, clients: &regex::RegexSet) {
+    fn refused<'j>(j: &'j JudgedPartition<'_>) -> Option<&'j Rejection> {
+        match &j.verdict {
+            PartitionVerdict::Reject { rejection, .. } => Some(rejection),
+            PartitionVerdict::Accept { .. } => None,
+        }
+    }
+    let Some(first) = judged.iter().position(|j| refused(j).is_some()) else {
         return;
+    };
+    if judged.iter().all(|j| refused(j).is_some()) || !clients.is_match(client) {
+        return;
+    }
+    let cause = {
+        let j = &judged[first];
+        let message = refused(j).map_or("", |r| r.message.as_str());
+        format!("{}-{}: {message}", j.topic.as_str(), j.index)
     };
     for j in judged.iter_mut() {
         if let PartitionVerdict::Accept { records, tally } = j.verdict {
@@ -629,6 +634,10 @@ mod tests {
             .collect()
     }
 
+    fn kafkajs() -> regex::RegexSet {
+        regex::RegexSet::new(["^kafkajs"]).unwrap()
+    }
+
     #[test]
     fn all_or_nothing_refuses_the_accepted_partitions_naming_the_cause() {
         let topic = StrBytes::from_static_str("orders.events.v1");
@@ -636,7 +645,7 @@ mod tests {
             &topic,
             vec![accept(2), reject("order_total > 0"), accept(3)],
         );
-        all_or_nothing(&mut j, "kafkajs");
+        all_or_nothing(&mut j, "kafkajs", &kafkajs());
         for (i, p) in j.iter().enumerate() {
             let PartitionVerdict::Reject {
                 rejection, records, ..
@@ -671,10 +680,20 @@ mod tests {
     }
 
     #[test]
+    fn all_or_nothing_applies_only_to_the_listed_clients() {
+        let topic = StrBytes::from_static_str("orders.events.v1");
+        let mut j = judged(&topic, vec![accept(1), reject("order_total > 0")]);
+        all_or_nothing(&mut j, "orders-service", &kafkajs());
+        assert!(matches!(j[0].verdict, PartitionVerdict::Accept { .. }));
+        all_or_nothing(&mut j, "kafkajs", &regex::RegexSet::empty());
+        assert!(matches!(j[0].verdict, PartitionVerdict::Accept { .. }));
+    }
+
+    #[test]
     fn all_or_nothing_leaves_a_request_with_no_refusal_alone() {
         let topic = StrBytes::from_static_str("orders.events.v1");
         let mut j = judged(&topic, vec![accept(1), accept(1)]);
-        all_or_nothing(&mut j, "kafkajs");
+        all_or_nothing(&mut j, "kafkajs", &kafkajs());
         assert!(j
             .iter()
             .all(|p| matches!(p.verdict, PartitionVerdict::Accept { .. })));
