@@ -18,8 +18,9 @@ pub const DEFAULT_UPSTREAM: &str = "127.0.0.1:19092";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9644";
 /// The policy directory.
 pub const DEFAULT_POLICIES: &str = "./policies";
-/// Client ids judged all or nothing by default: kafkajs's own default client id.
-pub const DEFAULT_ALL_OR_NOTHING_CLIENT: &str = "^kafkajs";
+/// The `all_or_nothing_client_ids` entry recommended for kafkajs (its own default client id).
+/// Not the default: PRODUCT.md gives every partition its own verdict unless configured.
+pub const KAFKAJS_CLIENT_ID: &str = "^kafkajs";
 
 /// The gateway configuration file, exactly as written. Every key is optional; defaults apply.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -54,8 +55,9 @@ pub struct ConfigFile {
     /// of CPUs). Small uncompressed requests are judged on their connection's task instead.
     pub judge_threads: Option<usize>,
     /// Client ids (regexes) whose Produce requests are judged all or nothing: when one partition
-    /// is refused, every partition of the request is refused and nothing is written (default
-    /// `['^kafkajs']`). See `GatewayConfig::all_or_nothing_clients`.
+    /// is refused, every partition of the request is refused and nothing is written (default:
+    /// none; `['^kafkajs']` is recommended for kafkajs). See
+    /// `GatewayConfig::all_or_nothing_clients`.
     pub all_or_nothing_client_ids: Option<Vec<String>>,
     /// Seconds allowed for in-flight requests to finish on shutdown.
     pub drain_timeout_secs: Option<u64>,
@@ -155,7 +157,9 @@ pub struct GatewayConfig {
     /// Kafka on the broker's own partial INVALID_RECORD (tests/e2e/test_client_matrix.py).
     /// kafkajs also reports the whole send() as failed, so refusing the whole request shows its
     /// user nothing new, writes nothing that it will not resend, and keeps its sequences true.
-    /// Matched on the request header's client id: kafkajs sends no KIP-511 software name.
+    /// Matched on the request header's client id: kafkajs sends no KIP-511 software name. Empty
+    /// by default (PRODUCT.md: every partition its own verdict); [`KAFKAJS_CLIENT_ID`] is the entry
+    /// README recommends.
     pub all_or_nothing_clients: regex::RegexSet,
     pub drain_timeout: Duration,
     pub upstream_connect_timeout: Duration,
@@ -305,7 +309,7 @@ impl ConfigFile {
         let all_or_nothing_clients = match regex::RegexSet::new(
             self.all_or_nothing_client_ids
                 .as_deref()
-                .unwrap_or(&[DEFAULT_ALL_OR_NOTHING_CLIENT.to_string()]),
+                .unwrap_or_default(),
         ) {
             Ok(set) => set,
             Err(e) => {
@@ -511,8 +515,18 @@ mod tests {
     }
 
     #[test]
-    fn all_or_nothing_clients_default_to_kafkajs_and_take_regexes() {
+    fn all_or_nothing_clients_default_to_none_and_take_regexes() {
         let c = ConfigFile::default().build(Overrides::default()).unwrap();
+        assert!(
+            !c.all_or_nothing_clients.is_match("kafkajs"),
+            "per-partition verdicts for every client unless configured (PRODUCT.md)"
+        );
+        let file = ConfigFile::parse(
+            &format!("all_or_nothing_client_ids: ['{KAFKAJS_CLIENT_ID}']\n"),
+            "g.yaml",
+        )
+        .unwrap();
+        let c = file.build(Overrides::default()).unwrap();
         assert!(c.all_or_nothing_clients.is_match("kafkajs"));
         assert!(!c.all_or_nothing_clients.is_match("orders-service"));
         let file = ConfigFile::parse(
@@ -524,7 +538,7 @@ mod tests {
         assert!(c.all_or_nothing_clients.is_match("orders-api"));
         assert!(
             !c.all_or_nothing_clients.is_match("kafkajs"),
-            "the list replaces the default"
+            "only the listed ids"
         );
         let file = ConfigFile::parse("all_or_nothing_client_ids: []\n", "g.yaml").unwrap();
         assert!(!file
