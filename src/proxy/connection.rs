@@ -40,7 +40,7 @@ use crate::generation::Generation;
 use crate::policy::judge::RequestInflater;
 use crate::protocol::frame::{write_frame, write_frame_head};
 use crate::protocol::header::{
-    peek_produce_acks, response_correlation_id, split_request, HeaderError,
+    peek_produce_acks, response_correlation_id, split_request, undecodable, HeaderError,
 };
 use crate::protocol::versions::{
     api_versions_too_new, gateway_accepts, unsupported_api_versions_response,
@@ -223,14 +223,8 @@ where
                     let rest = size - head.len();
                     reader.read_rest(head, rest).await?;
                 }
-                let response =
-                    unsupported_api_versions_response(header.correlation_id).map_err(|reason| {
-                        HeaderError::Undecodable {
-                            api,
-                            version: header.api_version,
-                            reason,
-                        }
-                    })?;
+                let response = unsupported_api_versions_response(header.correlation_id)
+                    .map_err(|reason| undecodable(api, header.api_version, reason))?;
                 let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
                     break;
                 };
@@ -296,11 +290,7 @@ where
             (ApiKey::Produce, None) => {
                 let (_, body) = split_request(&frame, ApiKey::Produce, header.api_version)?;
                 peek_produce_acks(&body, header.api_version).ok_or_else(|| {
-                    HeaderError::Undecodable {
-                        api: ApiKey::Produce,
-                        version: header.api_version,
-                        reason: "truncated before acks".into(),
-                    }
+                    undecodable(ApiKey::Produce, header.api_version, "truncated before acks")
                 })? == 0
             }
             _ => false,
