@@ -61,6 +61,20 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// Why the admin endpoint's TLS identity or token does not load.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminSetupError {
+    #[error("admin TLS: {0}")]
+    Tls(crate::tls::TlsFileError),
+    #[error("admin token file {}: {source}", path.display())]
+    Token {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin token file {} is empty", .0.display())]
+    EmptyToken(std::path::PathBuf),
+}
+
 /// How the admin endpoint is protected.
 #[derive(Default)]
 pub struct AdminSecurity {
@@ -72,21 +86,24 @@ pub struct AdminSecurity {
 
 impl AdminSecurity {
     /// Loads the admin certificate and token files; an error stops the start.
-    pub fn load(config: &crate::config::GatewayConfig) -> Result<AdminSecurity, String> {
+    pub fn load(config: &crate::config::GatewayConfig) -> Result<AdminSecurity, AdminSetupError> {
         let tls = config
             .admin_tls
             .clone()
             .map(ServerTls::new)
             .transpose()
-            .map_err(|e| format!("admin TLS: {e}"))?;
+            .map_err(AdminSetupError::Tls)?;
         let token = match &config.admin_token_file {
             None => None,
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("admin token file {}: {e}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| AdminSetupError::Token {
+                        path: path.clone(),
+                        source,
+                    })?;
                 let token = text.trim();
                 if token.is_empty() {
-                    return Err(format!("admin token file {} is empty", path.display()));
+                    return Err(AdminSetupError::EmptyToken(path.clone()));
                 }
                 Some(token.into())
             }

@@ -26,8 +26,25 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] crate::proxy::SecurityError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminSetupError),
+}
+
+/// Why the metadata refresher could not learn the upstream's brokers.
+#[derive(Debug, thiserror::Error)]
+enum RefreshError {
+    #[error(transparent)]
+    Connect(#[from] crate::proxy::UpstreamError),
+    #[error(transparent)]
+    Call(#[from] crate::protocol::client::CallError),
+    #[error("ApiVersions error {0}")]
+    ApiVersions(i16),
+    #[error("upstream does not support Metadata")]
+    NoMetadata,
+    #[error("timed out")]
+    Timeout,
 }
 
 /// A started gateway.
@@ -85,8 +102,8 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
     if let Some(url) = &config.schema_registry {
         tracing::info!(%url, "Avro schema ids resolve against this external registry");
     }
-    let security = crate::proxy::Security::load(&config).map_err(AppError::Tls)?;
-    let admin_security = admin::AdminSecurity::load(&config).map_err(AppError::Tls)?;
+    let security = crate::proxy::Security::load(&config)?;
+    let admin_security = admin::AdminSecurity::load(&config)?;
     let gateway = Gateway::new(
         config,
         metrics.clone(),
@@ -157,7 +174,7 @@ async fn refresh_metadata(gw: Arc<Gateway>, health: Arc<Health>) {
             fetch_brokers(&gw, correlation_id),
         )
         .await
-        .unwrap_or_else(|_| Err("timed out".into()));
+        .unwrap_or(Err(RefreshError::Timeout));
         match outcome {
             Ok(n) => {
                 if health.mark_up() {
@@ -165,7 +182,7 @@ async fn refresh_metadata(gw: Arc<Gateway>, health: Arc<Health>) {
                 }
             }
             Err(e) => {
-                if health.mark_down(e.clone()) {
+                if health.mark_down(e.to_string()) {
                     tracing::warn!(error = %e, "upstream unreachable");
                 }
             }
@@ -218,11 +235,8 @@ async fn probe_upstream(gw: Arc<Gateway>, health: Arc<Health>) {
     }
 }
 
-async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, String> {
-    let mut stream = gw
-        .connect_upstream(Target::Bootstrap)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, RefreshError> {
+    let mut stream = gw.connect_upstream(Target::Bootstrap).await?;
     let versions = call(
         &mut stream,
         correlation_id,
@@ -231,7 +245,7 @@ async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, Strin
     )
     .await?;
     if versions.error_code != 0 {
-        return Err(format!("ApiVersions error {}", versions.error_code));
+        return Err(RefreshError::ApiVersions(versions.error_code));
     }
     let sasl_offered = versions
         .api_keys
@@ -242,7 +256,7 @@ async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, Strin
         .iter()
         .find(|k| k.api_key == ApiKey::Metadata as i16)
         .map(|k| k.max_version)
-        .ok_or("upstream does not support Metadata")?;
+        .ok_or(RefreshError::NoMetadata)?;
     let version = upstream_max
         .min(ApiKey::Metadata.valid_versions().max)
         .min(12);
@@ -258,7 +272,7 @@ async fn fetch_brokers(gw: &Gateway, correlation_id: i32) -> Result<usize, Strin
             tracing::debug!(error = %e, "upstream refuses Metadata before authentication; broker ports follow client Metadata");
             return Ok(0);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     for b in &metadata.brokers {
         gw.gateway_port(b.node_id.0, &b.host, b.port);

@@ -345,7 +345,7 @@ impl ConfigFile {
         {
             None => crate::tls::PrincipalMapping::default(),
             Some(rules) => crate::tls::PrincipalMapping::parse(&rules).unwrap_or_else(|e| {
-                errors.push(invalid("tls.principal_mapping_rules", e));
+                errors.push(invalid("tls.principal_mapping_rules", e.to_string()));
                 crate::tls::PrincipalMapping::default()
             }),
         };

@@ -68,50 +68,100 @@ impl ServerFiles {
     }
 
     /// Builds the rustls server configuration, or says which file is wrong.
-    pub fn load(&self) -> Result<Arc<ServerConfig>, String> {
+    pub fn load(&self) -> Result<Arc<ServerConfig>, TlsFileError> {
         let certs = load_certs(&self.cert)?;
-        let key = PrivateKeyDer::from_pem_file(&self.key)
-            .map_err(|e| format!("{}: no usable private key: {e}", self.key.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|source| TlsFileError::Key {
+            path: self.key.clone(),
+            source,
+        })?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
+            .map_err(TlsFileError::Provider)?;
         let builder = match &self.client_ca {
             Some(ca) => {
                 let roots = Arc::new(root_store(ca)?);
                 let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
                     .build()
-                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+                    .map_err(|source| TlsFileError::ClientCa {
+                        path: ca.clone(),
+                        source,
+                    })?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
         let config = builder
             .with_single_cert(certs, key)
-            .map_err(|e| format!("{} and {}: {e}", self.cert.display(), self.key.display()))?;
+            .map_err(|source| TlsFileError::Pair {
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                source,
+            })?;
         Ok(Arc::new(config))
     }
 }
 
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Why a certificate, key or CA file does not make a TLS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFileError {
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no PEM certificate in the file", .0.display())]
+    NoCertificate(PathBuf),
+    #[error("{}: no usable private key: {source}", path.display())]
+    Key {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Certificate {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    ClientCa {
+        path: PathBuf,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("{} and {}: {source}", cert.display(), key.display())]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{0}")]
+    Provider(rustls::Error),
+    #[error("no trusted CA certificates found in the system store ({errors} error(s)); give --upstream-ca")]
+    NoSystemRoots { errors: usize },
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    let pem = |source| TlsFileError::Pem {
+        path: path.to_path_buf(),
+        source,
+    };
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(pem)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(pem)?;
     if certs.is_empty() {
-        return Err(format!(
-            "{}: no PEM certificate in the file",
-            path.display()
-        ));
+        return Err(TlsFileError::NoCertificate(path.to_path_buf()));
     }
     Ok(certs)
 }
 
-fn root_store(path: &Path) -> Result<RootCertStore, String> {
+fn root_store(path: &Path) -> Result<RootCertStore, TlsFileError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
         roots
             .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|source| TlsFileError::Certificate {
+                path: path.to_path_buf(),
+                source,
+            })?;
     }
     Ok(roots)
 }
@@ -125,7 +175,7 @@ pub struct ServerTls {
 
 impl ServerTls {
     /// Loads the files; an error here stops the gateway from starting.
-    pub fn new(files: ServerFiles) -> Result<Arc<Self>, String> {
+    pub fn new(files: ServerFiles) -> Result<Arc<Self>, TlsFileError> {
         let stamp = files.stamp();
         let config = files.load()?;
         Ok(Arc::new(ServerTls {
@@ -214,7 +264,7 @@ pub async fn accept(
 
 /// The client configuration for upstream brokers: trusting `ca` when given, else the system's
 /// trust store. Server names are verified (SNI and hostname or IP SAN) by rustls.
-pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsFileError> {
     let roots = match ca {
         Some(ca) => root_store(ca)?,
         None => {
@@ -222,17 +272,16 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
             let mut roots = RootCertStore::empty();
             let (added, _) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err(format!(
-                    "no trusted CA certificates found in the system store ({} error(s)); give --upstream-ca",
-                    found.errors.len()
-                ));
+                return Err(TlsFileError::NoSystemRoots {
+                    errors: found.errors.len(),
+                });
             }
             roots
         }
     };
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsFileError::Provider)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -333,6 +382,22 @@ enum MappingRule {
     },
 }
 
+/// Why `ssl.principal.mapping.rules` text does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    #[error("`{0}`: a RULE needs pattern/replacement/")]
+    Incomplete(String),
+    #[error("rule pattern `{pattern}`: {source}")]
+    Pattern {
+        pattern: String,
+        source: regex::Error,
+    },
+    #[error("`{0}`: expected DEFAULT or RULE:")]
+    Expected(String),
+    #[error("no rules")]
+    Empty,
+}
+
 impl Default for PrincipalMapping {
     fn default() -> Self {
         Self {
@@ -342,7 +407,7 @@ impl Default for PrincipalMapping {
 }
 
 impl PrincipalMapping {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, MappingError> {
         let mut rules = Vec::new();
         let mut rest = text.trim_start();
         while !rest.is_empty() {
@@ -350,18 +415,19 @@ impl PrincipalMapping {
                 rules.push(MappingRule::Default);
                 rest = after;
             } else if let Some(after) = rest.strip_prefix("RULE:") {
-                let (pattern, after) = until_slash(after)
-                    .ok_or_else(|| format!("`{rest}`: a RULE needs pattern/replacement/"))?;
-                let (replacement, after) = until_slash(after)
-                    .ok_or_else(|| format!("`{rest}`: a RULE needs pattern/replacement/"))?;
+                let incomplete = || MappingError::Incomplete(rest.to_string());
+                let (pattern, after) = until_slash(after).ok_or_else(incomplete)?;
+                let (replacement, after) = until_slash(after).ok_or_else(incomplete)?;
                 let (case, after) = match after.chars().next() {
                     Some(c @ ('L' | 'U')) => (Some(c), &after[1..]),
                     _ => (None, after),
                 };
-                let whole = regex::Regex::new(&format!("^(?:{pattern})$"))
-                    .map_err(|e| format!("rule pattern `{pattern}`: {e}"))?;
-                let pattern = regex::Regex::new(&pattern)
-                    .map_err(|e| format!("rule pattern `{pattern}`: {e}"))?;
+                let bad = |source| MappingError::Pattern {
+                    pattern: pattern.clone(),
+                    source,
+                };
+                let whole = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(bad)?;
+                let pattern = regex::Regex::new(&pattern).map_err(bad)?;
                 rules.push(MappingRule::Rule {
                     whole,
                     pattern,
@@ -370,7 +436,7 @@ impl PrincipalMapping {
                 });
                 rest = after;
             } else {
-                return Err(format!("`{rest}`: expected DEFAULT or RULE:"));
+                return Err(MappingError::Expected(rest.to_string()));
             }
             // Whatever follows a rule up to the separator is ignored, as Kafka ignores it.
             rest = match rest.find([',', '\n']) {
@@ -379,7 +445,7 @@ impl PrincipalMapping {
             };
         }
         if rules.is_empty() {
-            return Err("no rules".into());
+            return Err(MappingError::Empty);
         }
         Ok(Self { rules })
     }
@@ -529,7 +595,8 @@ mod tests {
             ..files.clone()
         };
         let e = ServerTls::new(missing).err().unwrap();
-        assert!(e.contains("nope.pem"), "{e}");
+        assert!(matches!(e, TlsFileError::Pem { .. }), "{e:?}");
+        assert!(e.to_string().contains("nope.pem"), "{e}");
         let mismatched = ServerFiles {
             key: pki.issue("other").key,
             ..files

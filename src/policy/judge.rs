@@ -620,7 +620,7 @@ fn check_contract(
     avro_writers: &HashMap<u32, Arc<AvroSchema>>,
     avro_decoders: &mut HashMap<u32, avro_data::Compiled>,
 ) -> (Option<(&'static str, String, String)>, bool) {
-    let schema_problem = |why: String| {
+    let schema_problem = |why: &dyn std::fmt::Display| {
         Some((
             "contract",
             "schema".to_string(),
@@ -631,13 +631,13 @@ fn check_contract(
         Some(s) if s.format == Format::Avro => {
             let Some(reader) = c.avro_reader.as_ref() else {
                 return (
-                    schema_problem("the contract's Avro schema did not load".into()),
+                    schema_problem(&"the contract's Avro schema did not load"),
                     false,
                 );
             };
             match avro_data::decode(value, avro_writers, reader, avro_decoders) {
                 Ok(record) => judge_record(c, &record),
-                Err(why) => (schema_problem(why), false),
+                Err(why) => (schema_problem(&why), false),
             }
         }
         _ => {
@@ -648,11 +648,16 @@ fn check_contract(
             }
             let json: serde_json::Value = match serde_json::from_slice(value) {
                 Ok(v) => v,
-                Err(e) => return (schema_problem(format!("value is not JSON: {e}")), false),
+                Err(e) => {
+                    return (
+                        schema_problem(&format_args!("value is not JSON: {e}")),
+                        false,
+                    )
+                }
             };
             if let Some(check) = c.schema.as_ref().and_then(|s| s.json.as_ref()) {
                 if let Err(why) = check.check(&json) {
-                    return (schema_problem(why), is_complete(c, &json));
+                    return (schema_problem(&why), is_complete(c, &json));
                 }
             }
             judge_record(c, &json)

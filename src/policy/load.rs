@@ -32,7 +32,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
         vec![PolicyError {
             file: dir.display().to_string(),
             line: 0,
-            message: e,
+            message: e.to_string(),
         }]
     })?;
     let mut sources = Vec::new();
@@ -85,12 +85,27 @@ pub fn content_hash(dir: &Path, sources: &[(PathBuf, String)], set: &PolicySet) 
         .collect()
 }
 
+/// Why the policy directory cannot be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("cannot read the policy directory: {0}")]
+    Unreadable(std::io::Error),
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("{}: nested deeper than {MAX_DEPTH} levels (a symlink loop?)", .0.display())]
+    TooDeep(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Listing {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// The policy files under `dir`, in a stable order.
-pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let meta =
-        std::fs::metadata(dir).map_err(|e| format!("cannot read the policy directory: {e}"))?;
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, DirError> {
+    let meta = std::fs::metadata(dir).map_err(DirError::Unreadable)?;
     if !meta.is_dir() {
-        return Err("not a directory".into());
+        return Err(DirError::NotADirectory);
     }
     let mut out = Vec::new();
     walk(dir, 0, &mut out)?;
@@ -98,16 +113,17 @@ pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), String> {
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DirError> {
     if depth > MAX_DEPTH {
-        return Err(format!(
-            "{}: nested deeper than {MAX_DEPTH} levels (a symlink loop?)",
-            dir.display()
-        ));
+        return Err(DirError::TooDeep(dir.to_path_buf()));
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let listing = |source| DirError::Listing {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let entries = std::fs::read_dir(dir).map_err(listing)?;
     for entry in entries {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let entry = entry.map_err(listing)?;
         let name = entry.file_name();
         if name.to_string_lossy().starts_with('.') {
             continue;
@@ -141,7 +157,16 @@ pub(crate) fn compile_text(file: &str, text: &str) -> PolicySet {
 
 /// The schema files contracts name (`file:`, `history:`), read by the loader before compiling:
 /// path → text, or why it could not be read.
-pub type SchemaFiles = HashMap<PathBuf, Result<String, String>>;
+pub type SchemaFiles = HashMap<PathBuf, Result<String, SchemaFileError>>;
+
+/// Why a schema file a contract names has no text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SchemaFileError {
+    #[error("{0}")]
+    Read(Arc<std::io::Error>),
+    #[error("not read by the loader")]
+    NotRead,
+}
 
 /// One policy file, parsed.
 struct Parsed<'a> {
@@ -180,7 +205,8 @@ fn read_schema_files(parsed: &[Parsed<'_>]) -> SchemaFiles {
             for f in named {
                 let path = dir.join(&f.value);
                 if let std::collections::hash_map::Entry::Vacant(e) = files.entry(path) {
-                    let text = std::fs::read_to_string(e.key()).map_err(|e| e.to_string());
+                    let text = std::fs::read_to_string(e.key())
+                        .map_err(|e| SchemaFileError::Read(Arc::new(e)));
                     e.insert(text);
                 }
             }
@@ -382,10 +408,10 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     /// A schema file's text, as the loader read it.
-    fn schema_file(&self, path: &Path) -> Result<String, String> {
+    fn schema_file(&self, path: &Path) -> Result<String, SchemaFileError> {
         match self.schemas.get(path) {
             Some(read) => read.clone(),
-            None => Err("not read by the loader".into()),
+            None => Err(SchemaFileError::NotRead),
         }
     }
 
@@ -732,7 +758,7 @@ impl Cx<'_> {
             Format::Json => match JsonCheck::from_schema_text(&text) {
                 Ok((check, shape)) => (Some(shape), Some(check)),
                 Err(e) => {
-                    self.err(at, e);
+                    self.err(at, e.to_string());
                     return None;
                 }
             },

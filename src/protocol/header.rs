@@ -22,6 +22,12 @@ pub enum HeaderError {
     ShortResponse(usize),
     #[error("undecodable response header: {0}")]
     UndecodableResponse(String),
+    #[error("unencodable {api:?} v{version} message: {reason}")]
+    Unencodable {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
 }
 
 /// A request or response body of `api` that did not decode or encode.
@@ -102,8 +108,14 @@ pub fn join_request<M: Encodable>(
     api: ApiKey,
     version: i16,
     body: &M,
-) -> Result<Bytes, String> {
-    join(header, api.request_header_version(version), body, version)
+) -> Result<Bytes, HeaderError> {
+    join(
+        header,
+        api.request_header_version(version),
+        body,
+        api,
+        version,
+    )
 }
 
 /// Joins a response header and body into a frame payload: the inverse of [`split_response`].
@@ -112,25 +124,38 @@ pub fn join_response<M: Encodable>(
     api: ApiKey,
     version: i16,
     body: &M,
-) -> Result<Bytes, String> {
-    join(header, api.response_header_version(version), body, version)
+) -> Result<Bytes, HeaderError> {
+    join(
+        header,
+        api.response_header_version(version),
+        body,
+        api,
+        version,
+    )
 }
 
 fn join<H: Encodable, M: Encodable>(
     header: &H,
     header_version: i16,
     body: &M,
+    api: ApiKey,
     version: i16,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, HeaderError> {
+    let unencodable = |e: &dyn std::fmt::Display| HeaderError::Unencodable {
+        api,
+        version,
+        reason: e.to_string(),
+    };
     let size = header
         .compute_size(header_version)
-        .map_err(|e| e.to_string())?
-        + body.compute_size(version).map_err(|e| e.to_string())?;
+        .map_err(|e| unencodable(&e))?
+        + body.compute_size(version).map_err(|e| unencodable(&e))?;
     let mut out = BytesMut::with_capacity(size);
     header
         .encode(&mut out, header_version)
-        .map_err(|e| e.to_string())?;
-    body.encode(&mut out, version).map_err(|e| e.to_string())?;
+        .map_err(|e| unencodable(&e))?;
+    body.encode(&mut out, version)
+        .map_err(|e| unencodable(&e))?;
     Ok(out.freeze())
 }
 

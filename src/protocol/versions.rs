@@ -119,7 +119,9 @@ pub fn api_versions_too_new(version: i16) -> bool {
 
 /// meshgate's own answer to an ApiVersions request newer than it decodes: UNSUPPORTED_VERSION
 /// (35) in v0 format, naming the ApiVersions versions it handles, as a broker answers (KIP-511).
-pub fn unsupported_api_versions_response(correlation_id: i32) -> Result<Bytes, String> {
+pub fn unsupported_api_versions_response(
+    correlation_id: i32,
+) -> Result<Bytes, crate::protocol::header::HeaderError> {
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     let range = ApiKey::ApiVersions.valid_versions();

@@ -63,11 +63,26 @@ pub enum ConnError {
     #[error("client write failed: {0}")]
     ClientIo(std::io::Error),
     #[error("upstream: {0}")]
-    Upstream(String),
+    Upstream(#[from] UpstreamFault),
     #[error("upstream response: {0}")]
     Rewrite(#[from] RewriteError),
     #[error("judging the request failed: {0}")]
-    Judge(String),
+    Judge(tokio::task::JoinError),
+}
+
+/// What went wrong on an established upstream connection.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamFault {
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error(transparent)]
+    Frame(FrameError),
+    #[error("closed with {0} request(s) in flight")]
+    ClosedInFlight(usize),
+    #[error(transparent)]
+    Response(HeaderError),
+    #[error("response to unknown correlation id {0}")]
+    UnknownCorrelation(i32),
 }
 
 impl ConnError {
@@ -496,7 +511,7 @@ where
         .expect("the judging semaphore is never closed");
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ConnError::Judge(e.to_string()))
+        .map_err(ConnError::Judge)
 }
 
 /// Sends what the requests task has buffered for the upstream.
@@ -515,7 +530,7 @@ async fn flush_pending<W: AsyncWrite + Unpin>(
 }
 
 fn upstream_write_error(e: std::io::Error) -> ConnError {
-    ConnError::Upstream(format!("write failed: {e}"))
+    ConnError::Upstream(UpstreamFault::Write(e))
 }
 
 /// An in-flight permit: at once when one is free; otherwise after flushing what is buffered for
@@ -583,18 +598,16 @@ where
                 None => requests_open = false,
             },
             frame = reader.read_frame() => {
-                let frame = frame.map_err(|e| ConnError::Upstream(e.to_string()))?;
+                let frame = frame.map_err(UpstreamFault::Frame)?;
                 let Some(frame) = frame else {
                     if queue.is_empty() {
                         // The broker closed an idle connection; so do we.
                         break;
                     }
-                    return Err(ConnError::Upstream(format!(
-                        "closed with {} request(s) in flight", queue.len()
-                    )));
+                    return Err(UpstreamFault::ClosedInFlight(queue.len()).into());
                 };
-                let correlation_id = response_correlation_id(&frame)
-                    .map_err(|e| ConnError::Upstream(e.to_string()))?;
+                let correlation_id =
+                    response_correlation_id(&frame).map_err(UpstreamFault::Response)?;
                 let index = match find_awaiting(&queue, correlation_id) {
                     Some(i) => i,
                     None => {
@@ -603,11 +616,8 @@ where
                         while let Ok(slot) = rx.try_recv() {
                             queue.push_back(slot);
                         }
-                        find_awaiting(&queue, correlation_id).ok_or_else(|| {
-                            ConnError::Upstream(format!(
-                                "response to unknown correlation id {correlation_id}"
-                            ))
-                        })?
+                        find_awaiting(&queue, correlation_id)
+                            .ok_or(UpstreamFault::UnknownCorrelation(correlation_id))?
                     }
                 };
                 let slot = &mut queue[index];
@@ -617,7 +627,7 @@ where
                 if let Some(step) = slot.sasl.take() {
                     let (code, answer) =
                         enforce::sasl_authenticate_result(&frame, slot.api_version)
-                            .map_err(ConnError::Upstream)?;
+                            .map_err(UpstreamFault::Response)?;
                     let completes = step.completes();
                     match identity.on_authenticated(step, code, &answer) {
                         Some(p) => tracing::info!(principal = %p, "SASL authentication accepted by the broker"),

@@ -79,12 +79,11 @@ pub fn sasl_request(
 }
 
 /// The error code and authentication bytes of a SaslAuthenticate response.
-pub fn sasl_authenticate_result(frame: &Bytes, version: i16) -> Result<(i16, Bytes), String> {
-    let (_, mut body) =
-        split_response(frame, ApiKey::SaslAuthenticate, version).map_err(|e| e.to_string())?;
+pub fn sasl_authenticate_result(frame: &Bytes, version: i16) -> Result<(i16, Bytes), HeaderError> {
+    let (_, mut body) = split_response(frame, ApiKey::SaslAuthenticate, version)?;
     SaslAuthenticateResponse::decode(&mut body, version)
         .map(|r| (r.error_code, r.auth_bytes))
-        .map_err(|e| format!("undecodable SaslAuthenticate response: {e}"))
+        .map_err(|e| undecodable(ApiKey::SaslAuthenticate, version, e))
 }
 
 /// Where each (topic, partition) of a request is: (topic index, partition index).

@@ -44,22 +44,31 @@ pub struct Security {
 
 impl Security {
     /// Loads the configured certificates; a file that does not load stops the start.
-    pub fn load(config: &GatewayConfig) -> Result<Security, String> {
+    pub fn load(config: &GatewayConfig) -> Result<Security, SecurityError> {
         let client = config
             .tls
             .clone()
             .map(ServerTls::new)
             .transpose()
-            .map_err(|e| format!("tls: {e}"))?;
+            .map_err(SecurityError::Client)?;
         let upstream = config
             .upstream_tls
             .as_ref()
             .map(|u| crate::tls::client_config(u.ca.as_deref()))
             .transpose()
-            .map_err(|e| format!("upstream_tls: {e}"))?
+            .map_err(SecurityError::Upstream)?
             .map(tokio_rustls::TlsConnector::from);
         Ok(Security { client, upstream })
     }
+}
+
+/// Which side's TLS files do not load.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("tls: {0}")]
+    Client(crate::tls::TlsFileError),
+    #[error("upstream_tls: {0}")]
+    Upstream(crate::tls::TlsFileError),
 }
 
 /// What a gateway port stands for.

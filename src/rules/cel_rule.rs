@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use cel::common::ast::Expr;
 use cel::{Context, IdedExpr, Program, Value};
 
-use super::RecordFields;
+use super::{RecordFields, RuleError};
 use crate::schema::shape::Shape;
 
 thread_local! {
@@ -30,8 +30,8 @@ impl std::fmt::Debug for CelRule {
 }
 
 impl CelRule {
-    pub fn compile(text: &str, shape: Option<&Shape>) -> Result<CelRule, String> {
-        let program = Program::compile(text).map_err(|e| format!("CEL does not parse: {e}"))?;
+    pub fn compile(text: &str, shape: Option<&Shape>) -> Result<CelRule, RuleError> {
+        let program = Program::compile(text).map_err(|e| RuleError::CelSyntax(e.to_string()))?;
         let mut check = Check {
             shape,
             bound: HashSet::new(),
@@ -57,7 +57,7 @@ impl CelRule {
 struct Check<'s> {
     shape: Option<&'s Shape>,
     bound: HashSet<String>,
-    errors: Vec<String>,
+    errors: Vec<RuleError>,
 }
 
 impl Check<'_> {
@@ -67,8 +67,10 @@ impl Check<'_> {
                 if let Some(path) = message_path(e) {
                     if let (Some(shape), false) = (self.shape, path.is_empty()) {
                         if let Err(err) = shape.lookup(&path) {
-                            self.errors
-                                .push(format!("message.{}: {err}", path.join(".")));
+                            self.errors.push(RuleError::CelField {
+                                path: path.join("."),
+                                source: err,
+                            });
                         }
                     }
                 } else if let Expr::Select(s) = &e.expr {
@@ -76,9 +78,9 @@ impl Check<'_> {
                 }
             }
             Expr::Ident(name) if name != "message" && !self.bound.contains(name) => {
-                self.errors.push(format!(
+                self.errors.push(RuleError::Invalid(format!(
                     "unknown variable `{name}`: the record is `message`"
-                ));
+                )));
             }
             Expr::Call(c) => {
                 if let Some(t) = &c.target {

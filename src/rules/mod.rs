@@ -15,6 +15,7 @@
 pub mod cel_rule;
 pub mod sql;
 
+use crate::schema::error::FieldError;
 use crate::schema::shape::Shape;
 
 pub use crate::fields::{RecordFields, Val};
@@ -27,6 +28,42 @@ pub enum RuleSource<'a> {
 }
 
 /// A compiled validity rule.
+/// Why a validity rule does not compile: found when a policy set loads, reported at file:line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// The SQL text does not parse.
+    #[error("does not parse: {0}")]
+    Syntax(String),
+    /// The CEL text does not parse.
+    #[error("CEL does not parse: {0}")]
+    CelSyntax(String),
+    /// A field the schema does not have.
+    #[error("{0}")]
+    Field(#[from] FieldError),
+    /// A field written in "double quotes", which the schema does not have: most often a string
+    /// meant as a literal.
+    #[error("{0} (\"double quotes\" name a field; write strings in 'single quotes')")]
+    QuotedField(FieldError),
+    /// A CEL rule reads `message.<path>` that the schema does not have.
+    #[error("message.{path}: {source}")]
+    CelField { path: String, source: FieldError },
+    /// A construct meshgate's rule language does not support, or types that do not fit.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for RuleError {
+    fn from(message: String) -> Self {
+        RuleError::Invalid(message)
+    }
+}
+
+impl From<&str> for RuleError {
+    fn from(message: &str) -> Self {
+        RuleError::Invalid(message.to_string())
+    }
+}
+
 #[derive(Debug)]
 pub struct Rule {
     /// The rule as written (`cel: ` prefix included for CEL rules), for messages and metric labels.
@@ -42,7 +79,7 @@ enum RuleKind {
 
 impl Rule {
     /// Parses and type-checks a rule against the contract's schema shape, if it has one.
-    pub fn compile(source: RuleSource<'_>, shape: Option<&Shape>) -> Result<Rule, String> {
+    pub fn compile(source: RuleSource<'_>, shape: Option<&Shape>) -> Result<Rule, RuleError> {
         match source {
             RuleSource::Sql(text) => Ok(Rule {
                 text: text.trim().to_string(),

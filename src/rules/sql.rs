@@ -14,7 +14,7 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
-use super::{RecordFields, Val};
+use super::{RecordFields, RuleError, Val};
 use crate::schema::shape::{FieldType, Kind, Shape};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,20 +93,20 @@ pub enum Pred {
 }
 
 /// Parses and type-checks `text`. `shape` is the contract schema, when it has one.
-pub fn compile(text: &str, shape: Option<&Shape>) -> Result<Pred, String> {
+pub fn compile(text: &str, shape: Option<&Shape>) -> Result<Pred, RuleError> {
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect)
         .try_with_sql(text)
-        .map_err(|e| format!("does not parse: {e}"))?;
+        .map_err(|e| RuleError::Syntax(e.to_string()))?;
     let expr = parser
         .parse_expr()
-        .map_err(|e| format!("does not parse: {e}"))?;
+        .map_err(|e| RuleError::Syntax(e.to_string()))?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
-        return Err(format!(
-            "does not parse: unexpected `{}` after the expression",
+        return Err(RuleError::Syntax(format!(
+            "unexpected `{}` after the expression",
             next.token
-        ));
+        )));
     }
     Lowering { shape }.pred(&expr)
 }
@@ -116,7 +116,7 @@ struct Lowering<'s> {
 }
 
 impl Lowering<'_> {
-    fn pred(&self, e: &ast::Expr) -> Result<Pred, String> {
+    fn pred(&self, e: &ast::Expr) -> Result<Pred, RuleError> {
         use ast::Expr as E;
         Ok(match e {
             E::Nested(inner) => self.pred(inner)?,
@@ -138,7 +138,7 @@ impl Lowering<'_> {
                     BinaryOperator::LtEq => CmpOp::Le,
                     BinaryOperator::Gt => CmpOp::Gt,
                     BinaryOperator::GtEq => CmpOp::Ge,
-                    other => return Err(format!("operator `{other}` is not supported")),
+                    other => return Err(format!("operator `{other}` is not supported").into()),
                 };
                 let (l, r) = (self.operand(left)?, self.operand(right)?);
                 self.comparable(&l, &r, op.symbol())?;
@@ -242,7 +242,7 @@ impl Lowering<'_> {
                 self.expect_kind(&operand, Kind::Bool, "a bare field used as a condition")?;
                 Pred::BoolField(operand)
             }
-            other => return Err(format!("`{other}` is not a supported condition")),
+            other => return Err(format!("`{other}` is not a supported condition").into()),
         })
     }
 
@@ -252,7 +252,7 @@ impl Lowering<'_> {
         pattern: &ast::Expr,
         negated: bool,
         ci: bool,
-    ) -> Result<Pred, String> {
+    ) -> Result<Pred, RuleError> {
         let operand = self.operand(expr)?;
         self.expect_kind(&operand, Kind::String, "LIKE")?;
         let Operand::Lit(Lit::Str(p)) = self.operand(pattern)? else {
@@ -275,7 +275,7 @@ impl Lowering<'_> {
         })
     }
 
-    fn operand(&self, e: &ast::Expr) -> Result<Operand, String> {
+    fn operand(&self, e: &ast::Expr) -> Result<Operand, RuleError> {
         use ast::Expr as E;
         Ok(match e {
             E::Nested(inner) => self.operand(inner)?,
@@ -293,11 +293,11 @@ impl Lowering<'_> {
                 op: UnaryOperator::Plus,
                 expr,
             } => self.operand(expr)?,
-            other => return Err(format!("`{other}` is not a field or a literal")),
+            other => return Err(format!("`{other}` is not a field or a literal").into()),
         })
     }
 
-    fn field(&self, idents: &[&ast::Ident]) -> Result<Operand, String> {
+    fn field(&self, idents: &[&ast::Ident]) -> Result<Operand, RuleError> {
         let path: Box<[Box<str>]> = idents
             .iter()
             .map(|i| i.value.clone().into_boxed_str())
@@ -306,18 +306,16 @@ impl Lowering<'_> {
             let segments: Vec<&str> = path.iter().map(|s| &**s).collect();
             shape.lookup(&segments).map_err(|e| {
                 if idents.iter().any(|i| i.quote_style == Some('"')) {
-                    format!(
-                        "{e} (\"double quotes\" name a field; write strings in 'single quotes')"
-                    )
+                    RuleError::QuotedField(e)
                 } else {
-                    e
+                    RuleError::Field(e)
                 }
             })?;
         }
         Ok(Operand::Field(path))
     }
 
-    fn type_of(&self, o: &Operand) -> Result<FieldType, String> {
+    fn type_of(&self, o: &Operand) -> Result<FieldType, RuleError> {
         Ok(match o {
             Operand::Lit(Lit::Null) => FieldType {
                 kind: Kind::Dynamic,
@@ -345,7 +343,7 @@ impl Lowering<'_> {
         })
     }
 
-    fn expect_kind(&self, o: &Operand, want: Kind, what: &str) -> Result<(), String> {
+    fn expect_kind(&self, o: &Operand, want: Kind, what: &str) -> Result<(), RuleError> {
         let t = self.type_of(o)?;
         if t.kind == want || t.kind == Kind::Dynamic {
             Ok(())
@@ -355,11 +353,12 @@ impl Lowering<'_> {
                 kind_name(want),
                 describe(o),
                 kind_name(t.kind)
-            ))
+            )
+            .into())
         }
     }
 
-    fn comparable(&self, a: &Operand, b: &Operand, what: &str) -> Result<(), String> {
+    fn comparable(&self, a: &Operand, b: &Operand, what: &str) -> Result<(), RuleError> {
         if matches!(a, Operand::Lit(Lit::Null)) || matches!(b, Operand::Lit(Lit::Null)) {
             return Err("a comparison with NULL is never true; use IS NULL or IS NOT NULL".into());
         }
@@ -370,7 +369,8 @@ impl Lowering<'_> {
                     "{} is a {}; rules compare scalar fields",
                     describe(o),
                     kind_name(t.kind)
-                ));
+                )
+                .into());
             }
         }
         if ta.kind == tb.kind || ta.kind == Kind::Dynamic || tb.kind == Kind::Dynamic {
@@ -382,12 +382,13 @@ impl Lowering<'_> {
                 kind_name(ta.kind),
                 describe(b),
                 kind_name(tb.kind)
-            ))
+            )
+            .into())
         }
     }
 }
 
-fn literal(v: &SqlValue, negate: bool) -> Result<Lit, String> {
+fn literal(v: &SqlValue, negate: bool) -> Result<Lit, RuleError> {
     Ok(match v {
         SqlValue::Number(n, _) => {
             let text = if negate {
@@ -407,7 +408,7 @@ fn literal(v: &SqlValue, negate: bool) -> Result<Lit, String> {
         SqlValue::SingleQuotedString(s) => Lit::Str(s.clone().into_boxed_str()),
         SqlValue::Boolean(b) => Lit::Bool(*b),
         SqlValue::Null => Lit::Null,
-        other => return Err(format!("literal `{other}` is not supported")),
+        other => return Err(format!("literal `{other}` is not supported").into()),
     })
 }
 

@@ -26,6 +26,8 @@ use std::fmt;
 
 use serde_json::Value as Json;
 
+use super::error::SchemaError;
+
 /// A parsed Avro schema. Named types live in [`Schema::named`]; `Ref` points there.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Avro {
@@ -83,12 +85,13 @@ pub struct Schema {
 }
 
 impl Schema {
-    pub fn parse_str(text: &str) -> Result<Schema, String> {
-        let json: Json = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn parse_str(text: &str) -> Result<Schema, SchemaError> {
+        let json: Json =
+            serde_json::from_str(text).map_err(|e| SchemaError::NotJson(e.to_string()))?;
         Self::parse(&json)
     }
 
-    pub fn parse(json: &Json) -> Result<Schema, String> {
+    pub fn parse(json: &Json) -> Result<Schema, SchemaError> {
         let mut named = HashMap::new();
         let root = parse(json, "", &mut named)?;
         Ok(Schema { root, named })
@@ -105,6 +108,13 @@ impl Schema {
     }
 }
 
+fn missing(what: &str, key: &'static str) -> SchemaError {
+    SchemaError::Missing {
+        what: what.to_string(),
+        key,
+    }
+}
+
 fn full_name(name: &str, namespace: &str) -> String {
     if name.contains('.') || namespace.is_empty() {
         name.to_string()
@@ -113,7 +123,11 @@ fn full_name(name: &str, namespace: &str) -> String {
     }
 }
 
-fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Result<Avro, String> {
+fn parse(
+    json: &Json,
+    ns: &str,
+    named: &mut HashMap<String, NamedType>,
+) -> Result<Avro, SchemaError> {
     match json {
         Json::String(s) => primitive_or_ref(s, ns, named),
         Json::Array(branches) => Ok(Avro::Union(
@@ -123,25 +137,28 @@ fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Resul
                 .collect::<Result<_, _>>()?,
         )),
         Json::Object(o) => {
-            let ty = o.get("type").ok_or("a schema object needs `type`")?;
+            let ty = o
+                .get("type")
+                .ok_or_else(|| missing("a schema object", "`type`"))?;
             let ty = match ty {
                 Json::String(t) => t.as_str(),
                 // {"type": {...}} and {"type": [...]}: the inner schema.
                 other => return parse(other, ns, named),
             };
-            let name_of = |o: &serde_json::Map<String, Json>| -> Result<(String, String), String> {
-                let name = o
-                    .get("name")
-                    .and_then(Json::as_str)
-                    .ok_or(format!("a {ty} needs a name"))?;
-                let space = o.get("namespace").and_then(Json::as_str).unwrap_or(ns);
-                let full = full_name(name, space);
-                let new_ns = full
-                    .rsplit_once('.')
-                    .map(|(n, _)| n.to_string())
-                    .unwrap_or_default();
-                Ok((full, new_ns))
-            };
+            let name_of =
+                |o: &serde_json::Map<String, Json>| -> Result<(String, String), SchemaError> {
+                    let name = o
+                        .get("name")
+                        .and_then(Json::as_str)
+                        .ok_or_else(|| missing(&format!("a {ty}"), "a name"))?;
+                    let space = o.get("namespace").and_then(Json::as_str).unwrap_or(ns);
+                    let full = full_name(name, space);
+                    let new_ns = full
+                        .rsplit_once('.')
+                        .map(|(n, _)| n.to_string())
+                        .unwrap_or_default();
+                    Ok((full, new_ns))
+                };
             let aliases_of = |o: &serde_json::Map<String, Json>, space: &str| -> Vec<String> {
                 o.get("aliases")
                     .and_then(Json::as_array)
@@ -170,15 +187,15 @@ fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Resul
                     for f in o
                         .get("fields")
                         .and_then(Json::as_array)
-                        .ok_or("a record needs `fields`")?
+                        .ok_or_else(|| missing("a record", "`fields`"))?
                     {
                         let fname = f
                             .get("name")
                             .and_then(Json::as_str)
-                            .ok_or("a field needs a `name`")?;
+                            .ok_or_else(|| missing("a field", "a `name`"))?;
                         let fty = f
                             .get("type")
-                            .ok_or_else(|| format!("field `{fname}` needs a `type`"))?;
+                            .ok_or_else(|| missing(&format!("field `{fname}`"), "a `type`"))?;
                         fields.push(Field {
                             name: fname.to_string(),
                             aliases: f
@@ -203,7 +220,7 @@ fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Resul
                     let symbols = o
                         .get("symbols")
                         .and_then(Json::as_array)
-                        .ok_or("an enum needs `symbols`")?
+                        .ok_or_else(|| missing("an enum", "`symbols`"))?
                         .iter()
                         .filter_map(|s| s.as_str().map(str::to_string))
                         .collect();
@@ -221,17 +238,19 @@ fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Resul
                     let size = o
                         .get("size")
                         .and_then(Json::as_u64)
-                        .ok_or("a fixed needs a `size`")?;
+                        .ok_or_else(|| missing("a fixed", "a `size`"))?;
                     let aliases = aliases_of(o, &inner_ns);
                     Ok(register(named, full, aliases, Named::Fixed { size }))
                 }
                 "array" => Ok(Avro::Array(Box::new(parse(
-                    o.get("items").ok_or("an array needs `items`")?,
+                    o.get("items")
+                        .ok_or_else(|| missing("an array", "`items`"))?,
                     ns,
                     named,
                 )?))),
                 "map" => Ok(Avro::Map(Box::new(parse(
-                    o.get("values").ok_or("a map needs `values`")?,
+                    o.get("values")
+                        .ok_or_else(|| missing("a map", "`values`"))?,
                     ns,
                     named,
                 )?))),
@@ -239,7 +258,7 @@ fn parse(json: &Json, ns: &str, named: &mut HashMap<String, NamedType>) -> Resul
                 other => primitive_or_ref(other, ns, named),
             }
         }
-        other => Err(format!("`{other}` is not an Avro schema")),
+        other => Err(SchemaError::NotAvro(other.to_string())),
     }
 }
 
@@ -261,7 +280,11 @@ fn register(
     Avro::Ref(full_name)
 }
 
-fn primitive_or_ref(s: &str, ns: &str, named: &HashMap<String, NamedType>) -> Result<Avro, String> {
+fn primitive_or_ref(
+    s: &str,
+    ns: &str,
+    named: &HashMap<String, NamedType>,
+) -> Result<Avro, SchemaError> {
     Ok(match s {
         "null" => Avro::Null,
         "boolean" => Avro::Boolean,
@@ -278,7 +301,7 @@ fn primitive_or_ref(s: &str, ns: &str, named: &HashMap<String, NamedType>) -> Re
             } else if named.contains_key(name) {
                 Avro::Ref(name.to_string())
             } else {
-                return Err(format!("unknown type `{name}`"));
+                return Err(SchemaError::UnknownType(name.to_string()));
             }
         }
     })

@@ -23,6 +23,7 @@ use apache_avro::types::Value;
 
 use super::avro_compat;
 use super::avro_project::{Path, Projected, Projection};
+use super::error::{SchemaError, ValueError};
 use crate::fields::{RecordFields, Val};
 
 /// A schema as both the decoder and the compatibility checker need it.
@@ -39,11 +40,12 @@ pub struct AvroSchema {
 pub const FULL_DECODE_MAX_ITEMS: usize = 1 << 20;
 
 impl AvroSchema {
-    pub fn parse(text: &str) -> Result<AvroSchema, String> {
+    pub fn parse(text: &str) -> Result<AvroSchema, SchemaError> {
         // Process-wide and first-call-wins: set before anything is decoded.
         apache_avro::util::max_allocation_bytes(FULL_DECODE_MAX_ITEMS);
         Ok(AvroSchema {
-            decoder: apache_avro::Schema::parse_str(text).map_err(|e| e.to_string())?,
+            decoder: apache_avro::Schema::parse_str(text)
+                .map_err(|e| SchemaError::Avro(e.to_string()))?,
             model: avro_compat::Schema::parse_str(text)?,
         })
     }
@@ -58,7 +60,7 @@ pub fn unframe(value: &[u8]) -> Option<(u32, &[u8])> {
 }
 
 /// The decoder compiled for one writer schema id, or why that writer cannot be read.
-pub type Compiled = Result<Arc<Projection>, String>;
+pub type Compiled = Result<Arc<Projection>, ValueError>;
 
 /// How many writer ids one contract remembers decoders for (the cache is cleared when full).
 const MAX_COMPILED: usize = 1024;
@@ -99,14 +101,15 @@ impl AvroReader {
             return c.clone();
         }
         let result = avro_compat::can_read(&self.schema.model, &writer.model)
-            .map_err(|e| format!("writer schema {id} cannot be read with the contract schema: {e}"))
+            .map_err(|e| ValueError::Unreadable {
+                id,
+                reason: SchemaError::Unreadable(e.to_string()),
+            })
             .and_then(|()| {
                 let paths: Vec<&[Box<str>]> = self.paths.iter().flatten().map(|p| &**p).collect();
                 Projection::compile(&writer.model, &self.schema.model, &paths)
                     .map(Arc::new)
-                    .map_err(|e| {
-                        format!("writer schema {id} cannot be read with the contract schema: {e}")
-                    })
+                    .map_err(|reason| ValueError::Unreadable { id, reason })
             });
         let mut map = self
             .compiled
@@ -152,28 +155,26 @@ pub fn decode<'a>(
     writers: &HashMap<u32, Arc<AvroSchema>>,
     reader: &AvroReader,
     batch: &'a mut HashMap<u32, Compiled>,
-) -> Result<Decoded<'a>, String> {
-    let (id, body) = unframe(value)
-        .ok_or("value is not in Confluent wire format (magic byte 0 and a 4-byte schema id)")?;
-    let writer = writers
-        .get(&id)
-        .ok_or_else(|| format!("schema id {id} is unknown to the schema registry"))?;
+) -> Result<Decoded<'a>, ValueError> {
+    let (id, body) = unframe(value).ok_or(ValueError::NotFramed)?;
+    let writer = writers.get(&id).ok_or(ValueError::UnknownId(id))?;
     let projection = match batch.entry(id) {
         Entry::Occupied(e) => e.into_mut(),
         Entry::Vacant(e) => e.insert(reader.compiled(id, writer)),
     }
     .as_ref()
     .map_err(Clone::clone)?;
+    let undecodable = |reason: String| ValueError::Undecodable { id, reason };
     let fields = projection
         .decode(body)
-        .map_err(|e| format!("value does not decode with writer schema {id}: {e}"))?;
+        .map_err(|e| undecodable(e.to_string()))?;
     if reader.paths.is_some() {
         return Ok(Decoded::Fields(fields));
     }
     let mut body = body;
     apache_avro::from_avro_datum(&writer.decoder, &mut body, Some(&reader.schema.decoder))
         .map(Decoded::Whole)
-        .map_err(|e| format!("value does not decode with writer schema {id}: {e}"))
+        .map_err(|e| undecodable(e.to_string()))
 }
 
 fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -311,18 +312,21 @@ mod tests {
         let writers = HashMap::from([(7u32, writer.clone())]);
         let mut cache = HashMap::new();
         let raw = br#"{"id":"o-1"}"#;
-        assert!(decode(raw, &writers, reader, &mut cache)
-            .unwrap_err()
-            .contains("not in Confluent wire format"));
+        assert_eq!(
+            decode(raw, &writers, reader, &mut cache).unwrap_err(),
+            ValueError::NotFramed
+        );
         let unknown = frame(8, order(1.0, None), &writer.decoder);
-        assert!(decode(&unknown, &writers, reader, &mut cache)
-            .unwrap_err()
-            .contains("schema id 8 is unknown"));
+        assert_eq!(
+            decode(&unknown, &writers, reader, &mut cache).unwrap_err(),
+            ValueError::UnknownId(8)
+        );
         let mut cut = frame(7, order(1.0, None), &writer.decoder);
         cut.truncate(cut.len() - 3);
-        assert!(decode(&cut, &writers, reader, &mut cache)
-            .unwrap_err()
-            .contains("does not decode"));
+        assert!(matches!(
+            decode(&cut, &writers, reader, &mut cache).unwrap_err(),
+            ValueError::Undecodable { id: 7, .. }
+        ));
         // A writer the contract cannot read: `total` became a string.
         let bad = Arc::new(
             AvroSchema::parse(
@@ -341,8 +345,10 @@ mod tests {
             ),
         ]);
         let e = decode(&frame(9, rec, &bad.decoder), &writers, reader, &mut cache).unwrap_err();
+        assert!(matches!(e, ValueError::Unreadable { id: 9, .. }), "{e:?}");
         assert!(
-            e.contains("writer schema 9 cannot be read with the contract schema"),
+            e.to_string()
+                .contains("writer schema 9 cannot be read with the contract schema"),
             "{e}"
         );
     }

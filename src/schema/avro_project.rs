@@ -29,6 +29,7 @@ use smallvec::SmallVec;
 use super::avro_compat::{
     names_match, promotable, type_name, Avro, Named, NamedType, Resolved, Schema,
 };
+use super::error::SchemaError;
 use crate::fields::{RecordFields, Val};
 
 /// How deep arrays, maps, unions and records may nest in one value.
@@ -191,7 +192,7 @@ impl Projection {
         writer: &Schema,
         reader: &Schema,
         paths: &[&[Box<str>]],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SchemaError> {
         let mut unique: Vec<Path> = Vec::new();
         for p in paths {
             if !unique.iter().any(|u| **u == **p) {
@@ -482,7 +483,7 @@ impl<'s> Compiler<'s> {
         r: &'s Avro,
         wants: &[Want<'_>],
         depth: u32,
-    ) -> Result<Node, String> {
+    ) -> Result<Node, SchemaError> {
         if wants.is_empty() {
             return Ok(Node::Skip(self.skip(w)?));
         }
@@ -590,7 +591,11 @@ impl<'s> Compiler<'s> {
     /// The reader union branch a non-union writer value is read as, chosen as Java's resolver
     /// chooses it: the same type with the same full name, then the same type with a matching
     /// name (unqualified, or through the reader's aliases), then the first promotion.
-    fn reader_branch(&self, wr: &Resolved<'_>, branches: &'s [Avro]) -> Result<&'s Avro, String> {
+    fn reader_branch(
+        &self,
+        wr: &Resolved<'_>,
+        branches: &'s [Avro],
+    ) -> Result<&'s Avro, SchemaError> {
         let wk = type_name(wr);
         let same_kind = |b: &&'s Avro| type_name(&self.r.resolve(b)) == wk;
         let named = |exact: bool| {
@@ -610,10 +615,19 @@ impl<'s> Compiler<'s> {
                     .iter()
                     .find(|b| promotable(type_name(&self.r.resolve(b)), wk))
             })
-            .ok_or_else(|| format!("the reader union has no branch for the writer's {wk}"))
+            .ok_or_else(|| {
+                SchemaError::Unreadable(format!(
+                    "the reader union has no branch for the writer's {wk}"
+                ))
+            })
     }
 
-    fn read(&mut self, wr: &Resolved<'s>, rr: &Resolved<'s>, w: &'s Avro) -> Result<Read, String> {
+    fn read(
+        &mut self,
+        wr: &Resolved<'s>,
+        rr: &Resolved<'s>,
+        w: &'s Avro,
+    ) -> Result<Read, SchemaError> {
         let to = match type_name(rr) {
             "float" => Number::Float,
             "double" => Number::Double,
@@ -728,7 +742,7 @@ impl<'s> Compiler<'s> {
         }
     }
 
-    fn skip(&mut self, w: &'s Avro) -> Result<Skip, String> {
+    fn skip(&mut self, w: &'s Avro) -> Result<Skip, SchemaError> {
         Ok(match self.w.resolve(w) {
             Resolved::Plain(a) => match a {
                 Avro::Null => Skip::Null,
@@ -747,7 +761,7 @@ impl<'s> Compiler<'s> {
                 Avro::Union(b) => {
                     Skip::Union(b.iter().map(|b| self.skip(b)).collect::<Result<_, _>>()?)
                 }
-                Avro::Ref(name) => return Err(format!("unknown type `{name}`")),
+                Avro::Ref(name) => return Err(SchemaError::UnknownType(name.to_string())),
             },
             Resolved::Named(n) => match &n.def {
                 Named::Fixed { size } => {

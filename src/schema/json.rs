@@ -7,6 +7,7 @@
 
 use serde_json::Value as Json;
 
+use super::error::{SchemaError, ValueError};
 use super::shape::Shape;
 
 /// How a JSON value is checked against a contract's schema.
@@ -29,15 +30,15 @@ impl std::fmt::Debug for JsonCheck {
 impl JsonCheck {
     /// Builds the check from a schema document, deciding by its content: an object whose `type` is
     /// `record` is Avro, anything else is JSON Schema. Returns the shape too, for rule checking.
-    pub fn from_schema_text(text: &str) -> Result<(JsonCheck, Shape), String> {
+    pub fn from_schema_text(text: &str) -> Result<(JsonCheck, Shape), SchemaError> {
         let json: Json =
-            serde_json::from_str(text).map_err(|e| format!("schema is not JSON: {e}"))?;
+            serde_json::from_str(text).map_err(|e| SchemaError::NotJson(e.to_string()))?;
         if json.get("type").and_then(Json::as_str) == Some("record") {
             let shape = Shape::from_avro(text)?;
             return Ok((JsonCheck::Avro(shape.clone()), shape));
         }
         let validator =
-            jsonschema::validator_for(&json).map_err(|e| format!("invalid JSON Schema: {e}"))?;
+            jsonschema::validator_for(&json).map_err(|e| SchemaError::JsonSchema(e.to_string()))?;
         Ok((
             JsonCheck::JsonSchema(Box::new(validator)),
             Shape::from_json_schema(&json),
@@ -45,15 +46,11 @@ impl JsonCheck {
     }
 
     /// Checks one record value. The error says which field is wrong.
-    pub fn check(&self, value: &Json) -> Result<(), String> {
+    pub fn check(&self, value: &Json) -> Result<(), ValueError> {
         match self {
-            JsonCheck::JsonSchema(v) => v.validate(value).map_err(|e| {
-                let path = e.instance_path().to_string();
-                if path.is_empty() {
-                    format!("JSON Schema: {e}")
-                } else {
-                    format!("JSON Schema at `{path}`: {e}")
-                }
+            JsonCheck::JsonSchema(v) => v.validate(value).map_err(|e| ValueError::JsonSchema {
+                path: e.instance_path().to_string(),
+                message: e.to_string(),
             }),
             // The allocation-free test first; the message only for a value that fails.
             JsonCheck::Avro(shape) if conforms(shape, value) => Ok(()),
@@ -90,7 +87,11 @@ fn conforms(shape: &Shape, value: &Json) -> bool {
     }
 }
 
-fn check_avro<'a>(shape: &'a Shape, value: &Json, path: &mut Vec<&'a str>) -> Result<(), String> {
+fn check_avro<'a>(
+    shape: &'a Shape,
+    value: &Json,
+    path: &mut Vec<&'a str>,
+) -> Result<(), ValueError> {
     let here = |path: &Vec<&str>| {
         if path.is_empty() {
             "the value".to_string()
@@ -99,11 +100,11 @@ fn check_avro<'a>(shape: &'a Shape, value: &Json, path: &mut Vec<&'a str>) -> Re
         }
     };
     let mismatch = |path: &Vec<&str>, want: &str| {
-        Err(format!(
+        Err(ValueError::Mismatch(format!(
             "{} must be {want}, not {}",
             here(path),
             json_kind(value)
-        ))
+        )))
     };
     match shape {
         Shape::Any => Ok(()),
@@ -144,7 +145,10 @@ fn check_avro<'a>(shape: &'a Shape, value: &Json, path: &mut Vec<&'a str>) -> Re
         }
         Shape::Enum(symbols) => match value.as_str() {
             Some(s) if symbols.iter().any(|x| x == s) => Ok(()),
-            Some(s) => Err(format!("{} is `{s}`, not one of {symbols:?}", here(path))),
+            Some(s) => Err(ValueError::Mismatch(format!(
+                "{} is `{s}`, not one of {symbols:?}",
+                here(path)
+            ))),
             None => mismatch(path, "an enum symbol string"),
         },
         Shape::Array(items) => {
@@ -168,11 +172,11 @@ fn check_avro<'a>(shape: &'a Shape, value: &Json, path: &mut Vec<&'a str>) -> Re
             {
                 Ok(())
             } else {
-                Err(format!(
+                Err(ValueError::Mismatch(format!(
                     "{} ({}) matches no branch of its union",
                     here(path),
                     json_kind(value)
-                ))
+                )))
             }
         }
         Shape::Record(fields) => {
@@ -185,7 +189,7 @@ fn check_avro<'a>(shape: &'a Shape, value: &Json, path: &mut Vec<&'a str>) -> Re
                 match obj.get(&f.name) {
                     Some(v) => check_avro(&f.shape, v, path)?,
                     None if f.optional || f.shape.accepts_null() => {}
-                    None => return Err(format!("{} is missing", here(path))),
+                    None => return Err(ValueError::Mismatch(format!("{} is missing", here(path)))),
                 }
                 path.pop();
             }
@@ -226,22 +230,29 @@ mod tests {
             .check(&json!({"order_id":"o1","order_total":3, "customer_id": null, "extra": 1}))
             .is_ok());
         let e = c.check(&json!({"order_total":3.5})).unwrap_err();
-        assert_eq!(e, "field `order_id` is missing");
+        assert_eq!(e.to_string(), "field `order_id` is missing");
         let e = c
             .check(&json!({"order_id":"o1","order_total":"3.5"}))
             .unwrap_err();
-        assert_eq!(e, "field `order_total` must be a number, not a string");
+        assert_eq!(
+            e.to_string(),
+            "field `order_total` must be a number, not a string"
+        );
         let e = c
             .check(&json!({"order_id":"o1","order_total":1,"qty":1.5}))
             .unwrap_err();
-        assert!(e.contains("`qty` must be an integer"), "{e}");
+        assert!(e.to_string().contains("`qty` must be an integer"), "{e}");
         let e = c
             .check(&json!({"order_id":"o1","order_total":1,"lines":[{"sku":5}]}))
             .unwrap_err();
-        assert!(e.contains("`lines.sku` must be a string"), "{e}");
+        assert!(
+            e.to_string().contains("`lines.sku` must be a string"),
+            "{e}"
+        );
         assert!(c
             .check(&json!([1]))
             .unwrap_err()
+            .to_string()
             .contains("must be an object"));
     }
 
@@ -252,7 +263,12 @@ mod tests {
         )
         .unwrap();
         assert!(c.check(&json!({"id": 3})).is_ok());
-        assert!(c.check(&json!({"id": 0})).unwrap_err().contains("/id"));
+        let e = c.check(&json!({"id": 0})).unwrap_err();
+        assert!(
+            matches!(&e, ValueError::JsonSchema { path, .. } if path == "/id"),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("JSON Schema at `/id`: "), "{e}");
         assert!(c.check(&json!({})).is_err());
         assert!(shape.lookup(&["id"]).is_ok());
     }

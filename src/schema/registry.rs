@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::error::SchemaError;
 use serde_json::{json, Value as Json};
 
 /// One registered schema version.
@@ -62,9 +63,10 @@ pub fn derived_id(canonical: &str) -> u32 {
 /// The form a schema's id is derived from and lookups compare: the parsed schema as Avro writes
 /// it out (so `"string"` and `{"type": "string"}` agree, as do differently spaced texts), with
 /// every `doc` removed (documentation does not change how data is read) and object keys sorted.
-pub fn identity_form(text: &str) -> Result<String, String> {
-    let schema = apache_avro::Schema::parse_str(text).map_err(|e| e.to_string())?;
-    let json = serde_json::to_value(&schema).map_err(|e| e.to_string())?;
+pub fn identity_form(text: &str) -> Result<String, SchemaError> {
+    let schema =
+        apache_avro::Schema::parse_str(text).map_err(|e| SchemaError::Avro(e.to_string()))?;
+    let json = serde_json::to_value(&schema).map_err(|e| SchemaError::Avro(e.to_string()))?;
     Ok(normalized(json).to_string())
 }
 

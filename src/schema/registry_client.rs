@@ -54,6 +54,9 @@ pub enum RegistryError {
     /// More new ids in one request than meshgate fetches for it.
     #[error("over {0} new schema ids in one request")]
     TooManyIds(usize),
+    /// The configured registry URL is not one this build can call.
+    #[error("schema registry `{0}`: only http:// is supported in this build")]
+    UnsupportedUrl(String),
 }
 
 /// How long a 404 is believed.
@@ -84,11 +87,9 @@ enum Entry {
 }
 
 impl RegistryClient {
-    pub fn new(url: &str, timeout: Duration, capacity: usize) -> Result<Self, String> {
+    pub fn new(url: &str, timeout: Duration, capacity: usize) -> Result<Self, RegistryError> {
         if !url.starts_with("http://") {
-            return Err(format!(
-                "schema registry `{url}`: only http:// is supported in this build"
-            ));
+            return Err(RegistryError::UnsupportedUrl(url.to_string()));
         }
         Ok(Self {
             base: url.trim_end_matches('/').to_string(),

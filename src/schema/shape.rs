@@ -3,6 +3,7 @@
 use serde_json::Value as Json;
 
 use super::avro_compat::{self, Avro, Named};
+use super::error::{FieldError, SchemaError};
 
 /// A record's structure, as far as rules and JSON validation need it.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +55,7 @@ pub struct FieldType {
 
 impl Shape {
     /// Parses an Avro schema (JSON text), through the one Avro parser in `avro_compat`.
-    pub fn from_avro(text: &str) -> Result<Shape, String> {
+    pub fn from_avro(text: &str) -> Result<Shape, SchemaError> {
         let schema = avro_compat::Schema::parse_str(text)?;
         Ok(from_model(&schema, &schema.root, &mut Vec::new()))
     }
@@ -120,7 +121,7 @@ impl Shape {
     }
 
     /// The type of the field at `path` (dotted, from the record root).
-    pub fn lookup(&self, path: &[&str]) -> Result<FieldType, String> {
+    pub fn lookup(&self, path: &[&str]) -> Result<FieldType, FieldError> {
         let mut shape = self;
         let mut nullable = false;
         for (i, segment) in path.iter().enumerate() {
@@ -130,18 +131,19 @@ impl Shape {
                     nullable: true,
                 });
             }
-            let fields = shape.fields().ok_or_else(|| {
-                format!(
-                    "`{}` is not a record, so it has no field `{segment}`",
-                    path[..i].join(".")
-                )
+            let fields = shape.fields().ok_or_else(|| FieldError::NotRecord {
+                parent: path[..i].join("."),
+                field: segment.to_string(),
             })?;
             let field = fields
                 .iter()
                 .find(|f| f.name == *segment)
                 .ok_or_else(|| match i {
-                    0 => format!("the schema has no field `{segment}`"),
-                    _ => format!("`{}` has no field `{segment}`", path[..i].join(".")),
+                    0 => FieldError::NoTopField(segment.to_string()),
+                    _ => FieldError::NoField {
+                        parent: path[..i].join("."),
+                        field: segment.to_string(),
+                    },
                 })?;
             nullable |= field.optional || shape.accepts_null() || field.shape.accepts_null();
             shape = &field.shape;
@@ -329,15 +331,19 @@ mod tests {
             }
         );
         assert_eq!(t(&["items"]).kind, Kind::Other);
-        assert!(s.lookup(&["nope"]).unwrap_err().contains("no field `nope`"));
+        assert_eq!(
+            s.lookup(&["nope"]).unwrap_err(),
+            FieldError::NoTopField("nope".into())
+        );
         assert!(s
             .lookup(&["order_total", "x"])
             .unwrap_err()
+            .to_string()
             .contains("not a record"));
-        assert!(s
-            .lookup(&["address", "street"])
-            .unwrap_err()
-            .contains("`address` has no field `street`"));
+        assert_eq!(
+            s.lookup(&["address", "street"]).unwrap_err().to_string(),
+            "`address` has no field `street`"
+        );
     }
 
     #[test]

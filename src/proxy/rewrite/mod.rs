@@ -109,7 +109,7 @@ pub fn rewrite_response(
                     addrs.saw_topic_id(name.as_str(), t.topic_id);
                 }
             }
-            join_response(&header, api, version, &r).map_err(err)
+            join_response(&header, api, version, &r).map_err(|e| err(e.to_string()))
         }
         ApiKey::FindCoordinator => {
             let mut r = FindCoordinatorResponse::decode(&mut body, version)
@@ -141,7 +141,7 @@ pub fn rewrite_response(
                     }
                 }
             }
-            join_response(&header, api, version, &r).map_err(err)
+            join_response(&header, api, version, &r).map_err(|e| err(e.to_string()))
         }
         ApiKey::DescribeCluster => {
             let mut r = DescribeClusterResponse::decode(&mut body, version)
@@ -152,7 +152,7 @@ pub fn rewrite_response(
                 b.host = host(addrs);
                 port.is_some()
             });
-            join_response(&header, api, version, &r).map_err(err)
+            join_response(&header, api, version, &r).map_err(|e| err(e.to_string()))
         }
         ApiKey::Produce => {
             let mut r =
@@ -161,9 +161,9 @@ pub fn rewrite_response(
                 return Ok(frame);
             }
             rewrite_node_endpoints(&mut r.node_endpoints, addrs);
-            join_response(&header, api, version, &r).map_err(err)
+            join_response(&header, api, version, &r).map_err(|e| err(e.to_string()))
         }
-        ApiKey::ApiVersions => rewrite_api_versions(&header, body, version).map_err(err),
+        ApiKey::ApiVersions => rewrite_api_versions(&header, body, version),
         _ => Ok(frame),
     }
 }
@@ -195,12 +195,17 @@ fn rewrite_api_versions(
     header: &ResponseHeader,
     body: Bytes,
     version: i16,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, RewriteError> {
+    let err = |reason: String| RewriteError {
+        api: ApiKey::ApiVersions,
+        version,
+        reason,
+    };
     let (mut r, decoded_at) = match ApiVersionsResponse::decode(&mut body.clone(), version) {
         Ok(r) => (r, version),
         Err(first) => match ApiVersionsResponse::decode(&mut body.clone(), 0) {
             Ok(r) => (r, 0),
-            Err(_) => return Err(first.to_string()),
+            Err(_) => return Err(err(first.to_string())),
         },
     };
     r.api_keys.retain_mut(
@@ -213,7 +218,7 @@ fn rewrite_api_versions(
             None => false,
         },
     );
-    join_response(header, ApiKey::ApiVersions, decoded_at, &r)
+    join_response(header, ApiKey::ApiVersions, decoded_at, &r).map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]
