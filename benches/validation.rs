@@ -14,6 +14,7 @@ use kafka_protocol::records::{
 use meshgate::policy::judge::{Limits, PartitionVerdict};
 use meshgate::policy::load::load_dir;
 use meshgate::policy::PolicySet;
+use meshgate::schema::avro_data::Decoders;
 
 const RECORDS_PER_BATCH: usize = 500;
 
@@ -71,9 +72,15 @@ fn batch(compression: Compression) -> Bytes {
 }
 
 /// One pass of the judge over the batch, which must accept every record.
-fn judge_accepts_all(set: &PolicySet, topic: &str, bytes: &[u8], limits: &Limits) {
+fn judge_accepts_all(
+    set: &PolicySet,
+    decoders: &Decoders,
+    topic: &str,
+    bytes: &[u8],
+    limits: &Limits,
+) {
     let plan = set.plan_topic(topic).unwrap();
-    match set.judge_partition(&plan, -1, Some(bytes), limits) {
+    match set.judge_partition(&plan, -1, Some(bytes), limits, decoders) {
         PartitionVerdict::Accept { records, .. } => assert_eq!(records, RECORDS_PER_BATCH as u64),
         PartitionVerdict::Reject { rejection, .. } => panic!("{}", rejection.message),
     }
@@ -82,6 +89,7 @@ fn judge_accepts_all(set: &PolicySet, topic: &str, bytes: &[u8], limits: &Limits
 fn bench(c: &mut Criterion) {
     let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/contracts");
     let set = load_dir(&policies).expect("the example contract loads");
+    let decoders = set.compile_decoders();
     let limits = Limits::default();
     let mut group = c.benchmark_group("json_contract");
     group.throughput(Throughput::Elements(RECORDS_PER_BATCH as u64));
@@ -91,7 +99,7 @@ fn bench(c: &mut Criterion) {
     ] {
         let bytes = batch(compression);
         group.bench_function(format!("seed_rules_10_fields_{name}"), |b| {
-            b.iter(|| judge_accepts_all(&set, "orders.order-events.v1", &bytes, &limits))
+            b.iter(|| judge_accepts_all(&set, &decoders, "orders.order-events.v1", &bytes, &limits))
         });
     }
     group.finish();
@@ -114,6 +122,7 @@ fn bench_avro(c: &mut Criterion) {
     )
     .unwrap();
     let set = load_dir(&dir).expect("the Avro contract loads");
+    let decoders = set.compile_decoders();
     let id = set.registry.versions("shop.orders.v1-value").unwrap()[0].id;
     let schema = apache_avro::Schema::parse_str(&schema_text).unwrap();
     let records: Vec<Record> = (0..RECORDS_PER_BATCH)
@@ -155,7 +164,7 @@ fn bench_avro(c: &mut Criterion) {
     let mut group = c.benchmark_group("avro_contract");
     group.throughput(Throughput::Elements(RECORDS_PER_BATCH as u64));
     group.bench_function("confluent_framed_10_fields_3_rules", |b| {
-        b.iter(|| judge_accepts_all(&set, "shop.orders.v1", &bytes, &limits))
+        b.iter(|| judge_accepts_all(&set, &decoders, "shop.orders.v1", &bytes, &limits))
     });
     group.finish();
 }

@@ -232,6 +232,7 @@ pub fn request_path(data: &[u8]) {
                             decoded,
                             principal: Arc::from("User:fuzz"),
                             external: None,
+                            avro_contracts: Vec::new(),
                         };
                         // The external-registry scan, then the judge over the same inflater.
                         let _ = job.schema_ids();
@@ -280,7 +281,7 @@ pub fn record_batch(data: &[u8]) {
     };
     for topic in ["fuzz.json.v1", "fuzz.avro.v1", "fuzz.cel.v1"] {
         if let Ok(plan) = set.plan_topic(topic) {
-            let _ = set.judge_partition(&plan, -1, Some(data), &limits);
+            let _ = set.judge_partition(&plan, -1, Some(data), &limits, &Default::default());
         }
     }
     let _ = crate::policy::judge::count_records(Some(data));
@@ -325,8 +326,13 @@ pub fn avro_value(data: &[u8]) {
         if let Some(c) = set.contract_for(topic) {
             if let Some(reader) = &c.avro_reader {
                 let mut batch = std::collections::HashMap::new();
-                let decoded =
-                    crate::schema::avro_data::decode(data, &set.avro_writers, reader, &mut batch);
+                let decoded = crate::schema::avro_data::decode(
+                    data,
+                    &set.avro_writers,
+                    reader,
+                    &mut batch,
+                    &|_| None,
+                );
                 if let Ok(d) = &decoded {
                     let _ = crate::fields::RecordFields::get(d, &["order_total".into()]);
                 }
@@ -383,7 +389,8 @@ mod tests {
             ] {
                 let bytes = std::fs::read(dir.join(format!("{kind}-{codec}"))).unwrap();
                 let plan = set.plan_topic(topic).unwrap();
-                match set.judge_partition(&plan, -1, Some(&bytes), &Limits::default()) {
+                let decoders = set.compile_decoders();
+                match set.judge_partition(&plan, -1, Some(&bytes), &Limits::default(), &decoders) {
                     PartitionVerdict::Accept { records, .. } => assert_eq!(records, 4),
                     PartitionVerdict::Reject { rejection, .. } => {
                         panic!("{kind}-{codec} on {topic}: {}", rejection.message)

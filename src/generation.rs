@@ -30,6 +30,7 @@ use arc_swap::{ArcSwap, Guard};
 use crate::metrics::{ContractFacts, ContractMetrics, Metrics};
 use crate::policy::load::load_dir;
 use crate::policy::{Contract, PolicyError, PolicySet};
+use crate::schema::avro_data::Decoders;
 use tokio_util::sync::CancellationToken;
 
 const POLL: Duration = Duration::from_secs(2);
@@ -41,6 +42,8 @@ pub struct Generation {
     pub set: PolicySet,
     /// `stats[i]` belongs to `set.contracts[i]`.
     stats: Vec<Arc<ContractMetrics>>,
+    /// The set's Avro decoders: compiled here, at load, for every schema id the set knows.
+    pub decoders: Decoders,
 }
 
 impl std::ops::Deref for Generation {
@@ -59,7 +62,12 @@ impl Generation {
             .iter()
             .map(|c| metrics.contract(&c.name, &c.topic))
             .collect();
-        Generation { set, stats }
+        let decoders = set.compile_decoders();
+        Generation {
+            set,
+            stats,
+            decoders,
+        }
     }
 
     /// A contract's metric handles. `None` only for a contract of another generation.

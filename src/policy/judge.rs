@@ -1,9 +1,9 @@
 //! Verdicts: what the policy set says about a produce partition or a topic to create.
 //!
-//! Functions of the policy set and the request bytes: no I/O. The one lock is the contract's
-//! Avro decoder cache (`schema::avro_data::AvroReader`), taken once per writer id per partition
-//! to find or compile a decoder. Records are read as
-//! borrowed views; the only per-record allocation is decoding a JSON value for a contract check.
+//! Functions of the policy set and the request bytes: no I/O and no locks. Avro decoders come
+//! prepared ([`Writers`]: compiled at load, or by the registry prefetch before judging); an id
+//! with none is compiled for the partition at hand. Records are read as borrowed views; the only
+//! per-record allocation is decoding a JSON value for a contract check.
 //!
 //! Order of checks for a produce partition, first failure wins the partition:
 //! 1. the topic: naming (unless exempt), then `require_contract` → POLICY_VIOLATION (44), then
@@ -29,7 +29,7 @@ use crate::fields::{RecordFields, Val};
 use crate::protocol::records::{
     batches, Codec, DeflatedBatch, InflateBudget, InflatedRecords, RecordError, RecordView,
 };
-use crate::schema::avro_data::{self, AvroSchema};
+use crate::schema::avro_data::{self, AvroSchema, Decoders};
 use crate::schema::registry_client::RegistryError;
 
 pub const INVALID_RECORD: i16 = 87;
@@ -173,6 +173,28 @@ impl RequestInflater {
 pub struct ExternalWriters {
     pub known: HashMap<u32, Arc<AvroSchema>>,
     pub unavailable: HashMap<u32, RegistryError>,
+    /// The decoders of the known writers, by (contract index, id), compiled (or found in the
+    /// generation's cache) by the prefetch, so the judge takes no lock for them.
+    pub decoders: HashMap<(usize, u32), avro_data::Compiled>,
+}
+
+/// Where the judge finds writer schemas and their compiled decoders.
+#[derive(Debug, Clone, Copy)]
+pub struct Writers<'a> {
+    /// The generation's decoders compiled at load.
+    pub decoders: &'a Decoders,
+    /// What the registry prefetch found, when an external registry is configured.
+    pub external: Option<&'a ExternalWriters>,
+}
+
+impl Writers<'_> {
+    /// The decoder compiled before judging for `id` read by contract `contract`. No lock.
+    fn prepared(&self, contract: usize, id: u32) -> Option<avro_data::Compiled> {
+        self.external
+            .and_then(|e| e.decoders.get(&(contract, id)))
+            .or_else(|| self.decoders.compiled_at_load(contract, id))
+            .cloned()
+    }
 }
 
 /// TOPIC_AUTHORIZATION_FAILED: the principal may not produce to the topic.
@@ -276,9 +298,24 @@ impl PolicySet {
         acks: i16,
         records: Option<&[u8]>,
         limits: &Limits,
+        decoders: &Decoders,
     ) -> PartitionVerdict {
         let mut inflater = RequestInflater::new(limits, false);
-        self.judge_partition_with(plan, acks, records, limits, None, &mut inflater)
+        let writers = Writers {
+            decoders,
+            external: None,
+        };
+        self.judge_partition_with(plan, acks, records, limits, writers, &mut inflater)
+    }
+
+    /// The Avro decoders of this set, compiled for every schema id its built-in registry knows:
+    /// kept beside the set (in its [`Generation`](crate::generation::Generation)), not in it.
+    pub fn compile_decoders(&self) -> Decoders {
+        let readers = self
+            .contracts
+            .iter()
+            .filter_map(|c| c.avro_reader.as_ref().map(|r| (c.index, r)));
+        Decoders::at_load(readers, &self.avro_writers)
     }
 
     /// Judges one partition; `external` replaces the built-in registry when one is configured,
@@ -289,12 +326,12 @@ impl PolicySet {
         acks: i16,
         records: Option<&[u8]>,
         limits: &Limits,
-        external: Option<&ExternalWriters>,
+        writers: Writers<'_>,
         inflater: &mut RequestInflater,
     ) -> PartitionVerdict {
         let mut judge = PartitionJudge {
             set: self,
-            external,
+            writers,
             inflater,
             avro_decoders: HashMap::new(),
             plan,
@@ -344,7 +381,7 @@ pub fn count_records(records: Option<&[u8]>) -> u64 {
 
 struct PartitionJudge<'p, 'a> {
     set: &'p PolicySet,
-    external: Option<&'p ExternalWriters>,
+    writers: Writers<'p>,
     inflater: &'p mut RequestInflater,
     /// Per batch: whether the contract can read each writer schema id seen.
     /// The Avro decoders looked up for this batch, by writer schema id.
@@ -501,7 +538,8 @@ impl PartitionJudge<'_, '_> {
             .or_else(|| {
                 let contract = self.plan.contract?;
                 let value = r.value?; // tombstones carry no data
-                if let (Some(ext), Some((id, _))) = (self.external, avro_data::unframe(value)) {
+                let external = self.writers.external;
+                if let (Some(ext), Some((id, _))) = (external, avro_data::unframe(value)) {
                     if let Some(why) = ext.unavailable.get(&id) {
                         return Some(RecordProblem::RegistryUnavailable {
                             id,
@@ -509,9 +547,11 @@ impl PartitionJudge<'_, '_> {
                         });
                     }
                 }
-                let writers = self.external.map_or(&self.set.avro_writers, |e| &e.known);
+                let known = external.map_or(&self.set.avro_writers, |e| &e.known);
+                let decoders = self.writers;
+                let prepared = |id| decoders.prepared(contract.index, id);
                 let (problem, complete) =
-                    check_contract(contract, value, writers, &mut self.avro_decoders);
+                    check_contract(contract, value, known, &mut self.avro_decoders, &prepared);
                 self.tally.judged += 1;
                 self.tally.invalid += u64::from(problem.is_some());
                 self.tally.complete += u64::from(complete);
@@ -619,6 +659,7 @@ fn check_contract(
     value: &[u8],
     avro_writers: &HashMap<u32, Arc<AvroSchema>>,
     avro_decoders: &mut HashMap<u32, avro_data::Compiled>,
+    prepared: &dyn Fn(u32) -> Option<avro_data::Compiled>,
 ) -> (Option<(&'static str, String, String)>, bool) {
     let schema_problem = |why: &dyn std::fmt::Display| {
         Some((
@@ -635,7 +676,7 @@ fn check_contract(
                     false,
                 );
             };
-            match avro_data::decode(value, avro_writers, reader, avro_decoders) {
+            match avro_data::decode(value, avro_writers, reader, avro_decoders, prepared) {
                 Ok(record) => judge_record(c, &record),
                 Err(why) => (schema_problem(&why), false),
             }
@@ -891,23 +932,26 @@ fn topic_rejection(topic: &str, rule: &str, message: String) -> Rejection {
 /// for them.
 ///
 /// The batches are inflated through `inflater`, which keeps them for the judge: no batch is
-/// decompressed twice. Ids come in the order first seen.
+/// decompressed twice. Ids come in the order first seen, and so do the contracts (by index).
 pub fn avro_schema_ids<'r>(
     set: &PolicySet,
     topics: impl Iterator<Item = (&'r str, Option<&'r [u8]>)>,
     principal: &str,
     inflater: &mut RequestInflater,
-) -> Vec<u32> {
+) -> SchemaIds {
     let mut seen = std::collections::HashSet::new();
     let mut ids = Vec::new();
+    let mut contracts = Vec::new();
     for (topic, records) in topics {
-        let avro = set.plan_topic_as(topic, principal).is_ok_and(|plan| {
+        let contract = set.plan_topic_as(topic, principal).ok().and_then(|plan| {
             plan.contract
-                .and_then(|c| c.schema.as_ref())
-                .is_some_and(|s| s.format == Format::Avro)
+                .filter(|c| c.schema.as_ref().is_some_and(|s| s.format == Format::Avro))
         });
-        if !avro {
+        let Some(contract) = contract else {
             continue;
+        };
+        if !contracts.contains(&contract.index) {
+            contracts.push(contract.index);
         }
         for batch in batches(records.unwrap_or_default()).map_while(Result::ok) {
             let Ok(inflated) = inflater.inflate(&batch) else {
@@ -922,7 +966,15 @@ pub fn avro_schema_ids<'r>(
             }
         }
     }
-    ids
+    SchemaIds { ids, contracts }
+}
+
+/// What the registry prefetch needs from a produce request: the schema ids on its Avro-contract
+/// topics, and those contracts' indexes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SchemaIds {
+    pub ids: Vec<u32>,
+    pub contracts: Vec<usize>,
 }
 
 #[cfg(test)]
@@ -1178,13 +1230,17 @@ contract:
             limits: &Limits,
             external: Option<&ExternalWriters>,
         ) -> Option<(i16, &'static str, String, String, Vec<i32>)> {
+            let decoders = s.compile_decoders();
+            let writers = Writers {
+                decoders: &decoders,
+                external,
+            };
             let plan = match s.plan_topic_as(topic, principal) {
                 Ok(p) => p,
                 Err(r) => return Some((r.error_code, r.policy, r.rule, r.message, vec![])),
             };
             let mut inflater = RequestInflater::new(limits, false);
-            match s.judge_partition_with(&plan, acks, Some(bytes), limits, external, &mut inflater)
-            {
+            match s.judge_partition_with(&plan, acks, Some(bytes), limits, writers, &mut inflater) {
                 PartitionVerdict::Accept { .. } => None,
                 PartitionVerdict::Reject { rejection: r, .. } => Some((
                     r.error_code,
@@ -1357,6 +1413,7 @@ contract:
                         std::time::Duration::from_secs(2),
                     ),
                 )]),
+                ..ExternalWriters::default()
             };
             let framed: &'static [u8] = b"\0\0\0\0\x05\x02";
             let mut avro = batch(&[]);

@@ -326,6 +326,7 @@ where
                     decoded,
                     principal: identity.principal(),
                     external: None,
+                    avro_contracts: Vec::new(),
                 };
                 if let Some(client) = gw.registry.clone() {
                     // The writer schemas first: scan (inflating once, kept for the judge),

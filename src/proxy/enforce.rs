@@ -29,7 +29,7 @@ use crate::generation::Generation;
 use crate::metrics::{ContractMetrics, Metrics};
 use crate::policy::judge::{
     avro_schema_ids, count_records, ExternalWriters, Limits, NewTopic, PartitionVerdict, Rejection,
-    RequestInflater, Tally,
+    RequestInflater, Tally, Writers,
 };
 use crate::policy::PolicySet;
 use crate::protocol::header::{
@@ -163,22 +163,49 @@ pub struct ProduceJob {
     pub inflater: RequestInflater,
     /// Writer schemas from the external registry, when one is configured.
     pub external: Option<ExternalWriters>,
+    /// The Avro contracts (indexes) the request writes to, found with its schema ids.
+    pub avro_contracts: Vec<usize>,
 }
 
 impl ProduceJob {
     /// The schema ids to fetch: those the request names on the Avro-contract topics its
     /// principal may produce to, inflating its batches once (kept for the judge).
     pub fn schema_ids(&mut self) -> Vec<u32> {
-        avro_schema_ids(
+        let found = avro_schema_ids(
             &self.policies,
             self.decoded.partitions(),
             &self.principal,
             &mut self.inflater,
-        )
+        );
+        self.avro_contracts = found.contracts;
+        found.ids
+    }
+
+    /// Gives the fetched writers their decoders for each Avro contract of the request, from the
+    /// generation's cache (compiling on first sight), so that the judge takes no lock.
+    fn prepare_decoders(&mut self) {
+        let Some(external) = self.external.as_mut() else {
+            return;
+        };
+        for &index in &self.avro_contracts {
+            let Some(reader) = self
+                .policies
+                .contracts
+                .get(index)
+                .and_then(|c| c.avro_reader.as_ref())
+            else {
+                continue;
+            };
+            for (&id, writer) in &external.known {
+                let compiled = self.policies.decoders.resolve(index, reader, id, writer);
+                external.decoders.insert((index, id), compiled);
+            }
+        }
     }
 
     /// The verdict, under the job's one policy generation.
     pub fn judge(mut self) -> Result<(Decision, Option<ProduceWatch>), HeaderError> {
+        self.prepare_decoders();
         produce(
             &self.cx,
             &self.policies,
@@ -264,7 +291,10 @@ pub fn produce(
                     request.acks,
                     p.records.as_deref(),
                     &cx.limits,
-                    external,
+                    Writers {
+                        decoders: &policies.decoders,
+                        external,
+                    },
                     inflater,
                 ),
                 Err(r) => PartitionVerdict::Reject {

@@ -6,7 +6,7 @@
 //! 2. its schema id is known to the registry (else: "schema id N is unknown");
 //! 3. the contract's schema can read the writer schema, as Apache Avro's Java checker decides
 //!    (else: "writer schema N cannot be read with the contract schema: <why>"), decided once per
-//!    schema id per policy set (see [`AvroReader`]);
+//!    schema id per policy generation (see [`Decoders`]);
 //! 4. the bytes decode with the writer schema and resolve to the contract's schema (else: "does
 //!    not decode").
 //!
@@ -62,45 +62,29 @@ pub fn unframe(value: &[u8]) -> Option<(u32, &[u8])> {
 /// The decoder compiled for one writer schema id, or why that writer cannot be read.
 pub type Compiled = Result<Arc<Projection>, ValueError>;
 
-/// How many writer ids one contract remembers decoders for (the cache is cleared when full).
-const MAX_COMPILED: usize = 1024;
+/// How many (contract, writer id) decoders compiled after load are remembered (the cache is
+/// cleared when full).
+const MAX_LATE: usize = 4096;
 
-/// A contract's Avro side: its schema, the fields its rules read, and a decoder per writer id.
-///
-/// Decoders are compiled on first sight of a writer id, after the compatibility check, and shared
-/// by every connection until the policy set is replaced. The cache is keyed by id alone: registry
-/// ids are immutable (a Confluent registry never rebinds an id, and built-in ids are derived from
-/// the schema text), so an id names one writer schema for the life of a policy set.
+/// A contract's Avro side: its schema, and the fields its rules read. Immutable: the decoders
+/// compiled for it live in [`Decoders`], beside the policy set.
 #[derive(Debug)]
 pub struct AvroReader {
     pub schema: Arc<AvroSchema>,
     /// The field paths the rules (and completeness) read; `None` when a rule reads the whole
     /// record (CEL), which then is decoded in full after the projection has validated it.
     paths: Option<Vec<Path>>,
-    compiled: RwLock<HashMap<u32, Compiled>>,
 }
 
 impl AvroReader {
     pub fn new(schema: Arc<AvroSchema>, paths: Option<Vec<Path>>) -> Self {
-        AvroReader {
-            schema,
-            paths,
-            compiled: RwLock::new(HashMap::new()),
-        }
+        AvroReader { schema, paths }
     }
 
-    /// The decoder for records written with schema `id`: one read lock per batch and id, and a
-    /// compatibility check plus compilation the first time an id is seen.
-    pub fn compiled(&self, id: u32, writer: &AvroSchema) -> Compiled {
-        if let Some(c) = self
-            .compiled
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-        {
-            return c.clone();
-        }
-        let result = avro_compat::can_read(&self.schema.model, &writer.model)
+    /// Compiles the decoder for records written with schema `id`: the compatibility check, then
+    /// the projection. Pure, and the costly step; [`Decoders`] keeps its results.
+    pub fn compile(&self, id: u32, writer: &AvroSchema) -> Compiled {
+        avro_compat::can_read(&self.schema.model, &writer.model)
             .map_err(|e| ValueError::Unreadable {
                 id,
                 reason: SchemaError::Unreadable(e.to_string()),
@@ -110,16 +94,99 @@ impl AvroReader {
                 Projection::compile(&writer.model, &self.schema.model, &paths)
                     .map(Arc::new)
                     .map_err(|reason| ValueError::Unreadable { id, reason })
-            });
-        let mut map = self
-            .compiled
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_COMPILED {
-            map.clear();
+            })
+    }
+
+    /// The full name of the record the contract reads, when its schema is a named type.
+    fn root_name(&self) -> Option<&str> {
+        root_name(&self.schema.model)
+    }
+}
+
+fn root_name(model: &avro_compat::Schema) -> Option<&str> {
+    match &model.root {
+        avro_compat::Avro::Ref(name) => Some(name),
+        _ => None,
+    }
+}
+
+/// The Avro decoders of one policy generation, by (contract index, writer schema id). Not part
+/// of the immutable policy set: it is built beside it, in two parts.
+///
+/// - **At load**, for every contract and every schema id the set's built-in registry knows whose
+///   writer names the same record: read without a lock by the judge.
+/// - **Late**, for ids an external registry names: compiled by the registry prefetch, before the
+///   request is judged, and handed to the judge with the fetched writer schemas. That part sits
+///   behind a lock, which the judge never takes.
+///
+/// An id in neither (a writer of another record name, which resolution refuses anyway) is
+/// compiled by the judge for the batch at hand. Ids are immutable in a registry (a Confluent
+/// registry never rebinds an id, and built-in ids are derived from the schema text), so an id
+/// names one writer schema for the life of a generation.
+#[derive(Debug, Default)]
+pub struct Decoders {
+    at_load: HashMap<(usize, u32), Compiled>,
+    late: RwLock<HashMap<(usize, u32), Compiled>>,
+}
+
+impl Decoders {
+    /// Compiles, for each `(contract index, reader)`, the decoder of every writer in `writers`
+    /// that names the reader's record.
+    pub fn at_load<'r>(
+        readers: impl IntoIterator<Item = (usize, &'r AvroReader)>,
+        writers: &HashMap<u32, Arc<AvroSchema>>,
+    ) -> Self {
+        let mut at_load = HashMap::new();
+        for (contract, reader) in readers {
+            for (&id, writer) in writers {
+                if root_name(&writer.model) == reader.root_name() {
+                    at_load.insert((contract, id), reader.compile(id, writer));
+                }
+            }
         }
-        map.insert(id, result.clone());
-        result
+        Decoders {
+            at_load,
+            late: RwLock::default(),
+        }
+    }
+
+    /// The decoder compiled at load, if any. Takes no lock.
+    pub fn compiled_at_load(&self, contract: usize, id: u32) -> Option<&Compiled> {
+        self.at_load.get(&(contract, id))
+    }
+
+    /// How many decoders were compiled at load.
+    pub fn at_load_count(&self) -> usize {
+        self.at_load.len()
+    }
+
+    /// The decoder for a writer fetched after load: compiled once per generation, then shared.
+    /// For the registry prefetch, never the judge: it takes a lock.
+    pub fn resolve(
+        &self,
+        contract: usize,
+        reader: &AvroReader,
+        id: u32,
+        writer: &AvroSchema,
+    ) -> Compiled {
+        if let Some(c) = self.at_load.get(&(contract, id)) {
+            return c.clone();
+        }
+        if let Some(c) = self
+            .late
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(contract, id))
+        {
+            return c.clone();
+        }
+        let compiled = reader.compile(id, writer);
+        let mut late = self.late.write().unwrap_or_else(PoisonError::into_inner);
+        if late.len() >= MAX_LATE {
+            late.clear();
+        }
+        late.insert((contract, id), compiled.clone());
+        compiled
     }
 }
 
@@ -149,18 +216,20 @@ impl RecordFields for Decoded<'_> {
 }
 
 /// Decodes one framed value for a contract, or says why it cannot be read. `batch` remembers
-/// the decoders already looked up for this batch, so the shared cache is locked once per id.
+/// the decoders already looked up for this batch; `prepared` gives those compiled before judging
+/// (see [`Decoders`]), and an id in neither is compiled here. No lock is taken.
 pub fn decode<'a>(
     value: &'a [u8],
     writers: &HashMap<u32, Arc<AvroSchema>>,
     reader: &AvroReader,
     batch: &'a mut HashMap<u32, Compiled>,
+    prepared: &dyn Fn(u32) -> Option<Compiled>,
 ) -> Result<Decoded<'a>, ValueError> {
     let (id, body) = unframe(value).ok_or(ValueError::NotFramed)?;
     let writer = writers.get(&id).ok_or(ValueError::UnknownId(id))?;
     let projection = match batch.entry(id) {
         Entry::Occupied(e) => e.into_mut(),
-        Entry::Vacant(e) => e.insert(reader.compiled(id, writer)),
+        Entry::Vacant(e) => e.insert(prepared(id).unwrap_or_else(|| reader.compile(id, writer))),
     }
     .as_ref()
     .map_err(Clone::clone)?;
@@ -283,7 +352,7 @@ mod tests {
         let writers = HashMap::from([(7u32, writer.clone())]);
         let mut cache = HashMap::new();
         let bytes = frame(7, order(12.5, Some("c-1")), &writer.decoder);
-        let v = decode(&bytes, &writers, reader, &mut cache).unwrap();
+        let v = decode(&bytes, &writers, reader, &mut cache, &|_| None).unwrap();
         let p = |s: &str| path(s);
         assert_eq!(v.get(&p("total")), Val::Float(12.5));
         assert_eq!(v.get(&p("customer")), Val::Str("c-1"));
@@ -295,7 +364,7 @@ mod tests {
         );
         drop(v);
         let bytes = frame(7, order(1.0, None), &writer.decoder);
-        let none = decode(&bytes, &writers, reader, &mut cache).unwrap();
+        let none = decode(&bytes, &writers, reader, &mut cache, &|_| None).unwrap();
         assert_eq!(none.get(&p("customer")), Val::Null);
         assert_eq!(none.get(&p("nope")), Val::Missing);
     }
@@ -313,18 +382,18 @@ mod tests {
         let mut cache = HashMap::new();
         let raw = br#"{"id":"o-1"}"#;
         assert_eq!(
-            decode(raw, &writers, reader, &mut cache).unwrap_err(),
+            decode(raw, &writers, reader, &mut cache, &|_| None).unwrap_err(),
             ValueError::NotFramed
         );
         let unknown = frame(8, order(1.0, None), &writer.decoder);
         assert_eq!(
-            decode(&unknown, &writers, reader, &mut cache).unwrap_err(),
+            decode(&unknown, &writers, reader, &mut cache, &|_| None).unwrap_err(),
             ValueError::UnknownId(8)
         );
         let mut cut = frame(7, order(1.0, None), &writer.decoder);
         cut.truncate(cut.len() - 3);
         assert!(matches!(
-            decode(&cut, &writers, reader, &mut cache).unwrap_err(),
+            decode(&cut, &writers, reader, &mut cache, &|_| None).unwrap_err(),
             ValueError::Undecodable { id: 7, .. }
         ));
         // A writer the contract cannot read: `total` became a string.
@@ -344,12 +413,62 @@ mod tests {
                 Value::Record(vec![("city".into(), Value::String("L".into()))]),
             ),
         ]);
-        let e = decode(&frame(9, rec, &bad.decoder), &writers, reader, &mut cache).unwrap_err();
+        let e = decode(
+            &frame(9, rec, &bad.decoder),
+            &writers,
+            reader,
+            &mut cache,
+            &|_| None,
+        )
+        .unwrap_err();
         assert!(matches!(e, ValueError::Unreadable { id: 9, .. }), "{e:?}");
         assert!(
             e.to_string()
                 .contains("writer schema 9 cannot be read with the contract schema"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn decoders_are_compiled_at_load_for_the_same_record_and_late_once() {
+        let [reader, _] = readers();
+        let writer = Arc::new(AvroSchema::parse(WRITER).unwrap());
+        let other =
+            Arc::new(AvroSchema::parse(r#"{"type":"record","name":"Other","fields":[]}"#).unwrap());
+        let writers = HashMap::from([(7u32, writer.clone()), (8u32, other.clone())]);
+        let decoders = Decoders::at_load([(0, &reader)], &writers);
+        assert_eq!(
+            decoders.at_load_count(),
+            1,
+            "only the writer of the same record"
+        );
+        assert!(decoders.compiled_at_load(0, 7).unwrap().is_ok());
+        assert!(decoders.compiled_at_load(0, 8).is_none());
+        assert!(decoders.compiled_at_load(1, 7).is_none());
+
+        // Late: compiled once, then the same decoder for every caller.
+        let a = decoders.resolve(1, &reader, 7, &writer).unwrap();
+        let b = decoders.resolve(1, &reader, 7, &writer).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(decoders.resolve(1, &reader, 8, &other).is_err());
+    }
+
+    #[test]
+    fn decode_uses_the_prepared_decoder_and_compiles_only_without_one() {
+        let [reader, _] = readers();
+        let writer = Arc::new(AvroSchema::parse(WRITER).unwrap());
+        let writers = HashMap::from([(7u32, writer.clone())]);
+        let bytes = frame(7, order(12.5, Some("c-1")), &writer.decoder);
+        // A prepared verdict wins over compiling: here a refusal the writer does not deserve.
+        let refused = ValueError::UnknownId(99);
+        let prepared = |id: u32| (id == 7).then(|| Err(refused.clone()));
+        let mut cache = HashMap::new();
+        assert_eq!(
+            decode(&bytes, &writers, &reader, &mut cache, &prepared).unwrap_err(),
+            refused
+        );
+        let mut cache = HashMap::new();
+        assert!(decode(&bytes, &writers, &reader, &mut cache, &|_| None).is_ok());
+        assert!(cache[&7].is_ok(), "compiled for the batch");
     }
 }
