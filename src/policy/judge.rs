@@ -118,6 +118,8 @@ pub struct RequestInflater {
     /// Keep what was inflated, for a second reader (only when one will come).
     keep: bool,
     kept: HashMap<usize, Kept>,
+    /// Batches decompressed (or checked, when not compressed) for this request so far.
+    inflated: u32,
 }
 
 enum Kept {
@@ -138,7 +140,14 @@ impl RequestInflater {
             max_batch: limits.max_inflated_bytes,
             keep,
             kept: HashMap::new(),
+            inflated: 0,
         }
+    }
+
+    /// How many times a batch of this request was inflated: once per batch, however many
+    /// readers (the registry scan, the judge) it had.
+    pub fn batches_inflated(&self) -> u32 {
+        self.inflated
     }
 
     /// The batch's records, decompressed once per request.
@@ -147,6 +156,7 @@ impl RequestInflater {
         batch: &DeflatedBatch<'a>,
     ) -> Result<InflatedRecords<'a>, RecordError> {
         if !self.keep {
+            self.inflated += 1;
             return batch.inflate_within(self.max_batch, &mut self.budget);
         }
         // A batch is identified by where it sits in the request's bytes.
@@ -157,6 +167,7 @@ impl RequestInflater {
             Some(Kept::Failed(e)) => return Err(e.clone()),
             None => {}
         }
+        self.inflated += 1;
         let result = batch.inflate_within(self.max_batch, &mut self.budget);
         let kept = match &result {
             Ok(r) => r.shared().map_or(Kept::Plain, Kept::Inflated),
@@ -980,6 +991,67 @@ pub struct SchemaIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_scan_and_the_judge_inflate_each_batch_once() {
+        use crate::protocol::records::test_batch;
+        use kafka_protocol::records::Compression;
+        const SCHEMA: &str =
+            r#"{"type": "record", "name": "A", "fields": [{"name": "n", "type": "long"}]}"#;
+        let s = set(&format!(
+            "contract:\n  name: avro\n  owner: shop\n  topic: shop.avro.v1\n  schema:\n    format: avro\n    definition: {SCHEMA}\n  quality:\n    validity_rules: [n > 0]\n"
+        ));
+        let index = s.contract_for("shop.avro.v1").unwrap().index;
+        // Three records {n: 1} written with schema id 5, in one gzip batch.
+        let value: &[u8] = b"\0\0\0\0\x05\x02";
+        let specs: Vec<test_batch::Spec<'_>> = vec![(None, Some(value), &[]); 3];
+        let bytes = test_batch::encode(&specs, Compression::Gzip);
+        let limits = Limits::default();
+
+        // The prefetch's scan: the ids and contracts, inflating the batch once and keeping it.
+        let mut inflater = RequestInflater::new(&limits, true);
+        let found = avro_schema_ids(
+            &s,
+            [("shop.avro.v1", Some(&bytes[..]))].into_iter(),
+            "User:anyone",
+            &mut inflater,
+        );
+        assert_eq!(
+            found,
+            SchemaIds {
+                ids: vec![5],
+                contracts: vec![index]
+            }
+        );
+        assert_eq!(inflater.batches_inflated(), 1);
+
+        // The fetch answered; the decoder is prepared as the prefetch prepares it.
+        let writer = Arc::new(AvroSchema::parse(SCHEMA).unwrap());
+        let decoders = s.compile_decoders();
+        let reader = s.contracts[index].avro_reader.as_ref().unwrap();
+        let mut external = ExternalWriters::default();
+        external.known.insert(5, writer.clone());
+        external
+            .decoders
+            .insert((index, 5), decoders.resolve(index, reader, 5, &writer));
+
+        let plan = s.plan_topic("shop.avro.v1").unwrap();
+        let writers = Writers {
+            decoders: &decoders,
+            external: Some(&external),
+        };
+        let verdict =
+            s.judge_partition_with(&plan, -1, Some(&bytes), &limits, writers, &mut inflater);
+        assert!(
+            matches!(verdict, PartitionVerdict::Accept { records: 3, .. }),
+            "{verdict:?}"
+        );
+        assert_eq!(
+            inflater.batches_inflated(),
+            1,
+            "the judge read the batch the scan inflated"
+        );
+    }
 
     const RULES: &str = r#"
 naming:
