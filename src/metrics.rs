@@ -116,6 +116,7 @@ pub struct Metrics {
     /// gateway that loaded the same files.
     pub policy_info: IntGaugeVec,
     pub policy_rejections: IntCounterVec,
+    pub policy_would_reject: IntCounterVec,
     pub produce_records: IntCounterVec,
     pub bytes: IntCounterVec,
     /// `meshgate_bytes_total` handles for traffic no contract claims.
@@ -215,6 +216,14 @@ impl Metrics {
             &["topic", "policy", "rule"],
         )
         .expect("valid metric");
+        let policy_would_reject = IntCounterVec::new(
+            Opts::new(
+                "meshgate_policy_would_reject_total",
+                "Produce partitions and topic changes a rule in shadow (or on a canary's shadow side) would have refused, by topic, policy, rule and mode; forwarded",
+            ),
+            &["topic", "policy", "rule", "mode"],
+        )
+        .expect("valid metric");
         let produce_records = IntCounterVec::new(
             Opts::new(
                 "meshgate_produce_records_total",
@@ -238,6 +247,7 @@ impl Metrics {
             Box::new(policy_generation.clone()),
             Box::new(policy_info.clone()),
             Box::new(policy_rejections.clone()),
+            Box::new(policy_would_reject.clone()),
             Box::new(produce_records.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -280,6 +290,7 @@ impl Metrics {
             policy_generation,
             policy_info,
             policy_rejections,
+            policy_would_reject,
             produce_accepted_other: produce_records.with_label_values(&["_other", "accepted"]),
             produce_rejected_other: produce_records.with_label_values(&["_other", "rejected"]),
             produce_records,

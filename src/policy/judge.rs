@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::mode::{Effect, Mode, Shadowed};
 use super::{Contract, Format, PolicySet, ProduceRule};
 use crate::fields::{RecordFields, Val};
 use crate::protocol::records::{
@@ -60,12 +61,42 @@ pub enum PartitionVerdict {
     Accept {
         records: u64,
         tally: Tally,
+        /// Rules in shadow (or on a canary's shadow side) that would have refused it.
+        shadowed: Shadowed,
     },
     Reject {
         rejection: Rejection,
         records: u64,
         tally: Tally,
+        shadowed: Shadowed,
     },
+}
+
+impl PartitionVerdict {
+    /// The shadowed rules that would have refused the partition.
+    pub fn shadowed(&self) -> &Shadowed {
+        match self {
+            PartitionVerdict::Accept { shadowed, .. }
+            | PartitionVerdict::Reject { shadowed, .. } => shadowed,
+        }
+    }
+}
+
+/// A refusal `r` by a rule in `mode`, for `principal`: `Err(r)` when enforced, else noted in
+/// `shadowed` and `Ok(())`.
+fn under_mode(
+    mode: &Mode,
+    principal: &str,
+    shadowed: &mut Shadowed,
+    r: Rejection,
+) -> Result<(), Rejection> {
+    match mode.effect(principal) {
+        Effect::Enforce => Err(r),
+        Effect::Shadow(label) => {
+            shadowed.note(r.policy, &r.rule, label, || r.message);
+            Ok(())
+        }
+    }
 }
 
 /// What the records of a contract topic looked like (zeros for other topics).
@@ -219,6 +250,10 @@ pub struct TopicPlan<'a> {
     pub topic: &'a str,
     pub contract: Option<&'a Arc<Contract>>,
     rules: Vec<&'a ProduceRule>,
+    /// Who sent the request: canary rules enforce for some principals only.
+    principal: &'a str,
+    /// Topic-level rules in shadow that would have refused the topic.
+    shadowed: Shadowed,
 }
 
 impl<'a> TopicPlan<'a> {
@@ -230,10 +265,20 @@ impl<'a> TopicPlan<'a> {
 impl PolicySet {
     /// Resolves the policies for a topic, or refuses the topic itself.
     pub fn plan_topic<'a>(&'a self, topic: &'a str) -> Result<TopicPlan<'a>, Rejection> {
+        self.plan_topic_for(topic, "")
+    }
+
+    /// [`plan_topic`](Self::plan_topic) for a request sent by `principal` (for canary rules).
+    fn plan_topic_for<'a>(
+        &'a self,
+        topic: &'a str,
+        principal: &'a str,
+    ) -> Result<TopicPlan<'a>, Rejection> {
+        let mut shadowed = Shadowed::default();
         let exempt = self.naming.as_ref().is_some_and(|n| n.is_exempt(topic));
-        if let Some(n) = &self.naming {
+        if let Some(n) = self.naming.as_ref().filter(|n| !n.mode.is_off()) {
             if !exempt && !n.pattern.is_match(topic) {
-                return Err(Rejection {
+                let r = Rejection {
                     error_code: POLICY_VIOLATION,
                     message: format!(
                         "meshgate: topic `{topic}` breaks the naming rule `{}` ({})",
@@ -243,13 +288,14 @@ impl PolicySet {
                     record_errors: vec![],
                     policy: "naming",
                     rule: n.pattern.as_str().to_string(),
-                });
+                };
+                under_mode(&n.mode, principal, &mut shadowed, r)?;
             }
         }
         let contract = self.contract_for(topic);
-        if let Some(t) = &self.topics {
+        if let Some(t) = self.topics.as_ref().filter(|t| !t.mode.is_off()) {
             if t.require_contract && contract.is_none() && !exempt {
-                return Err(Rejection {
+                let r = Rejection {
                     error_code: POLICY_VIOLATION,
                     message: format!(
                         "meshgate: topic `{topic}` has no data contract, and require_contract is set ({})",
@@ -258,18 +304,21 @@ impl PolicySet {
                     record_errors: vec![],
                     policy: "require_contract",
                     rule: "require_contract".into(),
-                });
+                };
+                under_mode(&t.mode, principal, &mut shadowed, r)?;
             }
         }
         let rules = self
             .produce
             .iter()
-            .filter(|r| r.applies_to(topic))
+            .filter(|r| !r.mode.is_off() && r.applies_to(topic))
             .collect();
         Ok(TopicPlan {
             topic,
             contract,
             rules,
+            principal,
+            shadowed,
         })
     }
 
@@ -279,12 +328,12 @@ impl PolicySet {
     pub fn plan_topic_as<'a>(
         &'a self,
         topic: &'a str,
-        principal: &str,
+        principal: &'a str,
     ) -> Result<TopicPlan<'a>, Rejection> {
-        let plan = self.plan_topic(topic)?;
-        if let Some(c) = plan.contract {
+        let mut plan = self.plan_topic_for(topic, principal)?;
+        if let Some(c) = plan.contract.filter(|c| !c.mode.is_off()) {
             if !c.producers.is_empty() && !c.producers.iter().any(|p| **p == *principal) {
-                return Err(Rejection {
+                let r = Rejection {
                     error_code: TOPIC_AUTHORIZATION_FAILED,
                     message: format!(
                         "meshgate: topic `{topic}`: `{principal}` may not produce to data product `{}`; its producers are {} ({})",
@@ -295,7 +344,8 @@ impl PolicySet {
                     record_errors: vec![],
                     policy: "producers",
                     rule: "producers".into(),
-                });
+                };
+                under_mode(&c.mode, principal, &mut plan.shadowed, r)?;
             }
         }
         Ok(plan)
@@ -351,12 +401,14 @@ impl PolicySet {
             first: None,
             count: 0,
             tally: Tally::default(),
+            shadowed: plan.shadowed.clone(),
         };
-        if let Some(r) = judge.request_level(acks) {
+        if let Err(r) = judge.request_level(acks) {
             return PartitionVerdict::Reject {
                 rejection: r,
                 records: count_records(records),
                 tally: Tally::default(),
+                shadowed: judge.shadowed,
             };
         }
         let outcome = judge.records(records.unwrap_or_default());
@@ -366,18 +418,24 @@ impl PolicySet {
                 rejection,
                 records: count.max(count_records(records)),
                 tally,
+                shadowed: judge.shadowed,
             },
-            Ok(()) => match judge.into_rejection() {
-                Some(rejection) => PartitionVerdict::Reject {
-                    rejection,
-                    records: count,
-                    tally,
-                },
-                None => PartitionVerdict::Accept {
-                    records: count,
-                    tally,
-                },
-            },
+            Ok(()) => {
+                let (rejection, shadowed) = judge.into_rejection();
+                match rejection {
+                    Some(rejection) => PartitionVerdict::Reject {
+                        rejection,
+                        records: count,
+                        tally,
+                        shadowed,
+                    },
+                    None => PartitionVerdict::Accept {
+                        records: count,
+                        tally,
+                        shadowed,
+                    },
+                }
+            }
         }
     }
 }
@@ -404,11 +462,19 @@ struct PartitionJudge<'p, 'a> {
     first: Option<(RecordProblem, String)>,
     count: u64,
     tally: Tally,
+    /// Shadowed rules that would have refused the partition.
+    shadowed: Shadowed,
 }
 
 impl PartitionJudge<'_, '_> {
-    fn request_level(&self, acks: i16) -> Option<Rejection> {
-        for rule in &self.plan.rules {
+    /// `Err(r)` when `mode` enforces for the request's principal, else `r` noted as shadowed.
+    fn under_mode(&mut self, mode: &Mode, r: Rejection) -> Result<(), Rejection> {
+        under_mode(mode, self.plan.principal, &mut self.shadowed, r)
+    }
+
+    fn request_level(&mut self, acks: i16) -> Result<(), Rejection> {
+        let plan = self.plan;
+        for rule in &plan.rules {
             if let Some(want) = rule.acks {
                 let ok = match want {
                     -1 => acks == -1,
@@ -417,15 +483,16 @@ impl PartitionJudge<'_, '_> {
                 };
                 if !ok {
                     let want_text = if want == -1 { "all" } else { "1" };
-                    return Some(self.batch_rejection(
+                    let r = self.batch_rejection(
                         rule,
                         "acks",
                         format!("requires acks={want_text}, the request has acks={acks}"),
-                    ));
+                    );
+                    self.under_mode(&rule.mode, r)?;
                 }
             }
         }
-        None
+        Ok(())
     }
 
     fn batch_rejection(&self, rule: &ProduceRule, key: &str, why: String) -> Rejection {
@@ -464,25 +531,28 @@ impl PartitionJudge<'_, '_> {
                 );
             }
             let codec = batch.codec().map_err(|e| self.malformed(e))?;
-            for rule in &self.plan.rules {
+            let plan = self.plan;
+            for rule in &plan.rules {
                 if let Some(allowed) = &rule.compression {
                     let small_plain =
                         codec == Codec::None && batch.payload.len() <= UNCOMPRESSED_ALLOWANCE;
                     if !allowed.contains(&codec) && !small_plain {
                         let names: Vec<&str> = allowed.iter().map(|c| c.name()).collect();
-                        return Err(self.batch_rejection(
+                        let r = self.batch_rejection(
                             rule,
                             "compression",
                             format!("codec `{}` is not one of {names:?}", codec.name()),
-                        ));
+                        );
+                        self.under_mode(&rule.mode, r)?;
                     }
                 }
                 if rule.idempotence_required && batch.producer_id < 0 {
-                    return Err(self.batch_rejection(
+                    let r = self.batch_rejection(
                         rule,
                         "idempotence",
                         "requires an idempotent producer (enable.idempotence=true); the batch has no producer id".into(),
-                    ));
+                    );
+                    self.under_mode(&rule.mode, r)?;
                 }
             }
             if !self.plan.inspects_records() {
@@ -547,7 +617,7 @@ impl PartitionJudge<'_, '_> {
         self.record_rules(r)
             .map(RecordProblem::Invalid)
             .or_else(|| {
-                let contract = self.plan.contract?;
+                let contract = self.plan.contract.filter(|c| c.judges_records())?;
                 let value = r.value?; // tombstones carry no data
                 let external = self.writers.external;
                 if let (Some(ext), Some((id, _))) = (external, avro_data::unframe(value)) {
@@ -561,8 +631,18 @@ impl PartitionJudge<'_, '_> {
                 let known = external.map_or(&self.set.avro_writers, |e| &e.known);
                 let decoders = self.writers;
                 let prepared = |id| decoders.prepared(contract.index, id);
-                let (problem, complete) =
-                    check_contract(contract, value, known, &mut self.avro_decoders, &prepared);
+                let mut modes = Modes {
+                    principal: self.plan.principal,
+                    shadowed: &mut self.shadowed,
+                };
+                let (problem, complete) = check_contract(
+                    contract,
+                    value,
+                    known,
+                    &mut self.avro_decoders,
+                    &prepared,
+                    &mut modes,
+                );
                 self.tally.judged += 1;
                 self.tally.invalid += u64::from(problem.is_some());
                 self.tally.complete += u64::from(complete);
@@ -570,46 +650,55 @@ impl PartitionJudge<'_, '_> {
             })
     }
 
-    /// The produce rules about one record: (policy, rule label, message).
-    fn record_rules(&self, r: &RecordView<'_>) -> Option<(&'static str, String, String)> {
-        for rule in &self.plan.rules {
+    /// The produce rules about one record: the first enforced failure (policy, rule label,
+    /// message); shadowed failures are noted.
+    fn record_rules(&mut self, r: &RecordView<'_>) -> Option<(&'static str, String, String)> {
+        let plan = self.plan;
+        let mut modes = Modes {
+            principal: plan.principal,
+            shadowed: &mut self.shadowed,
+        };
+        for rule in &plan.rules {
             if rule.key_required && r.key.is_none() {
-                return Some((
-                    "produce",
-                    "key".into(),
-                    format!("produce rule ({}) `key`: a key is required", rule.origin),
-                ));
+                let message = || format!("produce rule ({}) `key`: a key is required", rule.origin);
+                if modes.enforces(&rule.mode, "produce", "key", message) {
+                    return Some(("produce", "key".into(), message()));
+                }
             }
             for h in &rule.headers {
                 if !r.has_header(h) {
-                    return Some((
-                        "produce",
-                        "headers".into(),
+                    let message = || {
                         format!(
                             "produce rule ({}) `headers`: header `{h}` is missing",
                             rule.origin
-                        ),
-                    ));
+                        )
+                    };
+                    if modes.enforces(&rule.mode, "produce", "headers", message) {
+                        return Some(("produce", "headers".into(), message()));
+                    }
                 }
             }
             if let Some(max) = rule.max_record_bytes {
                 if r.size > max {
-                    return Some((
-                        "produce",
-                        "max_record_bytes".into(),
+                    let message = || {
                         format!(
                             "produce rule ({}) `max_record_bytes`: record is {} bytes, over {max}",
                             rule.origin, r.size
-                        ),
-                    ));
+                        )
+                    };
+                    if modes.enforces(&rule.mode, "produce", "max_record_bytes", message) {
+                        return Some(("produce", "max_record_bytes".into(), message()));
+                    }
                 }
             }
         }
         None
     }
 
-    fn into_rejection(self) -> Option<Rejection> {
-        let (problem, message) = self.first?;
+    fn into_rejection(self) -> (Option<Rejection>, Shadowed) {
+        let Some((problem, message)) = self.first else {
+            return (None, self.shadowed);
+        };
         let more = (self.tally.invalid.max(self.errors.len() as u64)).saturating_sub(1);
         let suffix = if more > 0 {
             format!(" (and {more} more record(s))")
@@ -618,13 +707,14 @@ impl PartitionJudge<'_, '_> {
         };
         let error_code = problem.error_code();
         let (policy, rule) = problem.labels();
-        Some(Rejection {
+        let rejection = Rejection {
             error_code,
             message: format!("meshgate: topic `{}`: {message}{suffix}", self.plan.topic),
             record_errors: self.errors,
             policy,
             rule,
-        })
+        };
+        (Some(rejection), self.shadowed)
     }
 }
 
@@ -663,56 +753,83 @@ impl RecordProblem {
     }
 }
 
+/// Resolves rule modes for the request's principal, noting shadowed failures.
+struct Modes<'m> {
+    principal: &'m str,
+    shadowed: &'m mut Shadowed,
+}
+
+impl Modes<'_> {
+    /// Whether a failure of a rule in `mode` refuses the record. A shadowed failure is noted
+    /// (its message built once per partition); an `off` rule's failure is not even noted.
+    fn enforces(
+        &mut self,
+        mode: &Mode,
+        policy: &'static str,
+        rule: &str,
+        message: impl FnOnce() -> String,
+    ) -> bool {
+        if mode.is_off() {
+            return false;
+        }
+        match mode.effect(self.principal) {
+            Effect::Enforce => true,
+            Effect::Shadow(label) => {
+                self.shadowed.note(policy, rule, label, message);
+                false
+            }
+        }
+    }
+}
+
 /// The first way a record value breaks its contract (policy, rule label, message), and whether
-/// the record is complete (every non-optional field present and non-null).
+/// the record is complete (every non-optional field present and non-null). Failures of shadowed
+/// checks are noted in `modes` and judging goes on, as if they had passed.
 fn check_contract(
     c: &Contract,
     value: &[u8],
     avro_writers: &HashMap<u32, Arc<AvroSchema>>,
     avro_decoders: &mut HashMap<u32, avro_data::Compiled>,
     prepared: &dyn Fn(u32) -> Option<avro_data::Compiled>,
+    modes: &mut Modes<'_>,
 ) -> (Option<(&'static str, String, String)>, bool) {
-    let schema_problem = |why: &dyn std::fmt::Display| {
-        Some((
-            "contract",
-            "schema".to_string(),
-            format!("breaks contract `{}` schema ({}): {why}", c.name, c.origin),
-        ))
+    // A schema failure ends the record's checks (its rules cannot read it), enforced or not.
+    let schema_problem = |modes: &mut Modes<'_>, why: &dyn std::fmt::Display| {
+        let message = || format!("breaks contract `{}` schema ({}): {why}", c.name, c.origin);
+        modes
+            .enforces(&c.mode, "contract", "schema", message)
+            .then(|| ("contract", "schema".to_string(), message()))
     };
     match c.schema.as_ref() {
         Some(s) if s.format == Format::Avro => {
             let Some(reader) = c.avro_reader.as_ref() else {
-                return (
-                    schema_problem(&"the contract's Avro schema did not load"),
-                    false,
-                );
+                let why = "the contract's Avro schema did not load";
+                return (schema_problem(modes, &why), false);
             };
             match avro_data::decode(value, avro_writers, reader, avro_decoders, prepared) {
-                Ok(record) => judge_record(c, &record),
-                Err(why) => (schema_problem(&why), false),
+                Ok(record) => judge_record(c, &record, modes),
+                Err(why) => (schema_problem(modes, &why), false),
             }
         }
         _ => {
             // The one-pass projection judges a valid record; anything else takes the full
             // parse, which is the reference and writes the message.
             if let Some(record) = c.json_projection.as_ref().and_then(|p| p.project(value)) {
-                return judge_record(c, &record);
+                return judge_record(c, &record, modes);
             }
             let json: serde_json::Value = match serde_json::from_slice(value) {
                 Ok(v) => v,
                 Err(e) => {
-                    return (
-                        schema_problem(&format_args!("value is not JSON: {e}")),
-                        false,
-                    )
+                    let why = format_args!("value is not JSON: {e}");
+                    return (schema_problem(modes, &why), false);
                 }
             };
             if let Some(check) = c.schema.as_ref().and_then(|s| s.json.as_ref()) {
                 if let Err(why) = check.check(&json) {
-                    return (schema_problem(&why), is_complete(c, &json));
+                    return (schema_problem(modes, &why), is_complete(c, &json));
                 }
             }
-            judge_record(c, &json)
+            judge_record(c, &json, modes)
         }
     }
 }
@@ -730,15 +847,20 @@ fn is_complete(c: &Contract, record: &dyn RecordFields) -> bool {
 fn judge_record(
     c: &Contract,
     record: &dyn RecordFields,
+    modes: &mut Modes<'_>,
 ) -> (Option<(&'static str, String, String)>, bool) {
     let complete = is_complete(c, record);
-    for r in &c.rules {
+    for r in c.rules.iter().filter(|r| !r.mode.is_off()) {
         if !r.rule.passes(record) {
-            let message = format!(
-                "breaks contract `{}` rule `{}` ({})",
-                c.name, r.rule.text, r.origin
-            );
-            return (Some(("contract", r.rule.text.clone(), message)), complete);
+            let message = || {
+                format!(
+                    "breaks contract `{}` rule `{}` ({})",
+                    c.name, r.rule.text, r.origin
+                )
+            };
+            if modes.enforces(&r.mode, "contract", &r.rule.text, message) {
+                return (Some(("contract", r.rule.text.clone(), message())), complete);
+            }
         }
     }
     (None, complete)
@@ -991,6 +1113,196 @@ pub struct SchemaIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (rejected rule, shadowed (policy, rule, mode)) of one partition of JSON values.
+    fn modes_verdict(
+        s: &PolicySet,
+        topic: &str,
+        principal: &str,
+        values: &[&str],
+    ) -> (Option<String>, Vec<(String, String, String)>) {
+        use crate::protocol::records::test_batch;
+        use kafka_protocol::records::Compression;
+        let specs: Vec<test_batch::Spec<'_>> = values
+            .iter()
+            .map(|v| (Some(&b"k"[..]), Some(v.as_bytes()), &[][..]))
+            .collect();
+        let bytes = test_batch::encode(&specs, Compression::None);
+        let plan = match s.plan_topic_as(topic, principal) {
+            Ok(p) => p,
+            Err(r) => return (Some(r.rule), vec![]),
+        };
+        let verdict = s.judge_partition(
+            &plan,
+            -1,
+            Some(&bytes),
+            &Limits::default(),
+            &Decoders::default(),
+        );
+        let shadowed = verdict
+            .shadowed()
+            .iter()
+            .map(|w| (w.policy.to_string(), w.rule.clone(), w.mode.to_string()))
+            .collect();
+        match verdict {
+            PartitionVerdict::Accept { .. } => (None, shadowed),
+            PartitionVerdict::Reject { rejection, .. } => (Some(rejection.rule), shadowed),
+        }
+    }
+
+    const MODES: &str = r#"
+naming:
+  topics: { pattern: '^[a-z]+\.[a-z]+\.v[0-9]+$' }
+  mode: shadow
+produce:
+  - key: required
+    mode: canary
+    canary: { principals: ['User:team'] }
+---
+contract:
+  name: orders
+  owner: shop
+  topic: shop.orders.v1
+  mode: shadow
+  schema:
+    format: json
+    definition: {"type": "record", "name": "O", "fields": [{"name": "total", "type": "double"}, {"name": "qty", "type": "long"}]}
+  quality:
+    validity_rules:
+      - total > 0
+      - rule: qty > 0
+        mode: enforce
+      - rule: qty < 1000
+        mode: off
+"#;
+
+    #[test]
+    fn a_shadowed_rule_forwards_and_names_what_it_would_refuse() {
+        let s = set(MODES);
+        let good = r#"{"total": 1, "qty": 1}"#;
+        let bad_total = r#"{"total": -1, "qty": 1}"#;
+        // The contract is in shadow, so `total > 0` only notes; twice broken, noted once.
+        let (rejected, shadowed) = modes_verdict(
+            &s,
+            "shop.orders.v1",
+            "User:x",
+            &[good, bad_total, bad_total],
+        );
+        assert_eq!(rejected, None);
+        assert_eq!(
+            shadowed,
+            [("contract".into(), "total > 0".into(), "shadow".into())]
+        );
+        // `qty > 0` sets its own mode, enforce: refused, and the shadowed rule still noted.
+        let (rejected, shadowed) = modes_verdict(
+            &s,
+            "shop.orders.v1",
+            "User:x",
+            &[r#"{"total": -1, "qty": 0}"#],
+        );
+        assert_eq!(rejected.as_deref(), Some("qty > 0"));
+        assert_eq!(shadowed.len(), 1);
+        // `qty < 1000` is off: not judged, not noted.
+        let (rejected, shadowed) = modes_verdict(
+            &s,
+            "shop.orders.v1",
+            "User:x",
+            &[r#"{"total": 1, "qty": 5000}"#],
+        );
+        assert_eq!((rejected, shadowed), (None, vec![]));
+        // A schema failure under a shadowed contract: noted, forwarded.
+        let (rejected, shadowed) =
+            modes_verdict(&s, "shop.orders.v1", "User:x", &[r#"{"total": "x"}"#]);
+        assert_eq!(rejected, None);
+        assert_eq!(
+            shadowed,
+            [("contract".into(), "schema".into(), "shadow".into())]
+        );
+    }
+
+    #[test]
+    fn shadowed_naming_and_a_canary_produce_rule() {
+        let s = set(MODES);
+        // Naming in shadow: a badly named topic is planned, with the would-reject noted.
+        let (rejected, shadowed) = modes_verdict(&s, "BadName", "User:x", &[r#"{}"#]);
+        assert_eq!(rejected, None);
+        assert_eq!(shadowed[0].0, "naming");
+        assert_eq!(shadowed[0].2, "shadow");
+        // The key rule is a canary for User:team: enforced for it, shadowed for others.
+        use crate::protocol::records::test_batch;
+        use kafka_protocol::records::Compression;
+        let keyless = test_batch::encode(&[(None, Some(&b"{}"[..]), &[])], Compression::None);
+        let judge = |principal: &str| {
+            let plan = s.plan_topic_as("shop.misc.v1", principal).unwrap();
+            s.judge_partition(
+                &plan,
+                -1,
+                Some(&keyless),
+                &Limits::default(),
+                &Decoders::default(),
+            )
+        };
+        match judge("User:team") {
+            PartitionVerdict::Reject { rejection, .. } => assert_eq!(rejection.rule, "key"),
+            v => panic!("{v:?}"),
+        }
+        match judge("User:other") {
+            PartitionVerdict::Accept { shadowed, .. } => {
+                let w = shadowed.iter().next().unwrap();
+                assert_eq!(
+                    (w.policy, w.rule.as_str(), w.mode),
+                    ("produce", "key", "canary")
+                );
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn mode_keys_are_checked_at_load() {
+        let errors = |text: &str| {
+            let mut errors = Vec::new();
+            crate::policy::load::compile_sources(
+                &[(std::path::PathBuf::from("m.yaml"), text.to_string())],
+                &mut errors,
+            );
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        };
+        let e = errors("naming:\n  topics: { pattern: 'x' }\n  mode: canary\n");
+        assert!(
+            e[0].starts_with("m.yaml:3: naming: `mode: canary` needs `canary:`"),
+            "{e:?}"
+        );
+        let e = errors("produce:\n  - key: required\n    canary: { principals: ['User:a'] }\n");
+        assert!(
+            e[0].contains("`canary:` applies only with `mode: canary` (mode is absent)"),
+            "{e:?}"
+        );
+        let e = errors(
+            "produce:\n  - key: required\n    mode: canary\n    canary: { principals: ['alice'], percent: 120 }\n",
+        );
+        assert!(e.iter().any(|l| l.contains("percent` is 120")), "{e:?}");
+        assert!(
+            e.iter().any(|l| l.contains("`alice` is not `Type:name`")),
+            "{e:?}"
+        );
+        let e = errors("produce:\n  - key: required\n    mode: sometimes\n");
+        assert!(e[0].starts_with("m.yaml:3:"), "{e:?}");
+        let e = errors(
+            "contract:\n  name: c\n  owner: o\n  topic: t\n  quality:\n    validity_rules:\n      - { rule: 'a > 1', cel: 'true' }\n",
+        );
+        assert!(
+            e[0].contains("exactly one of `rule:` (SQL) and `cel:`"),
+            "{e:?}"
+        );
+        // `off` is the mode, not YAML 1.1's boolean.
+        let s = set("produce:\n  - key: required\n    mode: off\n");
+        assert_eq!(s.produce[0].mode, Mode::Off);
+        let e = errors(
+            "contract:\n  name: c\n  owner: o\n  topic: t\n  quality:\n    validity_rules:\n      - { rule: 'a > 1', mode: sometimes }\n",
+        );
+        assert!(e[0].starts_with("m.yaml:7:"), "{e:?}");
+    }
 
     #[test]
     fn the_registry_scan_and_the_judge_inflate_each_batch_once() {

@@ -14,7 +14,8 @@ use std::time::Duration;
 use regex::Regex;
 use serde_saphyr::Spanned;
 
-use super::model::{self, AcksDoc, Document, Format, Requirement, RuleDoc};
+use super::mode::{Canary, Mode};
+use super::model::{self, AcksDoc, CanaryDoc, Document, Format, ModeDoc, Requirement, RuleDoc};
 use super::*;
 use crate::protocol::records::Codec;
 use crate::rules::{Rule, RuleSource};
@@ -287,7 +288,12 @@ fn compile_parsed(
 fn cross_check(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
     let mut by_topic = HashMap::new();
     for (i, c) in set.contracts.iter().enumerate() {
-        if let Some(n) = &set.naming {
+        // A naming policy in shadow or off refuses no topic, so no contract topic either.
+        let naming = set
+            .naming
+            .as_ref()
+            .filter(|n| !matches!(n.mode, Mode::Shadow | Mode::Off));
+        if let Some(n) = naming {
             if !n.pattern.is_match(&c.topic) && !n.is_exempt(&c.topic) {
                 errors.push(PolicyError {
                     file: c.topic_origin.file.to_string(),
@@ -444,7 +450,98 @@ impl Cx<'_> {
         }
     }
 
+    /// A policy's `mode:` and `canary:`, written as policy keys (spans known).
+    fn spanned_mode(
+        &mut self,
+        mode: Option<Spanned<ModeDoc>>,
+        canary: Option<Spanned<CanaryDoc>>,
+        line: u64,
+        inherited: &Mode,
+        what: &str,
+    ) -> Mode {
+        let mode = mode.map(|m| (m.value, m.referenced.line()));
+        let canary = canary.map(|c| (c.value, c.referenced.line().max(line)));
+        self.mode(mode, canary, inherited, what)
+    }
+
+    /// `mode:` and `canary:` of a rule or a policy; `inherited` when neither is written.
+    fn mode(
+        &mut self,
+        mode: Option<(ModeDoc, u64)>,
+        canary: Option<(CanaryDoc, u64)>,
+        inherited: &Mode,
+        what: &str,
+    ) -> Mode {
+        match (mode, canary) {
+            (None, None) => inherited.clone(),
+            (Some((ModeDoc::Enforce, _)), None) => Mode::Enforce,
+            (Some((ModeDoc::Shadow, _)), None) => Mode::Shadow,
+            (Some((ModeDoc::Off, _)), None) => Mode::Off,
+            (Some((ModeDoc::Canary, line)), None) => {
+                self.err(
+                    line,
+                    format!(
+                        "{what}: `mode: canary` needs `canary:` with `principals` and/or `percent`"
+                    ),
+                );
+                inherited.clone()
+            }
+            (Some((ModeDoc::Canary, _)), Some((c, line))) => {
+                let percent = c.percent.unwrap_or(0.0);
+                if !(0.0..=100.0).contains(&percent) {
+                    self.err(
+                        line,
+                        format!(
+                            "{what}: canary `percent` is {percent}; it must be between 0 and 100"
+                        ),
+                    );
+                }
+                if c.principals.is_empty() && percent == 0.0 {
+                    self.err(
+                        line,
+                        format!("{what}: `canary:` enforces for no one; give `principals` or a `percent` above 0"),
+                    );
+                }
+                for p in &c.principals {
+                    if !p
+                        .split_once(':')
+                        .is_some_and(|(t, n)| !t.is_empty() && !n.is_empty())
+                    {
+                        self.err(
+                            line,
+                            format!("{what}: canary principal `{p}` is not `Type:name` (e.g. `User:orders-svc`)"),
+                        );
+                    }
+                }
+                Mode::Canary(Arc::new(Canary {
+                    principals: c
+                        .principals
+                        .into_iter()
+                        .map(String::into_boxed_str)
+                        .collect(),
+                    percent,
+                }))
+            }
+            (mode, Some((_, line))) => {
+                let written = mode.map_or("absent", |(m, _)| match m {
+                    ModeDoc::Enforce => "enforce",
+                    ModeDoc::Shadow => "shadow",
+                    ModeDoc::Off => "off",
+                    ModeDoc::Canary => "canary",
+                });
+                self.err(
+                    line,
+                    format!(
+                        "{what}: `canary:` applies only with `mode: canary` (mode is {written})"
+                    ),
+                );
+                inherited.clone()
+            }
+        }
+    }
+
     fn naming(&mut self, n: model::NamingDoc, origin: &Origin) -> Option<Naming> {
+        let mode = self.spanned_mode(n.mode, n.canary, origin.line, &Mode::Enforce, "naming");
         let pattern = self.regex(&n.topics.pattern, "naming pattern");
         let exempt: Vec<Regex> = n
             .topics
@@ -459,6 +556,7 @@ impl Cx<'_> {
                 pattern,
                 exempt,
                 origin: origin.clone(),
+                mode,
             })
     }
 
@@ -479,6 +577,7 @@ impl Cx<'_> {
     }
 
     fn topics(&mut self, t: model::TopicsDoc, origin: Origin) -> TopicRules {
+        let mode = self.spanned_mode(t.mode, t.canary, origin.line, &Mode::Enforce, "topics");
         let partitions = self.range(t.partitions, "partitions");
         let replication_factor = self.range(t.replication_factor, "replication_factor");
         let mut configs = Vec::new();
@@ -505,11 +604,19 @@ impl Cx<'_> {
             configs,
             require_contract: t.require_contract.unwrap_or(false),
             origin,
+            mode,
         }
     }
 
     fn produce(&mut self, p: model::ProduceRuleDoc, origin: Origin) -> Option<ProduceRule> {
         let before = self.errors.len();
+        let mode = self.spanned_mode(
+            p.mode,
+            p.canary,
+            origin.line,
+            &Mode::Enforce,
+            "produce rule",
+        );
         let topics = p
             .topics
             .as_ref()
@@ -562,6 +669,7 @@ impl Cx<'_> {
             key_required: p.key == Some(Requirement::Required),
             max_record_bytes,
             origin,
+            mode,
         })
     }
 
@@ -582,6 +690,8 @@ impl Cx<'_> {
             .producers
             .map(|p| self.producers(&name, p))
             .unwrap_or_default();
+        let what = format!("contract `{name}`");
+        let mode = self.spanned_mode(c.mode, c.canary, origin.line, &Mode::Enforce, &what);
         let schema = c.schema.and_then(|s| self.schema(s));
         let shape = schema.as_ref().and_then(|s| s.shape.as_ref());
         let mut sla = Sla::default();
@@ -601,12 +711,32 @@ impl Cx<'_> {
                 .and_then(|p| self.percent(&p, "completeness"));
             for r in q.validity_rules {
                 let line = r.referenced.line();
-                let source = match &r.value {
+                let (source, text, rule_mode) = match &r.value {
                     RuleDoc::Sql(t) => match t.trim().strip_prefix("cel:") {
-                        Some(cel) => RuleSource::Cel(cel),
-                        None => RuleSource::Sql(t),
+                        Some(cel) => (RuleSource::Cel(cel), t.clone(), mode.clone()),
+                        None => (RuleSource::Sql(t), t.clone(), mode.clone()),
                     },
-                    RuleDoc::Cel { cel } => RuleSource::Cel(cel),
+                    RuleDoc::Full(f) => {
+                        let rule_mode = self.mode(
+                            f.mode.map(|m| (m, line)),
+                            f.canary.clone().map(|c| (c, line)),
+                            &mode,
+                            &what,
+                        );
+                        match (&f.rule, &f.cel) {
+                            (Some(t), None) => (RuleSource::Sql(t), t.clone(), rule_mode),
+                            (None, Some(cel)) => {
+                                (RuleSource::Cel(cel), format!("cel: {cel}"), rule_mode)
+                            }
+                            _ => {
+                                self.err(
+                                    line,
+                                    format!("{what}: a validity rule needs exactly one of `rule:` (SQL) and `cel:`"),
+                                );
+                                continue;
+                            }
+                        }
+                    }
                 };
                 match Rule::compile(source, shape) {
                     Ok(rule) => rules.push(ContractRule {
@@ -615,14 +745,9 @@ impl Cx<'_> {
                             file: self.file.clone(),
                             line,
                         },
+                        mode: rule_mode,
                     }),
-                    Err(e) => {
-                        let text = match &r.value {
-                            RuleDoc::Sql(t) => t.clone(),
-                            RuleDoc::Cel { cel } => format!("cel: {cel}"),
-                        };
-                        self.err(line, format!("contract `{name}`: rule `{text}`: {e}"))
-                    }
+                    Err(e) => self.err(line, format!("{what}: rule `{text}`: {e}")),
                 }
             }
         }
@@ -664,6 +789,7 @@ impl Cx<'_> {
             origin,
             topic_origin,
             index: 0,
+            mode,
         })
     }
 

@@ -10,6 +10,7 @@
 pub mod evolution;
 pub mod judge;
 pub mod load;
+pub mod mode;
 pub mod model;
 
 use std::collections::HashMap;
@@ -18,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regex::Regex;
+
+use mode::Mode;
 
 use crate::protocol::records::Codec;
 use crate::rules::Rule;
@@ -77,6 +80,7 @@ pub struct Naming {
     pub pattern: Regex,
     pub exempt: Vec<Regex>,
     pub origin: Origin,
+    pub mode: Mode,
 }
 
 impl Naming {
@@ -119,6 +123,7 @@ pub struct TopicRules {
     pub configs: Vec<ConfigRule>,
     pub require_contract: bool,
     pub origin: Origin,
+    pub mode: Mode,
 }
 
 #[derive(Debug)]
@@ -142,6 +147,7 @@ pub struct ProduceRule {
     pub key_required: bool,
     pub max_record_bytes: Option<usize>,
     pub origin: Origin,
+    pub mode: Mode,
 }
 
 impl ProduceRule {
@@ -180,6 +186,8 @@ pub struct Contract {
     pub avro_reader: Option<crate::schema::avro_data::AvroReader>,
     /// `producers:`: the principals allowed to produce to `topic`; empty means anyone.
     pub producers: Vec<Box<str>>,
+    /// The mode of the contract's own checks (producers, schema) and of rules without their own.
+    pub mode: Mode,
 }
 
 #[derive(Debug)]
@@ -213,6 +221,15 @@ pub struct Sla {
 pub struct ContractRule {
     pub rule: Rule,
     pub origin: Origin,
+    /// Its own mode, or the contract's.
+    pub mode: Mode,
+}
+
+impl Contract {
+    /// Whether any of its record checks (schema, validity rules) is judged: not all `off`.
+    pub fn judges_records(&self) -> bool {
+        !self.mode.is_off() || self.rules.iter().any(|r| !r.mode.is_off())
+    }
 }
 
 impl PolicySet {

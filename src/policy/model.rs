@@ -34,6 +34,33 @@ pub struct ContractDoc {
     /// The principals allowed to produce to the topic (`User:orders-svc`); anyone when absent.
     #[serde(default)]
     pub producers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The mode of the contract's checks and of its rules that do not set their own.
+    #[serde(default)]
+    pub mode: Option<Spanned<ModeDoc>>,
+    #[serde(default)]
+    pub canary: Option<Spanned<CanaryDoc>>,
+}
+
+/// `mode:` of a rule or a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeDoc {
+    Enforce,
+    Shadow,
+    Off,
+    Canary,
+}
+
+/// `canary:` beside `mode: canary`: who the rule is enforced for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryDoc {
+    /// Principals it is enforced for (`User:orders-svc`).
+    #[serde(default)]
+    pub principals: Vec<String>,
+    /// The share of the other principals it is enforced for, 0 to 100, by a stable hash.
+    #[serde(default)]
+    pub percent: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -92,18 +119,59 @@ pub struct QualityDoc {
     pub validity_rules: Vec<Spanned<RuleDoc>>,
 }
 
-/// A validity rule: a SQL-style predicate, or `cel: <expression>`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// A validity rule: a SQL-style predicate, or a mapping with `rule:` (SQL) or `cel:`, and
+/// optionally its own `mode:` (and `canary:`).
+///
+/// Deserialized by hand rather than as an untagged enum: an untagged enum buffers the YAML and
+/// guesses scalar types first (`mode: off` would become `false`), and it reports every mistake as
+/// "did not match any variant" instead of naming the unknown key.
+#[derive(Debug)]
 pub enum RuleDoc {
     Sql(String),
-    Cel { cel: String },
+    Full(RuleFullDoc),
+}
+
+impl<'de> Deserialize<'de> for RuleDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RuleDoc;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a rule (text), or a mapping with `rule:` or `cel:` and `mode:`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RuleDoc, E> {
+                Ok(RuleDoc::Sql(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RuleDoc, A::Error> {
+                RuleFullDoc::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RuleDoc::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFullDoc {
+    #[serde(default)]
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub cel: Option<String>,
+    #[serde(default)]
+    pub mode: Option<ModeDoc>,
+    #[serde(default)]
+    pub canary: Option<CanaryDoc>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamingDoc {
     pub topics: NamingTopicsDoc,
+    #[serde(default)]
+    pub mode: Option<Spanned<ModeDoc>>,
+    #[serde(default)]
+    pub canary: Option<Spanned<CanaryDoc>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +193,10 @@ pub struct TopicsDoc {
     pub configs: BTreeMap<String, Spanned<ConfigRuleDoc>>,
     #[serde(default)]
     pub require_contract: Option<bool>,
+    #[serde(default)]
+    pub mode: Option<Spanned<ModeDoc>>,
+    #[serde(default)]
+    pub canary: Option<Spanned<CanaryDoc>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -165,6 +237,10 @@ pub struct ProduceRuleDoc {
     pub key: Option<Requirement>,
     #[serde(default)]
     pub max_record_bytes: Option<u64>,
+    #[serde(default)]
+    pub mode: Option<Spanned<ModeDoc>>,
+    #[serde(default)]
+    pub canary: Option<Spanned<CanaryDoc>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::identity::{Identity, SaslStep};
-use super::rejection::RejectionEvent;
+use super::rejection::{RejectionEvent, ShadowEvent};
 use super::rewrite::merge::{CreateTopicsMerge, ProduceMerge};
 use super::rewrite::ResponseMerge;
 use crate::generation::Generation;
@@ -31,6 +31,7 @@ use crate::policy::judge::{
     avro_schema_ids, count_records, ExternalWriters, Limits, NewTopic, PartitionVerdict, Rejection,
     RequestInflater, Tally, Writers,
 };
+use crate::policy::mode::Shadowed;
 use crate::policy::PolicySet;
 use crate::protocol::header::{
     join_request, split_request, split_response, undecodable, HeaderError,
@@ -301,6 +302,7 @@ pub fn produce(
                     rejection: r.clone(),
                     records: count_records(p.records.as_deref()),
                     tally: Tally::default(),
+                    shadowed: Shadowed::default(),
                 },
             };
             judged.push(JudgedPartition {
@@ -330,6 +332,18 @@ pub fn produce(
             m.records_valid.inc_by(tally.judged - tally.invalid);
             m.records_invalid.inc_by(tally.invalid);
             m.records_complete.inc_by(tally.complete);
+        }
+        for would in j.verdict.shadowed().iter() {
+            ShadowEvent {
+                api: "produce",
+                topic: j.topic,
+                partition: Some(j.index),
+                client_id: client,
+                principal,
+                contract_topic: j.contract_topic,
+                would,
+            }
+            .emit(&cx.metrics);
         }
         match j.verdict {
             PartitionVerdict::Accept { records, .. } => {
@@ -440,7 +454,13 @@ fn all_or_nothing(judged: &mut [JudgedPartition<'_>], client: &str, clients: &re
         format!("{}-{}: {message}", j.topic.as_str(), j.index)
     };
     for j in judged.iter_mut() {
-        if let PartitionVerdict::Accept { records, tally } = j.verdict {
+        if let PartitionVerdict::Accept {
+            records,
+            tally,
+            ref mut shadowed,
+        } = j.verdict
+        {
+            let shadowed = std::mem::take(shadowed);
             j.verdict = PartitionVerdict::Reject {
                 rejection: Rejection {
                     error_code: crate::policy::judge::INVALID_RECORD,
@@ -455,6 +475,7 @@ fn all_or_nothing(judged: &mut [JudgedPartition<'_>], client: &str, clients: &re
                 },
                 records,
                 tally,
+                shadowed,
             };
         }
     }
@@ -629,6 +650,7 @@ mod tests {
                 judged: records,
                 ..Tally::default()
             },
+            shadowed: Shadowed::default(),
         }
     }
 
@@ -643,6 +665,7 @@ mod tests {
             },
             records: 1,
             tally: Tally::default(),
+            shadowed: Shadowed::default(),
         }
     }
 

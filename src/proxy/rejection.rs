@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::metrics::{topic_label, Metrics};
 use crate::policy::judge::Rejection;
+use crate::policy::mode::WouldReject;
 
 /// A refusal, with what a reader of the logs or metrics needs to place it.
 #[derive(Debug)]
@@ -83,6 +84,49 @@ impl RejectionEvent<'_> {
             suppressed_since_last = suppressed,
             "rejected: {}",
             r.message
+        );
+    }
+}
+
+/// A refusal a shadowed rule would have made: counted in
+/// `meshgate_policy_would_reject_total{topic,policy,rule,mode}` and logged (within the same rate
+/// limit as refusals), while the data is forwarded.
+#[derive(Debug)]
+pub struct ShadowEvent<'a> {
+    pub api: &'static str,
+    pub topic: &'a str,
+    pub partition: Option<i32>,
+    pub client_id: &'a str,
+    pub principal: &'a str,
+    pub contract_topic: Option<&'a str>,
+    pub would: &'a WouldReject,
+}
+
+impl ShadowEvent<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        let w = self.would;
+        metrics
+            .policy_would_reject
+            .with_label_values(&[topic_label(self.contract_topic), w.policy, &w.rule, w.mode])
+            .inc();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let Some(suppressed) = LOG_BUDGET.take(now) else {
+            return;
+        };
+        tracing::info!(
+            api = self.api,
+            topic = self.topic,
+            partition = self.partition,
+            client_id = self.client_id,
+            principal = self.principal,
+            policy = w.policy,
+            rule = %w.rule,
+            mode = w.mode,
+            suppressed_since_last = suppressed,
+            "would reject (forwarded): {}",
+            w.message
         );
     }
 }
