@@ -240,7 +240,13 @@ pub fn request_path(data: &[u8]) {
                     }
                 }
                 ApiKey::CreateTopics => {
-                    let _ = enforce::create_topics(&gw.metrics, &policies, &frame, version);
+                    let _ = enforce::create_topics(
+                        &gw.metrics,
+                        &policies,
+                        "User:fuzz",
+                        &frame,
+                        version,
+                    );
                 }
                 ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {
                     if let Ok(Some(step)) = enforce::sasl_request(&identity, &frame, api, version) {

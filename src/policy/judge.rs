@@ -877,8 +877,20 @@ pub struct NewTopic<'a> {
 }
 
 impl PolicySet {
-    /// Judges one topic of a CreateTopics request.
+    /// [`judge_new_topic_as`](Self::judge_new_topic_as) for an unnamed principal, shadows dropped.
+    #[cfg(test)]
     pub fn judge_new_topic(&self, t: &NewTopic<'_>) -> Result<(), Rejection> {
+        self.judge_new_topic_as(t, "", &mut Shadowed::default())
+    }
+
+    /// Judges one topic of a CreateTopics request sent by `principal`. Refusals of rules in
+    /// shadow are noted in `shadowed` instead.
+    pub fn judge_new_topic_as(
+        &self,
+        t: &NewTopic<'_>,
+        principal: &str,
+        shadowed: &mut Shadowed,
+    ) -> Result<(), Rejection> {
         let reject = |rule: &str, message: String| Rejection {
             error_code: POLICY_VIOLATION,
             message: format!("meshgate: topic `{}`: {message}", t.name),
@@ -887,15 +899,29 @@ impl PolicySet {
             rule: rule.to_string(),
         };
         // Naming and require_contract are shared with produce.
-        self.plan_topic(t.name).map(|_| ()).map_err(|mut r| {
+        let plan = self.plan_topic_for(t.name, principal).map_err(|mut r| {
             r.message = r
                 .message
                 .replacen("meshgate: ", "meshgate: cannot create: ", 1);
             r
         })?;
-        let Some(rules) = &self.topics else {
+        shadowed.extend(&plan.shadowed);
+        let Some(rules) = self.topics.as_ref().filter(|t| !t.mode.is_off()) else {
             return Ok(());
         };
+        let verdict = Self::check_new_topic(rules, t, reject);
+        match verdict {
+            Ok(()) => Ok(()),
+            Err(r) => under_mode(&rules.mode, principal, shadowed, r),
+        }
+    }
+
+    /// The topic rules on a new topic, all enforced: the first refusal.
+    fn check_new_topic(
+        rules: &super::TopicRules,
+        t: &NewTopic<'_>,
+        reject: impl Fn(&str, String) -> Rejection,
+    ) -> Result<(), Rejection> {
         if rules.partitions.is_set() {
             if t.num_partitions < 0 {
                 return Err(reject("partitions", format!("the partition count must be given explicitly: the topic rules ({}) require {}", rules.origin, rules.partitions)));
@@ -936,58 +962,97 @@ impl PolicySet {
         Ok(())
     }
 
+    #[cfg(test)]
+    pub fn judge_partition_count(&self, topic: &str, count: i32) -> Result<(), Rejection> {
+        self.judge_partition_count_as(topic, count, "", &mut Shadowed::default())
+    }
+
     /// A topic's partition count raised to `count` by CreatePartitions. Internal (naming-exempt)
     /// topics are not governed.
-    pub fn judge_partition_count(&self, topic: &str, count: i32) -> Result<(), Rejection> {
+    pub fn judge_partition_count_as(
+        &self,
+        topic: &str,
+        count: i32,
+        principal: &str,
+        shadowed: &mut Shadowed,
+    ) -> Result<(), Rejection> {
         let Some(rules) = self.topic_rules_for(topic) else {
             return Ok(());
         };
         if rules.partitions.is_set() && !rules.partitions.contains(count as i64) {
-            return Err(topic_rejection(
+            let r = topic_rejection(
                 topic,
                 "partitions",
                 format!(
                     "cannot have {count} partitions: the topic rules ({}) require {}",
                     rules.origin, rules.partitions
                 ),
-            ));
+            );
+            return under_mode(&rules.mode, principal, shadowed, r);
         }
         Ok(())
     }
 
+    #[cfg(test)]
+    pub fn judge_topic_config(&self, topic: &str, key: &str, value: &str) -> Result<(), Rejection> {
+        self.judge_topic_config_as(topic, key, value, "", &mut Shadowed::default())
+    }
+
     /// One config value set on a topic: by CreateTopics, AlterConfigs or IncrementalAlterConfigs
     /// (SET, and each item an APPEND adds to a list). Keys without a rule pass.
-    pub fn judge_topic_config(&self, topic: &str, key: &str, value: &str) -> Result<(), Rejection> {
+    pub fn judge_topic_config_as(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &str,
+        principal: &str,
+        shadowed: &mut Shadowed,
+    ) -> Result<(), Rejection> {
         match self.topic_rules_for(topic) {
-            Some(rules) => check_config(rules, topic, key, value),
+            Some(rules) => match check_config(rules, topic, key, value) {
+                Ok(()) => Ok(()),
+                Err(r) => under_mode(&rules.mode, principal, shadowed, r),
+            },
             None => Ok(()),
         }
+    }
+
+    #[cfg(test)]
+    pub fn judge_auto_create(&self, topic: &str) -> Result<(), Rejection> {
+        self.judge_auto_create_as(topic, "", &mut Shadowed::default())
     }
 
     /// A topic a Metadata request would have the broker auto-create, with the broker's default
     /// partition count, replication factor and configs: judged as a CreateTopics that leaves
     /// all three to the broker.
-    pub fn judge_auto_create(&self, topic: &str) -> Result<(), Rejection> {
-        self.judge_new_topic(&NewTopic {
+    pub fn judge_auto_create_as(
+        &self,
+        topic: &str,
+        principal: &str,
+        shadowed: &mut Shadowed,
+    ) -> Result<(), Rejection> {
+        let new = NewTopic {
             name: topic,
             num_partitions: -1,
             replication_factor: -1,
             configs: vec![],
-        })
-        .map_err(|mut r| {
-            r.message = r.message.replacen(
-                "meshgate: ",
-                "meshgate: auto-creation refused (the broker's defaults would apply): ",
-                1,
-            );
-            r
-        })
+        };
+        self.judge_new_topic_as(&new, principal, shadowed)
+            .map_err(|mut r| {
+                r.message = r.message.replacen(
+                    "meshgate: ",
+                    "meshgate: auto-creation refused (the broker's defaults would apply): ",
+                    1,
+                );
+                r
+            })
     }
 
-    /// The topic rules that govern changes to an existing topic: none for internal topics.
+    /// The topic rules that govern changes to an existing topic: none for internal topics, or
+    /// when they are `off`.
     fn topic_rules_for(&self, topic: &str) -> Option<&super::TopicRules> {
         let exempt = self.naming.as_ref().is_some_and(|n| n.is_exempt(topic));
-        self.topics.as_ref().filter(|_| !exempt)
+        self.topics.as_ref().filter(|t| !exempt && !t.mode.is_off())
     }
 }
 
@@ -1256,6 +1321,44 @@ contract:
             }
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn topic_rules_in_shadow_or_canary_let_a_change_through_and_note_it() {
+        let s = set(
+            "naming:\n  topics: { pattern: '^[a-z.]+$' }\n  mode: shadow\ntopics:\n  partitions: { min: 3 }\n  mode: canary\n  canary: { principals: ['User:platform'] }\n",
+        );
+        let t = new_topic("BAD", 1, &[]);
+        let noted = |sh: &Shadowed| {
+            sh.iter()
+                .map(|w| (w.policy, w.rule.clone(), w.mode))
+                .collect::<Vec<_>>()
+        };
+        let mut sh = Shadowed::default();
+        assert!(s.judge_new_topic_as(&t, "User:dev", &mut sh).is_ok());
+        assert_eq!(
+            noted(&sh),
+            [
+                ("naming", "^[a-z.]+$".to_string(), "shadow"),
+                ("topics", "partitions".to_string(), "canary")
+            ]
+        );
+        let mut sh = Shadowed::default();
+        let r = s
+            .judge_new_topic_as(&t, "User:platform", &mut sh)
+            .unwrap_err();
+        assert_eq!(r.rule, "partitions");
+        assert_eq!(noted(&sh), [("naming", "^[a-z.]+$".to_string(), "shadow")]);
+        let mut sh = Shadowed::default();
+        assert!(s
+            .judge_partition_count_as("ok.topic", 1, "User:dev", &mut sh)
+            .is_ok());
+        assert_eq!(noted(&sh), [("topics", "partitions".to_string(), "canary")]);
+        // Off: not judged at all.
+        let off = set("topics:\n  partitions: { min: 3 }\n  mode: off\n");
+        let mut sh = Shadowed::default();
+        assert!(off.judge_new_topic_as(&t, "User:dev", &mut sh).is_ok());
+        assert!(sh.is_empty());
     }
 
     #[test]

@@ -343,12 +343,25 @@ where
                 judge_work(&gw, &mut upstream, heavy, move || job.judge()).await??
             }
             Whole::Governed(Governed::CreateTopics, policies) => (
-                enforce::create_topics(&gw.metrics, &policies, &frame, header.api_version)?,
+                enforce::create_topics(
+                    &gw.metrics,
+                    &policies,
+                    &identity.principal(),
+                    &frame,
+                    header.api_version,
+                )?,
                 None,
             ),
             Whole::Governed(Governed::TopicAdmin, policies) => (
-                topic_admin::judge(&gw.metrics, &policies, api, &frame, header.api_version)?
-                    .unwrap_or(Decision::Forward),
+                topic_admin::judge(
+                    &gw.metrics,
+                    &policies,
+                    &identity.principal(),
+                    api,
+                    &frame,
+                    header.api_version,
+                )?
+                .unwrap_or(Decision::Forward),
                 None,
             ),
             Whole::Sasl | Whole::ProduceAcksUnseen => (Decision::Forward, None),

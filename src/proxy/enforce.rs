@@ -523,6 +523,7 @@ impl ProduceWatch {
 pub fn create_topics(
     metrics: &Metrics,
     policies: &PolicySet,
+    principal: &str,
     frame: &Bytes,
     version: i16,
 ) -> Result<Decision, HeaderError> {
@@ -551,7 +552,22 @@ pub fn create_topics(
                 .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str())))
                 .collect(),
         };
-        if let Err(r) = policies.judge_new_topic(&new) {
+        let mut shadowed = Shadowed::default();
+        let verdict = policies.judge_new_topic_as(&new, principal, &mut shadowed);
+        let contract_topic = policies.contract_for(new.name).map(|c| c.topic.as_str());
+        for would in shadowed.iter() {
+            ShadowEvent {
+                api: "create_topics",
+                topic: new.name,
+                partition: None,
+                client_id: client,
+                principal,
+                contract_topic,
+                would,
+            }
+            .emit(metrics);
+        }
+        if let Err(r) = verdict {
             RejectionEvent {
                 api: "create_topics",
                 topic: new.name,

@@ -33,10 +33,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::enforce::{encode_request, Decision};
-use super::rejection::RejectionEvent;
+use super::rejection::{RejectionEvent, ShadowEvent};
 use super::rewrite::merge::AdminMerge;
 use crate::metrics::Metrics;
 use crate::policy::judge::Rejection;
+use crate::policy::mode::Shadowed;
 use crate::policy::PolicySet;
 use crate::protocol::header::{split_request, undecodable, HeaderError};
 
@@ -52,6 +53,7 @@ const OP_APPEND: i8 = 2;
 pub fn judge(
     metrics: &Metrics,
     policies: &PolicySet,
+    principal: &str,
     api: ApiKey,
     frame: &Bytes,
     version: i16,
@@ -73,6 +75,27 @@ pub fn judge(
         .emit(metrics);
         (r.error_code, r.message)
     };
+    // Rules in shadow: the change is forwarded, and what they would have refused is counted.
+    let shadowed = |topic: &str, shadowed: Shadowed| {
+        for would in shadowed.iter() {
+            ShadowEvent {
+                api: api_name(api),
+                topic,
+                partition: None,
+                client_id: &client,
+                principal,
+                contract_topic: policies.contract_for(topic).map(|c| c.topic.as_str()),
+                would,
+            }
+            .emit(metrics);
+        }
+    };
+    let config = |topic: &str, key: &str, value: &str| {
+        let mut shadows = Shadowed::default();
+        let verdict = policies.judge_topic_config_as(topic, key, value, principal, &mut shadows);
+        shadowed(topic, shadows);
+        verdict.err()
+    };
     let mut rejected = HashMap::new();
     let order: Vec<(i8, StrBytes)>;
     let trimmed = match api {
@@ -91,7 +114,11 @@ pub fn judge(
             // (nothing would have been created), so this is neither counted nor logged as one.
             let mut refused = false;
             for name in names {
-                if let Err(r) = policies.judge_auto_create(name.as_str()) {
+                // Shadowed refusals are not counted here either: nothing is refused.
+                let mut shadows = Shadowed::default();
+                if let Err(r) =
+                    policies.judge_auto_create_as(name.as_str(), principal, &mut shadows)
+                {
                     tracing::debug!(topic = name.as_str(), client_id = %client, rule = %r.rule, "Metadata: auto-creation switched off");
                     refused = true;
                 }
@@ -112,7 +139,15 @@ pub fn judge(
                 .map(|t| (TOPIC_RESOURCE, t.name.0.clone()))
                 .collect();
             for t in &request.topics {
-                if let Err(r) = policies.judge_partition_count(t.name.as_str(), t.count) {
+                let mut shadows = Shadowed::default();
+                let verdict = policies.judge_partition_count_as(
+                    t.name.as_str(),
+                    t.count,
+                    principal,
+                    &mut shadows,
+                );
+                shadowed(t.name.as_str(), shadows);
+                if let Err(r) = verdict {
                     let verdict = refuse(t.name.as_str(), r);
                     rejected.insert((TOPIC_RESOURCE, t.name.0.clone()), verdict);
                 }
@@ -132,9 +167,7 @@ pub fn judge(
                 |topic, configs| {
                     configs.iter().find_map(|c| {
                         let value = c.value.as_ref()?;
-                        policies
-                            .judge_topic_config(topic, c.name.as_str(), value.as_str())
-                            .err()
+                        config(topic, c.name.as_str(), value.as_str())
                     })
                 },
                 &refuse,
@@ -157,12 +190,11 @@ pub fn judge(
                         let value = c.value.as_ref()?;
                         let key = c.name.as_str();
                         match c.config_operation {
-                            OP_SET => policies
-                                .judge_topic_config(topic, key, value.as_str())
-                                .err(),
-                            OP_APPEND => value.split(',').map(str::trim).find_map(|item| {
-                                policies.judge_topic_config(topic, key, item).err()
-                            }),
+                            OP_SET => config(topic, key, value.as_str()),
+                            OP_APPEND => value
+                                .split(',')
+                                .map(str::trim)
+                                .find_map(|item| config(topic, key, item)),
                             // DELETE and SUBTRACT move toward the broker default.
                             _ => None,
                         }
@@ -303,9 +335,16 @@ topics:
 
     fn decide<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Decision {
         let metrics = Metrics::new();
-        judge(&metrics, &set(), api, &frame(api, version, body), version)
-            .unwrap()
-            .expect("governed")
+        judge(
+            &metrics,
+            &set(),
+            "User:t",
+            api,
+            &frame(api, version, body),
+            version,
+        )
+        .unwrap()
+        .expect("governed")
     }
 
     fn topic(name: &str, count: i32) -> CreatePartitionsTopic {
@@ -507,6 +546,7 @@ topics:
             judge(
                 &metrics,
                 &set,
+                "User:t",
                 ApiKey::Metadata,
                 &frame(ApiKey::Metadata, 9, &metadata(names, true)),
                 9,
