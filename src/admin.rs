@@ -328,6 +328,81 @@ pub struct ProductLive {
 #[derive(Deserialize)]
 struct CatalogQuery {
     format: Option<String>,
+    /// The window for `zero_would_rejects`: the last N hours (default: since the process
+    /// started).
+    hours: Option<f64>,
+}
+
+/// One rule in force, with its mode and, for rules that shadow, what they would have refused.
+#[derive(Serialize)]
+pub struct CatalogRule {
+    pub policy: &'static str,
+    pub rule: String,
+    /// `enforce`, `shadow`, `off` or `canary`.
+    pub mode: &'static str,
+    /// For a canary: the principals it enforces for, and the share of the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CatalogCanary>,
+    /// The data product, for contract rules.
+    pub contract: Option<String>,
+    pub source: String,
+    /// Partitions or topic changes it would have refused while shadowing, since the start.
+    pub would_reject_total: u64,
+    /// Seconds since the last one; `None` when none since the start.
+    pub last_would_reject_seconds_ago: Option<f64>,
+    /// For a rule that shadows (`shadow`, `canary`): no would-reject in the window (`?hours=N`,
+    /// or since the start). The sign a team waits for before it enforces the rule.
+    pub zero_would_rejects: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct CatalogCanary {
+    pub principals: Vec<String>,
+    pub percent: f64,
+}
+
+/// The rules of `set`, with the would-reject counts of `metrics`, at `now` (Unix seconds).
+pub fn catalog_rules(
+    set: &crate::policy::PolicySet,
+    metrics: &Metrics,
+    hours: Option<f64>,
+    now: i64,
+) -> Vec<CatalogRule> {
+    use crate::policy::mode::Mode;
+    let counts = metrics.would_rejects();
+    set.rules_in_force()
+        .into_iter()
+        .map(|r| {
+            let (total, last) = counts
+                .get(&(r.policy.to_string(), r.rule.clone()))
+                .copied()
+                .unwrap_or((0, 0));
+            let ago = (last > 0).then(|| (now - last).max(0) as f64);
+            let shadows = matches!(r.mode, Mode::Shadow | Mode::Canary(_));
+            let quiet = match (hours, ago) {
+                (_, None) => true,
+                (Some(h), Some(ago)) => ago > h * 3600.0,
+                (None, Some(_)) => false,
+            };
+            CatalogRule {
+                policy: r.policy,
+                mode: r.mode.name(),
+                canary: match r.mode {
+                    Mode::Canary(c) => Some(CatalogCanary {
+                        principals: c.principals.iter().map(|p| p.to_string()).collect(),
+                        percent: c.percent,
+                    }),
+                    _ => None,
+                },
+                contract: r.contract.map(|c| c.name.clone()),
+                source: r.origin.to_string(),
+                would_reject_total: total,
+                last_would_reject_seconds_ago: ago,
+                zero_would_rejects: shadows.then_some(quiet),
+                rule: r.rule,
+            }
+        })
+        .collect()
 }
 
 /// The data products, as JSON, or as an HTML page for a browser (by `Accept`, or `?format=`).
@@ -342,6 +417,9 @@ async fn catalog(
         .iter()
         .map(|c| product(c, &s.metrics))
         .collect();
+    let now = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
+    let hours = q.hours.filter(|h| h.is_finite() && *h > 0.0);
+    let rules = catalog_rules(&set, &s.metrics, hours, now);
     let wants_html = match q.format.as_deref() {
         Some("html") => true,
         Some(_) => false,
@@ -351,9 +429,9 @@ async fn catalog(
             .is_some_and(|a| a.contains("text/html")),
     };
     if wants_html {
-        Html(render_html(&products)).into_response()
+        Html(render_html(&products, &rules, hours)).into_response()
     } else {
-        Json(serde_json::json!({ "data_products": products })).into_response()
+        Json(serde_json::json!({ "data_products": products, "rules": rules })).into_response()
     }
 }
 
@@ -448,7 +526,7 @@ fn secs(v: Option<f64>) -> String {
 }
 
 /// A plain page: no scripts, readable as it is served.
-fn render_html(products: &[Product]) -> String {
+fn render_html(products: &[Product], rules: &[CatalogRule], hours: Option<f64>) -> String {
     let mut h = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>meshgate: data products</title>\
 <style>body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2330;background:#f6f7f9}\
@@ -525,8 +603,57 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
                 .unwrap_or_else(|| "none since start".into()),
         );
     }
+    render_rules(&mut h, rules, hours);
     h.push_str("</body></html>");
     h
+}
+
+/// The rules table: every rule's mode, and for shadowing ones whether they are quiet.
+fn render_rules(h: &mut String, rules: &[CatalogRule], hours: Option<f64>) {
+    let window = match hours {
+        Some(n) => format!("the last {n} h"),
+        None => "since the start".into(),
+    };
+    let _ = write!(
+        h,
+        "<section class=\"product\" id=\"rules\"><h2>Rules ({})</h2>\
+<p class=\"meta\">Rules in <code>shadow</code> (or a canary's shadow side) forward what they would refuse and count it. \
+<em>quiet</em>: no would-reject {window} (<code>?hours=N</code> sets the window).</p>\
+<table><tr><th>policy</th><th>rule</th><th>mode</th><th>data product</th><th>would reject</th><th>last</th><th>quiet</th><th>defined in</th></tr>",
+        rules.len()
+    );
+    for r in rules {
+        let mode = match &r.canary {
+            Some(c) => format!(
+                "canary ({}{}% of others)",
+                c.principals
+                    .iter()
+                    .map(|p| format!("{}, ", esc(p)))
+                    .collect::<String>(),
+                c.percent
+            ),
+            None => r.mode.to_string(),
+        };
+        let _ = write!(
+            h,
+            "<tr class=\"rule\"><td>{}</td><td><code>{}</code></td><td class=\"mode\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            r.policy,
+            esc(&r.rule),
+            mode,
+            esc(r.contract.as_deref().unwrap_or("—")),
+            r.would_reject_total,
+            r.last_would_reject_seconds_ago
+                .map(|s| format!("{s:.0} s ago"))
+                .unwrap_or_else(|| "—".into()),
+            match r.zero_would_rejects {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "—",
+            },
+            esc(&r.source),
+        );
+    }
+    h.push_str("</table></section>");
 }
 
 // The built-in schema registry (Confluent's API, read-only), from the policy set in force.
@@ -645,5 +772,68 @@ async fn registry_subject_config(
             serde_json::json!({ "compatibilityLevel": level }),
         ),
         None => registry_error(StatusCode::NOT_FOUND, 40401, "Subject not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::mode::WouldReject;
+    use crate::proxy::rejection::ShadowEvent;
+
+    #[test]
+    fn the_catalog_lists_each_rule_with_its_mode_and_would_rejects() {
+        let set = crate::policy::load::compile_text(
+            "c.yaml",
+            "produce:\n  - key: required\n    mode: canary\n    canary: { principals: ['User:a'], percent: 10 }\n---\ncontract:\n  name: orders\n  owner: shop\n  topic: shop.orders.v1\n  mode: shadow\n  quality:\n    validity_rules:\n      - n > 0\n      - rule: m > 0\n        mode: enforce\n",
+        );
+        let metrics = Metrics::new();
+        let would = WouldReject {
+            policy: "contract",
+            rule: "n > 0".into(),
+            mode: "shadow",
+            message: "m".into(),
+        };
+        for partition in [0, 1] {
+            ShadowEvent {
+                api: "produce",
+                topic: "shop.orders.v1",
+                partition: Some(partition),
+                client_id: "c",
+                principal: "User:b",
+                contract_topic: Some("shop.orders.v1"),
+                would: &would,
+            }
+            .emit(&metrics);
+        }
+        let now = i64::try_from(now_ms() / 1000).unwrap();
+        let rules = catalog_rules(&set, &metrics, None, now);
+        let row = |rule: &str| rules.iter().find(|r| r.rule == rule).unwrap();
+        assert_eq!(row("key").mode, "canary");
+        assert_eq!(row("key").canary.as_ref().unwrap().percent, 10.0);
+        assert_eq!(row("key").zero_would_rejects, Some(true));
+        let n = row("n > 0");
+        assert_eq!((n.mode, n.would_reject_total), ("shadow", 2));
+        assert_eq!(n.contract.as_deref(), Some("orders"));
+        assert_eq!(n.zero_would_rejects, Some(false));
+        assert!(n.source.starts_with("c.yaml:"), "{}", n.source);
+        assert_eq!(row("m > 0").mode, "enforce");
+        assert_eq!(
+            row("m > 0").zero_would_rejects,
+            None,
+            "enforced: not shadowing"
+        );
+        // Two hours on, with a one-hour window: quiet.
+        let later = catalog_rules(&set, &metrics, Some(1.0), now + 7200);
+        let n = later.iter().find(|r| r.rule == "n > 0").unwrap();
+        assert_eq!(n.zero_would_rejects, Some(true));
+        assert_eq!(n.would_reject_total, 2, "the lifetime count stays");
+        let html = render_html(&[], &rules, None);
+        assert!(html.contains("<td class=\"mode\">shadow</td>"), "{html}");
+        let text = metrics.render();
+        assert!(
+            text.contains("meshgate_policy_would_reject_total{mode=\"shadow\",policy=\"contract\",rule=\"n > 0\",topic=\"shop.orders.v1\"} 2"),
+            "{text}"
+        );
     }
 }

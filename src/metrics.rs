@@ -117,6 +117,8 @@ pub struct Metrics {
     pub policy_info: IntGaugeVec,
     pub policy_rejections: IntCounterVec,
     pub policy_would_reject: IntCounterVec,
+    /// When each shadowed rule last would have refused something (Unix seconds).
+    pub policy_would_reject_last: IntGaugeVec,
     pub produce_records: IntCounterVec,
     pub bytes: IntCounterVec,
     /// `meshgate_bytes_total` handles for traffic no contract claims.
@@ -134,7 +136,39 @@ pub fn topic_label(contract_topic: Option<&str>) -> &str {
     contract_topic.unwrap_or("_other")
 }
 
+/// What shadowed rules would have refused since the process started, by (policy, rule): the
+/// count over every topic and mode, and when the last one was (Unix seconds).
+pub type WouldRejects = HashMap<(String, String), (u64, i64)>;
+
 impl Metrics {
+    /// The would-reject counts and last times, summed over topics and modes.
+    pub fn would_rejects(&self) -> WouldRejects {
+        use prometheus::core::Collector;
+        let mut out: WouldRejects = HashMap::new();
+        let labels = |m: &prometheus::proto::Metric| {
+            let get = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
+            };
+            (get("policy"), get("rule"))
+        };
+        for family in self.policy_would_reject.collect() {
+            for m in family.get_metric() {
+                out.entry(labels(m)).or_default().0 += m.get_counter().get_value() as u64;
+            }
+        }
+        for family in self.policy_would_reject_last.collect() {
+            for m in family.get_metric() {
+                let last = &mut out.entry(labels(m)).or_default().1;
+                *last = (*last).max(m.get_gauge().get_value() as i64);
+            }
+        }
+        out
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
@@ -224,6 +258,14 @@ impl Metrics {
             &["topic", "policy", "rule", "mode"],
         )
         .expect("valid metric");
+        let policy_would_reject_last = IntGaugeVec::new(
+            Opts::new(
+                "meshgate_policy_would_reject_last_timestamp_seconds",
+                "When a rule in shadow (or on a canary's shadow side) last would have refused something, by policy and rule",
+            ),
+            &["policy", "rule"],
+        )
+        .expect("valid metric");
         let produce_records = IntCounterVec::new(
             Opts::new(
                 "meshgate_produce_records_total",
@@ -248,6 +290,7 @@ impl Metrics {
             Box::new(policy_info.clone()),
             Box::new(policy_rejections.clone()),
             Box::new(policy_would_reject.clone()),
+            Box::new(policy_would_reject_last.clone()),
             Box::new(produce_records.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -291,6 +334,7 @@ impl Metrics {
             policy_info,
             policy_rejections,
             policy_would_reject,
+            policy_would_reject_last,
             produce_accepted_other: produce_records.with_label_values(&["_other", "accepted"]),
             produce_rejected_other: produce_records.with_label_values(&["_other", "rejected"]),
             produce_records,

@@ -225,6 +225,93 @@ pub struct ContractRule {
     pub mode: Mode,
 }
 
+/// One rule in force, as the catalog lists it: the `policy` and `rule` labels its refusals
+/// (and would-rejects) carry, and its mode.
+#[derive(Debug)]
+pub struct RuleInForce<'a> {
+    pub policy: &'static str,
+    pub rule: String,
+    pub mode: &'a Mode,
+    /// The data product it belongs to, for contract rules.
+    pub contract: Option<&'a Contract>,
+    pub origin: &'a Origin,
+}
+
+impl PolicySet {
+    /// Every rule in force, with the labels its refusals carry: naming, require_contract and the
+    /// topic rules, the produce rules, then each contract's producers, schema and validity rules.
+    pub fn rules_in_force(&self) -> Vec<RuleInForce<'_>> {
+        let mut out = Vec::new();
+        let mut push = |policy, rule: String, mode, contract, origin| {
+            out.push(RuleInForce {
+                policy,
+                rule,
+                mode,
+                contract,
+                origin,
+            })
+        };
+        if let Some(n) = &self.naming {
+            push(
+                "naming",
+                n.pattern.as_str().to_string(),
+                &n.mode,
+                None,
+                &n.origin,
+            );
+        }
+        if let Some(t) = &self.topics {
+            let o = &t.origin;
+            if t.require_contract {
+                push(
+                    "require_contract",
+                    "require_contract".into(),
+                    &t.mode,
+                    None,
+                    o,
+                );
+            }
+            if t.partitions.is_set() {
+                push("topics", "partitions".into(), &t.mode, None, o);
+            }
+            if t.replication_factor.is_set() {
+                push("topics", "replication_factor".into(), &t.mode, None, o);
+            }
+            for c in &t.configs {
+                push("topics", c.key.clone(), &t.mode, None, &c.origin);
+            }
+        }
+        for r in &self.produce {
+            let o = &r.origin;
+            let keys = [
+                ("acks", r.acks.is_some()),
+                ("compression", r.compression.is_some()),
+                ("idempotence", r.idempotence_required),
+                ("headers", !r.headers.is_empty()),
+                ("key", r.key_required),
+                ("max_record_bytes", r.max_record_bytes.is_some()),
+            ];
+            for (key, set) in keys {
+                if set {
+                    push("produce", key.into(), &r.mode, None, o);
+                }
+            }
+        }
+        for c in &self.contracts {
+            if !c.producers.is_empty() {
+                push("producers", "producers".into(), &c.mode, Some(c), &c.origin);
+            }
+            if c.schema.is_some() {
+                push("contract", "schema".into(), &c.mode, Some(c), &c.origin);
+            }
+            for r in &c.rules {
+                push("contract", r.rule.text.clone(), &r.mode, Some(c), &r.origin);
+            }
+        }
+        out
+    }
+}
+
 impl Contract {
     /// Whether any of its record checks (schema, validity rules) is judged: not all `off`.
     pub fn judges_records(&self) -> bool {

@@ -112,6 +112,10 @@ impl ShadowEvent<'_> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        metrics
+            .policy_would_reject_last
+            .with_label_values(&[w.policy, &w.rule])
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
         let Some(suppressed) = LOG_BUDGET.take(now) else {
             return;
         };
