@@ -180,6 +180,22 @@ fn check(args: CheckArgs) -> ExitCode {
                     "not set"
                 },
             );
+            // Rules that do not enforce, so a reviewer sees them: shadow, canary and off.
+            for r in set.rules_in_force() {
+                if r.mode.name() != "enforce" {
+                    let product = r
+                        .contract
+                        .map(|c| format!(" (contract `{}`)", c.name))
+                        .unwrap_or_default();
+                    println!(
+                        "{}: {} rule `{}`{product} at {}",
+                        r.mode.name(),
+                        r.policy,
+                        r.rule,
+                        r.origin
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
