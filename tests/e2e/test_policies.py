@@ -54,6 +54,35 @@ contract:
   schema: { format: json, file: schemas/order-events-v1.avsc }
   quality:
     validity_rules: [order_total > 0, customer_id is not null]
+---
+contract:
+  name: shop-shadow
+  owner: shop-team
+  topic: shop.shadow.v1
+  mode: shadow
+  schema: { format: json, file: schemas/order-events-v1.avsc }
+  quality:
+    validity_rules: [order_total > 0, customer_id is not null]
+---
+contract:
+  name: shop-enforced-twin
+  owner: shop-team
+  topic: shop.twin.v1
+  schema: { format: json, file: schemas/order-events-v1.avsc }
+  quality:
+    validity_rules: [order_total > 0, customer_id is not null]
+"""
+
+MODE_CONTRACT = """
+contract:
+  name: shop-mode
+  owner: shop-team
+  topic: shop.mode.v1
+  schema: {{ format: json, file: schemas/order-events-v1.avsc }}
+  quality:
+    validity_rules:
+      - rule: order_total > 0
+        mode: {mode}
 """
 
 RELOAD_CONTRACT = """
@@ -74,8 +103,10 @@ def governed(broker, logdir):
     shutil.copytree(ROOT / "policies", policies)
     (policies / "contracts" / "e2e.yaml").write_text(E2E_CONTRACTS)
     (policies / "contracts" / "reload.yaml").write_text(RELOAD_CONTRACT.format(minimum=0))
+    (policies / "contracts" / "mode.yaml").write_text(MODE_CONTRACT.format(mode="shadow"))
     gw = start_gateway(broker.bootstrap, logdir, policies=policies)
-    for t in ["shop.orders.v1", "shop.orders-py.v1", "shop.split.v1", "shop.idem.v1", "shop.reload.v1"]:
+    for t in ["shop.orders.v1", "shop.orders-py.v1", "shop.split.v1", "shop.idem.v1", "shop.reload.v1",
+              "shop.shadow.v1", "shop.twin.v1", "shop.mode.v1"]:
         create_topic(gw.bootstrap, t, partitions=3)
     yield gw
     assert gw.stop() == 0, gw.log_text()[-3000:]
@@ -143,6 +174,102 @@ def test_valid_records_land_once_and_invalid_ones_are_rejected_and_absent(govern
 
     got = [v for v in consume(governed.bootstrap, ["shop.orders.v1"], expected=20) if run.encode() in v]
     assert sorted(got) == sorted(valid), "valid records exactly once, rejected ones absent"
+
+
+def test_shadow_forwards_everything_and_counts_exactly_what_enforce_refuses(governed):
+    """The same records to a shadowed contract and to its enforced twin: the twin refuses some;
+    the shadow forwards all of them, each once, and counts per rule exactly the twin's refusals."""
+    run = uuid.uuid4().hex[:8]
+    values = ([order(run, i, total=5 + i) for i in range(6)]
+              + [order(run, 10, total=0), order(run, 11, total=-2.5), order(run, 12, total=-1)]
+              + [order(run, 13, drop_customer=True), order(run, 14, customer=None)]
+              + [order(run, 15, total=-3, drop_customer=True)])
+    rules = ["order_total > 0", "customer_id is not null"]
+
+    def refused(topic):
+        return {r: metric(governed, "meshgate_policy_rejections_total", topic=topic, rule=r) for r in rules}
+
+    def would(topic):
+        return {r: metric(governed, "meshgate_policy_would_reject_total", topic=topic, rule=r,
+                          policy="contract", mode="shadow") for r in rules}
+
+    twin_before, shadow_before = refused("shop.twin.v1"), would("shop.shadow.v1")
+    twin = produce_each(governed.bootstrap, "shop.twin.v1", values, partition=0)
+    shadow = produce_each(governed.bootstrap, "shop.shadow.v1", values, partition=0)
+
+    assert [e is None for e in twin] == [True] * 6 + [False] * 6
+    assert shadow == [None] * len(values), "shadow forwards every record"
+    twin_counts = {r: refused("shop.twin.v1")[r] - twin_before[r] for r in rules}
+    shadow_counts = {r: would("shop.shadow.v1")[r] - shadow_before[r] for r in rules}
+    # Each shadowed rule counts the partitions it alone would refuse; the twin counts each
+    # refused partition once, under the first rule it broke: the last record breaks both.
+    assert twin_counts == {"order_total > 0": 4, "customer_id is not null": 2}
+    assert shadow_counts == {"order_total > 0": 4, "customer_id is not null": 3}
+    assert refused("shop.shadow.v1") == {r: 0 for r in rules}, "no real refusal in shadow"
+
+    got = [v for v in consume(governed.bootstrap, ["shop.shadow.v1"], expected=len(values)) if run.encode() in v]
+    assert sorted(got) == sorted(values), "every record exactly once"
+    assert "would reject (forwarded): breaks contract `shop-shadow` rule `order_total > 0`" in governed.log_text()
+
+    # The catalog shows the rules' modes and that they are not quiet.
+    status, body = governed.admin("/catalog")
+    assert status == 200
+    rows = {(r["contract"], r["rule"]): r for r in json.loads(body)["rules"]}
+    row = rows[("shop-shadow", "order_total > 0")]
+    assert row["mode"] == "shadow" and row["zero_would_rejects"] is False
+    assert row["would_reject_total"] == shadow_counts["order_total > 0"] + shadow_before["order_total > 0"]
+    assert rows[("shop-enforced-twin", "order_total > 0")]["mode"] == "enforce"
+
+
+def test_a_reload_from_shadow_to_enforce_applies_under_live_traffic(governed):
+    """A producer keeps sending a valid and an invalid record while the rule's mode changes from
+    shadow to enforce: valid records are never refused, and invalid ones switch from forwarded to
+    refused exactly once, without a restart."""
+    import threading
+    run = uuid.uuid4().hex[:8]
+    mode_file = governed.policies / "contracts" / "mode.yaml"
+    stop = threading.Event()
+    outcomes = []  # (valid verdict, invalid verdict) per round, in order
+
+    def traffic():
+        p = Producer({"bootstrap.servers": governed.bootstrap, "acks": "all",
+                      "enable.idempotence": False, "linger.ms": 0})
+        i = 0
+        while not stop.is_set():
+            box = {}
+            p.produce("shop.mode.v1", value=order(run, i, total=5), partition=0,
+                      on_delivery=lambda err, msg: box.__setitem__("valid", err))
+            p.flush(15)
+            p.produce("shop.mode.v1", value=order(run, i + 1, total=-5), partition=0,
+                      on_delivery=lambda err, msg: box.__setitem__("invalid", err))
+            p.flush(15)
+            outcomes.append((box.get("valid", "undelivered"), box.get("invalid", "undelivered")))
+            i += 2
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        wait_for(lambda: len(outcomes) >= 5, what="traffic in shadow")
+        generation = metric(governed, "meshgate_policy_generation")
+        mode_file.write_text(MODE_CONTRACT.format(mode="enforce"))
+        wait_for(lambda: metric(governed, "meshgate_policy_generation") > generation, what="reload")
+        seen = len(outcomes)
+        wait_for(lambda: len(outcomes) >= seen + 5, what="traffic after the reload")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert all(v is None for v, _ in outcomes), "valid records are never refused"
+    forwarded = [inv is None for _, inv in outcomes]
+    assert forwarded[0] is True, "shadow forwarded the invalid record"
+    switch = forwarded.index(False)
+    assert all(forwarded[:switch]) and not any(forwarded[switch:]), forwarded
+    refused = [inv for _, inv in outcomes[switch:]]
+    assert all(isinstance(e, KafkaError) and e.code() == KafkaError.INVALID_RECORD for e in refused)
+    # On the topic: every valid record and only the forwarded invalid ones, each once.
+    expected = 2 * len(outcomes) - len(refused)
+    got = [v for v in consume(governed.bootstrap, ["shop.mode.v1"], expected=expected) if run.encode() in v]
+    assert len(got) == expected and len(set(got)) == expected
+    mode_file.write_text(MODE_CONTRACT.format(mode="shadow"))
 
 
 def test_kafka_python_sees_invalid_record_with_the_rule_in_its_message(governed):

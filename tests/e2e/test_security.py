@@ -307,6 +307,56 @@ def scram(user, password=None, mechanism="SCRAM-SHA-512"):
             "sasl.username": user, "sasl.password": password or PASSWORD[user]}
 
 
+CANARY_CONTRACT = """
+contract:
+  name: canary-{suffix}
+  owner: shop-team
+  topic: {topic}
+  mode: canary
+  canary: {{ principals: ['User:alice'] }}
+  schema:
+    format: json
+    definition: {{"type": "record", "name": "N", "fields": [{{"name": "n", "type": "long"}}]}}
+  quality:
+    validity_rules: [n > 0]
+"""
+
+
+def test_a_canary_enforces_for_its_principal_and_shadows_for_the_others(pki, sasl_broker, logdir,
+                                                                        tmp_path):
+    topic = f"e2e.canary{uuid.uuid4().hex[:8]}.v1"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "canary.yaml").write_text(CANARY_CONTRACT.format(suffix=uuid.uuid4().hex[:6], topic=topic))
+    gw = start_gateway(sasl_broker.bootstrap, logdir, policies=policies)
+    try:
+        alice = scram("alice")
+        create_topic(gw.bootstrap, topic, conf=alice)
+        def one_by_one(conf, values):
+            """Each record in its own request, so each gets its own verdict."""
+            p = Producer({"bootstrap.servers": gw.bootstrap, "acks": "all", "enable.idempotence": False,
+                          "retries": 0, **conf})
+            out = []
+            for v in values:
+                box = []
+                p.produce(topic, value=v, partition=0, on_delivery=lambda err, msg: box.append(err))
+                p.flush(15)
+                out.append(box[0].code() if box and box[0] else (None if box else "undelivered"))
+            return out
+
+        # alice is the canary: her invalid record is refused, her valid one lands.
+        assert one_by_one(alice, [b'{"n": -1}', b'{"n": 1}']) == [KafkaError.INVALID_RECORD, None]
+        # bob is on the shadow side: both land, and the would-reject is counted as a canary's.
+        assert one_by_one(scram("bob"), [b'{"n": -2}', b'{"n": 2}']) == [None, None]
+        got = consume(gw.bootstrap, [topic], 3, extra=alice)
+        assert sorted(got) == sorted([b'{"n": 1}', b'{"n": -2}', b'{"n": 2}'])
+        text = gw.metrics()
+        assert f'meshgate_policy_would_reject_total{{mode="canary",policy="contract",rule="n > 0",topic="{topic}"}} 1\n' in text, text
+        assert f'meshgate_policy_rejections_total{{policy="contract",rule="n > 0",topic="{topic}"}} 1\n' in text, text
+    finally:
+        assert gw.stop() == 0
+
+
 def test_scram_through_meshgate_principals_and_clean_logs(pki, sasl_broker, logdir, tmp_path):
     topic = f"e2e.sasl{uuid.uuid4().hex[:8]}.v1"
     policies = owned_policies(tmp_path, topic, "User:alice")
