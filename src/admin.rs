@@ -803,6 +803,7 @@ mod tests {
                 principal: "User:b",
                 contract_topic: Some("shop.orders.v1"),
                 would: &would,
+                audit: None,
             }
             .emit(&metrics);
         }

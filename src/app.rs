@@ -30,6 +30,8 @@ pub enum AppError {
     Tls(#[from] crate::proxy::SecurityError),
     #[error(transparent)]
     Admin(#[from] admin::AdminSetupError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// Why the metadata refresher could not learn the upstream's brokers.
@@ -66,6 +68,12 @@ impl Running {
         let drained =
             tokio::time::timeout(self.gateway.config.drain_timeout, self.gateway.tasks.wait())
                 .await;
+        if let Some(audit) = self.gateway.audit.clone() {
+            // What was decided before the drain ended reaches the file.
+            let _ =
+                tokio::task::spawn_blocking(move || audit.flush(std::time::Duration::from_secs(5)))
+                    .await;
+        }
         drained.is_ok()
     }
 }
@@ -104,12 +112,22 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
     }
     let security = crate::proxy::Security::load(&config)?;
     let admin_security = admin::AdminSecurity::load(&config)?;
+    let audit = match config.audit.clone() {
+        Some(a) => {
+            let file = a.file.clone();
+            let log = crate::audit::AuditLog::start(a, metrics.audit_counters())?;
+            tracing::info!(file = %file.display(), "audit trail on");
+            Some(log)
+        }
+        None => None,
+    };
     let gateway = Gateway::new(
         config,
         metrics.clone(),
         policies.clone(),
         shutdown.clone(),
         security,
+        audit,
     );
     gateway
         .tasks

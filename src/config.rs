@@ -74,6 +74,19 @@ pub struct ConfigFile {
     pub upstream_tls: Option<UpstreamTlsFile>,
     /// The admin endpoint: `{tls: {cert, key}, token_file}`.
     pub admin_security: Option<AdminSecurityFile>,
+    /// The audit trail: `{file, max_bytes, keep}` (JSON lines, hash-chained, rotated).
+    pub audit: Option<AuditFile>,
+}
+
+/// `audit:` of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    pub file: PathBuf,
+    /// Rotate at this size (default 100 MiB).
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept (default 10).
+    pub keep: Option<usize>,
 }
 
 /// `tls:` of the config file.
@@ -174,6 +187,8 @@ pub struct GatewayConfig {
     pub admin_tls: Option<crate::tls::ServerFiles>,
     /// The admin bearer token's file.
     pub admin_token_file: Option<PathBuf>,
+    /// The audit trail, when configured.
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 /// A configuration problem. `validate` returns all of them.
@@ -383,10 +398,27 @@ impl ConfigFile {
             ));
         }
 
+        let audit = self.audit.map(|a| crate::audit::AuditConfig {
+            file: a.file,
+            max_bytes: a
+                .max_bytes
+                .unwrap_or(crate::audit::AuditConfig::DEFAULT_MAX_BYTES),
+            keep: a.keep.unwrap_or(crate::audit::AuditConfig::DEFAULT_KEEP),
+        });
+        if let Some(a) = &audit {
+            if a.max_bytes < 4096 {
+                errors.push(invalid("audit.max_bytes", "must be at least 4096"));
+            }
+            if a.keep == 0 {
+                errors.push(invalid("audit.keep", "must be at least 1"));
+            }
+        }
+
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(GatewayConfig {
+            audit,
             tls,
             principal_mapping,
             upstream_tls,

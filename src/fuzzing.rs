@@ -65,6 +65,7 @@ pub(crate) fn gateway_over(dir: &std::path::Path, max_in_flight: Option<usize>) 
         policies,
         tokio_util::sync::CancellationToken::new(),
         Security::default(),
+        None,
     )
 }
 
@@ -233,6 +234,7 @@ pub fn request_path(data: &[u8]) {
                             principal: Arc::from("User:fuzz"),
                             external: None,
                             avro_contracts: Vec::new(),
+                            audit: None,
                         };
                         // The external-registry scan, then the judge over the same inflater.
                         let _ = job.schema_ids();
@@ -246,6 +248,7 @@ pub fn request_path(data: &[u8]) {
                         "User:fuzz",
                         &frame,
                         version,
+                        None,
                     );
                 }
                 ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {

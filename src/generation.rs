@@ -44,6 +44,10 @@ pub struct Generation {
     stats: Vec<Arc<ContractMetrics>>,
     /// The set's Avro decoders: compiled here, at load, for every schema id the set knows.
     pub decoders: Decoders,
+    /// Its number (`meshgate_policy_generation`), 0 until the store numbers it.
+    pub number: u64,
+    /// The content hash of its files, shared by the audit events judged under it.
+    pub hash: Arc<str>,
 }
 
 impl std::ops::Deref for Generation {
@@ -63,11 +67,20 @@ impl Generation {
             .map(|c| metrics.contract(&c.name, &c.topic))
             .collect();
         let decoders = set.compile_decoders();
+        let hash = Arc::from(set.content_hash.as_str());
         Generation {
             set,
             stats,
             decoders,
+            number: 0,
+            hash,
         }
+    }
+
+    /// The generation as the store numbers it.
+    fn numbered(mut self, number: u64) -> Self {
+        self.number = number;
+        self
     }
 
     /// A contract's metric handles. `None` only for a contract of another generation.
@@ -124,7 +137,7 @@ impl PolicyStore {
         set_info(&metrics, &set);
         Ok(Self {
             dir: dir.to_path_buf(),
-            current: ArcSwap::from_pointee(Generation::new(set, &metrics)),
+            current: ArcSwap::from_pointee(Generation::new(set, &metrics).numbered(1)),
             generation: AtomicU64::new(1),
             fingerprint: Mutex::new(fingerprint),
             metrics,
@@ -159,8 +172,9 @@ impl PolicyStore {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 log_loaded(&set, generation);
                 set_info(&self.metrics, &set);
-                self.current
-                    .store(Arc::new(Generation::new(set, &self.metrics)));
+                self.current.store(Arc::new(
+                    Generation::new(set, &self.metrics).numbered(generation),
+                ));
                 self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
                 self.metrics.policy_generation.set(generation as i64);
                 Ok(generation)

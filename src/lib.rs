@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod fields;
 #[cfg(any(test, fuzzing))]

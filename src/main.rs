@@ -28,6 +28,21 @@ enum Command {
         /// The policy directory.
         policy_dir: PathBuf,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of audit files: exit 0 when it holds, 1 where it breaks (file:line),
+    /// 2 when a file cannot be read. Give rotated files oldest first (FILE.2 FILE.1 FILE).
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -99,6 +114,38 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args),
         Command::Check(args) => check(args),
         Command::Alerts { policy_dir } => alerts(&policy_dir),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => audit_verify(&files),
+    }
+}
+
+fn audit_verify(files: &[PathBuf]) -> ExitCode {
+    use meshgate::audit::{verify, VerifyError, GENESIS};
+    match verify(files) {
+        Ok(v) => {
+            let start = match v.first_prev.as_deref() {
+                Some(GENESIS) | None => "from the first event".to_string(),
+                Some(prev) => format!("continuing from an earlier file ending in hash {prev}"),
+            };
+            println!(
+                "ok: {} event(s), seq {} to {}, chain intact ({start}); last hash {}",
+                v.lines,
+                v.first_seq.unwrap_or(0),
+                v.first_seq.map_or(0, |s| s + v.lines.saturating_sub(1)),
+                v.last_hash.as_deref().unwrap_or("-")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ VerifyError::Broken { .. }) => {
+            println!("{e}");
+            eprintln!("meshgate audit verify: the chain is broken");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("meshgate audit verify: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -119,6 +119,8 @@ pub struct Metrics {
     pub policy_would_reject: IntCounterVec,
     /// When each shadowed rule last would have refused something (Unix seconds).
     pub policy_would_reject_last: IntGaugeVec,
+    /// Audit events by outcome: written, dropped (queue full), failed (write error).
+    pub audit_events: IntCounterVec,
     pub produce_records: IntCounterVec,
     pub bytes: IntCounterVec,
     /// `meshgate_bytes_total` handles for traffic no contract claims.
@@ -141,6 +143,16 @@ pub fn topic_label(contract_topic: Option<&str>) -> &str {
 pub type WouldRejects = HashMap<(String, String), (u64, i64)>;
 
 impl Metrics {
+    /// The audit writer's counters.
+    pub fn audit_counters(&self) -> crate::audit::AuditCounters {
+        let c = |outcome| self.audit_events.with_label_values(&[outcome]);
+        crate::audit::AuditCounters {
+            written: c("written"),
+            dropped: c("dropped"),
+            failed: c("failed"),
+        }
+    }
+
     /// The would-reject counts and last times, summed over topics and modes.
     pub fn would_rejects(&self) -> WouldRejects {
         use prometheus::core::Collector;
@@ -266,6 +278,14 @@ impl Metrics {
             &["policy", "rule"],
         )
         .expect("valid metric");
+        let audit_events = IntCounterVec::new(
+            Opts::new(
+                "meshgate_audit_events_total",
+                "Audit trail events: written, dropped (the queue was full) or failed (a write error)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let produce_records = IntCounterVec::new(
             Opts::new(
                 "meshgate_produce_records_total",
@@ -291,6 +311,7 @@ impl Metrics {
             Box::new(policy_rejections.clone()),
             Box::new(policy_would_reject.clone()),
             Box::new(policy_would_reject_last.clone()),
+            Box::new(audit_events.clone()),
             Box::new(produce_records.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -335,6 +356,7 @@ impl Metrics {
             policy_rejections,
             policy_would_reject,
             policy_would_reject_last,
+            audit_events,
             produce_accepted_other: produce_records.with_label_values(&["_other", "accepted"]),
             produce_rejected_other: produce_records.with_label_values(&["_other", "rejected"]),
             produce_records,

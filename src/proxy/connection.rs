@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::enforce::{self, Decision, DecodedProduce, ProduceJob, ProduceWatch};
 use super::identity::{Identity, SaslStep};
+use super::rejection::RequestAudit;
 use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
 use super::topic_admin;
 use super::Gateway;
@@ -314,11 +315,18 @@ where
             Whole::Sasl => enforce::sasl_request(&identity, &frame, api, header.api_version)?,
             _ => None,
         };
+        // The audit trail's view of this request, when the trail is on.
+        let audit = |policies: &Generation| {
+            gw.audit
+                .as_ref()
+                .map(|log| RequestAudit::new(log, &identity, policies))
+        };
         // The one dispatch point of the governed APIs.
         let (decision, watch) = match whole {
             Whole::Governed(Governed::Produce, policies) => {
                 let decoded = DecodedProduce::decode(&frame, header.api_version)?;
                 let heavy = decoded.is_heavy();
+                let audit = audit(&policies);
                 let mut job = ProduceJob {
                     cx: gw.judge.clone(),
                     inflater: RequestInflater::new(&gw.judge.limits, gw.registry.is_some()),
@@ -327,6 +335,7 @@ where
                     principal: identity.principal(),
                     external: None,
                     avro_contracts: Vec::new(),
+                    audit,
                 };
                 if let Some(client) = gw.registry.clone() {
                     // The writer schemas first: scan (inflating once, kept for the judge),
@@ -349,6 +358,7 @@ where
                     &identity.principal(),
                     &frame,
                     header.api_version,
+                    audit(&policies).as_ref(),
                 )?,
                 None,
             ),
@@ -360,10 +370,17 @@ where
                     api,
                     &frame,
                     header.api_version,
+                    audit(&policies).as_ref(),
                 )?
                 .unwrap_or(Decision::Forward),
                 None,
             ),
+            Whole::Audited(policies) => {
+                if let Some(a) = audit(&policies) {
+                    topic_admin::audit_passthrough(api, &frame, header.api_version, &a);
+                }
+                (Decision::Forward, None)
+            }
             Whole::Sasl | Whole::ProduceAcksUnseen => (Decision::Forward, None),
         };
         let mut close_after = false;
@@ -444,6 +461,9 @@ enum Whole {
     /// Judged under this one policy generation, carried through the registry prefetch and the
     /// judge.
     Governed(Governed, Arc<Generation>),
+    /// An administrative request no policy judges, read whole for the audit trail (only when
+    /// the trail is on).
+    Audited(Arc<Generation>),
 }
 
 /// The governed APIs: each has its judge.
@@ -487,6 +507,10 @@ fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Op
             let policies = arc_swap::Guard::into_inner(current);
             return (Route::Whole(Whole::Governed(kind, policies)), head_acks);
         }
+    }
+    if gw.audit.is_some() && topic_admin::audited(api) {
+        let policies = gw.policies.current_arc();
+        return (Route::Whole(Whole::Audited(policies)), head_acks);
     }
     let route = match api {
         ApiKey::ApiVersions if api_versions_too_new(version) => Route::AnswerApiVersions,
@@ -723,6 +747,7 @@ mod tests {
             Route::Whole(Whole::Sasl) => "whole sasl".into(),
             Route::Whole(Whole::ProduceAcksUnseen) => "whole produce".into(),
             Route::Whole(Whole::Governed(kind, _)) => format!("governed {kind:?}"),
+            Route::Whole(Whole::Audited(_)) => "audited".into(),
         }
     }
 

@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::identity::{Identity, SaslStep};
-use super::rejection::{RejectionEvent, ShadowEvent};
+use super::rejection::{Decided, RejectionEvent, RequestAudit, ShadowEvent};
 use super::rewrite::merge::{CreateTopicsMerge, ProduceMerge};
 use super::rewrite::ResponseMerge;
 use crate::generation::Generation;
@@ -166,6 +166,8 @@ pub struct ProduceJob {
     pub external: Option<ExternalWriters>,
     /// The Avro contracts (indexes) the request writes to, found with its schema ids.
     pub avro_contracts: Vec<usize>,
+    /// The audit trail's view of the request, when the trail is on.
+    pub audit: Option<RequestAudit>,
 }
 
 impl ProduceJob {
@@ -214,6 +216,7 @@ impl ProduceJob {
             self.external.as_ref(),
             &self.principal,
             &mut self.inflater,
+            self.audit.as_ref(),
         )
     }
 }
@@ -231,6 +234,7 @@ pub fn produce(
     external: Option<&ExternalWriters>,
     principal: &str,
     inflater: &mut RequestInflater,
+    audit: Option<&RequestAudit>,
 ) -> Result<(Decision, Option<ProduceWatch>), HeaderError> {
     let DecodedProduce {
         header,
@@ -342,6 +346,7 @@ pub fn produce(
                 principal,
                 contract_topic: j.contract_topic,
                 would,
+                audit,
             }
             .emit(&cx.metrics);
         }
@@ -373,6 +378,7 @@ pub fn produce(
                     client_id: client,
                     contract_topic: j.contract_topic,
                     rejection: &rejection,
+                    audit,
                 }
                 .emit(&cx.metrics);
                 rejected.insert((j.topic.clone(), j.index), rejection);
@@ -526,6 +532,7 @@ pub fn create_topics(
     principal: &str,
     frame: &Bytes,
     version: i16,
+    audit: Option<&RequestAudit>,
 ) -> Result<Decision, HeaderError> {
     let api = ApiKey::CreateTopics;
     let (header, mut body) = split_request(frame, api, version)?;
@@ -564,6 +571,7 @@ pub fn create_topics(
                 principal,
                 contract_topic,
                 would,
+                audit,
             }
             .emit(metrics);
         }
@@ -575,9 +583,12 @@ pub fn create_topics(
                 client_id: client,
                 contract_topic: policies.contract_for(new.name).map(|c| c.topic.as_str()),
                 rejection: &r,
+                audit,
             }
             .emit(metrics);
             rejected.insert(t.name.0.clone(), (r.error_code, r.message));
+        } else if let Some(a) = audit {
+            a.record(forwarded("create_topics", new.name.to_string(), client));
         }
     }
     if rejected.is_empty() {
@@ -598,6 +609,24 @@ pub fn create_topics(
         frame,
         merge: Box::new(merge),
     })
+}
+
+/// An administrative request's resource, forwarded: as the audit trail records it.
+pub(crate) fn forwarded<'a>(
+    api: &'static str,
+    resource: String,
+    client_id: &'a str,
+) -> Decided<'a> {
+    Decided {
+        api,
+        resource,
+        client_id,
+        decision: "forwarded",
+        policy: None,
+        rule: None,
+        mode: None,
+        reason: None,
+    }
 }
 
 pub(crate) fn encode_request<M: Encodable>(

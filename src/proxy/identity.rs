@@ -55,6 +55,8 @@ impl SaslStep {
 pub struct Identity {
     principal: Mutex<Arc<str>>,
     sasl: Mutex<Sasl>,
+    /// The client's address, for audit events.
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Identity {
@@ -63,7 +65,18 @@ impl Identity {
         Identity {
             principal: Mutex::new(tls_principal.map_or_else(|| ANONYMOUS.into(), Into::into)),
             sasl: Mutex::new(Sasl::default()),
+            peer: None,
         }
+    }
+
+    /// The identity of a connection from `peer`.
+    pub fn from_peer(mut self, peer: std::net::SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.peer
     }
 
     /// The principal policies judge this connection's requests as.

@@ -114,6 +114,8 @@ pub struct Gateway {
     pub judging: Arc<Semaphore>,
     /// Whether the upstream can be reached (`/readyz`).
     pub health: Arc<health::Health>,
+    /// The audit trail, when configured.
+    pub audit: Option<crate::audit::AuditLog>,
     security: Security,
     connections: Arc<Semaphore>,
     me: std::sync::Weak<Gateway>,
@@ -126,6 +128,7 @@ impl Gateway {
         policies: Arc<PolicyStore>,
         shutdown: CancellationToken,
         security: Security,
+        audit: Option<crate::audit::AuditLog>,
     ) -> Arc<Self> {
         if let Some(tls) = &security.client {
             tls.watch(shutdown.clone());
@@ -157,6 +160,7 @@ impl Gateway {
             }),
             judging: Arc::new(Semaphore::new(config.judge_threads)),
             health: Arc::new(health::Health::default()),
+            audit,
             topic_ids: Default::default(),
             brokers: BrokerMap::new(
                 config.advertised_host.clone(),
@@ -270,7 +274,8 @@ impl Gateway {
                 return;
             }
         };
-        match connection::proxy(self.clone(), client, upstream, Arc::new(identity)).await {
+        let identity = Arc::new(identity.from_peer(peer));
+        match connection::proxy(self.clone(), client, upstream, identity).await {
             Ok(()) => tracing::debug!(%peer, ?target, "connection closed"),
             Err(e) => {
                 if let Some(label) = e.client_fault_label() {

@@ -1,14 +1,81 @@
 //! One refusal, as the verdict that made it: a `RejectionEvent` is built where a produce
 //! partition, a topic to create or a topic change is refused, and this is the one place that
 //! counts it (`meshgate_policy_rejections_total`) and logs it (rate-limited over the whole
-//! gateway). Audit and dead-letter outputs are meant to hang off `RejectionEvent::emit` too.
+//! gateway), and writes it to the audit trail when there is one (`RequestAudit`). Dead-letter
+//! outputs are meant to hang off `RejectionEvent::emit` too.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::audit::{AuditEvent, AuditLog};
+use crate::generation::Generation;
 use crate::metrics::{topic_label, Metrics};
 use crate::policy::judge::Rejection;
 use crate::policy::mode::WouldReject;
+use crate::proxy::identity::Identity;
+
+/// Who sent a request, and under which policy generation: what an audit event holds beside the
+/// verdict. Built per request only when the audit trail is on.
+#[derive(Debug, Clone)]
+pub struct RequestAudit {
+    log: AuditLog,
+    principal: Arc<str>,
+    client_addr: Option<String>,
+    generation: u64,
+    policy_hash: Arc<str>,
+}
+
+/// A decision as the audit trail records it.
+pub struct Decided<'a> {
+    pub api: &'static str,
+    pub resource: String,
+    pub client_id: &'a str,
+    /// `rejected`, `would_reject` or `forwarded`.
+    pub decision: &'static str,
+    pub policy: Option<&'static str>,
+    pub rule: Option<&'a str>,
+    pub mode: Option<&'static str>,
+    pub reason: Option<&'a str>,
+}
+
+impl RequestAudit {
+    pub fn new(log: &AuditLog, identity: &Identity, generation: &Generation) -> Self {
+        RequestAudit {
+            log: log.clone(),
+            principal: identity.principal(),
+            client_addr: identity.peer().map(|a| a.to_string()),
+            generation: generation.number,
+            policy_hash: generation.hash.clone(),
+        }
+    }
+
+    pub fn record(&self, d: Decided<'_>) {
+        self.log.record(AuditEvent {
+            time_ms: crate::audit::now_ms(),
+            principal: self.principal.clone(),
+            client_id: d.client_id.to_string(),
+            client_addr: self.client_addr.clone(),
+            api: d.api,
+            resource: d.resource,
+            decision: d.decision,
+            policy: d.policy,
+            rule: d.rule.map(str::to_string),
+            mode: d.mode,
+            reason: d.reason.map(str::to_string),
+            generation: self.generation,
+            policy_hash: self.policy_hash.clone(),
+        });
+    }
+}
+
+/// `topic` or `topic-partition`, as the audit trail names a resource.
+fn resource(topic: &str, partition: Option<i32>) -> String {
+    match partition {
+        Some(p) => format!("{topic}-{p}"),
+        None => topic.to_string(),
+    }
+}
 
 /// A refusal, with what a reader of the logs or metrics needs to place it.
 #[derive(Debug)]
@@ -22,6 +89,8 @@ pub struct RejectionEvent<'a> {
     /// The topic of the data contract the topic belongs to, if any: the metric's bounded label.
     pub contract_topic: Option<&'a str>,
     pub rejection: &'a Rejection,
+    /// The audit trail, when it is on.
+    pub audit: Option<&'a RequestAudit>,
 }
 
 /// Log lines per second at most, over the whole gateway; the rest are counted and the count is
@@ -67,6 +136,18 @@ impl RejectionEvent<'_> {
             .policy_rejections
             .with_label_values(&[topic_label(self.contract_topic), r.policy, &r.rule])
             .inc();
+        if let Some(a) = self.audit {
+            a.record(Decided {
+                api: self.api,
+                resource: resource(self.topic, self.partition),
+                client_id: self.client_id,
+                decision: "rejected",
+                policy: Some(r.policy),
+                rule: Some(&r.rule),
+                mode: None,
+                reason: Some(&r.message),
+            });
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -100,6 +181,7 @@ pub struct ShadowEvent<'a> {
     pub principal: &'a str,
     pub contract_topic: Option<&'a str>,
     pub would: &'a WouldReject,
+    pub audit: Option<&'a RequestAudit>,
 }
 
 impl ShadowEvent<'_> {
@@ -109,6 +191,18 @@ impl ShadowEvent<'_> {
             .policy_would_reject
             .with_label_values(&[topic_label(self.contract_topic), w.policy, &w.rule, w.mode])
             .inc();
+        if let Some(a) = self.audit {
+            a.record(Decided {
+                api: self.api,
+                resource: resource(self.topic, self.partition),
+                client_id: self.client_id,
+                decision: "would_reject",
+                policy: Some(w.policy),
+                rule: Some(&w.rule),
+                mode: Some(w.mode),
+                reason: Some(&w.message),
+            });
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -172,6 +266,7 @@ mod tests {
                 client_id: "c",
                 contract_topic: Some("shop.orders.v1"),
                 rejection: &r,
+                audit: None,
             }
             .emit(&metrics);
         }
@@ -183,5 +278,81 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    #[test]
+    fn refusals_and_would_rejects_reach_the_audit_trail_with_who_and_which_policies() {
+        let dir = std::env::temp_dir().join(format!("meshgate-rej-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.jsonl");
+        let _ = std::fs::remove_file(&file);
+        let metrics = Metrics::new();
+        let log = crate::audit::AuditLog::start(
+            crate::audit::AuditConfig {
+                file: file.clone(),
+                max_bytes: 1 << 20,
+                keep: 1,
+            },
+            metrics.audit_counters(),
+        )
+        .unwrap();
+        let identity =
+            Identity::new(Some("User:alice".into())).from_peer("10.0.0.7:5000".parse().unwrap());
+        let generation = Generation::new(crate::policy::PolicySet::default(), &metrics);
+        let audit = RequestAudit::new(&log, &identity, &generation);
+        let r = Rejection {
+            error_code: 87,
+            message: "breaks rule".into(),
+            record_errors: vec![],
+            policy: "contract",
+            rule: "n > 0".into(),
+        };
+        RejectionEvent {
+            api: "produce",
+            topic: "t",
+            partition: Some(2),
+            client_id: "c",
+            contract_topic: Some("t"),
+            rejection: &r,
+            audit: Some(&audit),
+        }
+        .emit(&metrics);
+        let would = WouldReject {
+            policy: "naming",
+            rule: "^x$".into(),
+            mode: "canary",
+            message: "m".into(),
+        };
+        ShadowEvent {
+            api: "create_topics",
+            topic: "Bad",
+            partition: None,
+            client_id: "c",
+            principal: "User:alice",
+            contract_topic: None,
+            would: &would,
+            audit: Some(&audit),
+        }
+        .emit(&metrics);
+        assert!(log.flush(std::time::Duration::from_secs(5)));
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let (a, b) = (&lines[0], &lines[1]);
+        assert_eq!(a["decision"], "rejected");
+        assert_eq!(a["resource"], "t-2");
+        assert_eq!(a["principal"], "User:alice");
+        assert_eq!(a["client_addr"], "10.0.0.7:5000");
+        assert_eq!(a["policy_hash"], generation.hash.as_ref());
+        assert_eq!(b["decision"], "would_reject");
+        assert_eq!(
+            (&b["mode"], &b["resource"]),
+            (&"canary".into(), &"Bad".into())
+        );
+        assert_eq!(b["prev"], a["hash"]);
+        assert_eq!(crate::audit::verify(&[file]).unwrap().lines, 2);
     }
 }

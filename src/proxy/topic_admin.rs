@@ -32,8 +32,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-use super::enforce::{encode_request, Decision};
-use super::rejection::{RejectionEvent, ShadowEvent};
+use super::enforce::{encode_request, forwarded, Decision};
+use super::rejection::{RejectionEvent, RequestAudit, ShadowEvent};
 use super::rewrite::merge::AdminMerge;
 use crate::metrics::Metrics;
 use crate::policy::judge::Rejection;
@@ -57,6 +57,7 @@ pub fn judge(
     api: ApiKey,
     frame: &Bytes,
     version: i16,
+    audit: Option<&RequestAudit>,
 ) -> Result<Option<Decision>, HeaderError> {
     let (header, mut body) = split_request(frame, api, version)?;
     let client = header
@@ -71,6 +72,7 @@ pub fn judge(
             client_id: &client,
             contract_topic: policies.contract_for(topic).map(|c| c.topic.as_str()),
             rejection: &r,
+            audit,
         }
         .emit(metrics);
         (r.error_code, r.message)
@@ -86,6 +88,7 @@ pub fn judge(
                 principal,
                 contract_topic: policies.contract_for(topic).map(|c| c.topic.as_str()),
                 would,
+                audit,
             }
             .emit(metrics);
         }
@@ -211,6 +214,12 @@ pub fn judge(
         }
         _ => return Ok(None),
     };
+    if let Some(a) = audit {
+        for (resource_type, name) in order.iter().filter(|r| !rejected.contains_key(*r)) {
+            let resource = resource_name(*resource_type, name.as_str());
+            a.record(forwarded(api_name(api), resource, &client));
+        }
+    }
     if rejected.is_empty() {
         return Ok(Some(Decision::Forward));
     }
@@ -253,10 +262,120 @@ pub fn governs(api: ApiKey) -> bool {
 fn api_name(api: ApiKey) -> &'static str {
     match api {
         ApiKey::Metadata => "metadata",
+        ApiKey::CreateTopics => "create_topics",
+        ApiKey::DeleteTopics => "delete_topics",
         ApiKey::CreatePartitions => "create_partitions",
         ApiKey::AlterConfigs => "alter_configs",
         ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
+        ApiKey::CreateAcls => "create_acls",
+        ApiKey::DeleteAcls => "delete_acls",
+        ApiKey::DeleteRecords => "delete_records",
         _ => "admin",
+    }
+}
+
+/// A config resource as the audit trail names it: the topic, or `resource_type=N:name` for the
+/// others (Kafka's resource type numbers: 4 broker, 8 broker logger, ...).
+fn resource_name(resource_type: i8, name: &str) -> String {
+    if resource_type == TOPIC_RESOURCE {
+        name.to_string()
+    } else {
+        format!("resource_type={resource_type}:{name}")
+    }
+}
+
+/// The administrative APIs the audit trail records when they pass through ungoverned.
+pub fn audited(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::CreateTopics
+            | ApiKey::DeleteTopics
+            | ApiKey::CreatePartitions
+            | ApiKey::AlterConfigs
+            | ApiKey::IncrementalAlterConfigs
+            | ApiKey::CreateAcls
+            | ApiKey::DeleteAcls
+            | ApiKey::DeleteRecords
+    )
+}
+
+/// Records an administrative request no policy judges, resource by resource, as forwarded. A
+/// body that does not decode is recorded as one event naming the API only: the broker answers it.
+pub fn audit_passthrough(api: ApiKey, frame: &Bytes, version: i16, audit: &RequestAudit) {
+    use kafka_protocol::messages::{
+        CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest, DeleteRecordsRequest,
+        DeleteTopicsRequest,
+    };
+    let Ok((header, mut body)) = split_request(frame, api, version) else {
+        return;
+    };
+    let client = header.client_id.as_ref().map_or("", |c| c.as_str());
+    let mut resources: Vec<String> = Vec::new();
+    let decoded = match api {
+        ApiKey::CreateTopics => CreateTopicsRequest::decode(&mut body, version)
+            .map(|r| resources.extend(r.topics.iter().map(|t| t.name.to_string()))),
+        ApiKey::DeleteTopics => DeleteTopicsRequest::decode(&mut body, version).map(|r| {
+            resources.extend(r.topic_names.iter().map(|t| t.to_string()));
+            resources.extend(r.topics.iter().map(|t| match &t.name {
+                Some(n) => n.to_string(),
+                None => format!("topic_id={}", t.topic_id),
+            }));
+        }),
+        ApiKey::CreatePartitions => CreatePartitionsRequest::decode(&mut body, version)
+            .map(|r| resources.extend(r.topics.iter().map(|t| t.name.to_string()))),
+        ApiKey::AlterConfigs => AlterConfigsRequest::decode(&mut body, version).map(|r| {
+            resources.extend(
+                r.resources
+                    .iter()
+                    .map(|c| resource_name(c.resource_type, c.resource_name.as_str())),
+            )
+        }),
+        ApiKey::IncrementalAlterConfigs => {
+            IncrementalAlterConfigsRequest::decode(&mut body, version).map(|r| {
+                resources.extend(
+                    r.resources
+                        .iter()
+                        .map(|c| resource_name(c.resource_type, c.resource_name.as_str())),
+                )
+            })
+        }
+        ApiKey::CreateAcls => CreateAclsRequest::decode(&mut body, version).map(|r| {
+            resources.extend(r.creations.iter().map(|c| {
+                format!(
+                    "acl:resource_type={}:{}:{}:operation={}",
+                    c.resource_type, c.resource_name, c.principal, c.operation
+                )
+            }))
+        }),
+        ApiKey::DeleteAcls => DeleteAclsRequest::decode(&mut body, version).map(|r| {
+            resources.extend(r.filters.iter().map(|f| {
+                format!(
+                    "acl_filter:resource_type={}:{}:{}",
+                    f.resource_type_filter,
+                    f.resource_name_filter.as_deref().unwrap_or("*"),
+                    f.principal_filter.as_deref().unwrap_or("*")
+                )
+            }))
+        }),
+        ApiKey::DeleteRecords => DeleteRecordsRequest::decode(&mut body, version).map(|r| {
+            for t in &r.topics {
+                for p in &t.partitions {
+                    resources.push(format!(
+                        "{}-{} before offset {}",
+                        t.name.as_str(),
+                        p.partition_index,
+                        p.offset
+                    ));
+                }
+            }
+        }),
+        _ => return,
+    };
+    if decoded.is_err() || resources.is_empty() {
+        resources = vec![String::new()];
+    }
+    for resource in resources {
+        audit.record(forwarded(api_name(api), resource, client));
     }
 }
 
@@ -342,6 +461,7 @@ topics:
             api,
             &frame(api, version, body),
             version,
+            None,
         )
         .unwrap()
         .expect("governed")
@@ -550,6 +670,7 @@ topics:
                 ApiKey::Metadata,
                 &frame(ApiKey::Metadata, 9, &metadata(names, true)),
                 9,
+                None,
             )
             .unwrap()
             .unwrap()

@@ -1,0 +1,579 @@
+//! The audit trail: every governance decision (a refusal, a shadowed would-reject) and every
+//! administrative request that passes through, as JSON lines in a file, hash-chained.
+//!
+//! **The chain.** Each line is one JSON object whose last member is `"hash"`: the SHA-256 (hex)
+//! of the line's own text up to that member, closed with `}`. That text holds `"prev"`, the
+//! previous line's hash (64 zeros for the first line ever written), and `"seq"`, which counts up
+//! by one. Deleting, reordering or editing a line breaks the chain at that line, which
+//! `meshgate audit verify` reports. (A chain proves the order and integrity of what is there; it
+//! cannot prove that the newest lines were not cut off, so ship the file elsewhere as it grows.)
+//! A restarted gateway reads the last line of the file and continues its chain; rotation
+//! (`max_bytes`, `keep`) renames the file to `FILE.1`, `FILE.2`, ... and the chain continues
+//! into the new file, so the rotated files verify in order, oldest first.
+//!
+//! **The data path never waits for the disk.** Events go through a bounded queue to one writer
+//! thread, which writes them buffered and flushes when the queue is idle. A full queue drops the
+//! event and counts it (`meshgate_audit_events_total{outcome="dropped"}`): a gateway that refused
+//! to forward while its audit disk stalled would take the platform down with it. Shutdown flushes
+//! what was queued.
+//!
+//! Events hold no record data: the reason is the refusal's message (rule, field names, types),
+//! and secrets never reach this module.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Events queued for the writer at most; past it they are dropped and counted.
+pub const QUEUE: usize = 65_536;
+
+/// The `prev` of the first line ever written.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Where and how the trail is written (the gateway config's `audit:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub file: PathBuf,
+    /// Rotate when the file reaches this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (`FILE.1` is the newest).
+    pub keep: usize,
+}
+
+impl AuditConfig {
+    pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
+    pub const DEFAULT_KEEP: usize = 10;
+}
+
+/// One decision or administrative request.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub principal: Arc<str>,
+    pub client_id: String,
+    /// The client's address, `IP:port`.
+    pub client_addr: Option<String>,
+    /// The Kafka API, in snake case.
+    pub api: &'static str,
+    /// What the request touches: `topic`, `topic-partition`, or a resource name.
+    pub resource: String,
+    /// `rejected`, `would_reject` or `forwarded`.
+    pub decision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// For a would-reject: `shadow` or `canary`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The policy generation in force, and the content hash of its files.
+    pub generation: u64,
+    pub policy_hash: Arc<str>,
+}
+
+/// The line as written, less its hash.
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u64,
+    prev: &'a str,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+}
+
+enum Message {
+    Event(Box<AuditEvent>),
+    /// Flush, then answer.
+    Flush(SyncSender<()>),
+}
+
+/// Counters the writer keeps: events written, dropped at the queue, and failed writes.
+#[derive(Debug, Clone)]
+pub struct AuditCounters {
+    pub written: prometheus::IntCounter,
+    pub dropped: prometheus::IntCounter,
+    pub failed: prometheus::IntCounter,
+}
+
+/// The sending side: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: SyncSender<Message>,
+    counters: AuditCounters,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditLog")
+    }
+}
+
+/// Why the trail cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl AuditLog {
+    /// Opens (or creates) the file, continues the chain found in it, and starts the writer.
+    pub fn start(config: AuditConfig, counters: AuditCounters) -> Result<AuditLog, AuditError> {
+        let path = config.file.clone();
+        let io = |source| AuditError::Io {
+            path: path.clone(),
+            source,
+        };
+        let (seq, prev) = last_link(&config.file).map_err(io)?;
+        let file = open_append(&config.file).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let writer = Writer {
+            out: BufWriter::new(file),
+            size,
+            seq,
+            prev,
+            config,
+            counters: counters.clone(),
+        };
+        std::thread::Builder::new()
+            .name("meshgate-audit".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io)?;
+        Ok(AuditLog { tx, counters })
+    }
+
+    /// Queues an event; a full queue drops it (counted).
+    pub fn record(&self, event: AuditEvent) {
+        match self.tx.try_send(Message::Event(Box::new(event))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters.dropped.inc()
+            }
+        }
+    }
+
+    /// Waits until everything queued so far is written and flushed (at most `timeout`).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (ack, done) = mpsc::sync_channel(1);
+        if self.tx.send(Message::Flush(ack)).is_err() {
+            return false;
+        }
+        done.recv_timeout(timeout).is_ok()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Writer {
+    out: BufWriter<File>,
+    size: u64,
+    seq: u64,
+    prev: String,
+    config: AuditConfig,
+    counters: AuditCounters,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Message>) {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Message::Event(e)) => self.write(&e),
+                Ok(Message::Flush(ack)) => {
+                    self.flush();
+                    let _ = ack.send(());
+                }
+                Err(RecvTimeoutError::Timeout) => self.flush(),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            self.counters.failed.inc();
+            tracing::error!(error = %e, file = %self.config.file.display(), "audit trail flush failed");
+        }
+    }
+
+    fn write(&mut self, event: &AuditEvent) {
+        let line = chain_line(self.seq + 1, &self.prev, event);
+        if let Err(e) = self.out.write_all(line.text.as_bytes()) {
+            self.counters.failed.inc();
+            tracing::error!(error = %e, file = %self.config.file.display(), "audit trail write failed");
+            return;
+        }
+        self.seq += 1;
+        self.prev = line.hash;
+        self.size += line.text.len() as u64;
+        self.counters.written.inc();
+        if self.size >= self.config.max_bytes {
+            if let Err(e) = self.rotate() {
+                self.counters.failed.inc();
+                tracing::error!(error = %e, file = %self.config.file.display(), "audit trail rotation failed");
+            }
+        }
+    }
+
+    /// FILE → FILE.1 → FILE.2 ... (the oldest past `keep` is removed), then a new FILE.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        let path = &self.config.file;
+        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", path.display()));
+        let _ = std::fs::remove_file(numbered(self.config.keep.max(1)));
+        for n in (1..self.config.keep.max(1)).rev() {
+            if numbered(n).exists() {
+                std::fs::rename(numbered(n), numbered(n + 1))?;
+            }
+        }
+        std::fs::rename(path, numbered(1))?;
+        self.out = BufWriter::new(open_append(path)?);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// A written line and its hash.
+pub struct ChainLine {
+    pub text: String,
+    pub hash: String,
+}
+
+/// The line for `event` at `seq` after `prev`: its JSON up to the hash, then the hash of that.
+pub fn chain_line(seq: u64, prev: &str, event: &AuditEvent) -> ChainLine {
+    let body = serde_json::to_string(&Line { seq, prev, event })
+        .expect("an audit event always serializes");
+    let hash = sha256_hex(body.as_bytes());
+    // `body` ends with `}`: the hash goes in as the last member.
+    let text = format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]);
+    ChainLine { text, hash }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest
+        .as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// The (seq, hash) of the file's last line, to continue from; (0, genesis) for a new file.
+fn last_link(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, GENESIS.into())),
+        Err(e) => return Err(e),
+    };
+    // The last line is within the last 64 KiB unless a reason was huge; read back far enough.
+    let len = file.metadata()?.len();
+    let mut from = len.saturating_sub(64 * 1024);
+    loop {
+        file.seek(SeekFrom::Start(from))?;
+        let mut last = None;
+        for line in BufReader::new(&mut file).lines() {
+            let line = line?;
+            if !line.trim().is_empty() {
+                last = Some(line);
+            }
+        }
+        match last.as_deref().map(parse_link) {
+            Some(Some(link)) => return Ok(link),
+            // A torn last line (a crash mid-write) or a window that starts mid-line.
+            _ if from > 0 => from = from.saturating_sub(1024 * 1024),
+            _ => return Ok((0, GENESIS.into())),
+        }
+    }
+}
+
+/// (seq, hash) of one well-formed line.
+fn parse_link(line: &str) -> Option<(u64, String)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some((
+        v.get("seq")?.as_u64()?,
+        v.get("hash")?.as_str()?.to_string(),
+    ))
+}
+
+/// What `audit verify` found in a chain that holds.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub lines: u64,
+    pub first_seq: Option<u64>,
+    /// The `prev` of the first line: the genesis, or the last hash of the file before it.
+    pub first_prev: Option<String>,
+    pub last_hash: Option<String>,
+}
+
+/// Where a chain breaks.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("{file}:{line}: {what}")]
+    Broken {
+        file: String,
+        line: u64,
+        what: String,
+    },
+    #[error("{file}: {error}")]
+    Io { file: String, error: String },
+}
+
+/// Checks the chain through `files`, in order (rotated files oldest first, then the current
+/// one): each line's hash, and each line's link to the one before it.
+pub fn verify(files: &[PathBuf]) -> Result<Verified, VerifyError> {
+    let mut out = Verified {
+        lines: 0,
+        first_seq: None,
+        first_prev: None,
+        last_hash: None,
+    };
+    let mut expected: Option<(u64, String)> = None;
+    for path in files {
+        let file_name = path.display().to_string();
+        let io = |e: std::io::Error| VerifyError::Io {
+            file: file_name.clone(),
+            error: e.to_string(),
+        };
+        let reader = BufReader::new(File::open(path).map_err(io)?);
+        for (n, line) in reader.lines().enumerate() {
+            let line = line.map_err(io)?;
+            let at = n as u64 + 1;
+            let broken = |what: String| VerifyError::Broken {
+                file: file_name.clone(),
+                line: at,
+                what,
+            };
+            let (seq, prev, hash) = check_line(&line).map_err(broken)?;
+            match &expected {
+                None => {
+                    out.first_seq = Some(seq);
+                    out.first_prev = Some(prev.clone());
+                }
+                Some((want_seq, want_prev)) => {
+                    if prev != *want_prev {
+                        return Err(broken(format!(
+                            "`prev` does not match the hash of the line before it: a line was removed, reordered or altered (seq {seq})"
+                        )));
+                    }
+                    if seq != *want_seq {
+                        return Err(broken(format!("seq {seq} follows seq {}", want_seq - 1)));
+                    }
+                }
+            }
+            out.lines += 1;
+            out.last_hash = Some(hash.clone());
+            expected = Some((seq + 1, hash));
+        }
+    }
+    Ok(out)
+}
+
+/// (seq, prev, hash) of a line whose hash is right.
+fn check_line(line: &str) -> Result<(u64, String, String), String> {
+    const TAIL: usize = ",\"hash\":\"\"}".len() + 64;
+    if line.len() < TAIL || !line.ends_with("\"}") {
+        return Err("not an audit line (no trailing hash)".into());
+    }
+    let (body, tail) = line.split_at(line.len() - TAIL);
+    let hash = tail
+        .strip_prefix(",\"hash\":\"")
+        .and_then(|t| t.strip_suffix("\"}"))
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or("not an audit line (no trailing hash)")?;
+    let recomputed = sha256_hex(format!("{body}}}").as_bytes());
+    if recomputed != hash {
+        return Err("the line's hash does not match its content: it was altered".into());
+    }
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let seq = v.get("seq").and_then(|s| s.as_u64()).ok_or("no `seq`")?;
+    let prev = v
+        .get("prev")
+        .and_then(|p| p.as_str())
+        .ok_or("no `prev`")?
+        .to_string();
+    Ok((seq, prev, hash.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters() -> AuditCounters {
+        AuditCounters {
+            written: prometheus::IntCounter::new("w", "w").unwrap(),
+            dropped: prometheus::IntCounter::new("d", "d").unwrap(),
+            failed: prometheus::IntCounter::new("f", "f").unwrap(),
+        }
+    }
+
+    fn event(i: u64) -> AuditEvent {
+        AuditEvent {
+            time_ms: 1_700_000_000_000 + i,
+            principal: "User:alice".into(),
+            client_id: "c".into(),
+            client_addr: Some("127.0.0.1:5000".into()),
+            api: "produce",
+            resource: format!("shop.orders.v1-{i}"),
+            decision: "rejected",
+            policy: Some("contract"),
+            rule: Some("total > 0".into()),
+            mode: None,
+            reason: Some("breaks contract `orders` rule `total > 0`".into()),
+            generation: 3,
+            policy_hash: "abc".into(),
+        }
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "meshgate-audit-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_written_chain_verifies_and_continues_after_a_restart() {
+        let d = dir();
+        let config = AuditConfig {
+            file: d.join("audit.jsonl"),
+            max_bytes: AuditConfig::DEFAULT_MAX_BYTES,
+            keep: 3,
+        };
+        let c = counters();
+        let log = AuditLog::start(config.clone(), c.clone()).unwrap();
+        (0..5).for_each(|i| log.record(event(i)));
+        assert!(log.flush(Duration::from_secs(5)));
+        drop(log);
+        // A restart continues the chain from the file's last line.
+        let log = AuditLog::start(config.clone(), c.clone()).unwrap();
+        (5..8).for_each(|i| log.record(event(i)));
+        assert!(log.flush(Duration::from_secs(5)));
+        let v = verify(std::slice::from_ref(&config.file)).unwrap();
+        assert_eq!(v.lines, 8);
+        assert_eq!(v.first_seq, Some(1));
+        assert_eq!(v.first_prev.as_deref(), Some(GENESIS));
+        assert_eq!(c.written.get(), 8);
+        let text = std::fs::read_to_string(&config.file).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["decision"], "rejected");
+        assert_eq!(first["rule"], "total > 0");
+        assert_eq!(first["generation"], 3);
+    }
+
+    #[test]
+    fn an_edited_removed_or_swapped_line_breaks_the_chain_where_it_happened() {
+        let d = dir();
+        let file = d.join("a.jsonl");
+        let mut prev = GENESIS.to_string();
+        let mut lines = Vec::new();
+        for i in 0..4 {
+            let l = chain_line(i + 1, &prev, &event(i));
+            prev = l.hash;
+            lines.push(l.text);
+        }
+        let write = |ls: &[String]| std::fs::write(&file, ls.concat()).unwrap();
+        let check = || verify(std::slice::from_ref(&file));
+        write(&lines);
+        assert_eq!(check().unwrap().lines, 4);
+
+        let mut edited = lines.clone();
+        edited[2] = edited[2].replace("User:alice", "User:mallory");
+        write(&edited);
+        let e = check().unwrap_err().to_string();
+        assert!(
+            e.ends_with("a.jsonl:3: the line's hash does not match its content: it was altered"),
+            "{e}"
+        );
+
+        let mut removed = lines.clone();
+        removed.remove(1);
+        write(&removed);
+        let e = check().unwrap_err().to_string();
+        assert!(e.contains("a.jsonl:2: `prev` does not match"), "{e}");
+
+        let mut swapped = lines.clone();
+        swapped.swap(1, 2);
+        write(&swapped);
+        assert!(check().unwrap_err().to_string().contains("a.jsonl:2:"));
+
+        // Re-hashing an edited line does not help: the next line's `prev` no longer matches.
+        let mut forged = lines.clone();
+        let e2 = event(1);
+        let mut fake = e2.clone();
+        fake.principal = "User:mallory".into();
+        forged[1] = chain_line(2, &chain_hash(&lines[0]), &fake).text;
+        write(&forged);
+        assert!(check()
+            .unwrap_err()
+            .to_string()
+            .contains("a.jsonl:3: `prev` does not match"));
+    }
+
+    fn chain_hash(line: &str) -> String {
+        check_line(line.trim_end()).unwrap().2
+    }
+
+    #[test]
+    fn rotation_keeps_the_chain_across_files_and_drops_the_oldest() {
+        let d = dir();
+        let config = AuditConfig {
+            file: d.join("r.jsonl"),
+            max_bytes: 1_000,
+            keep: 2,
+        };
+        let log = AuditLog::start(config.clone(), counters()).unwrap();
+        (0..20).for_each(|i| log.record(event(i)));
+        assert!(log.flush(Duration::from_secs(5)));
+        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", config.file.display()));
+        assert!(numbered(1).exists() && numbered(2).exists());
+        assert!(!numbered(3).exists(), "keep: 2");
+        let v = verify(&[numbered(2), numbered(1), config.file.clone()]).unwrap();
+        assert!(v.lines > 2 && v.lines < 20, "{v:?}");
+        assert_ne!(
+            v.first_prev.as_deref(),
+            Some(GENESIS),
+            "the oldest file was dropped"
+        );
+        // Out of order, the link between files breaks.
+        assert!(verify(&[numbered(1), numbered(2)]).is_err());
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let (tx, _rx) = mpsc::sync_channel(1);
+        let c = counters();
+        let log = AuditLog {
+            tx,
+            counters: c.clone(),
+        };
+        (0..3).for_each(|i| log.record(event(i)));
+        assert_eq!(c.dropped.get(), 2);
+    }
+}
