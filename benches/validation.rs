@@ -49,12 +49,22 @@ fn record(i: usize, key: Option<Bytes>, value: Bytes) -> Record {
 }
 
 fn batch(compression: Compression) -> Bytes {
+    batch_with(compression, 0)
+}
+
+/// A batch where every `invalid_every`-th record breaks `order_total > 0` (0: none does).
+fn batch_with(compression: Compression, invalid_every: usize) -> Bytes {
     let records: Vec<Record> = (0..RECORDS_PER_BATCH)
         .map(|i| {
+            let value = if invalid_every > 0 && i % invalid_every == 0 {
+                order(i).replace("\"order_total\":", "\"order_total\":-")
+            } else {
+                order(i)
+            };
             record(
                 i,
                 Some(Bytes::from(format!("o-{i:08}"))),
-                Bytes::from(order(i)),
+                Bytes::from(value),
             )
         })
         .collect();
@@ -169,5 +179,45 @@ fn bench_avro(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_avro);
+/// Shadow mode against enforce, on the same records: all valid (the mode is never consulted), and
+/// with 1% breaking a rule (shadow forwards them and notes the rule once per batch; enforce
+/// refuses the batch and lists every offending record).
+fn bench_modes(c: &mut Criterion) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/contracts");
+    let dir = std::env::temp_dir().join(format!("meshgate-bench-modes-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("schemas")).unwrap();
+    std::fs::copy(
+        root.join("schemas/order-events-v1.avsc"),
+        dir.join("schemas/order-events-v1.avsc"),
+    )
+    .unwrap();
+    let contract = std::fs::read_to_string(root.join("order-events-v1.yaml")).unwrap();
+    let limits = Limits::default();
+    let mut group = c.benchmark_group("modes");
+    group.throughput(Throughput::Elements(RECORDS_PER_BATCH as u64));
+    for mode in ["enforce", "shadow"] {
+        let text = contract.replace(
+            "  owner: orders-domain-team\n",
+            &format!("  owner: orders-domain-team\n  mode: {mode}\n"),
+        );
+        std::fs::write(dir.join("c.yaml"), text).unwrap();
+        let set = load_dir(&dir).expect("the contract loads");
+        let decoders = set.compile_decoders();
+        for (name, invalid_every) in [("all_valid", 0), ("1pct_invalid", 100)] {
+            let bytes = batch_with(Compression::None, invalid_every);
+            let plan = set.plan_topic("orders.order-events.v1").unwrap();
+            group.bench_function(format!("{mode}_{name}"), |b| {
+                b.iter(|| {
+                    let v = set.judge_partition(&plan, -1, Some(&bytes), &limits, &decoders);
+                    let refused = matches!(v, PartitionVerdict::Reject { .. });
+                    assert_eq!(refused, mode == "enforce" && invalid_every > 0);
+                    v
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_avro, bench_modes);
 criterion_main!(benches);
