@@ -42,6 +42,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/catalog", get(catalog))
+        .route("/catalog/rejections", get(catalog_rejections))
         .route("/registry/schemas/ids/{id}", get(registry_schema_by_id))
         .route("/registry/subjects", get(registry_subjects))
         .route(
@@ -331,6 +332,31 @@ struct CatalogQuery {
     /// The window for `zero_would_rejects`: the last N hours (default: since the process
     /// started).
     hours: Option<f64>,
+    /// Show only this principal's recent rejections (`User:orders-svc`).
+    principal: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RejectionsQuery {
+    principal: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The most recent rejections (newest first, at most `limit`, default 100), of one principal
+/// when `?principal=` is given: what a producer team reads to see why it was refused.
+async fn catalog_rejections(
+    State(s): State<AdminState>,
+    Query(q): Query<RejectionsQuery>,
+) -> Response {
+    let limit = q
+        .limit
+        .unwrap_or(100)
+        .min(crate::metrics::RECENT_REJECTIONS);
+    let list = s
+        .metrics
+        .recent_rejections
+        .list(q.principal.as_deref(), limit);
+    Json(serde_json::json!({ "rejections": list })).into_response()
 }
 
 /// One rule in force, with its mode and, for rules that shadow, what they would have refused.
@@ -429,7 +455,11 @@ async fn catalog(
             .is_some_and(|a| a.contains("text/html")),
     };
     if wants_html {
-        Html(render_html(&products, &rules, hours)).into_response()
+        let recent = s.metrics.recent_rejections.list(q.principal.as_deref(), 50);
+        let mut page = render_html(&products, &rules, hours);
+        let end = page.len() - "</body></html>".len();
+        page.insert_str(end, &render_recent(&recent, q.principal.as_deref()));
+        Html(page).into_response()
     } else {
         Json(serde_json::json!({ "data_products": products, "rules": rules })).into_response()
     }
@@ -605,6 +635,43 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
     }
     render_rules(&mut h, rules, hours);
     h.push_str("</body></html>");
+    h
+}
+
+/// The newest rejections, of one principal when the page was asked with `?principal=`.
+fn render_recent(recent: &[crate::metrics::RecentRejection], principal: Option<&str>) -> String {
+    let mut h = String::new();
+    let whose = principal.map_or("all principals".to_string(), |p| {
+        format!("<code>{}</code>", esc(p))
+    });
+    let _ = write!(
+        h,
+        "<section class=\"product\" id=\"recent\"><h2>Recent rejections ({})</h2>\
+<p class=\"meta\">Newest first, for {whose} (<code>?principal=User:name</code> filters; JSON at <code>/catalog/rejections</code>).</p>",
+        recent.len()
+    );
+    if recent.is_empty() {
+        h.push_str("<p>None since the gateway started.</p></section>");
+        return h;
+    }
+    h.push_str("<table><tr><th>seconds ago</th><th>principal</th><th>client id</th><th>api</th><th>topic</th><th>policy</th><th>rule</th><th>message</th></tr>");
+    let now = now_ms();
+    for r in recent {
+        let _ = write!(
+            h,
+            "<tr class=\"rejection\"><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td><a href=\"#rules\"><code>{}</code></a></td><td>{}</td></tr>",
+            now.saturating_sub(r.time_ms) as f64 / 1000.0,
+            esc(&r.principal),
+            esc(&r.client_id),
+            r.api,
+            esc(&r.topic),
+            r.partition.map(|p| format!("-{p}")).unwrap_or_default(),
+            r.policy,
+            esc(&r.rule),
+            esc(&r.message),
+        );
+    }
+    h.push_str("</table></section>");
     h
 }
 

@@ -97,7 +97,66 @@ pub struct ApiMetrics {
     pub duration: Histogram,
 }
 
+/// How many recent rejections the catalog can show.
+pub const RECENT_REJECTIONS: usize = 1000;
+
+/// One recent rejection, as a producer team looks it up on the catalog. No record data: the
+/// message names rules, fields and types only.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentRejection {
+    pub time_ms: u64,
+    pub principal: String,
+    pub client_id: String,
+    pub api: &'static str,
+    pub topic: String,
+    pub partition: Option<i32>,
+    pub policy: &'static str,
+    pub rule: String,
+    pub error_code: i16,
+    pub message: String,
+}
+
+/// The last [`RECENT_REJECTIONS`] rejections, newest last: a bounded ring.
+#[derive(Debug, Default)]
+pub struct RecentRejections {
+    ring: Mutex<std::collections::VecDeque<RecentRejection>>,
+}
+
+impl RecentRejections {
+    /// Longest message kept.
+    const MAX_MESSAGE: usize = 1024;
+
+    pub fn push(&self, mut r: RecentRejection) {
+        if r.message.len() > Self::MAX_MESSAGE {
+            let mut cut = Self::MAX_MESSAGE;
+            while !r.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            r.message.truncate(cut);
+            r.message.push('…');
+        }
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.len() >= RECENT_REJECTIONS {
+            ring.pop_front();
+        }
+        ring.push_back(r);
+    }
+
+    /// The newest first, at most `limit`, of `principal` when given.
+    pub fn list(&self, principal: Option<&str>, limit: usize) -> Vec<RecentRejection> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.iter()
+            .rev()
+            .filter(|r| principal.is_none_or(|p| r.principal == p))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
 pub struct Metrics {
+    /// The last rejections, for the catalog (not exported to Prometheus).
+    pub recent_rejections: RecentRejections,
     registry: Registry,
     per_api: Vec<ApiMetrics>,
     unknown_api: ApiMetrics,
@@ -341,6 +400,7 @@ impl Metrics {
             duration: duration.with_label_values(&["unknown"]),
         };
         Self {
+            recent_rejections: RecentRejections::default(),
             registry,
             per_api,
             unknown_api,
@@ -585,6 +645,44 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_rejections_are_bounded_newest_first_and_filtered_by_principal() {
+        let ring = RecentRejections::default();
+        let r = |i: usize, principal: &str| RecentRejection {
+            time_ms: i as u64,
+            principal: principal.into(),
+            client_id: "c".into(),
+            api: "produce",
+            topic: "t".into(),
+            partition: Some(0),
+            policy: "contract",
+            rule: "n > 0".into(),
+            error_code: 87,
+            message: if i == 0 {
+                "é".repeat(2000)
+            } else {
+                format!("m{i}")
+            },
+        };
+        for i in 0..RECENT_REJECTIONS + 10 {
+            ring.push(r(i, if i % 2 == 0 { "User:a" } else { "User:b" }));
+        }
+        let all = ring.list(None, usize::MAX);
+        assert_eq!(all.len(), RECENT_REJECTIONS, "bounded");
+        assert_eq!(
+            all[0].time_ms,
+            (RECENT_REJECTIONS + 9) as u64,
+            "newest first"
+        );
+        let b = ring.list(Some("User:b"), 3);
+        assert_eq!(b.len(), 3);
+        assert!(b.iter().all(|x| x.principal == "User:b"));
+        let long = RecentRejections::default();
+        long.push(r(0, "User:a"));
+        let kept = &long.list(None, 1)[0].message;
+        assert!(kept.len() <= 1024 + '…'.len_utf8() && kept.ends_with('…'));
+    }
 
     #[test]
     fn api_handles_are_bounded_and_named() {

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::generation::Generation;
-use crate::metrics::{topic_label, Metrics};
+use crate::metrics::{topic_label, Metrics, RecentRejection};
 use crate::policy::judge::Rejection;
 use crate::policy::mode::WouldReject;
 use crate::proxy::identity::Identity;
@@ -86,6 +86,7 @@ pub struct RejectionEvent<'a> {
     /// The partition, for Produce.
     pub partition: Option<i32>,
     pub client_id: &'a str,
+    pub principal: &'a str,
     /// The topic of the data contract the topic belongs to, if any: the metric's bounded label.
     pub contract_topic: Option<&'a str>,
     pub rejection: &'a Rejection,
@@ -136,6 +137,18 @@ impl RejectionEvent<'_> {
             .policy_rejections
             .with_label_values(&[topic_label(self.contract_topic), r.policy, &r.rule])
             .inc();
+        metrics.recent_rejections.push(RecentRejection {
+            time_ms: crate::audit::now_ms(),
+            principal: self.principal.to_string(),
+            client_id: self.client_id.to_string(),
+            api: self.api,
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            policy: r.policy,
+            rule: r.rule.clone(),
+            error_code: r.error_code,
+            message: r.message.clone(),
+        });
         if let Some(a) = self.audit {
             a.record(Decided {
                 api: self.api,
@@ -264,6 +277,7 @@ mod tests {
                 topic: "shop.orders.v1",
                 partition: Some(0),
                 client_id: "c",
+                principal: "User:alice",
                 contract_topic: Some("shop.orders.v1"),
                 rejection: &r,
                 audit: None,
@@ -312,6 +326,7 @@ mod tests {
             topic: "t",
             partition: Some(2),
             client_id: "c",
+            principal: "User:alice",
             contract_topic: Some("t"),
             rejection: &r,
             audit: Some(&audit),

@@ -70,6 +70,7 @@ pub fn judge(
             topic,
             partition: None,
             client_id: &client,
+            principal,
             contract_topic: policies.contract_for(topic).map(|c| c.topic.as_str()),
             rejection: &r,
             audit,

@@ -8,6 +8,7 @@ store), SASL_PLAINTEXT and SASL_SSL with the users of tests/e2e/kafka_cluster.py
 upstream connections, bootstrap and per-broker, are TLS or SASL as the listener says.
 """
 
+import json
 import shutil
 import socket
 import ssl
@@ -353,6 +354,14 @@ def test_a_canary_enforces_for_its_principal_and_shadows_for_the_others(pki, sas
         text = gw.metrics()
         assert f'meshgate_policy_would_reject_total{{mode="canary",policy="contract",rule="n > 0",topic="{topic}"}} 1\n' in text, text
         assert f'meshgate_policy_rejections_total{{policy="contract",rule="n > 0",topic="{topic}"}} 1\n' in text, text
+        # A producer team sees its own recent rejections on the catalog, and only its own.
+        status, body = gw.admin("/catalog/rejections?principal=User:alice")
+        mine = [r for r in json.loads(body)["rejections"] if r["topic"] == topic]
+        assert status == 200 and len(mine) == 1, body
+        assert (mine[0]["rule"], mine[0]["error_code"], mine[0]["partition"]) == ("n > 0", 87, 0)
+        assert json.loads(gw.admin("/catalog/rejections?principal=User:bob")[1])["rejections"] == []
+        page = gw.admin("/catalog?format=html&principal=User:alice")[1]
+        assert "Recent rejections (1)" in page and "<code>n &gt; 0</code>" in page, page[-3000:]
     finally:
         assert gw.stop() == 0
 
