@@ -74,7 +74,7 @@ def test_every_decision_and_admin_request_is_chained_in_the_audit_trail(broker, 
         admin = AdminClient({"bootstrap.servers": gw.bootstrap, "client.id": "audit-admin"})
         bad_name, good_name = f"Bad_{run}", f"audit.t{run}.v1"
         fs = admin.create_topics([NewTopic(bad_name, 3, 1), NewTopic(good_name, 3, 1)])
-        assert fs[bad_name].exception(15).code() == KafkaError.POLICY_VIOLATION
+        assert fs[bad_name].exception(15).args[0].code() == KafkaError.POLICY_VIOLATION
         assert fs[good_name].result(15) is None
         admin.create_partitions([NewPartitions(good_name, 6)])[good_name].result(15)
         res = ConfigResource(ResourceType.TOPIC, good_name, incremental_configs=[
