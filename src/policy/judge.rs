@@ -795,7 +795,13 @@ fn check_contract(
 ) -> (Option<(&'static str, String, String)>, bool) {
     // A schema failure ends the record's checks (its rules cannot read it), enforced or not.
     let schema_problem = |modes: &mut Modes<'_>, why: &dyn std::fmt::Display| {
-        let message = || format!("breaks contract `{}` schema ({}): {why}", c.name, c.origin);
+        let message = || {
+            format!(
+                "breaks contract `{}` schema ({}): {why}",
+                c.name,
+                c.reference()
+            )
+        };
         modes
             .enforces(&c.mode, "contract", "schema", message)
             .then(|| ("contract", "schema".to_string(), message()))
@@ -854,8 +860,11 @@ fn judge_record(
         if !r.rule.passes(record) {
             let message = || {
                 format!(
-                    "breaks contract `{}` rule `{}` ({})",
-                    c.name, r.rule.text, r.origin
+                    "breaks contract `{}` rule `{}` ({}{})",
+                    c.name,
+                    r.rule.text,
+                    r.origin,
+                    c.version_and_link()
                 )
             };
             if modes.enforces(&r.mode, "contract", &r.rule.text, message) {
@@ -1359,6 +1368,39 @@ contract:
         let mut sh = Shadowed::default();
         assert!(off.judge_new_topic_as(&t, "User:dev", &mut sh).is_ok());
         assert!(sh.is_empty());
+    }
+
+    #[test]
+    fn a_contract_refusal_names_the_rule_its_file_the_version_and_the_catalog() {
+        use crate::protocol::records::test_batch;
+        use kafka_protocol::records::Compression;
+        let s = set(
+            "contract:\n  name: orders\n  owner: shop\n  topic: shop.orders.v1\n  schema:\n    format: json\n    version: 1.2.0\n    definition: {\"type\": \"record\", \"name\": \"O\", \"fields\": [{\"name\": \"total\", \"type\": \"double\"}]}\n  quality:\n    validity_rules: [total > 0]\n",
+        );
+        let plan = s.plan_topic("shop.orders.v1").unwrap();
+        let judge = |value: &[u8]| {
+            let bytes = test_batch::encode(&[(None, Some(value), &[])], Compression::None);
+            match s.judge_partition(
+                &plan,
+                -1,
+                Some(&bytes),
+                &Limits::default(),
+                &Decoders::default(),
+            ) {
+                PartitionVerdict::Reject { rejection, .. } => rejection.message,
+                v => panic!("{v:?}"),
+            }
+        };
+        assert_eq!(
+            judge(br#"{"total": -1}"#),
+            "meshgate: topic `shop.orders.v1`: record 0: breaks contract `orders` rule `total > 0` (rules.yaml:10; version 1.2.0; /catalog#orders)"
+        );
+        let m = judge(br#"{"total": "secret-value"}"#);
+        assert!(m.contains("schema (rules.yaml:2; version 1.2.0; /catalog#orders): field `total` must be a number, not a string"), "{m}");
+        assert!(
+            !m.contains("secret-value"),
+            "the value itself is never in the message"
+        );
     }
 
     #[test]

@@ -313,6 +313,20 @@ impl PolicySet {
 }
 
 impl Contract {
+    /// Where a producer reads about the contract: `file:line; version V; /catalog#name`. Part of
+    /// every refusal message, in this shape, so that a producer team can act on it.
+    pub fn reference(&self) -> String {
+        format!("{}{}", self.origin, self.version_and_link())
+    }
+
+    /// `; version V; /catalog#name` (the version when the schema has one).
+    pub fn version_and_link(&self) -> String {
+        match self.schema.as_ref().and_then(|s| s.version.as_deref()) {
+            Some(v) => format!("; version {v}; /catalog#{}", self.name),
+            None => format!("; /catalog#{}", self.name),
+        }
+    }
+
     /// Whether any of its record checks (schema, validity rules) is judged: not all `off`.
     pub fn judges_records(&self) -> bool {
         !self.mode.is_off() || self.rules.iter().any(|r| !r.mode.is_off())
