@@ -28,11 +28,31 @@ enum Command {
         /// The policy directory.
         policy_dir: PathBuf,
     },
+    /// Run the policy test cases of POLICY_DIR/tests (or --cases DIR) through the judge, with
+    /// no broker: exit 0 when every case gets its expected verdict, 1 when one does not, 2 when
+    /// the policies or the cases do not load.
+    Test(TestArgs),
     /// The audit trail.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct TestArgs {
+    /// The policy directory.
+    policy_dir: PathBuf,
+    /// The fixture directory [default: POLICY_DIR/tests].
+    #[arg(long, value_name = "DIR")]
+    cases: Option<PathBuf>,
+    /// Also write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Also judge every case under this (older) policy directory, and report the verdicts that
+    /// changed.
+    #[arg(long, value_name = "OLD_POLICY_DIR")]
+    against: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -114,9 +134,68 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args),
         Command::Check(args) => check(args),
         Command::Alerts { policy_dir } => alerts(&policy_dir),
+        Command::Test(args) => policy_test(args),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => audit_verify(&files),
+    }
+}
+
+fn policy_test(args: TestArgs) -> ExitCode {
+    use meshgate::policy::cases;
+    let load = |dir: &std::path::Path| match meshgate::policy::load::load_dir(dir) {
+        Ok(set) => Some(set),
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!(
+                "meshgate test: the policies in {} do not load",
+                dir.display()
+            );
+            None
+        }
+    };
+    let Some(set) = load(&args.policy_dir) else {
+        return ExitCode::from(2);
+    };
+    let old = match &args.against {
+        Some(dir) => match load(dir) {
+            Some(old) => Some(old),
+            None => return ExitCode::from(2),
+        },
+        None => None,
+    };
+    let dir = args
+        .cases
+        .unwrap_or_else(|| args.policy_dir.join(cases::CASES_DIR));
+    let files = cases::case_files(&dir);
+    let cases = match cases::load(&files) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!("meshgate test: {} problem(s) in the cases", errors.len());
+            return ExitCode::from(2);
+        }
+    };
+    if cases.is_empty() {
+        eprintln!("meshgate test: no cases under {}", dir.display());
+        return ExitCode::from(2);
+    }
+    let report = cases::run_all(&cases, &set, old.as_ref());
+    print!("{}", report.text(&cases));
+    if let Some(path) = &args.junit {
+        if let Err(e) = std::fs::write(path, report.junit(&cases)) {
+            eprintln!("meshgate test: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.failures(&cases) == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -129,6 +129,10 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DirError
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
+        // `meshgate test` fixtures live in the policy directory's own `tests/`.
+        if depth == 0 && name == super::cases::CASES_DIR {
+            continue;
+        }
         let path = entry.path();
         // fs::metadata follows symlinks: a ConfigMap's file symlinks load as files.
         let Ok(meta) = std::fs::metadata(&path) else {
@@ -389,7 +393,7 @@ fn build_registry(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
 }
 
 /// `file:line: message` from a YAML error (its first line, without the location prefix).
-fn yaml_error(file: &str, e: &serde_saphyr::Error) -> PolicyError {
+pub(crate) fn yaml_error(file: &str, e: &serde_saphyr::Error) -> PolicyError {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default();
     let first = first.strip_prefix("error: ").unwrap_or(first);

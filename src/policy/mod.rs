@@ -7,6 +7,7 @@
 //!   record beyond what decoding a JSON value needs.
 //! - [`store`]: the current set behind an `ArcSwap`, hot reload, and reload metrics.
 
+pub mod cases;
 pub mod evolution;
 pub mod judge;
 pub mod load;

@@ -487,3 +487,49 @@ def test_check_reports_file_and_line_and_exit_codes(tmp_path):
 
     missing = subprocess.run([binary, "check", tmp_path / "nope"], capture_output=True, text=True)
     assert missing.returncode == 2
+
+
+def test_meshgate_test_runs_the_example_cases_and_reports_a_wrong_one_in_junit(tmp_path):
+    """`meshgate test`: the repository's example cases pass; a deliberately wrong expectation
+    fails with what was expected and what came, in the summary and in a JUnit report; and
+    `--against` lists the verdicts a policy change flips."""
+    import xml.etree.ElementTree as ET
+    binary = ROOT / "target" / "debug" / "meshgate"
+    ok = subprocess.run([binary, "test", ROOT / "policies"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.strip().endswith("passed, 0 failed"), ok.stdout
+
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    (policies / "tests" / "wrong.yaml").write_text(
+        "cases:\n"
+        "  - name: a negative total is accepted (wrong on purpose)\n"
+        "    produce:\n"
+        "      topic: orders.order-events.v1\n"
+        "      key: o-1\n"
+        "      value: {order_id: o-1, customer_id: c-1, order_total: -5}\n"
+        "      headers: {trace-id: t}\n"
+        "    expect: accept\n")
+    junit = tmp_path / "junit.xml"
+    bad = subprocess.run([binary, "test", policies, "--junit", junit], capture_output=True, text=True)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert (f"FAIL {policies}/tests/wrong.yaml:2: a negative total is accepted (wrong on purpose)\n"
+            "  expected: accept\n"
+            "  got:      reject `order_total > 0` (policy contract)") in bad.stdout, bad.stdout
+    root = ET.parse(junit).getroot()
+    assert root.tag == "testsuites" and root.get("failures") == "1"
+    failed = [tc for tc in root.iter("testcase") if tc.find("failure") is not None]
+    assert [tc.get("name") for tc in failed] == ["a negative total is accepted (wrong on purpose)"]
+    assert int(root.get("tests")) == len(list(root.iter("testcase")))
+
+    # Relaxing the rule flips exactly the cases that depended on it.
+    (policies / "tests" / "wrong.yaml").unlink()
+    relaxed = tmp_path / "relaxed"
+    shutil.copytree(ROOT / "policies", relaxed)
+    contract = relaxed / "contracts" / "order-events-v1.yaml"
+    contract.write_text(contract.read_text().replace("      - order_total > 0\n", ""))
+    diff = subprocess.run([binary, "test", relaxed, "--cases", policies / "tests", "--against", policies],
+                          capture_output=True, text=True)
+    assert diff.returncode == 1, diff.stdout
+    assert diff.stdout.count("CHANGED ") == 1, diff.stdout
+    assert "a zero total breaks the contract\n  old set: reject `order_total > 0`" in diff.stdout, diff.stdout
