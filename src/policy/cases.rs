@@ -51,8 +51,7 @@ use super::PolicySet;
 use crate::markup::escape as xml;
 use crate::schema::avro_data::Decoders;
 
-/// The fixture directory inside a policy directory; the loader does not read it as policies.
-pub const CASES_DIR: &str = "tests";
+pub use super::load::CASES_DIR;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -330,10 +329,7 @@ pub fn run(case: &Case, set: &PolicySet, decoders: &Decoders) -> Outcome {
                     .map(|(k, v)| (k.as_str(), Some(v.as_str())))
                     .collect(),
             };
-            let principal = t
-                .principal
-                .as_deref()
-                .unwrap_or(crate::proxy::identity::ANONYMOUS);
+            let principal = t.principal.as_deref().unwrap_or(super::ANONYMOUS);
             let mut shadowed = Shadowed::default();
             match set.judge_new_topic_as(&new, principal, &mut shadowed) {
                 Ok(()) => outcome(None, &shadowed, String::new()),
@@ -341,10 +337,7 @@ pub fn run(case: &Case, set: &PolicySet, decoders: &Decoders) -> Outcome {
             }
         }
         Request::Produce(p) => {
-            let principal = p
-                .principal
-                .as_deref()
-                .unwrap_or(crate::proxy::identity::ANONYMOUS);
+            let principal = p.principal.as_deref().unwrap_or(super::ANONYMOUS);
             let bytes = match encode(p, set) {
                 Ok(b) => b,
                 Err(why) => {

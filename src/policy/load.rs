@@ -27,6 +27,9 @@ use crate::schema::shape::Shape;
 
 const MAX_DEPTH: usize = 16;
 
+/// The fixture directory of `meshgate test` inside a policy directory: not read as policies.
+pub const CASES_DIR: &str = "tests";
+
 /// Loads and compiles every policy file under `dir`.
 pub fn load_dir(dir: &Path) -> Result<PolicySet, Vec<PolicyError>> {
     let files = policy_files(dir).map_err(|e| {
@@ -130,7 +133,7 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DirError
             continue;
         }
         // `meshgate test` fixtures live in the policy directory's own `tests/`.
-        if depth == 0 && name == super::cases::CASES_DIR {
+        if depth == 0 && name == CASES_DIR {
             continue;
         }
         let path = entry.path();

@@ -56,6 +56,9 @@ impl fmt::Display for PolicyError {
     }
 }
 
+/// The principal of a client that has not authenticated, as Kafka names it.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
 /// Every policy in force, compiled.
 #[derive(Debug, Default)]
 pub struct PolicySet {

@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The principal of a connection that has not authenticated.
-pub const ANONYMOUS: &str = "User:ANONYMOUS";
+pub use crate::policy::ANONYMOUS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mechanism {
