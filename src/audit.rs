@@ -7,7 +7,8 @@
 //! by one. Deleting, reordering or editing a line breaks the chain at that line, which
 //! `meshgate audit verify` reports. (A chain proves the order and integrity of what is there; it
 //! cannot prove that the newest lines were not cut off, so ship the file elsewhere as it grows.)
-//! A restarted gateway reads the last line of the file and continues its chain; rotation
+//! A restarted gateway reads the last whole line of the file and continues its chain (a line torn
+//! by a crash is left on a line of its own, for `verify` to name); rotation
 //! (`max_bytes`, `keep`) renames the file to `FILE.1`, `FILE.2`, ... and the chain continues
 //! into the new file, so the rotated files verify in order, oldest first.
 //!
@@ -134,7 +135,12 @@ impl AuditLog {
             source,
         };
         let (seq, prev) = last_link(&config.file).map_err(io)?;
-        let file = open_append(&config.file).map_err(io)?;
+        let mut file = open_append(&config.file).map_err(io)?;
+        // A line torn by a crash stays on its own line (verify reports it); the chain goes on
+        // from the last whole one.
+        if !ends_with_newline(&config.file).map_err(io)? {
+            file.write_all(b"\n").map_err(io)?;
+        }
         let size = file.metadata().map_err(io)?.len();
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let writer = Writer {
@@ -282,7 +288,21 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// The (seq, hash) of the file's last line, to continue from; (0, genesis) for a new file.
+/// Whether the file is empty or ends with a newline.
+fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+/// The (seq, hash) of the file's last whole line, to continue from; (0, genesis) for a new file.
 fn last_link(path: &Path) -> std::io::Result<(u64, String)> {
     let mut file = match File::open(path) {
         Ok(f) => f,
@@ -294,18 +314,18 @@ fn last_link(path: &Path) -> std::io::Result<(u64, String)> {
     let mut from = len.saturating_sub(64 * 1024);
     loop {
         file.seek(SeekFrom::Start(from))?;
+        // The last line that parses: a torn last line (a crash mid-write) is passed over, and
+        // so is a window's first line when it starts mid-line.
         let mut last = None;
         for line in BufReader::new(&mut file).lines() {
-            let line = line?;
-            if !line.trim().is_empty() {
-                last = Some(line);
+            if let Some(link) = parse_link(&line?) {
+                last = Some(link);
             }
         }
-        match last.as_deref().map(parse_link) {
-            Some(Some(link)) => return Ok(link),
-            // A torn last line (a crash mid-write) or a window that starts mid-line.
-            _ if from > 0 => from = from.saturating_sub(1024 * 1024),
-            _ => return Ok((0, GENESIS.into())),
+        match last {
+            Some(link) => return Ok(link),
+            None if from > 0 => from = from.saturating_sub(1024 * 1024),
+            None => return Ok((0, GENESIS.into())),
         }
     }
 }
@@ -485,6 +505,37 @@ mod tests {
         assert_eq!(first["decision"], "rejected");
         assert_eq!(first["rule"], "total > 0");
         assert_eq!(first["generation"], 3);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_left_as_it_is_and_the_chain_goes_on_from_the_last_whole_one() {
+        let d = dir();
+        let config = AuditConfig {
+            file: d.join("torn.jsonl"),
+            max_bytes: AuditConfig::DEFAULT_MAX_BYTES,
+            keep: 1,
+        };
+        let log = AuditLog::start(config.clone(), counters()).unwrap();
+        (0..3).for_each(|i| log.record(event(i)));
+        assert!(log.flush(Duration::from_secs(5)));
+        drop(log);
+        // A crash in the middle of the fourth line.
+        let mut f = OpenOptions::new().append(true).open(&config.file).unwrap();
+        f.write_all(br#"{"seq":4,"prev":"ab"#).unwrap();
+        drop(f);
+        let log = AuditLog::start(config.clone(), counters()).unwrap();
+        log.record(event(9));
+        assert!(log.flush(Duration::from_secs(5)));
+        let text = std::fs::read_to_string(&config.file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "the torn line keeps a line of its own");
+        let last: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
+        assert_eq!(last["seq"], 4, "the chain continues from seq 3");
+        // verify names the torn line, and nothing before it.
+        let e = verify(std::slice::from_ref(&config.file))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("torn.jsonl:4: not an audit line"), "{e}");
     }
 
     #[test]
