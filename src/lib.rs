@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;
+pub mod replay;
 pub mod rules;
 pub mod schema;
 pub mod tls;

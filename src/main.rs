@@ -32,6 +32,10 @@ enum Command {
     /// no broker: exit 0 when every case gets its expected verdict, 1 when one does not, 2 when
     /// the policies or the cases do not load.
     Test(TestArgs),
+    /// Judge the last records of a topic under a policy set, without writing anything
+    /// (`--dry-run`): how many the set would reject, by rule, with examples. Exit 0 when it read
+    /// the topic, 2 when it could not.
+    Replay(ReplayArgs),
     /// The audit trail.
     Audit {
         #[command(subcommand)]
@@ -53,6 +57,31 @@ struct TestArgs {
     /// changed.
     #[arg(long, value_name = "OLD_POLICY_DIR")]
     against: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Judge only, write nothing (the only mode this build has).
+    #[arg(long)]
+    dry_run: bool,
+    /// The topic to read.
+    #[arg(long, value_name = "TOPIC")]
+    from: String,
+    /// How many of the latest records to read, over all partitions.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    last: u64,
+    /// The policy directory to judge under (typically the change about to be deployed).
+    #[arg(long, value_name = "DIR")]
+    policies: PathBuf,
+    /// A broker of the cluster (plain TCP).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:19092")]
+    bootstrap: String,
+    /// Examples kept per rule.
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    examples: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +164,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Alerts { policy_dir } => alerts(&policy_dir),
         Command::Test(args) => policy_test(args),
+        Command::Replay(args) => replay(args),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => audit_verify(&files),
@@ -196,6 +226,56 @@ fn policy_test(args: TestArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn replay(args: ReplayArgs) -> ExitCode {
+    if !args.dry_run {
+        eprintln!("meshgate replay: only --dry-run is implemented in this build (writing records back comes with dead-letter topics)");
+        return ExitCode::from(2);
+    }
+    let set = match meshgate::policy::load::load_dir(&args.policies) {
+        Ok(set) => set,
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!(
+                "meshgate replay: the policies in {} do not load",
+                args.policies.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshgate replay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let request = meshgate::replay::Request {
+        bootstrap: &args.bootstrap,
+        topic: &args.from,
+        last: args.last,
+        examples: args.examples,
+    };
+    match runtime.block_on(meshgate::replay::dry_run(&request, &set)) {
+        Ok(run) if args.json => {
+            println!("{}", serde_json::to_string(&run).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(run) => {
+            print!("{}", run.text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("meshgate replay: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

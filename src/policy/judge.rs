@@ -369,6 +369,40 @@ impl PolicySet {
         self.judge_partition_with(plan, acks, records, limits, writers, &mut inflater)
     }
 
+    /// The first enforced problem with one record under `plan`, as (policy, rule, message): its
+    /// produce rules (key, headers, size), then its contract. For tools that judge records one by
+    /// one (`meshgate replay --dry-run`); batch-level rules are judged with `judge_partition`.
+    pub fn judge_record(
+        &self,
+        plan: &TopicPlan<'_>,
+        record: &RecordView<'_>,
+        decoders: &Decoders,
+    ) -> Option<(&'static str, String, String)> {
+        let limits = Limits::default();
+        let mut inflater = RequestInflater::new(&limits, false);
+        let mut judge = PartitionJudge {
+            set: self,
+            writers: Writers {
+                decoders,
+                external: None,
+            },
+            inflater: &mut inflater,
+            avro_decoders: HashMap::new(),
+            plan,
+            limits: &limits,
+            errors: Vec::new(),
+            first: None,
+            count: 0,
+            tally: Tally::default(),
+            shadowed: Shadowed::default(),
+        };
+        judge.check_record(record).map(|p| {
+            let message = p.message();
+            let (policy, rule) = p.labels();
+            (policy, rule, message)
+        })
+    }
+
     /// The Avro decoders of this set, compiled for every schema id its built-in registry knows:
     /// kept beside the set (in its [`Generation`](crate::generation::Generation)), not in it.
     pub fn compile_decoders(&self) -> Decoders {

@@ -377,6 +377,8 @@ pub struct RecordView<'a> {
     pub size: usize,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// The record's offset, relative to its batch's base offset.
+    pub offset_delta: i32,
     headers: &'a [u8],
     header_count: usize,
 }
@@ -453,7 +455,7 @@ fn parse_record<'a>(input: &mut &'a [u8]) -> Result<RecordView<'a>, &'static str
     *input = rest;
     let _attributes = read_u8(&mut body)?;
     let _timestamp_delta = read_varlong(&mut body)?;
-    let _offset_delta = read_varint(&mut body)?;
+    let offset_delta = read_varint(&mut body)?;
     let key = read_bytes(&mut body)?;
     let value = read_bytes(&mut body)?;
     let header_count = read_varint(&mut body)?;
@@ -470,6 +472,7 @@ fn parse_record<'a>(input: &mut &'a [u8]) -> Result<RecordView<'a>, &'static str
         size: len,
         key,
         value,
+        offset_delta,
         headers,
         header_count,
     })
