@@ -215,13 +215,17 @@ impl Writer {
                     Err(TryRecvError::Empty) => None,
                     Err(TryRecvError::Disconnected) => {
                         self.flush();
-                        acks.drain(..).for_each(|a| drop(a.send(())));
+                        acks.drain(..).for_each(|a| {
+                            let _ = a.send(());
+                        });
                         return;
                     }
                 };
             }
             self.flush();
-            acks.drain(..).for_each(|a| drop(a.send(())));
+            acks.drain(..).for_each(|a| {
+                let _ = a.send(());
+            });
             std::thread::sleep(BATCH_WINDOW);
         }
     }
@@ -288,7 +292,7 @@ pub fn chain_line(seq: u64, prev: &str, event: &AuditEvent) -> ChainLine {
     let hash = sha256_hex(text.as_bytes());
     // The text ends with `}`: the hash goes in as the last member.
     text.pop();
-    let _ = write!(text, ",\"hash\":\"{hash}\"}}\n");
+    let _ = writeln!(text, ",\"hash\":\"{hash}\"}}");
     ChainLine { text, hash }
 }
 
