@@ -300,6 +300,9 @@ pub struct ProductField {
     #[serde(rename = "type")]
     pub ty: String,
     pub optional: bool,
+    /// Its classification (`pii`, ...), if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classification: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -500,6 +503,7 @@ fn product(c: &Contract, metrics: &Metrics) -> Product {
                             name: f.name.clone(),
                             ty: f.shape.type_name(),
                             optional: f.optional || f.shape.accepts_null(),
+                            classification: s.classification_of(&f.name).map(str::to_string),
                         })
                         .collect()
                 })
@@ -574,7 +578,7 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
         if let Some(s) = &p.schema {
             let _ = write!(
                 h,
-                "<h3>Schema</h3><p>{} · version {} · {} compatibility</p><table><tr><th>field</th><th>type</th><th>optional</th></tr>",
+                "<h3>Schema</h3><p>{} · version {} · {} compatibility</p><table><tr><th>field</th><th>type</th><th>optional</th><th>classification</th></tr>",
                 s.format,
                 esc(s.version.as_deref().unwrap_or("—")),
                 s.compatibility
@@ -582,10 +586,11 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
             for f in &s.fields {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     esc(&f.name),
                     esc(&f.ty),
-                    if f.optional { "yes" } else { "no" }
+                    if f.optional { "yes" } else { "no" },
+                    esc(f.classification.as_deref().unwrap_or("—"))
                 );
             }
             h.push_str("</table>");

@@ -264,6 +264,17 @@ fn compile_parsed(
                     topics_at = Some(origin);
                 }
             }
+            if let Some(c) = doc.classification {
+                let origin = cx.origin(&c);
+                if let Some(first) = set.classification.as_ref().map(|c| c.origin.clone()) {
+                    cx.err(
+                        origin.line,
+                        format!("`classification` is already defined at {first}"),
+                    );
+                } else {
+                    set.classification = Some(cx.classification(c.value, origin));
+                }
+            }
             for p in doc.produce.into_iter().flatten() {
                 let origin = cx.origin(&p);
                 if let Some(rule) = cx.produce(p.value, origin) {
@@ -288,7 +299,61 @@ fn compile_parsed(
         }
     }
     cross_check(&mut set, errors);
+    check_classification(&set, errors);
     set
+}
+
+/// Every classification is a level the policy defines (`pii` when none does), and every field a
+/// requirement names is classified. Spans files: the levels and the contracts may be apart.
+fn check_classification(set: &PolicySet, errors: &mut Vec<PolicyError>) {
+    let default: Vec<String> = DEFAULT_LEVELS.iter().map(|l| l.to_string()).collect();
+    let levels = set.classification.as_ref().map_or(&default, |c| &c.levels);
+    let at = |o: &Origin, message: String| PolicyError {
+        file: o.file.to_string(),
+        line: o.line,
+        message,
+    };
+    for c in &set.contracts {
+        let Some(schema) = &c.schema else { continue };
+        for (path, level, origin) in &schema.classified {
+            if !levels.contains(level) {
+                errors.push(at(
+                    origin,
+                    format!(
+                        "contract `{}`: field `{path}` is classified `{level}`, which is not a level: {levels:?}",
+                        c.name
+                    ),
+                ));
+            }
+        }
+        let Some(policy) = &set.classification else {
+            continue;
+        };
+        let Some(shape) = &schema.shape else { continue };
+        for path in crate::schema::classification::field_paths(shape) {
+            let name = path.rsplit('.').next().unwrap_or(&path);
+            for (pattern, level, where_) in &policy.require {
+                if !pattern.is_match(name) {
+                    continue;
+                }
+                let problem = match (schema.classification_of(&path), level) {
+                    (None, _) => "is not classified".to_string(),
+                    (Some(got), Some(want)) if got != want => {
+                        format!("is classified `{got}`, not `{want}`")
+                    }
+                    _ => continue,
+                };
+                errors.push(at(
+                    &schema.origin,
+                    format!(
+                        "contract `{}`: field `{path}` {problem}, but the classification requirement `{}` ({where_}) covers it",
+                        c.name,
+                        pattern.as_str().trim_start_matches("^(?:").trim_end_matches(")$")
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// Checks that span files: contract topics follow the naming policy and are claimed once.
@@ -544,6 +609,48 @@ impl Cx<'_> {
                 );
                 inherited.clone()
             }
+        }
+    }
+
+    fn classification(&mut self, c: model::ClassificationDoc, origin: Origin) -> Classification {
+        let levels = c
+            .levels
+            .unwrap_or_else(|| DEFAULT_LEVELS.iter().map(|l| l.to_string()).collect());
+        if levels.is_empty() {
+            self.err(origin.line, "classification `levels` is empty".into());
+        }
+        let mut require = Vec::new();
+        for r in c.require {
+            let line = r.referenced.line();
+            let doc = r.value;
+            if let Some(l) = doc.level.as_ref().filter(|l| !levels.contains(l)) {
+                self.err(
+                    line,
+                    format!("classification requirement: `{l}` is not a level: {levels:?}"),
+                );
+            }
+            match Regex::new(&format!("^(?:{})$", doc.fields)) {
+                Ok(re) => require.push((
+                    re,
+                    doc.level,
+                    Origin {
+                        file: self.file.clone(),
+                        line,
+                    },
+                )),
+                Err(e) => self.err(
+                    line,
+                    format!(
+                        "classification requirement `{}` is not a valid regex: {e}",
+                        doc.fields
+                    ),
+                ),
+            }
+        }
+        Classification {
+            levels,
+            require,
+            origin,
         }
     }
 
@@ -907,7 +1014,37 @@ impl Cx<'_> {
                 ),
             }
         }
+        // Classifications: the schema's own annotations, then the section's map.
+        let mut classified: Vec<(String, String, Origin)> =
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(json) => crate::schema::classification::annotations(&json)
+                    .into_iter()
+                    .map(|(p, l)| {
+                        let origin = Origin {
+                            file: self.file.clone(),
+                            line: at,
+                        };
+                        (p, l, origin)
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+        for (path, level) in doc.classification {
+            let line = level.referenced.line();
+            let segments: Vec<&str> = path.split('.').collect();
+            if let Some(Err(e)) = shape.as_ref().map(|s| s.lookup(&segments)) {
+                self.err(line, format!("classification of `{path}`: {e}"));
+                continue;
+            }
+            classified.retain(|(p, _, _)| *p != path);
+            let origin = Origin {
+                file: self.file.clone(),
+                line,
+            };
+            classified.push((path, level.value, origin));
+        }
         Some(ContractSchema {
+            classified,
             history,
             pinned_id: doc.id,
             avro,
@@ -1102,6 +1239,52 @@ mod tests {
                 "missing {e:?} in {errs:#?}"
             );
         }
+    }
+
+    #[test]
+    fn classifications_come_from_annotations_and_the_schema_section_and_requirements_hold() {
+        let levels = "classification:\n  levels: [pii, internal]\n  require:\n    - fields: 'email|phone|ssn'\n      level: pii\n";
+        let contract = |extra: &str| {
+            format!(
+                "contract:\n  name: c\n  owner: o\n  topic: t\n  schema:\n    format: avro\n    definition: {{\"type\": \"record\", \"name\": \"R\", \"fields\": [{{\"name\": \"email\", \"type\": \"string\", \"classification\": \"pii\"}}, {{\"name\": \"customer\", \"type\": {{\"type\": \"record\", \"name\": \"C\", \"fields\": [{{\"name\": \"phone\", \"type\": \"string\"}}, {{\"name\": \"note\", \"type\": \"string\"}}]}}}}]}}\n{extra}"
+            )
+        };
+        // customer.phone is required to be pii and is not classified.
+        let (_, errs) = compile(&[("l.yaml", levels), ("c.yaml", &contract(""))]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("c.yaml:6: contract `c`: field `customer.phone` is not classified, but the classification requirement `email|phone|ssn` (")
+                && errs[0].ends_with("l.yaml:4) covers it"),
+            "{errs:?}"
+        );
+        // The schema section classifies it; a level that does not exist is an error at its line.
+        let section =
+            "    classification:\n      customer.phone: pii\n      customer.note: secret\n";
+        let (_, errs) = compile(&[("l.yaml", levels), ("c.yaml", &contract(section))]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("c.yaml:10: contract `c`: field `customer.note` is classified `secret`, which is not a level"), "{errs:?}");
+        let section = "    classification:\n      customer.phone: pii\n      customer.nope: pii\n";
+        let (_, errs) = compile(&[("l.yaml", levels), ("c.yaml", &contract(section))]);
+        assert!(
+            errs[0].starts_with("c.yaml:10: classification of `customer.nope`:"),
+            "{errs:?}"
+        );
+        let section = "    classification:\n      customer.phone: internal\n";
+        let (_, errs) = compile(&[("l.yaml", levels), ("c.yaml", &contract(section))]);
+        assert!(
+            errs[0].contains("field `customer.phone` is classified `internal`, not `pii`"),
+            "{errs:?}"
+        );
+        let section = "    classification:\n      customer.phone: pii\n";
+        let (set, errs) = compile(&[("l.yaml", levels), ("c.yaml", &contract(section))]);
+        assert!(errs.is_empty(), "{errs:?}");
+        let schema = set.contracts[0].schema.as_ref().unwrap();
+        assert_eq!(schema.classification_of("email"), Some("pii"));
+        assert_eq!(schema.classification_of("customer.phone"), Some("pii"));
+        assert_eq!(schema.classification_of("customer.note"), None);
+        // Without a classification policy, `pii` is the one level and nothing is required.
+        let (_, errs) = compile(&[("c.yaml", &contract(""))]);
+        assert!(errs.is_empty(), "{errs:?}");
     }
 
     #[test]

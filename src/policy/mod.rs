@@ -56,6 +56,28 @@ impl fmt::Display for PolicyError {
     }
 }
 
+/// `classification:`: the levels, and which field names must be classified.
+#[derive(Debug)]
+pub struct Classification {
+    pub levels: Vec<String>,
+    /// (field-name regex, required level, where).
+    pub require: Vec<(Regex, Option<String>, Origin)>,
+    pub origin: Origin,
+}
+
+/// The classification levels when no policy names them.
+pub const DEFAULT_LEVELS: &[&str] = &["pii"];
+
+impl ContractSchema {
+    /// The classification of the field at `path`, if it has one.
+    pub fn classification_of(&self, path: &str) -> Option<&str> {
+        self.classified
+            .iter()
+            .find(|(p, _, _)| p == path)
+            .map(|(_, l, _)| l.as_str())
+    }
+}
+
 /// The principal of a client that has not authenticated, as Kafka names it.
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
@@ -65,6 +87,7 @@ pub struct PolicySet {
     pub naming: Option<Naming>,
     pub topics: Option<TopicRules>,
     pub produce: Vec<ProduceRule>,
+    pub classification: Option<Classification>,
     pub contracts: Vec<Arc<Contract>>,
     by_topic: HashMap<String, usize>,
     /// Files the set was loaded from.
@@ -210,6 +233,9 @@ pub struct ContractSchema {
     pub pinned_id: Option<u32>,
     /// For `format: avro`: the schema, parsed for decoding and compatibility checks.
     pub avro: Option<Arc<crate::schema::avro_data::AvroSchema>>,
+    /// (field path, level, where it was written): the schema's annotations and the `schema:`
+    /// section's `classification:` map.
+    pub classified: Vec<(String, String, Origin)>,
     pub origin: Origin,
 }
 

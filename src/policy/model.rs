@@ -15,6 +15,28 @@ pub struct Document {
     pub naming: Option<Spanned<NamingDoc>>,
     pub topics: Option<Spanned<TopicsDoc>>,
     pub produce: Option<Vec<Spanned<ProduceRuleDoc>>>,
+    pub classification: Option<Spanned<ClassificationDoc>>,
+}
+
+/// `classification:`: the levels fields may be classified at, and which fields must be.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassificationDoc {
+    /// Default: `[pii]`.
+    #[serde(default)]
+    pub levels: Option<Vec<String>>,
+    #[serde(default)]
+    pub require: Vec<Spanned<RequireDoc>>,
+}
+
+/// Every field whose name matches `fields` (a regex over the field's own name, anchored) must be
+/// classified, at `level` when given.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequireDoc {
+    pub fields: String,
+    #[serde(default)]
+    pub level: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +116,9 @@ pub struct SchemaDoc {
     /// Pins the built-in registry id of the current schema (default: derived from the schema).
     #[serde(default)]
     pub id: Option<u32>,
+    /// Field path → classification level, beside the schema's own annotations.
+    #[serde(default)]
+    pub classification: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 pub mod avro_compat;
 pub mod avro_data;
 pub mod avro_project;
+pub mod classification;
 pub mod error;
 pub mod json;
 pub mod json_project;

@@ -148,6 +148,8 @@ def test_catalog_lists_data_products_as_json_and_as_a_page(observed, tmp_path):
     assert seed["owner"] == "orders-domain-team" and seed["topic"] == "orders.order-events.v1"
     assert seed["schema"]["format"] == "json" and seed["schema"]["version"] == "1.2.0"
     assert {"name": "order_total", "type": "number", "optional": False} in seed["schema"]["fields"]
+    customer = next(f for f in seed["schema"]["fields"] if f["name"] == "customer_id")
+    assert customer["classification"] == "pii", "the contract's schema section classifies it"
     assert seed["sla"] == {"availability": 0.999, "latency_p99_seconds": 1.0, "freshness_seconds": 60.0}
     assert seed["quality"]["validity_rules"] == ["order_total > 0", "customer_id is not null"]
     assert set(seed["live"]) == {"records_accepted", "records_rejected", "validity_ratio",
