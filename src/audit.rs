@@ -411,7 +411,7 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, VerifyError> {
                 line: at,
                 what,
             };
-            let (seq, prev, hash) = check_line(&line).map_err(broken)?;
+            let (seq, prev, hash) = check_line(&line).map_err(|e| broken(e.to_string()))?;
             match &expected {
                 None => {
                     out.first_seq = Some(seq);
@@ -436,28 +436,45 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, VerifyError> {
     Ok(out)
 }
 
+/// Why one line is not a sound link of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("not an audit line (no trailing hash)")]
+    NoHash,
+    #[error("the line's hash does not match its content: it was altered")]
+    Altered,
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("no `{0}`")]
+    Missing(&'static str),
+}
+
 /// (seq, prev, hash) of a line whose hash is right.
-fn check_line(line: &str) -> Result<(u64, String, String), String> {
+fn check_line(line: &str) -> Result<(u64, String, String), LineError> {
     const TAIL: usize = ",\"hash\":\"\"}".len() + 64;
     if line.len() < TAIL || !line.ends_with("\"}") {
-        return Err("not an audit line (no trailing hash)".into());
+        return Err(LineError::NoHash);
     }
     let (body, tail) = line.split_at(line.len() - TAIL);
     let hash = tail
         .strip_prefix(",\"hash\":\"")
         .and_then(|t| t.strip_suffix("\"}"))
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or("not an audit line (no trailing hash)")?;
+        .ok_or(LineError::NoHash)?;
     let recomputed = sha256_hex(format!("{body}}}").as_bytes());
     if recomputed != hash {
-        return Err("the line's hash does not match its content: it was altered".into());
+        return Err(LineError::Altered);
     }
-    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let seq = v.get("seq").and_then(|s| s.as_u64()).ok_or("no `seq`")?;
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| LineError::NotJson(e.to_string()))?;
+    let seq = v
+        .get("seq")
+        .and_then(|s| s.as_u64())
+        .ok_or(LineError::Missing("seq"))?;
     let prev = v
         .get("prev")
         .and_then(|p| p.as_str())
-        .ok_or("no `prev`")?
+        .ok_or(LineError::Missing("prev"))?
         .to_string();
     Ok((seq, prev, hash.to_string()))
 }

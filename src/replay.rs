@@ -311,19 +311,27 @@ async fn offset_at(
     req.replica_id = BrokerId(-1);
     req.topics = vec![t];
     let resp = call(conn, *correlation, 7, &req).await?;
-    let part = resp
-        .topics
-        .first()
-        .and_then(|t| t.partitions.first())
-        .ok_or_else(|| ReplayError::NoTopic(topic.to_string()))?;
-    if part.error_code != 0 {
-        return Err(ReplayError::Kafka {
-            topic: topic.to_string(),
-            what: "ListOffsets",
-            code: part.error_code,
-        });
-    }
+    let part = resp.topics.first().and_then(|t| t.partitions.first());
+    let part = answered(part, |p| p.error_code, topic, "ListOffsets")?;
     Ok(part.offset)
+}
+
+/// The one partition a single-partition request was answered for, unless it failed.
+fn answered<'a, P>(
+    part: Option<&'a P>,
+    error_code: impl Fn(&P) -> i16,
+    topic: &str,
+    what: &'static str,
+) -> Result<&'a P, ReplayError> {
+    let part = part.ok_or_else(|| ReplayError::NoTopic(topic.to_string()))?;
+    match error_code(part) {
+        0 => Ok(part),
+        code => Err(ReplayError::Kafka {
+            topic: topic.to_string(),
+            what,
+            code,
+        }),
+    }
 }
 
 /// One Fetch of `partition` from `offset`: the record batches returned.
@@ -351,17 +359,7 @@ async fn fetch(
     req.session_epoch = -1;
     req.topics = vec![t];
     let resp = call(conn, correlation, 12, &req).await?;
-    let part = resp
-        .responses
-        .first()
-        .and_then(|t| t.partitions.first())
-        .ok_or_else(|| ReplayError::NoTopic(topic.to_string()))?;
-    if part.error_code != 0 {
-        return Err(ReplayError::Kafka {
-            topic: topic.to_string(),
-            what: "Fetch",
-            code: part.error_code,
-        });
-    }
+    let part = resp.responses.first().and_then(|t| t.partitions.first());
+    let part = answered(part, |p| p.error_code, topic, "Fetch")?;
     Ok(part.records.clone().unwrap_or_default())
 }

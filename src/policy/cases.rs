@@ -344,7 +344,7 @@ pub fn run(case: &Case, set: &PolicySet, decoders: &Decoders) -> Outcome {
                     return Outcome {
                         refused: Some(("test".into(), "unencodable".into())),
                         would_reject: vec![],
-                        detail: why,
+                        detail: why.to_string(),
                     }
                 }
             };
@@ -388,8 +388,25 @@ pub fn run(case: &Case, set: &PolicySet, decoders: &Decoders) -> Outcome {
     }
 }
 
+/// Why a case's record could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("compression `{0}`: test cases are uncompressed (only `none`)")]
+    Compression(String),
+    #[error("cannot encode the record batch: {0}")]
+    Batch(String),
+    #[error("`avro: true`, but topic `{0}` has no contract")]
+    NoContract(String),
+    #[error("`avro: true`, but contract `{0}` is not `format: avro`")]
+    NotAvro(String),
+    #[error("the contract's schema has no registry id")]
+    NoRegistryId,
+    #[error("the value does not fit the contract's Avro schema: {0}")]
+    AvroValue(String),
+}
+
 /// The case's record as a one-record batch.
-fn encode(p: &ProduceDoc, set: &PolicySet) -> Result<Vec<u8>, String> {
+fn encode(p: &ProduceDoc, set: &PolicySet) -> Result<Vec<u8>, EncodeError> {
     let value = match (&p.value, p.avro) {
         (None, _) => None,
         (Some(serde_json::Value::String(s)), false) => Some(s.clone().into_bytes()),
@@ -400,11 +417,7 @@ fn encode(p: &ProduceDoc, set: &PolicySet) -> Result<Vec<u8>, String> {
     // uncompressed (a compression rule still passes them under its 1 KiB allowance).
     let compression = match p.compression.as_deref() {
         None | Some("none") => Compression::None,
-        Some(other) => {
-            return Err(format!(
-                "compression `{other}`: test cases are uncompressed (only `none`)"
-            ))
-        }
+        Some(other) => return Err(EncodeError::Compression(other.to_string())),
     };
     let (producer_id, epoch, sequence) = if p.idempotent {
         (1, 0, 0)
@@ -444,7 +457,7 @@ fn encode(p: &ProduceDoc, set: &PolicySet) -> Result<Vec<u8>, String> {
             compression,
         },
     )
-    .map_err(|e| format!("cannot encode the record batch: {e}"))?;
+    .map_err(|e| EncodeError::Batch(e.to_string()))?;
     Ok(buf.to_vec())
 }
 
@@ -453,32 +466,27 @@ fn avro_value(
     p: &ProduceDoc,
     value: &serde_json::Value,
     set: &PolicySet,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, EncodeError> {
     let contract = set
         .contract_for(&p.topic)
-        .ok_or_else(|| format!("`avro: true`, but topic `{}` has no contract", p.topic))?;
+        .ok_or_else(|| EncodeError::NoContract(p.topic.clone()))?;
     let schema = contract
         .schema
         .as_ref()
         .filter(|s| s.format == Format::Avro)
         .and_then(|s| s.avro.as_ref())
-        .ok_or_else(|| {
-            format!(
-                "`avro: true`, but contract `{}` is not `format: avro`",
-                contract.name
-            )
-        })?;
+        .ok_or_else(|| EncodeError::NotAvro(contract.name.clone()))?;
     let id = set
         .registry
         .versions(&format!("{}-value", contract.topic))
         .and_then(|v| v.last())
         .map(|v| v.id)
-        .ok_or("the contract's schema has no registry id")?;
+        .ok_or(EncodeError::NoRegistryId)?;
     let resolved = apache_avro::types::Value::from(value.clone())
         .resolve(&schema.decoder)
-        .map_err(|e| format!("the value does not fit the contract's Avro schema: {e}"))?;
+        .map_err(|e| EncodeError::AvroValue(e.to_string()))?;
     let body = apache_avro::to_avro_datum(&schema.decoder, resolved)
-        .map_err(|e| format!("cannot write the Avro value: {e}"))?;
+        .map_err(|e| EncodeError::AvroValue(e.to_string()))?;
     let mut framed = vec![0u8];
     framed.extend_from_slice(&id.to_be_bytes());
     framed.extend(body);
