@@ -11,6 +11,7 @@
 //!       key: o-1                        # optional
 //!       value: {order_id: o-1, customer_id: c-1, order_total: 10}   # JSON, or a string as is
 //!       avro: false                     # true: encode `value` with the contract's Avro schema
+//!       avro_schema: {...}              # or with this writer schema (implies avro: true)
 //!       headers: {trace-id: t-1}
 //!       principal: User:orders-svc      # default User:ANONYMOUS
 //!       acks: all                       # all, 1 or 0 (default all)
@@ -80,6 +81,11 @@ struct ProduceDoc {
     value: Option<serde_json::Value>,
     #[serde(default)]
     avro: bool,
+    /// The writer schema (JSON, as text or as YAML), for `avro: true`: the contract's current
+    /// schema when absent. Framed with its built-in registry id when the registry knows it, else
+    /// with an id the registry does not know (which the gateway refuses).
+    #[serde(default)]
+    avro_schema: Option<serde_json::Value>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
@@ -401,8 +407,10 @@ pub enum EncodeError {
     NotAvro(String),
     #[error("the contract's schema has no registry id")]
     NoRegistryId,
-    #[error("the value does not fit the contract's Avro schema: {0}")]
+    #[error("the value does not fit the Avro writer schema: {0}")]
     AvroValue(String),
+    #[error("`avro_schema` is not an Avro schema: {0}")]
+    WriterSchema(String),
 }
 
 /// The case's record as a one-record batch.
@@ -410,6 +418,7 @@ fn encode(p: &ProduceDoc, set: &PolicySet) -> Result<Vec<u8>, EncodeError> {
     let value = match (&p.value, p.avro) {
         (None, _) => None,
         (Some(serde_json::Value::String(s)), false) => Some(s.clone().into_bytes()),
+        (Some(v), false) if p.avro_schema.is_some() => Some(avro_value(p, v, set)?),
         (Some(v), false) => Some(v.to_string().into_bytes()),
         (Some(v), true) => Some(avro_value(p, v, set)?),
     };
@@ -476,16 +485,39 @@ fn avro_value(
         .filter(|s| s.format == Format::Avro)
         .and_then(|s| s.avro.as_ref())
         .ok_or_else(|| EncodeError::NotAvro(contract.name.clone()))?;
-    let id = set
-        .registry
-        .versions(&format!("{}-value", contract.topic))
-        .and_then(|v| v.last())
-        .map(|v| v.id)
-        .ok_or(EncodeError::NoRegistryId)?;
+    let subject = format!("{}-value", contract.topic);
+    let (writer, id) = match &p.avro_schema {
+        None => {
+            let id = set
+                .registry
+                .versions(&subject)
+                .and_then(|v| v.last())
+                .map(|v| v.id)
+                .ok_or(EncodeError::NoRegistryId)?;
+            (schema.decoder.clone(), id)
+        }
+        Some(w) => {
+            let text = match w {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let writer = apache_avro::Schema::parse_str(&text)
+                .map_err(|e| EncodeError::WriterSchema(e.to_string()))?;
+            let id = match set.registry.lookup(&subject, &text) {
+                Some(v) => v.id,
+                // The largest id the registry does not serve.
+                None => (1..=i32::MAX as u32)
+                    .rev()
+                    .find(|id| !set.avro_writers.contains_key(id))
+                    .ok_or(EncodeError::NoRegistryId)?,
+            };
+            (writer, id)
+        }
+    };
     let resolved = apache_avro::types::Value::from(value.clone())
-        .resolve(&schema.decoder)
+        .resolve(&writer)
         .map_err(|e| EncodeError::AvroValue(e.to_string()))?;
-    let body = apache_avro::to_avro_datum(&schema.decoder, resolved)
+    let body = apache_avro::to_avro_datum(&writer, resolved)
         .map_err(|e| EncodeError::AvroValue(e.to_string()))?;
     let mut framed = vec![0u8];
     framed.extend_from_slice(&id.to_be_bytes());
@@ -659,6 +691,12 @@ cases:
   - name: wrong on purpose
     create_topic: {name: shop.x.v1, partitions: 1}
     expect: accept
+  - name: a writer schema the registry does not know is refused
+    produce:
+      topic: shop.orders.v1
+      avro_schema: {"type": "record", "name": "O", "fields": [{"name": "total", "type": "double"}, {"name": "extra", "type": "long"}]}
+      value: {total: 2, extra: 1}
+    expect: {reject: schema}
 "#;
 
     fn fixture(name: &str, text: &str) -> PathBuf {
@@ -679,16 +717,24 @@ cases:
             .zip(&report.results)
             .map(|(c, (o, _))| o.meets(&c.expected))
             .collect();
-        assert_eq!(met, [true, true, true, true, true, false]);
+        assert_eq!(met, [true, true, true, true, true, false, true]);
         assert_eq!(report.failures(&cases), 1);
+        assert!(
+            report.results[6]
+                .0
+                .detail
+                .contains("is unknown to the schema registry"),
+            "{:?}",
+            report.results[6].0
+        );
         let text = report.text(&cases);
         assert!(
             text.contains("c.yaml:18: wrong on purpose\n  expected: accept\n  got:      reject `partitions` (policy topics)"),
             "{text}"
         );
-        assert!(text.ends_with("6 case(s): 5 passed, 1 failed\n"), "{text}");
+        assert!(text.ends_with("7 case(s): 6 passed, 1 failed\n"), "{text}");
         let xml = report.junit(&cases);
-        assert!(xml.contains("tests=\"6\" failures=\"1\""), "{xml}");
+        assert!(xml.contains("tests=\"7\" failures=\"1\""), "{xml}");
         assert!(xml.contains("<testcase name=\"wrong on purpose\""), "{xml}");
         assert!(
             xml.contains("<failure message=\"expected accept, got reject `partitions`"),
