@@ -320,6 +320,10 @@ fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         if e.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
+        // `meshgate test` fixtures are not policies: editing one reloads nothing.
+        if depth == 0 && e.file_name() == crate::policy::load::CASES_DIR {
+            continue;
+        }
         let path = e.path();
         match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => collect(&path, depth + 1, out),
@@ -392,6 +396,20 @@ mod tests {
 
     /// Kubernetes mounts a ConfigMap as `file -> ..data/file` and `..data -> ..<timestamp>/`, and
     /// updates it by writing a new timestamped directory and swapping the `..data` symlink.
+    #[test]
+    fn editing_a_test_fixture_is_not_a_policy_change() {
+        let dir = std::env::temp_dir().join(format!("meshgate-fp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tests")).unwrap();
+        std::fs::write(dir.join("n.yaml"), "naming:\n  topics: { pattern: '^a' }\n").unwrap();
+        std::fs::write(dir.join("tests/c.yaml"), "cases: []\n").unwrap();
+        let before = fingerprint(&dir);
+        std::fs::write(dir.join("tests/c.yaml"), "cases: [] # edited\n").unwrap();
+        assert_eq!(fingerprint(&dir), before);
+        std::fs::write(dir.join("n.yaml"), "naming:\n  topics: { pattern: '^b' }\n").unwrap();
+        assert_ne!(fingerprint(&dir), before);
+    }
+
     #[test]
     fn a_configmap_symlink_swap_is_picked_up_and_hidden_copies_are_not_loaded_twice() {
         let dir = std::env::temp_dir().join(format!("meshgate-cm-{}", std::process::id()));

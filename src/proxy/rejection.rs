@@ -21,7 +21,8 @@ use crate::proxy::identity::Identity;
 pub struct RequestAudit {
     log: AuditLog,
     principal: Arc<str>,
-    client_addr: Option<String>,
+    /// Formatted only when an event is recorded: most requests decide nothing worth recording.
+    client_addr: Option<std::net::SocketAddr>,
     generation: u64,
     policy_hash: Arc<str>,
 }
@@ -44,7 +45,7 @@ impl RequestAudit {
         RequestAudit {
             log: log.clone(),
             principal: identity.principal(),
-            client_addr: identity.peer().map(|a| a.to_string()),
+            client_addr: identity.peer(),
             generation: generation.number,
             policy_hash: generation.hash.clone(),
         }
@@ -55,7 +56,7 @@ impl RequestAudit {
             time_ms: crate::audit::now_ms(),
             principal: self.principal.clone(),
             client_id: d.client_id.to_string(),
-            client_addr: self.client_addr.clone(),
+            client_addr: self.client_addr.map(|a| a.to_string()),
             api: d.api,
             resource: d.resource,
             decision: d.decision,
