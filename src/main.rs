@@ -82,6 +82,12 @@ struct ReplayArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Connect to the brokers over TLS.
+    #[arg(long)]
+    tls: bool,
+    /// The CA bundle to trust for --tls [default: the system trust store].
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -257,11 +263,23 @@ fn replay(args: ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match args
+        .tls
+        .then(|| meshgate::tls::client_config(args.tls_ca.as_deref()))
+        .transpose()
+    {
+        Ok(config) => config.map(tokio_rustls::TlsConnector::from),
+        Err(e) => {
+            eprintln!("meshgate replay: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let request = meshgate::replay::Request {
         bootstrap: &args.bootstrap,
         topic: &args.from,
         last: args.last,
         examples: args.examples,
+        tls,
     };
     match runtime.block_on(meshgate::replay::dry_run(&request, &set)) {
         Ok(run) if args.json => {

@@ -17,7 +17,8 @@
 //!   rule. Shadowed rules count as accepted, as they would on the wire.
 //! - **Examples** name the partition, the offset and the refusal's message: rule, field and type,
 //!   never a record's value.
-//! - **Connections** are plain TCP; TLS and SASL to the cluster are not supported by this command.
+//! - **Connections** are plain TCP, or TLS with `--tls` (server names verified, against
+//!   `--tls-ca` or the system's trust store); SASL is not supported by this command.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -32,6 +33,8 @@ use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
+use crate::proxy::stream::Stream;
+
 use crate::policy::judge::{Limits, PartitionVerdict, RequestInflater};
 use crate::policy::PolicySet;
 use crate::protocol::client::{call, CallError};
@@ -45,6 +48,13 @@ pub enum ReplayError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("{addr}: TLS: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}: not a host name for TLS")]
+    ServerName(String),
     #[error(transparent)]
     Call(#[from] CallError),
     #[error("topic `{topic}`: {what} error code {code}")]
@@ -90,12 +100,14 @@ pub struct Request<'a> {
     pub topic: &'a str,
     pub last: u64,
     pub examples: usize,
+    /// TLS to every broker, when the cluster's listener is TLS.
+    pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// Reads and judges. `set` is the policy set to judge under (typically the one about to be
 /// deployed).
 pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, ReplayError> {
-    let mut bootstrap = connect(req.bootstrap).await?;
+    let mut bootstrap = connect(req.bootstrap, req.tls.as_ref()).await?;
     let mut metadata = MetadataRequest::default();
     let mut t = MetadataRequestTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(req.topic.to_string())));
@@ -136,7 +148,7 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
         topic: req.topic.to_string(),
         ..DryRun::default()
     };
-    let mut leaders: HashMap<i32, TcpStream> = HashMap::new();
+    let mut leaders: HashMap<i32, Stream> = HashMap::new();
     let mut correlation = 10;
     for (partition, leader) in partitions {
         let addr = brokers
@@ -144,7 +156,9 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
             .ok_or(ReplayError::NoLeader { partition, leader })?;
         let conn = match leaders.entry(leader) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(connect(addr).await?),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(connect(addr, req.tls.as_ref()).await?)
+            }
         };
         let earliest = offset_at(conn, req.topic, partition, -2, &mut correlation).await?;
         let end = offset_at(conn, req.topic, partition, -1, &mut correlation).await?;
@@ -282,18 +296,38 @@ impl DryRun {
     }
 }
 
-async fn connect(addr: &str) -> Result<TcpStream, ReplayError> {
-    TcpStream::connect(addr)
+async fn connect(
+    addr: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Stream, ReplayError> {
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| ReplayError::Connect {
             addr: addr.to_string(),
             source,
-        })
+        })?;
+    let Some(tls) = tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| ReplayError::ServerName(addr.to_string()))?;
+    let stream = tls
+        .connect(name, tcp)
+        .await
+        .map_err(|source| ReplayError::Tls {
+            addr: addr.to_string(),
+            source,
+        })?;
+    Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(
+        stream,
+    ))))
 }
 
 /// The offset ListOffsets gives for `timestamp` (-2 earliest, -1 latest).
 async fn offset_at(
-    conn: &mut TcpStream,
+    conn: &mut Stream,
     topic: &str,
     partition: i32,
     timestamp: i64,
@@ -336,7 +370,7 @@ fn answered<'a, P>(
 
 /// One Fetch of `partition` from `offset`: the record batches returned.
 async fn fetch(
-    conn: &mut TcpStream,
+    conn: &mut Stream,
     topic: &str,
     partition: i32,
     offset: i64,

@@ -11,6 +11,7 @@ upstream connections, bootstrap and per-broker, are TLS or SASL as the listener 
 import json
 import shutil
 import socket
+import subprocess
 import ssl
 import time
 import urllib.request
@@ -447,3 +448,31 @@ def test_tls_failures_log_no_key_material(pki, tls_gateway):
         body = "".join((pki.dir / name).read_text().splitlines()[1:-1])
         for i in range(0, len(body) - 24, 24):
             assert body[i:i + 24] not in log, f"{name} material in the log"
+
+
+def test_replay_dry_run_reads_a_tls_listener(pki, tls_broker, tmp_path):
+    """`meshgate replay --dry-run --tls` verifies the brokers' certificates against --tls-ca and
+    judges what it reads; a CA the brokers' certificates do not chain to is refused."""
+    from conftest import ROOT
+    topic = f"e2e.replaytls{uuid.uuid4().hex[:8]}.v1"
+    conf = tls_client(pki)
+    create_topic(tls_broker.bootstrap, topic, partitions=2, conf=conf)
+    values = [b'{"n": 1}', b'{"n": -1}', b'{"n": 2}', b'{"n": -2}', b'{"n": 3}']
+    reports = produce(tls_broker.bootstrap, topic, values, extra=conf)
+    assert [e for _, e in reports if e is not None] == []
+    policies = tmp_path / "replay-policies"
+    policies.mkdir()
+    (policies / "c.yaml").write_text(
+        f"contract:\n  name: replay-tls\n  owner: o\n  topic: {topic}\n"
+        "  schema:\n    format: json\n"
+        '    definition: {"type": "record", "name": "N", "fields": [{"name": "n", "type": "long"}]}\n'
+        "  quality:\n    validity_rules: [n > 0]\n")
+    binary = ROOT / "target" / "debug" / "meshgate"
+    cmd = [binary, "replay", "--dry-run", "--from", topic, "--last", "10", "--policies", policies,
+           "--bootstrap", tls_broker.bootstrap, "--json", "--tls"]
+    ok = subprocess.run([*cmd, "--tls-ca", pki.dir / "server-ca.pem"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    result = json.loads(ok.stdout)
+    assert (result["records"], result["accepted"], result["rejected"]) == (5, 3, 2), result
+    wrong = subprocess.run([*cmd, "--tls-ca", pki.dir / "other-ca.pem"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "TLS" in wrong.stderr, wrong.stderr
