@@ -88,6 +88,12 @@ struct ReplayArgs {
     /// The CA bundle to trust for --tls [default: the system trust store].
     #[arg(long, value_name = "PEM", requires = "tls")]
     tls_ca: Option<PathBuf>,
+    /// Authenticate with SASL/PLAIN as this user.
+    #[arg(long, value_name = "USER", requires = "sasl_password_file")]
+    sasl_user: Option<String>,
+    /// The file holding the SASL/PLAIN password (kept off the command line).
+    #[arg(long, value_name = "FILE", requires = "sasl_user")]
+    sasl_password_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -274,12 +280,23 @@ fn replay(args: ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let sasl_plain = match (&args.sasl_user, &args.sasl_password_file) {
+        (Some(user), Some(file)) => match std::fs::read_to_string(file) {
+            Ok(p) => Some((user.clone(), p.trim_end_matches(['\n', '\r']).to_string())),
+            Err(e) => {
+                eprintln!("meshgate replay: {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let request = meshgate::replay::Request {
         bootstrap: &args.bootstrap,
         topic: &args.from,
         last: args.last,
         examples: args.examples,
         tls,
+        sasl_plain,
     };
     match runtime.block_on(meshgate::replay::dry_run(&request, &set)) {
         Ok(run) if args.json => {

@@ -18,7 +18,8 @@
 //! - **Examples** name the partition, the offset and the refusal's message: rule, field and type,
 //!   never a record's value.
 //! - **Connections** are plain TCP, or TLS with `--tls` (server names verified, against
-//!   `--tls-ca` or the system's trust store); SASL is not supported by this command.
+//!   `--tls-ca` or the system's trust store), and may authenticate with SASL/PLAIN (the password
+//!   from a file, never the command line). SCRAM is not supported by this command.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -55,6 +56,12 @@ pub enum ReplayError {
     },
     #[error("{0}: not a host name for TLS")]
     ServerName(String),
+    #[error("{addr}: SASL/PLAIN authentication failed: error code {code}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Auth {
+        addr: String,
+        code: i16,
+        message: Option<String>,
+    },
     #[error(transparent)]
     Call(#[from] CallError),
     #[error("topic `{topic}`: {what} error code {code}")]
@@ -102,12 +109,14 @@ pub struct Request<'a> {
     pub examples: usize,
     /// TLS to every broker, when the cluster's listener is TLS.
     pub tls: Option<tokio_rustls::TlsConnector>,
+    /// SASL/PLAIN (user, password) on every connection.
+    pub sasl_plain: Option<(String, String)>,
 }
 
 /// Reads and judges. `set` is the policy set to judge under (typically the one about to be
 /// deployed).
 pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, ReplayError> {
-    let mut bootstrap = connect(req.bootstrap, req.tls.as_ref()).await?;
+    let mut bootstrap = connect(req.bootstrap, req).await?;
     let mut metadata = MetadataRequest::default();
     let mut t = MetadataRequestTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(req.topic.to_string())));
@@ -156,9 +165,7 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
             .ok_or(ReplayError::NoLeader { partition, leader })?;
         let conn = match leaders.entry(leader) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(connect(addr, req.tls.as_ref()).await?)
-            }
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(connect(addr, req).await?),
         };
         let earliest = offset_at(conn, req.topic, partition, -2, &mut correlation).await?;
         let end = offset_at(conn, req.topic, partition, -1, &mut correlation).await?;
@@ -296,10 +303,45 @@ impl DryRun {
     }
 }
 
-async fn connect(
+/// A connection to `addr`, with TLS and SASL/PLAIN as `req` asks.
+async fn connect(addr: &str, req: &Request<'_>) -> Result<Stream, ReplayError> {
+    let mut stream = open(addr, req.tls.as_ref()).await?;
+    if let Some((user, password)) = &req.sasl_plain {
+        plain(&mut stream, addr, user, password).await?;
+    }
+    Ok(stream)
+}
+
+/// SaslHandshake v1 for PLAIN, then SaslAuthenticate v2 with `NUL user NUL password`.
+async fn plain(
+    stream: &mut Stream,
     addr: &str,
-    tls: Option<&tokio_rustls::TlsConnector>,
-) -> Result<Stream, ReplayError> {
+    user: &str,
+    password: &str,
+) -> Result<(), ReplayError> {
+    use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+    let refused = |code, message: Option<String>| ReplayError::Auth {
+        addr: addr.to_string(),
+        code,
+        message,
+    };
+    let mut hs = SaslHandshakeRequest::default();
+    hs.mechanism = StrBytes::from_static_str("PLAIN");
+    let answer = call(stream, 1, 1, &hs).await?;
+    if answer.error_code != 0 {
+        return Err(refused(answer.error_code, None));
+    }
+    let mut auth = SaslAuthenticateRequest::default();
+    auth.auth_bytes = Bytes::from(format!("\0{user}\0{password}").into_bytes());
+    let answer = call(stream, 2, 2, &auth).await?;
+    if answer.error_code != 0 {
+        let message = answer.error_message.map(|m| m.to_string());
+        return Err(refused(answer.error_code, message));
+    }
+    Ok(())
+}
+
+async fn open(addr: &str, tls: Option<&tokio_rustls::TlsConnector>) -> Result<Stream, ReplayError> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| ReplayError::Connect {

@@ -476,3 +476,34 @@ def test_replay_dry_run_reads_a_tls_listener(pki, tls_broker, tmp_path):
     assert (result["records"], result["accepted"], result["rejected"]) == (5, 3, 2), result
     wrong = subprocess.run([*cmd, "--tls-ca", pki.dir / "other-ca.pem"], capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "TLS" in wrong.stderr, wrong.stderr
+
+
+def test_replay_dry_run_authenticates_with_sasl_plain(sasl_broker, tmp_path):
+    """`meshgate replay --dry-run` on a SASL listener: PLAIN with the password read from a file;
+    a wrong password is refused with the broker's error, and no password reaches the output."""
+    from conftest import ROOT
+    topic = f"e2e.replaysasl{uuid.uuid4().hex[:8]}.v1"
+    alice = scram("alice")
+    create_topic(sasl_broker.bootstrap, topic, partitions=1, conf=alice)
+    reports = produce(sasl_broker.bootstrap, topic, [b'{"n": 1}', b'{"n": -1}'], extra=alice)
+    assert [e for _, e in reports if e is not None] == []
+    policies = tmp_path / "replay-sasl-policies"
+    policies.mkdir()
+    (policies / "c.yaml").write_text(
+        f"contract:\n  name: replay-sasl\n  owner: o\n  topic: {topic}\n"
+        "  quality:\n    validity_rules: [n > 0]\n")
+    password = tmp_path / "password"
+    password.write_text(PASSWORD["alice"] + "\n")
+    binary = ROOT / "target" / "debug" / "meshgate"
+    cmd = [binary, "replay", "--dry-run", "--from", topic, "--policies", policies,
+           "--bootstrap", sasl_broker.bootstrap, "--json", "--sasl-user", "alice", "--sasl-password-file"]
+    ok = subprocess.run([*cmd, password], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    result = json.loads(ok.stdout)
+    assert (result["records"], result["accepted"], result["rejected"]) == (2, 1, 1), result
+    wrong_password = tmp_path / "wrong"
+    wrong_password.write_text("not-the-password-7c1\n")
+    bad = subprocess.run([*cmd, wrong_password], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "SASL/PLAIN authentication failed" in bad.stderr, bad.stderr
+    assert "not-the-password-7c1" not in bad.stderr + bad.stdout
+    assert PASSWORD["alice"] not in ok.stdout + ok.stderr
