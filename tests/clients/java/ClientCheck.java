@@ -281,8 +281,16 @@ public class ClientCheck {
                     Thread.sleep(500);
                 }
             }
-            TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
-            Node leader = d.partitions().get(partition).leader();
+            // The election is done on the controller; the broker that answers describeTopics may
+            // learn of it a moment later, so read until the preferred replica leads (or give up
+            // and report what leads).
+            Node leader;
+            while (true) {
+                TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
+                leader = d.partitions().get(partition).leader();
+                if ((leader != null && leader.id() == replicas.get(0)) || System.currentTimeMillis() > end) break;
+                Thread.sleep(200);
+            }
             return json(Map.of("leader", leader.id(), "leader_address", leader.host() + ":" + leader.port()));
         }
     }
