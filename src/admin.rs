@@ -838,7 +838,7 @@ async fn registry_subject_config(
 mod tests {
     use super::*;
     use crate::policy::mode::WouldReject;
-    use crate::proxy::rejection::ShadowEvent;
+    use crate::proxy::rejection::{ShadowEvent, Site};
 
     #[test]
     fn the_catalog_lists_each_rule_with_its_mode_and_would_rejects() {
@@ -855,14 +855,16 @@ mod tests {
         };
         for partition in [0, 1] {
             ShadowEvent {
-                api: "produce",
-                topic: "shop.orders.v1",
-                partition: Some(partition),
-                client_id: "c",
-                principal: "User:b",
-                contract_topic: Some("shop.orders.v1"),
+                site: Site {
+                    api: "produce",
+                    topic: "shop.orders.v1",
+                    partition: Some(partition),
+                    client_id: "c",
+                    principal: "User:b",
+                    contract_topic: Some("shop.orders.v1"),
+                    audit: None,
+                },
                 would: &would,
-                audit: None,
             }
             .emit(&metrics);
         }

@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::identity::{Identity, SaslStep};
-use super::rejection::{Decided, RejectionEvent, RequestAudit, ShadowEvent};
+use super::rejection::{Decided, RejectionEvent, RequestAudit, ShadowEvent, Site};
 use super::rewrite::merge::{CreateTopicsMerge, ProduceMerge};
 use super::rewrite::ResponseMerge;
 use crate::generation::Generation;
@@ -337,18 +337,17 @@ pub fn produce(
             m.records_invalid.inc_by(tally.invalid);
             m.records_complete.inc_by(tally.complete);
         }
+        let site = Site {
+            api: "produce",
+            topic: j.topic,
+            partition: Some(j.index),
+            client_id: client,
+            principal,
+            contract_topic: j.contract_topic,
+            audit,
+        };
         for would in j.verdict.shadowed().iter() {
-            ShadowEvent {
-                api: "produce",
-                topic: j.topic,
-                partition: Some(j.index),
-                client_id: client,
-                principal,
-                contract_topic: j.contract_topic,
-                would,
-                audit,
-            }
-            .emit(&cx.metrics);
+            ShadowEvent { site, would }.emit(&cx.metrics);
         }
         match j.verdict {
             PartitionVerdict::Accept { records, .. } => {
@@ -372,14 +371,8 @@ pub fn produce(
                     .map_or(&cx.metrics.produce_rejected_other, |m| &m.produce_rejected)
                     .inc_by(records);
                 RejectionEvent {
-                    api: "produce",
-                    topic: j.topic,
-                    partition: Some(j.index),
-                    client_id: client,
-                    principal,
-                    contract_topic: j.contract_topic,
+                    site,
                     rejection: &rejection,
-                    audit,
                 }
                 .emit(&cx.metrics);
                 rejected.insert((j.topic.clone(), j.index), rejection);
@@ -562,30 +555,22 @@ pub fn create_topics(
         };
         let mut shadowed = Shadowed::default();
         let verdict = policies.judge_new_topic_as(&new, principal, &mut shadowed);
-        let contract_topic = policies.contract_for(new.name).map(|c| c.topic.as_str());
+        let site = Site {
+            api: "create_topics",
+            topic: new.name,
+            partition: None,
+            client_id: client,
+            principal,
+            contract_topic: policies.contract_for(new.name).map(|c| c.topic.as_str()),
+            audit,
+        };
         for would in shadowed.iter() {
-            ShadowEvent {
-                api: "create_topics",
-                topic: new.name,
-                partition: None,
-                client_id: client,
-                principal,
-                contract_topic,
-                would,
-                audit,
-            }
-            .emit(metrics);
+            ShadowEvent { site, would }.emit(metrics);
         }
         if let Err(r) = verdict {
             RejectionEvent {
-                api: "create_topics",
-                topic: new.name,
-                partition: None,
-                client_id: client,
-                principal,
-                contract_topic: policies.contract_for(new.name).map(|c| c.topic.as_str()),
+                site,
                 rejection: &r,
-                audit,
             }
             .emit(metrics);
             rejected.insert(t.name.0.clone(), (r.error_code, r.message));

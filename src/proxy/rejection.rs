@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::generation::Generation;
@@ -78,9 +77,10 @@ fn resource(topic: &str, partition: Option<i32>) -> String {
     }
 }
 
-/// A refusal, with what a reader of the logs or metrics needs to place it.
-#[derive(Debug)]
-pub struct RejectionEvent<'a> {
+/// Where a decision was made: the API, the resource, who asked, and the audit trail's view.
+/// Built once per produce partition or topic; its refusal and would-rejects are emitted from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Site<'a> {
     /// The Kafka API, in snake case (`produce`, `create_topics`, ...).
     pub api: &'static str,
     pub topic: &'a str,
@@ -90,9 +90,40 @@ pub struct RejectionEvent<'a> {
     pub principal: &'a str,
     /// The topic of the data contract the topic belongs to, if any: the metric's bounded label.
     pub contract_topic: Option<&'a str>,
-    pub rejection: &'a Rejection,
     /// The audit trail, when it is on.
     pub audit: Option<&'a RequestAudit>,
+}
+
+impl Site<'_> {
+    /// Writes the decision to the audit trail, when it is on.
+    fn audit(
+        &self,
+        decision: &'static str,
+        policy: &'static str,
+        rule: &str,
+        mode: Option<&'static str>,
+        reason: &str,
+    ) {
+        if let Some(a) = self.audit {
+            a.record(Decided {
+                api: self.api,
+                resource: resource(self.topic, self.partition),
+                client_id: self.client_id,
+                decision,
+                policy: Some(policy),
+                rule: Some(rule),
+                mode,
+                reason: Some(reason),
+            });
+        }
+    }
+}
+
+/// A refusal, with where it was made.
+#[derive(Debug)]
+pub struct RejectionEvent<'a> {
+    pub site: Site<'a>,
+    pub rejection: &'a Rejection,
 }
 
 /// Log lines per second at most, over the whole gateway; the rest are counted and the count is
@@ -133,46 +164,33 @@ static LOG_BUDGET: LogBudget = LogBudget::new();
 impl RejectionEvent<'_> {
     /// Counts the refusal and logs it (within the rate limit).
     pub fn emit(&self, metrics: &Metrics) {
-        let r = self.rejection;
+        let (r, site) = (self.rejection, &self.site);
         metrics
             .policy_rejections
-            .with_label_values(&[topic_label(self.contract_topic), r.policy, &r.rule])
+            .with_label_values(&[topic_label(site.contract_topic), r.policy, &r.rule])
             .inc();
+        let now_ms = crate::audit::now_ms();
         metrics.recent_rejections.push(RecentRejection {
-            time_ms: crate::audit::now_ms(),
-            principal: self.principal.to_string(),
-            client_id: self.client_id.to_string(),
-            api: self.api,
-            topic: self.topic.to_string(),
-            partition: self.partition,
+            time_ms: now_ms,
+            principal: site.principal.to_string(),
+            client_id: site.client_id.to_string(),
+            api: site.api,
+            topic: site.topic.to_string(),
+            partition: site.partition,
             policy: r.policy,
             rule: r.rule.clone(),
             error_code: r.error_code,
             message: r.message.clone(),
         });
-        if let Some(a) = self.audit {
-            a.record(Decided {
-                api: self.api,
-                resource: resource(self.topic, self.partition),
-                client_id: self.client_id,
-                decision: "rejected",
-                policy: Some(r.policy),
-                rule: Some(&r.rule),
-                mode: None,
-                reason: Some(&r.message),
-            });
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let Some(suppressed) = LOG_BUDGET.take(now) else {
+        site.audit("rejected", r.policy, &r.rule, None, &r.message);
+        let Some(suppressed) = LOG_BUDGET.take(now_ms / 1000) else {
             return;
         };
         tracing::warn!(
-            api = self.api,
-            topic = self.topic,
-            partition = self.partition,
-            client_id = self.client_id,
+            api = site.api,
+            topic = site.topic,
+            partition = site.partition,
+            client_id = site.client_id,
             policy = r.policy,
             rule = %r.rule,
             error_code = r.error_code,
@@ -188,38 +206,19 @@ impl RejectionEvent<'_> {
 /// limit as refusals), while the data is forwarded.
 #[derive(Debug)]
 pub struct ShadowEvent<'a> {
-    pub api: &'static str,
-    pub topic: &'a str,
-    pub partition: Option<i32>,
-    pub client_id: &'a str,
-    pub principal: &'a str,
-    pub contract_topic: Option<&'a str>,
+    pub site: Site<'a>,
     pub would: &'a WouldReject,
-    pub audit: Option<&'a RequestAudit>,
 }
 
 impl ShadowEvent<'_> {
     pub fn emit(&self, metrics: &Metrics) {
-        let w = self.would;
+        let (w, site) = (self.would, &self.site);
         metrics
             .policy_would_reject
-            .with_label_values(&[topic_label(self.contract_topic), w.policy, &w.rule, w.mode])
+            .with_label_values(&[topic_label(site.contract_topic), w.policy, &w.rule, w.mode])
             .inc();
-        if let Some(a) = self.audit {
-            a.record(Decided {
-                api: self.api,
-                resource: resource(self.topic, self.partition),
-                client_id: self.client_id,
-                decision: "would_reject",
-                policy: Some(w.policy),
-                rule: Some(&w.rule),
-                mode: Some(w.mode),
-                reason: Some(&w.message),
-            });
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        site.audit("would_reject", w.policy, &w.rule, Some(w.mode), &w.message);
+        let now = crate::audit::now_ms() / 1000;
         metrics
             .policy_would_reject_last
             .with_label_values(&[w.policy, &w.rule])
@@ -228,11 +227,11 @@ impl ShadowEvent<'_> {
             return;
         };
         tracing::info!(
-            api = self.api,
-            topic = self.topic,
-            partition = self.partition,
-            client_id = self.client_id,
-            principal = self.principal,
+            api = site.api,
+            topic = site.topic,
+            partition = site.partition,
+            client_id = site.client_id,
+            principal = site.principal,
             policy = w.policy,
             rule = %w.rule,
             mode = w.mode,
@@ -274,14 +273,16 @@ mod tests {
         };
         for _ in 0..(LOG_PER_SEC * 3) {
             RejectionEvent {
-                api: "produce",
-                topic: "shop.orders.v1",
-                partition: Some(0),
-                client_id: "c",
-                principal: "User:alice",
-                contract_topic: Some("shop.orders.v1"),
+                site: Site {
+                    api: "produce",
+                    topic: "shop.orders.v1",
+                    partition: Some(0),
+                    client_id: "c",
+                    principal: "User:alice",
+                    contract_topic: Some("shop.orders.v1"),
+                    audit: None,
+                },
                 rejection: &r,
-                audit: None,
             }
             .emit(&metrics);
         }
@@ -323,14 +324,16 @@ mod tests {
             rule: "n > 0".into(),
         };
         RejectionEvent {
-            api: "produce",
-            topic: "t",
-            partition: Some(2),
-            client_id: "c",
-            principal: "User:alice",
-            contract_topic: Some("t"),
+            site: Site {
+                api: "produce",
+                topic: "t",
+                partition: Some(2),
+                client_id: "c",
+                principal: "User:alice",
+                contract_topic: Some("t"),
+                audit: Some(&audit),
+            },
             rejection: &r,
-            audit: Some(&audit),
         }
         .emit(&metrics);
         let would = WouldReject {
@@ -340,14 +343,16 @@ mod tests {
             message: "m".into(),
         };
         ShadowEvent {
-            api: "create_topics",
-            topic: "Bad",
-            partition: None,
-            client_id: "c",
-            principal: "User:alice",
-            contract_topic: None,
+            site: Site {
+                api: "create_topics",
+                topic: "Bad",
+                partition: None,
+                client_id: "c",
+                principal: "User:alice",
+                contract_topic: None,
+                audit: Some(&audit),
+            },
             would: &would,
-            audit: Some(&audit),
         }
         .emit(&metrics);
         assert!(log.flush(std::time::Duration::from_secs(5)));

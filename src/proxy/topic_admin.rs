@@ -33,7 +33,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::enforce::{encode_request, forwarded, Decision};
-use super::rejection::{RejectionEvent, RequestAudit, ShadowEvent};
+use super::rejection::{RejectionEvent, RequestAudit, ShadowEvent, Site};
 use super::rewrite::merge::AdminMerge;
 use crate::metrics::Metrics;
 use crate::policy::judge::Rejection;
@@ -64,16 +64,24 @@ pub fn judge(
         .client_id
         .as_ref()
         .map_or(String::new(), |c| c.to_string());
+    // Where each decision is made: this request, and the topic (with its contract's topic).
+    let request = Site {
+        api: api_name(api),
+        topic: "",
+        partition: None,
+        client_id: &client,
+        principal,
+        contract_topic: None,
+        audit,
+    };
     let refuse = |topic: &str, r: Rejection| {
         RejectionEvent {
-            api: api_name(api),
-            topic,
-            partition: None,
-            client_id: &client,
-            principal,
-            contract_topic: policies.contract_for(topic).map(|c| c.topic.as_str()),
+            site: Site {
+                topic,
+                contract_topic: policies.contract_for(topic).map(|c| c.topic.as_str()),
+                ..request
+            },
             rejection: &r,
-            audit,
         }
         .emit(metrics);
         (r.error_code, r.message)
@@ -82,14 +90,12 @@ pub fn judge(
     let shadowed = |topic: &str, shadowed: Shadowed| {
         for would in shadowed.iter() {
             ShadowEvent {
-                api: api_name(api),
-                topic,
-                partition: None,
-                client_id: &client,
-                principal,
-                contract_topic: policies.contract_for(topic).map(|c| c.topic.as_str()),
+                site: Site {
+                    topic,
+                    contract_topic: policies.contract_for(topic).map(|c| c.topic.as_str()),
+                    ..request
+                },
                 would,
-                audit,
             }
             .emit(metrics);
         }
