@@ -90,12 +90,14 @@ fn under_mode(
     shadowed: &mut Shadowed,
     r: Rejection,
 ) -> Result<(), Rejection> {
-    match mode.effect(principal) {
-        Effect::Enforce => Err(r),
-        Effect::Shadow(label) => {
-            shadowed.note(r.policy, &r.rule, label, || r.message);
-            Ok(())
-        }
+    let mut modes = Modes {
+        principal,
+        shadowed,
+    };
+    if modes.enforces(mode, r.policy, &r.rule, || r.message.clone()) {
+        Err(r)
+    } else {
+        Ok(())
     }
 }
 
@@ -380,22 +382,11 @@ impl PolicySet {
     ) -> Option<(&'static str, String, String)> {
         let limits = Limits::default();
         let mut inflater = RequestInflater::new(&limits, false);
-        let mut judge = PartitionJudge {
-            set: self,
-            writers: Writers {
-                decoders,
-                external: None,
-            },
-            inflater: &mut inflater,
-            avro_decoders: HashMap::new(),
-            plan,
-            limits: &limits,
-            errors: Vec::new(),
-            first: None,
-            count: 0,
-            tally: Tally::default(),
-            shadowed: Shadowed::default(),
+        let writers = Writers {
+            decoders,
+            external: None,
         };
+        let mut judge = PartitionJudge::new(self, plan, writers, &mut inflater, &limits);
         judge.check_record(record).map(|p| {
             let message = p.message();
             let (policy, rule) = p.labels();
@@ -424,19 +415,7 @@ impl PolicySet {
         writers: Writers<'_>,
         inflater: &mut RequestInflater,
     ) -> PartitionVerdict {
-        let mut judge = PartitionJudge {
-            set: self,
-            writers,
-            inflater,
-            avro_decoders: HashMap::new(),
-            plan,
-            limits,
-            errors: Vec::new(),
-            first: None,
-            count: 0,
-            tally: Tally::default(),
-            shadowed: plan.shadowed.clone(),
-        };
+        let mut judge = PartitionJudge::new(self, plan, writers, inflater, limits);
         if let Err(r) = judge.request_level(acks) {
             return PartitionVerdict::Reject {
                 rejection: r,
@@ -500,7 +479,29 @@ struct PartitionJudge<'p, 'a> {
     shadowed: Shadowed,
 }
 
-impl PartitionJudge<'_, '_> {
+impl<'p, 'a> PartitionJudge<'p, 'a> {
+    fn new(
+        set: &'p PolicySet,
+        plan: &'p TopicPlan<'a>,
+        writers: Writers<'p>,
+        inflater: &'p mut RequestInflater,
+        limits: &'p Limits,
+    ) -> Self {
+        PartitionJudge {
+            set,
+            writers,
+            inflater,
+            avro_decoders: HashMap::new(),
+            plan,
+            limits,
+            errors: Vec::new(),
+            first: None,
+            count: 0,
+            tally: Tally::default(),
+            shadowed: plan.shadowed.clone(),
+        }
+    }
+
     /// `Err(r)` when `mode` enforces for the request's principal, else `r` noted as shadowed.
     fn under_mode(&mut self, mode: &Mode, r: Rejection) -> Result<(), Rejection> {
         under_mode(mode, self.plan.principal, &mut self.shadowed, r)
