@@ -73,7 +73,7 @@ struct ReplayArgs {
     /// The policy directory to judge under (typically the change about to be deployed).
     #[arg(long, value_name = "DIR")]
     policies: PathBuf,
-    /// A broker of the cluster (plain TCP).
+    /// A broker of the cluster (plain TCP, or TLS with --tls).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:19092")]
     bootstrap: String,
     /// Examples kept per rule.
