@@ -21,6 +21,7 @@ pub mod fuzzing;
 pub mod generation;
 pub mod markup;
 pub mod metrics;
+pub mod own_client;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;

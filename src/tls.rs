@@ -265,6 +265,15 @@ pub async fn accept(
 /// The client configuration for upstream brokers: trusting `ca` when given, else the system's
 /// trust store. Server names are verified (SNI and hostname or IP SAN) by rustls.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsFileError> {
+    client_config_as(ca, None)
+}
+
+/// As [`client_config`], presenting the certificate chain and key in `identity` (cert, key)
+/// when the upstream asks for one (mutual TLS for meshgate's own connections).
+pub fn client_config_as(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsFileError> {
     let roots = match ca {
         Some(ca) => root_store(ca)?,
         None => {
@@ -282,8 +291,24 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsFileErro
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsFileError::Provider)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certs = load_certs(cert)?;
+            let private = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsFileError::Key {
+                path: key.to_path_buf(),
+                source,
+            })?;
+            config
+                .with_client_auth_cert(certs, private)
+                .map_err(|source| TlsFileError::Pair {
+                    cert: cert.to_path_buf(),
+                    key: key.to_path_buf(),
+                    source,
+                })?
+        }
+    };
     Ok(Arc::new(config))
 }
 

@@ -111,6 +111,8 @@ pub struct DeflatedBatch<'a> {
     pub producer_epoch: i16,
     pub base_sequence: i32,
     pub records_count: i32,
+    /// The first record's timestamp; each record's is this plus its delta.
+    pub base_timestamp: i64,
     /// The records section as sent (compressed when `codec() != None`).
     pub payload: &'a [u8],
     /// The whole batch, header included.
@@ -304,6 +306,7 @@ fn parse_batch(input: &[u8]) -> Result<(DeflatedBatch<'_>, &[u8]), RecordError> 
         producer_epoch: be_i16(51),
         base_sequence: be_i32(53),
         records_count: be_i32(57),
+        base_timestamp: be_i64(27),
         payload: &input[BATCH_HEADER_LEN..total],
         bytes: &input[..total],
     };
@@ -379,6 +382,8 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
     /// The record's offset, relative to its batch's base offset.
     pub offset_delta: i32,
+    /// The record's timestamp, relative to its batch's base timestamp.
+    pub timestamp_delta: i64,
     headers: &'a [u8],
     header_count: usize,
 }
@@ -454,7 +459,7 @@ fn parse_record<'a>(input: &mut &'a [u8]) -> Result<RecordView<'a>, &'static str
     let (mut body, rest) = input.split_at(len);
     *input = rest;
     let _attributes = read_u8(&mut body)?;
-    let _timestamp_delta = read_varlong(&mut body)?;
+    let timestamp_delta = read_varlong(&mut body)?;
     let offset_delta = read_varint(&mut body)?;
     let key = read_bytes(&mut body)?;
     let value = read_bytes(&mut body)?;
@@ -473,6 +478,7 @@ fn parse_record<'a>(input: &mut &'a [u8]) -> Result<RecordView<'a>, &'static str
         key,
         value,
         offset_delta,
+        timestamp_delta,
         headers,
         header_count,
     })
