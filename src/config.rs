@@ -76,6 +76,54 @@ pub struct ConfigFile {
     pub admin_security: Option<AdminSecurityFile>,
     /// The audit trail: `{file, max_bytes, keep}` (JSON lines, hash-chained, rotated).
     pub audit: Option<AuditFile>,
+    /// meshgate's own connections to the cluster (its dead-letter producer), in its own name:
+    /// `{sasl: {mechanism, username, password_file}, tls_cert, tls_key, write_timeout_secs}`.
+    /// TLS itself and its CA are `upstream_tls`'s.
+    pub own_client: Option<OwnClientFile>,
+}
+
+/// `own_client:` of the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnClientFile {
+    pub sasl: Option<SaslFile>,
+    /// A client certificate (PEM chain) for mutual TLS with the brokers, with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a dead-letter write may take, retries included, before the client is answered
+    /// with a retriable error (default 20; below the clients' 30 s request timeout).
+    pub write_timeout_secs: Option<u64>,
+}
+
+/// `own_client.sasl:` of the config file. The password is read from a file, never written in
+/// the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslFile {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
+/// meshgate's own connections, validated.
+#[derive(Debug, Clone)]
+pub struct OwnClient {
+    /// (mechanism, username, password file).
+    pub sasl: Option<(crate::own_client::Mechanism, String, PathBuf)>,
+    /// (certificate, key) for mutual TLS.
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
+    pub write_timeout: Duration,
+}
+
+impl Default for OwnClient {
+    fn default() -> Self {
+        OwnClient {
+            sasl: None,
+            tls_identity: None,
+            write_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// `audit:` of the config file.
@@ -189,6 +237,8 @@ pub struct GatewayConfig {
     pub admin_token_file: Option<PathBuf>,
     /// The audit trail, when configured.
     pub audit: Option<crate::audit::AuditConfig>,
+    /// meshgate's own connections to the cluster.
+    pub own_client: OwnClient,
 }
 
 /// A configuration problem. `validate` returns all of them.
@@ -414,10 +464,48 @@ impl ConfigFile {
             }
         }
 
+        let own = self.own_client.unwrap_or_default();
+        let mut own_client = OwnClient::default();
+        if let Some(secs) = own.write_timeout_secs {
+            if !(1..=300).contains(&secs) {
+                errors.push(invalid(
+                    "own_client.write_timeout_secs",
+                    "must be between 1 and 300",
+                ));
+            }
+            own_client.write_timeout = Duration::from_secs(secs);
+        }
+        if let Some(sasl) = own.sasl {
+            match crate::own_client::Mechanism::from_name(&sasl.mechanism) {
+                Some(m) => own_client.sasl = Some((m, sasl.username, sasl.password_file)),
+                None => errors.push(invalid(
+                    "own_client.sasl.mechanism",
+                    format!(
+                        "`{}` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+                        sasl.mechanism
+                    ),
+                )),
+            }
+        }
+        match (own.tls_cert, own.tls_key) {
+            (Some(c), Some(k)) => {
+                if upstream_tls.is_none() {
+                    errors.push(invalid(
+                        "own_client.tls_cert",
+                        "a client certificate needs upstream TLS (upstream_tls.enabled)",
+                    ));
+                }
+                own_client.tls_identity = Some((c, k));
+            }
+            (None, None) => {}
+            _ => errors.push(invalid("own_client", "tls_cert and tls_key go together")),
+        }
+
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(GatewayConfig {
+            own_client,
             audit,
             tls,
             principal_mapping,

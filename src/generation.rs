@@ -48,6 +48,9 @@ pub struct Generation {
     pub number: u64,
     /// The content hash of its files, shared by the audit events judged under it.
     pub hash: Arc<str>,
+    /// `dead_letter[i]`: the dead-letter bound of `set.contracts[i]`, when it has `on_reject`.
+    /// Generation state, not policy: a reload starts the buckets full.
+    dead_letter: Vec<Option<crate::proxy::dead_letter::Budget>>,
 }
 
 impl std::ops::Deref for Generation {
@@ -68,7 +71,17 @@ impl Generation {
             .collect();
         let decoders = set.compile_decoders();
         let hash = Arc::from(set.content_hash.as_str());
+        let dead_letter = set
+            .contracts
+            .iter()
+            .map(|c| {
+                c.on_reject
+                    .as_ref()
+                    .map(crate::proxy::dead_letter::Budget::new)
+            })
+            .collect();
         Generation {
+            dead_letter,
             set,
             stats,
             decoders,
@@ -91,6 +104,12 @@ impl Generation {
                 .get(c.index)
                 .is_some_and(|x| std::ptr::eq(&**x, c))
         })
+    }
+
+    /// A contract's dead-letter bound, when it has `on_reject`.
+    pub fn dead_letter_budget(&self, c: &Contract) -> Option<&crate::proxy::dead_letter::Budget> {
+        self.stats(c)?;
+        self.dead_letter.get(c.index)?.as_ref()
     }
 
     /// The scrape-time facts of every contract in force.

@@ -180,6 +180,13 @@ pub struct Metrics {
     pub policy_would_reject_last: IntGaugeVec,
     /// Audit events by outcome: written, dropped (queue full), failed (write error).
     pub audit_events: IntCounterVec,
+    /// Refused records of dead-letter contracts by contract topic and outcome: written, failed
+    /// (the partition got a retriable error), over_bound (refused as usual).
+    pub dead_letter_records: IntCounterVec,
+    /// Dead-lettered partitions by contract topic and how the producer was answered:
+    /// acknowledged, invalid_record, not_acknowledged (`respond: success` for an idempotent or
+    /// transactional batch), retriable (the write failed).
+    pub dead_letter_partitions: IntCounterVec,
     pub produce_records: IntCounterVec,
     pub bytes: IntCounterVec,
     /// `meshgate_bytes_total` handles for traffic no contract claims.
@@ -345,6 +352,22 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let dead_letter_records = IntCounterVec::new(
+            Opts::new(
+                "meshgate_dead_letter_records_total",
+                "Refused records of contracts with a dead-letter topic, by contract topic and outcome: written, failed (the producer got a retriable error) or over_bound (refused without dead-lettering)",
+            ),
+            &["topic", "outcome"],
+        )
+        .expect("valid metric");
+        let dead_letter_partitions = IntCounterVec::new(
+            Opts::new(
+                "meshgate_dead_letter_partitions_total",
+                "Dead-lettered produce partitions by contract topic and the producer's answer: acknowledged, invalid_record, not_acknowledged (respond: success refused for an idempotent or transactional batch) or retriable",
+            ),
+            &["topic", "answer"],
+        )
+        .expect("valid metric");
         let produce_records = IntCounterVec::new(
             Opts::new(
                 "meshgate_produce_records_total",
@@ -371,6 +394,8 @@ impl Metrics {
             Box::new(policy_would_reject.clone()),
             Box::new(policy_would_reject_last.clone()),
             Box::new(audit_events.clone()),
+            Box::new(dead_letter_records.clone()),
+            Box::new(dead_letter_partitions.clone()),
             Box::new(produce_records.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -417,6 +442,8 @@ impl Metrics {
             policy_would_reject,
             policy_would_reject_last,
             audit_events,
+            dead_letter_records,
+            dead_letter_partitions,
             produce_accepted_other: produce_records.with_label_values(&["_other", "accepted"]),
             produce_rejected_other: produce_records.with_label_values(&["_other", "rejected"]),
             produce_records,

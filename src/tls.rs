@@ -296,10 +296,11 @@ pub fn client_config_as(
         None => config.with_no_client_auth(),
         Some((cert, key)) => {
             let certs = load_certs(cert)?;
-            let private = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsFileError::Key {
-                path: key.to_path_buf(),
-                source,
-            })?;
+            let private =
+                PrivateKeyDer::from_pem_file(key).map_err(|source| TlsFileError::Key {
+                    path: key.to_path_buf(),
+                    source,
+                })?;
             config
                 .with_client_auth_cert(certs, private)
                 .map_err(|source| TlsFileError::Pair {

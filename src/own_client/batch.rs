@@ -92,7 +92,12 @@ mod tests {
     use super::*;
     use crate::protocol::records::batches;
 
-    fn rec(key: Option<&str>, value: Option<&str>, headers: &[(&str, Option<&str>)], ts: i64) -> OwnedRecord {
+    fn rec(
+        key: Option<&str>,
+        value: Option<&str>,
+        headers: &[(&str, Option<&str>)],
+        ts: i64,
+    ) -> OwnedRecord {
         let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
         OwnedRecord {
             key: key.map(b),
@@ -105,7 +110,12 @@ mod tests {
     #[test]
     fn a_batch_reads_back_with_every_field_and_a_valid_crc() {
         let records = vec![
-            rec(Some("k1"), Some("v1"), &[("a", Some("1")), ("a", Some("2")), ("n", None)], 1_700_000_000_500),
+            rec(
+                Some("k1"),
+                Some("v1"),
+                &[("a", Some("1")), ("a", Some("2")), ("n", None)],
+                1_700_000_000_500,
+            ),
             rec(None, None, &[], 1_700_000_000_000),
         ];
         let stamp = Stamp {
@@ -117,17 +127,33 @@ mod tests {
         // Our own reader: header fields, records, repeated headers.
         let batch = batches(&bytes).next().unwrap().unwrap();
         assert_eq!(batch.bytes.len(), bytes.len());
-        assert_eq!((batch.producer_id, batch.producer_epoch, batch.base_sequence), (42, 3, 17));
+        assert_eq!(
+            (batch.producer_id, batch.producer_epoch, batch.base_sequence),
+            (42, 3, 17)
+        );
         assert_eq!(batch.records_count, 2);
         assert_eq!(batch.base_timestamp, 1_700_000_000_000);
         let inflated = batch.inflate(1 << 20).unwrap();
         let read: Vec<_> = inflated.iter().map(Result::unwrap).collect();
         assert_eq!(read[0].key, Some(&b"k1"[..]));
         assert_eq!(read[0].value, Some(&b"v1"[..]));
-        assert_eq!(batch.base_timestamp + read[0].timestamp_delta, 1_700_000_000_500);
+        assert_eq!(
+            batch.base_timestamp + read[0].timestamp_delta,
+            1_700_000_000_500
+        );
         let headers: Vec<_> = read[0].headers().collect();
-        assert_eq!(headers, vec![(&b"a"[..], Some(&b"1"[..])), (&b"a"[..], Some(&b"2"[..])), (&b"n"[..], None)]);
-        assert_eq!((read[1].key, read[1].value, read[1].offset_delta), (None, None, 1));
+        assert_eq!(
+            headers,
+            vec![
+                (&b"a"[..], Some(&b"1"[..])),
+                (&b"a"[..], Some(&b"2"[..])),
+                (&b"n"[..], None)
+            ]
+        );
+        assert_eq!(
+            (read[1].key, read[1].value, read[1].offset_delta),
+            (None, None, 1)
+        );
         // kafka-protocol's decoder checks the CRC.
         let mut buf = bytes.clone();
         let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).unwrap();

@@ -41,9 +41,13 @@ impl Mechanism {
 
     /// From its Kafka name (`PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`), any case.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Mechanism::Plain, Mechanism::ScramSha256, Mechanism::ScramSha512]
-            .into_iter()
-            .find(|m| m.name().eq_ignore_ascii_case(name))
+        [
+            Mechanism::Plain,
+            Mechanism::ScramSha256,
+            Mechanism::ScramSha512,
+        ]
+        .into_iter()
+        .find(|m| m.name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -299,7 +303,10 @@ mod tests {
 
     #[test]
     fn mechanisms_are_named_as_kafka_names_them_and_passwords_never_print() {
-        assert_eq!(Mechanism::from_name("scram-sha-512"), Some(Mechanism::ScramSha512));
+        assert_eq!(
+            Mechanism::from_name("scram-sha-512"),
+            Some(Mechanism::ScramSha512)
+        );
         assert_eq!(Mechanism::from_name("PLAIN"), Some(Mechanism::Plain));
         assert_eq!(Mechanism::from_name("GSSAPI"), None);
         let s = Sasl {
@@ -307,7 +314,13 @@ mod tests {
             username: "meshgate".into(),
             password: "s3cret-value".into(),
         };
-        let shown = format!("{s:?} {:?}", Settings { sasl: Some(s.clone()), ..Settings::default() });
+        let shown = format!(
+            "{s:?} {:?}",
+            Settings {
+                sasl: Some(s.clone()),
+                ..Settings::default()
+            }
+        );
         assert!(!shown.contains("s3cret-value"), "{shown}");
         assert!(shown.contains("meshgate"));
     }

@@ -161,6 +161,9 @@ struct Worker {
     sequences: HashMap<(Arc<str>, i32), i32>,
 }
 
+/// The jobs of one destination batch: ((topic, partition), job indexes, record bytes).
+type Group = ((Arc<str>, i32), Vec<usize>, usize);
+
 /// A job on its way: its destination partition once the topic's metadata is known.
 struct Pending {
     job: Job,
@@ -277,7 +280,7 @@ impl Worker {
         let mut last_error = None;
         for (leader, members) in by_leader {
             // One batch per destination partition, in job order, up to the size cut.
-            let mut groups: Vec<((Arc<str>, i32), Vec<usize>, usize)> = Vec::new();
+            let mut groups: Vec<Group> = Vec::new();
             for i in members {
                 let p = &pending[i];
                 let key = (p.job.topic.clone(), p.partition.expect("set above"));
@@ -515,14 +518,21 @@ impl Worker {
         }
         self.id = Some((resp.producer_id.0, resp.producer_epoch));
         self.sequences.clear();
-        tracing::info!(producer_id = resp.producer_id.0, epoch = resp.producer_epoch, "own producer: idempotent producer id");
+        tracing::info!(
+            producer_id = resp.producer_id.0,
+            epoch = resp.producer_epoch,
+            "own producer: idempotent producer id"
+        );
         Ok(())
     }
 }
 
 /// Sends each result to its job and removes those jobs, keeping the others in order. True when
 /// any was answered.
-fn answer(pending: &mut Vec<Pending>, mut results: HashMap<usize, Result<Written, WriteError>>) -> bool {
+fn answer(
+    pending: &mut Vec<Pending>,
+    mut results: HashMap<usize, Result<Written, WriteError>>,
+) -> bool {
     if results.is_empty() {
         return false;
     }

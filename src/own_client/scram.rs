@@ -60,7 +60,8 @@ impl Scram {
 
     /// The client-final message, answering the server-first message.
     pub fn client_final(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
-        let text = std::str::from_utf8(server_first).map_err(|_| ScramError::ServerFirst("not UTF-8"))?;
+        let text =
+            std::str::from_utf8(server_first).map_err(|_| ScramError::ServerFirst("not UTF-8"))?;
         let (mut nonce, mut salt, mut iterations) = (None, None, None);
         for part in text.split(',') {
             match part.split_once('=') {
@@ -150,7 +151,12 @@ mod tests {
     /// RFC 7677, section 3: the SCRAM-SHA-256 example exchange.
     #[test]
     fn the_rfc_7677_exchange_is_reproduced_and_verified() {
-        let mut s = Scram::with_nonce(Mechanism::ScramSha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO");
+        let mut s = Scram::with_nonce(
+            Mechanism::ScramSha256,
+            "user",
+            "pencil",
+            "rOprNGfwEbeRWgbNEkqO",
+        );
         assert_eq!(s.client_first(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
         let server_first = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
         let client_final = s.client_final(server_first).unwrap();
@@ -178,7 +184,10 @@ mod tests {
             s.client_final(b"r=xyz123,s=AAAA,i=4096"),
             Err(ScramError::Nonce)
         );
-        assert_eq!(s.client_final(b"r=abc,s=AAAA,i=4096"), Err(ScramError::Nonce));
+        assert_eq!(
+            s.client_final(b"r=abc,s=AAAA,i=4096"),
+            Err(ScramError::Nonce)
+        );
         assert_eq!(
             s.client_final(b"r=abcdef,s=AAAA,i=1"),
             Err(ScramError::Iterations(1))

@@ -380,12 +380,23 @@ impl PolicySet {
         record: &RecordView<'_>,
         decoders: &Decoders,
     ) -> Option<(&'static str, String, String)> {
-        let limits = Limits::default();
-        let mut inflater = RequestInflater::new(&limits, false);
         let writers = Writers {
             decoders,
             external: None,
         };
+        self.judge_record_with(plan, record, writers)
+    }
+
+    /// As [`judge_record`](Self::judge_record), with the writer schemas of an external registry
+    /// when one is configured (the dead-letter path judges each record of a refused partition).
+    pub fn judge_record_with(
+        &self,
+        plan: &TopicPlan<'_>,
+        record: &RecordView<'_>,
+        writers: Writers<'_>,
+    ) -> Option<(&'static str, String, String)> {
+        let limits = Limits::default();
+        let mut inflater = RequestInflater::new(&limits, false);
         let mut judge = PartitionJudge::new(self, plan, writers, &mut inflater, &limits);
         judge.check_record(record).map(|p| {
             let message = p.message();

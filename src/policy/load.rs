@@ -806,6 +806,9 @@ impl Cx<'_> {
             .unwrap_or_default();
         let what = format!("contract `{name}`");
         let mode = self.spanned_mode(c.mode, c.canary, origin.line, &Mode::Enforce, &what);
+        let on_reject = c
+            .on_reject
+            .and_then(|o| self.on_reject(&what, &c.topic.value, o));
         let schema = c.schema.and_then(|s| self.schema(s));
         let shape = schema.as_ref().and_then(|s| s.shape.as_ref());
         let mut sla = Sla::default();
@@ -904,6 +907,58 @@ impl Cx<'_> {
             topic_origin,
             index: 0,
             mode,
+            on_reject,
+        })
+    }
+
+    /// `on_reject:`: a dead-letter topic other than the contract's own, a known `respond`, and
+    /// bounds above zero.
+    fn on_reject(
+        &mut self,
+        what: &str,
+        topic: &str,
+        o: Spanned<model::OnRejectDoc>,
+    ) -> Option<OnReject> {
+        let line = o.referenced.line();
+        let o = o.value;
+        let before = self.errors.len();
+        let dead_letter = o.dead_letter.trim();
+        if dead_letter.is_empty() || dead_letter == topic {
+            self.err(
+                line,
+                format!("{what}: `on_reject.dead_letter` must name a topic other than the contract's own"),
+            );
+        } else if !crate::policy::is_valid_topic_name(dead_letter) {
+            self.err(
+                line,
+                format!("{what}: `on_reject.dead_letter`: `{dead_letter}` is not a valid Kafka topic name"),
+            );
+        }
+        let respond = match o.respond.as_deref() {
+            None | Some("error") => Respond::Error,
+            Some("success") => Respond::Success,
+            Some(other) => {
+                self.err(
+                    line,
+                    format!("{what}: `on_reject.respond` is `error` or `success`, not `{other}`"),
+                );
+                Respond::Error
+            }
+        };
+        let records = o
+            .max_records_per_second
+            .unwrap_or(OnReject::DEFAULT_RECORDS_PER_SECOND);
+        let bytes = o
+            .max_bytes_per_second
+            .unwrap_or(OnReject::DEFAULT_BYTES_PER_SECOND);
+        if records == 0 || bytes == 0 {
+            self.err(line, format!("{what}: `on_reject` bounds must be above 0"));
+        }
+        (self.errors.len() == before).then(|| OnReject {
+            dead_letter: Arc::from(dead_letter),
+            respond,
+            max_records_per_second: records,
+            max_bytes_per_second: bytes,
         })
     }
 

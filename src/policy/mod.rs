@@ -215,6 +215,32 @@ pub struct Contract {
     pub producers: Vec<Box<str>>,
     /// The mode of the contract's own checks (producers, schema) and of rules without their own.
     pub mode: Mode,
+    /// `on_reject:`: where its refused records go.
+    pub on_reject: Option<OnReject>,
+}
+
+/// A contract's dead-letter topic, and how a producer is answered when its records go there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnReject {
+    pub dead_letter: Arc<str>,
+    pub respond: Respond,
+    pub max_records_per_second: u64,
+    pub max_bytes_per_second: u64,
+}
+
+impl OnReject {
+    pub const DEFAULT_RECORDS_PER_SECOND: u64 = 1000;
+    pub const DEFAULT_BYTES_PER_SECOND: u64 = 10 << 20;
+}
+
+/// `on_reject.respond`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Respond {
+    /// The producer gets INVALID_RECORD, as without a dead-letter topic.
+    Error,
+    /// meshgate acknowledges the partition itself, once its records are in the dead-letter topic
+    /// (not for idempotent or transactional batches: see `proxy::dead_letter`).
+    Success,
 }
 
 #[derive(Debug)]
@@ -381,4 +407,14 @@ impl PolicySet {
     pub fn governs_create_topics(&self) -> bool {
         self.naming.is_some() || self.topics.is_some()
     }
+}
+
+/// Kafka's rule for a topic name: 1 to 249 of `[a-zA-Z0-9._-]`, and neither `.` nor `..`.
+pub fn is_valid_topic_name(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }

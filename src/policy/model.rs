@@ -61,6 +61,25 @@ pub struct ContractDoc {
     pub mode: Option<Spanned<ModeDoc>>,
     #[serde(default)]
     pub canary: Option<Spanned<CanaryDoc>>,
+    /// Where refused records go: `{dead_letter: TOPIC, respond: error | success, bounds}`.
+    #[serde(default)]
+    pub on_reject: Option<Spanned<OnRejectDoc>>,
+}
+
+/// `on_reject:` of a contract.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnRejectDoc {
+    pub dead_letter: String,
+    /// `error` (the default) or `success`.
+    #[serde(default)]
+    pub respond: Option<String>,
+    /// Records dead-lettered per second at most (default 1000); past it, refused as usual.
+    #[serde(default)]
+    pub max_records_per_second: Option<u64>,
+    /// Record bytes dead-lettered per second at most (default 10 MiB).
+    #[serde(default)]
+    pub max_bytes_per_second: Option<u64>,
 }
 
 /// `mode:` of a rule or a policy.

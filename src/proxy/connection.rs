@@ -31,9 +31,11 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use super::dead_letter::Settling;
 use super::enforce::{self, Decision, DecodedProduce, ProduceJob, ProduceWatch};
 use super::identity::{Identity, SaslStep};
 use super::rejection::RequestAudit;
+use super::rewrite::ResponseMerge as _;
 use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
 use super::topic_admin;
 use super::Gateway;
@@ -115,6 +117,8 @@ struct Slot {
     watch: Option<ProduceWatch>,
     /// For SaslAuthenticate: what the broker's answer settles about the principal.
     sasl: Option<SaslStep>,
+    /// For a Produce request with dead-lettered partitions: its answer waits for the letters.
+    settle: Option<Settling>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -130,6 +134,8 @@ impl Drop for Slot {
 enum SlotState {
     Awaiting,
     Ready(Bytes),
+    /// Being finished by a task: merged once its dead-letter writes are answered.
+    Deferred(tokio::task::JoinHandle<Result<Bytes, ConnError>>),
 }
 
 /// Proxies one client connection until either side closes, a protocol error, or shutdown.
@@ -384,6 +390,7 @@ where
             Whole::Sasl | Whole::ProduceAcksUnseen => (Decision::Forward, None),
         };
         let mut close_after = false;
+        let mut settle = None;
         let (to_forward, action, state) = match decision {
             Decision::Forward => (
                 Some(frame),
@@ -409,6 +416,32 @@ where
                 close_after = true;
                 (frame, ResponseAction::Passthrough, SlotState::Awaiting)
             }
+            Decision::DeadLetter {
+                frame,
+                merge,
+                letters,
+                acks_zero: no_answer,
+                correlation_id,
+            } => {
+                let settling = Settling::send(&gw.dead_letters, gw.metrics.clone(), merge, letters);
+                if no_answer {
+                    // Nothing is answered; the letters are written all the same.
+                    tokio::spawn(settling.settle());
+                    close_after = true;
+                    (frame, ResponseAction::Passthrough, SlotState::Awaiting)
+                } else if frame.is_some() {
+                    settle = Some(settling);
+                    (frame, ResponseAction::Passthrough, SlotState::Awaiting)
+                } else {
+                    let finish =
+                        async move { Ok(settling.settle().await.refused_alone(correlation_id)?) };
+                    (
+                        None,
+                        ResponseAction::Passthrough,
+                        SlotState::Deferred(tokio::spawn(finish)),
+                    )
+                }
+            }
         };
         if !acks_zero && !close_after {
             let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
@@ -417,6 +450,7 @@ where
             let mut slot = new_slot(permit, &header, action, state, started);
             slot.watch = watch;
             slot.sasl = sasl_step;
+            slot.settle = settle;
             if tx.send(slot).is_err() {
                 break; // the responses side has ended; it reports why
             }
@@ -606,6 +640,7 @@ fn new_slot(
         started,
         watch: None,
         sasl: None,
+        settle: None,
         _permit: permit,
     }
 }
@@ -674,8 +709,16 @@ where
                     }
                 }
                 super::fetch_bytes::count_response(&gw, slot.api_key, slot.api_version, &frame);
-                let response = rewrite_response(&slot.action, frame, gw.as_ref())?;
-                slot.state = SlotState::Ready(response);
+                slot.state = match slot.settle.take() {
+                    None => SlotState::Ready(rewrite_response(&slot.action, frame, gw.as_ref())?),
+                    Some(settling) => {
+                        let gw = gw.clone();
+                        SlotState::Deferred(tokio::spawn(async move {
+                            let merge = settling.settle().await;
+                            Ok(merge.merge(frame, gw.as_ref())?)
+                        }))
+                    }
+                };
             }
         }
         let wrote = write_ready_prefix(&gw, &mut queue, &mut client).await?;
@@ -701,7 +744,19 @@ async fn write_ready_prefix<W: AsyncWrite + Unpin>(
     client: &mut W,
 ) -> Result<bool, ConnError> {
     let mut wrote = false;
-    while let Some(SlotState::Ready(_)) = queue.front().map(|s| &s.state) {
+    loop {
+        match queue.front_mut().map(|s| &mut s.state) {
+            Some(SlotState::Ready(_)) => {}
+            Some(SlotState::Deferred(task)) => {
+                // The front waits for its dead-letter writes; what is written so far goes out.
+                if wrote {
+                    client.flush().await.map_err(ConnError::ClientIo)?;
+                }
+                let bytes = task.await.map_err(ConnError::Judge)??;
+                queue.front_mut().expect("front exists").state = SlotState::Ready(bytes);
+            }
+            _ => break,
+        }
         let mut slot = queue.pop_front().expect("front exists");
         let SlotState::Ready(bytes) = std::mem::replace(&mut slot.state, SlotState::Awaiting)
         else {

@@ -21,6 +21,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use super::dead_letter::{self, Letter, Prepared};
 use super::identity::{Identity, SaslStep};
 use super::rejection::{Decided, RejectionEvent, RequestAudit, ShadowEvent, Site};
 use super::rewrite::merge::{CreateTopicsMerge, ProduceMerge};
@@ -52,6 +53,16 @@ pub enum Decision {
     Respond(Bytes),
     /// acks=0 with a rejection: forward this frame if any, then close the connection.
     ForwardThenClose(Option<Bytes>),
+    /// Refused partitions whose records go to dead-letter topics first (see `dead_letter`):
+    /// forward `frame` (the accepted part) if any; the answer is merged once the letters are
+    /// written. With acks=0 nothing is answered and the connection closes, as above.
+    DeadLetter {
+        frame: Option<Bytes>,
+        merge: ProduceMerge,
+        letters: Vec<Letter>,
+        acks_zero: bool,
+        correlation_id: i32,
+    },
 }
 
 /// Notes what a SaslHandshake or SaslAuthenticate request says about the principal. The frame
@@ -269,9 +280,14 @@ pub fn produce(
     // partitions turn into refusals when another partition is refused.
     let mut judged: Vec<JudgedPartition> = Vec::with_capacity(total);
     let mut order = Vec::with_capacity(request.topic_data.len());
+    let plans: Vec<_> = request
+        .topic_data
+        .iter()
+        .map(|t| policies.plan_topic_as(t.name.0.as_str(), principal))
+        .collect();
     for (ti, topic) in request.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
-        let plan = policies.plan_topic_as(name, principal);
+        let plan = &plans[ti];
         // The plan's contract; looked up again only for a topic refused whole (a principal not
         // among its producers still counts against its data product).
         let contract = match &plan {
@@ -290,7 +306,7 @@ pub fn produce(
                 Some(m) => m.bytes_in.inc_by(size),
                 None => cx.metrics.bytes_in_other.inc_by(size),
             }
-            let verdict = match &plan {
+            let verdict = match plan {
                 Ok(plan) => policies.judge_partition_with(
                     plan,
                     request.acks,
@@ -312,6 +328,9 @@ pub fn produce(
             judged.push(JudgedPartition {
                 topic: &topic.name.0,
                 index: p.index,
+                plan: plan.as_ref().ok(),
+                contract,
+                records: p.records.as_ref(),
                 contract_topic: contract.map(|c| c.topic.as_str()),
                 stats,
                 verdict,
@@ -323,6 +342,7 @@ pub fn produce(
     }
     all_or_nothing(&mut judged, client, &cx.all_or_nothing_clients);
     let mut rejected = HashMap::new();
+    let mut letters: Vec<Letter> = Vec::new();
     let mut accepted_any = false;
     let mut watched: Vec<(StrBytes, Arc<ContractMetrics>)> = Vec::new();
     for j in judged {
@@ -375,6 +395,41 @@ pub fn produce(
                     rejection: &rejection,
                 }
                 .emit(&cx.metrics);
+                if let (Some(contract), Some(plan)) = (j.contract, j.plan) {
+                    if let (Some(on_reject), Some(budget)) = (
+                        contract.on_reject.as_ref(),
+                        policies.dead_letter_budget(contract),
+                    ) {
+                        let dcx = dead_letter::Context {
+                            set: policies,
+                            plan,
+                            writers: Writers {
+                                decoders: &policies.decoders,
+                                external,
+                            },
+                            principal,
+                            client_id: client,
+                            generation: policies.number,
+                            policy_hash: &policies.hash,
+                            audit,
+                        };
+                        let refused = dead_letter::Refused {
+                            topic: j.topic,
+                            partition: j.index,
+                            records: j.records,
+                            rejection: &rejection,
+                        };
+                        match dead_letter::prepare(&dcx, (contract, on_reject, budget), refused) {
+                            Prepared::Letter(l) => letters.push(*l),
+                            Prepared::OverBound => cx
+                                .metrics
+                                .dead_letter_records
+                                .with_label_values(&[contract.topic.as_str(), "over_bound"])
+                                .inc_by(records),
+                            Prepared::Ineligible => {}
+                        }
+                    }
+                }
                 rejected.insert((j.topic.clone(), j.index), rejection);
             }
         }
@@ -402,10 +457,22 @@ pub fn produce(
         req.topic_data.retain(|t| !t.partition_data.is_empty());
         encode_request(header, ApiKey::Produce, version, &req)
     });
+    let merge = ProduceMerge::new(version, order, rejected);
+    if !letters.is_empty() {
+        return Ok((
+            Decision::DeadLetter {
+                frame: trimmed.transpose()?,
+                merge,
+                letters,
+                acks_zero: request.acks == 0,
+                correlation_id: header.correlation_id,
+            },
+            watch.filter(|_| request.acks != 0),
+        ));
+    }
     if request.acks == 0 {
         return Ok((Decision::ForwardThenClose(trimmed.transpose()?), None));
     }
-    let merge = ProduceMerge::new(version, order, rejected);
     match trimmed {
         Some(frame) => Ok((
             Decision::ForwardTrimmed {
@@ -425,6 +492,11 @@ pub fn produce(
 struct JudgedPartition<'a> {
     topic: &'a StrBytes,
     index: i32,
+    /// The topic's plan, when the principal may produce to it.
+    plan: Option<&'a crate::policy::judge::TopicPlan<'a>>,
+    contract: Option<&'a Arc<crate::policy::Contract>>,
+    /// The partition's record batches as sent.
+    records: Option<&'a Bytes>,
     /// The topic of the partition's data contract, for metric labels.
     contract_topic: Option<&'a str>,
     stats: Option<&'a Arc<ContractMetrics>>,
@@ -711,6 +783,9 @@ mod tests {
             .map(|(i, verdict)| JudgedPartition {
                 topic,
                 index: i as i32,
+                plan: None,
+                contract: None,
+                records: None,
                 contract_topic: None,
                 stats: None,
                 verdict,

@@ -6,6 +6,7 @@
 
 pub mod brokers;
 pub mod connection;
+pub mod dead_letter;
 pub mod enforce;
 pub mod fetch_bytes;
 pub mod health;
@@ -40,6 +41,9 @@ pub struct Security {
     pub client: Option<Arc<ServerTls>>,
     /// The TLS client for upstream brokers.
     pub upstream: Option<tokio_rustls::TlsConnector>,
+    /// meshgate's own connections (the dead-letter producer): TLS with its client
+    /// certificate, and its SASL credentials.
+    pub own: crate::own_client::Settings,
 }
 
 impl Security {
@@ -58,7 +62,38 @@ impl Security {
             .transpose()
             .map_err(SecurityError::Upstream)?
             .map(tokio_rustls::TlsConnector::from);
-        Ok(Security { client, upstream })
+        let own_tls = match (&config.upstream_tls, &config.own_client.tls_identity) {
+            (Some(u), Some((cert, key))) => Some(tokio_rustls::TlsConnector::from(
+                crate::tls::client_config_as(u.ca.as_deref(), Some((cert, key)))
+                    .map_err(SecurityError::OwnClient)?,
+            )),
+            _ => upstream.clone(),
+        };
+        let sasl = match &config.own_client.sasl {
+            None => None,
+            Some((mechanism, username, file)) => {
+                let text =
+                    std::fs::read_to_string(file).map_err(|source| SecurityError::Password {
+                        path: file.clone(),
+                        source,
+                    })?;
+                Some(crate::own_client::Sasl {
+                    mechanism: *mechanism,
+                    username: username.clone(),
+                    password: text.trim_end_matches(['\r', '\n']).to_string(),
+                })
+            }
+        };
+        let own = crate::own_client::Settings {
+            tls: own_tls,
+            sasl,
+            connect_timeout: config.upstream_connect_timeout,
+        };
+        Ok(Security {
+            client,
+            upstream,
+            own,
+        })
     }
 }
 
@@ -69,6 +104,13 @@ pub enum SecurityError {
     Client(crate::tls::TlsFileError),
     #[error("upstream_tls: {0}")]
     Upstream(crate::tls::TlsFileError),
+    #[error("own_client: {0}")]
+    OwnClient(crate::tls::TlsFileError),
+    #[error("own_client.sasl.password_file: {}: {source}", path.display())]
+    Password {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What a gateway port stands for.
@@ -116,6 +158,9 @@ pub struct Gateway {
     pub health: Arc<health::Health>,
     /// The audit trail, when configured.
     pub audit: Option<crate::audit::AuditLog>,
+    /// meshgate's own producer, for dead-letter topics. Idle (no connection) until a contract
+    /// with `on_reject` refuses records.
+    pub dead_letters: crate::own_client::producer::Producer,
     security: Security,
     connections: Arc<Semaphore>,
     me: std::sync::Weak<Gateway>,
@@ -133,7 +178,13 @@ impl Gateway {
         if let Some(tls) = &security.client {
             tls.watch(shutdown.clone());
         }
+        let dead_letters = crate::own_client::producer::Producer::start(
+            config.upstream.clone(),
+            security.own.clone(),
+            config.own_client.write_timeout,
+        );
         Arc::new_cyclic(|me| Gateway {
+            dead_letters,
             security,
             registry: config.schema_registry.as_deref().and_then(|url| {
                 match crate::schema::registry_client::RegistryClient::new(

@@ -45,6 +45,32 @@ impl ProduceMerge {
         }
     }
 
+    /// Answers a refused partition with no error (its records went to a dead-letter topic and
+    /// the contract says `respond: success`).
+    pub fn acknowledge(&mut self, key: &(StrBytes, i32)) {
+        if let Some(r) = self.rejected.get_mut(key) {
+            r.error_code = 0;
+            r.message.clear();
+            r.record_errors.clear();
+        }
+    }
+
+    /// Appends `suffix` to a refused partition's message.
+    pub fn note(&mut self, key: &(StrBytes, i32), suffix: &str) {
+        if let Some(r) = self.rejected.get_mut(key) {
+            r.message.push_str(suffix);
+        }
+    }
+
+    /// Answers a refused partition with `code` and `message` instead, without record errors.
+    pub fn replace(&mut self, key: &(StrBytes, i32), code: i16, message: &str) {
+        if let Some(r) = self.rejected.get_mut(key) {
+            r.error_code = code;
+            r.message = message.to_string();
+            r.record_errors.clear();
+        }
+    }
+
     /// The whole response when every partition was refused and nothing was forwarded.
     pub fn refused_alone(&self, correlation_id: i32) -> Result<Bytes, HeaderError> {
         let response = merge_produce_response(self, ProduceResponse::default());
@@ -91,7 +117,7 @@ fn partition_error(r: &Rejection, version: i16) -> PartitionProduceResponse {
     p.base_offset = -1;
     p.log_append_time_ms = -1;
     p.log_start_offset = -1;
-    if version >= 8 {
+    if version >= 8 && r.error_code != 0 {
         p.error_message = Some(StrBytes::from_string(r.message.clone()));
         p.record_errors = r
             .record_errors

@@ -1,0 +1,454 @@
+//! Dead-letter topics: refused records written to the contract's `on_reject.dead_letter` topic
+//! through meshgate's own idempotent producer ([`crate::own_client::producer`]), before the
+//! producer is answered.
+//!
+//! **What is dead-lettered.** A partition of a contract topic refused with INVALID_RECORD by a
+//! rule about its records (schema, validity rules, produce rules). Not: refusals about who writes
+//! (`producers:`, naming: TOPIC_AUTHORIZATION_FAILED / POLICY_VIOLATION), a partition refused only
+//! because another partition of an all-or-nothing request was, or records that cannot be parsed.
+//!
+//! **Which records.** Each record of the partition is judged alone (`judge_record_with`):
+//! - `respond: error`: the records that break a rule; the batch's other records are refused with
+//!   it (the producer is told) but not dead-lettered. When no record breaks a rule alone (a
+//!   batch-level rule: codec, idempotence, acks), every record is.
+//! - `respond: success`, acknowledged: every record of the partition, since the producer is told
+//!   all of them were written. `meshgate.refused` tells `record` (it broke the rule) from `batch`
+//!   (it was refused with its batch); `meshgate replay` moves the latter back.
+//!
+//! **Records as they were:** key, value, headers (repeats kept) and timestamp, plus the
+//! `meshgate.*` headers of [`HEADERS`]. No header holds a field's value: the reason is the
+//! refusal's message, which names fields and types only.
+//!
+//! **Answers.**
+//! - Written: `respond: error` answers INVALID_RECORD as before (the message says where the
+//!   records went); `respond: success` answers the partition with no error and offset -1, as
+//!   for acks=0 — but only for a batch with no producer id (idempotent producers would see their
+//!   sequence numbers skip, OUT_OF_ORDER_SEQUENCE_NUMBER on the next batch) and never for a
+//!   transactional batch. Those get INVALID_RECORD; the downgrade is counted.
+//! - Not written (no such topic, a refused write, no answer within `own_client.write_timeout_secs`):
+//!   REQUEST_TIMED_OUT, retriable, so that the producer sends the batch again and nothing is lost.
+//! - Over the contract's bound (`max_records_per_second`, `max_bytes_per_second`, a token bucket
+//!   with one second of burst): refused as without a dead-letter topic, and counted.
+//!
+//! Per request, partitions are still judged one by one: the accepted ones are written, the refused
+//! ones answered (see `enforce`); a transactional producer aborts on the error, which discards its
+//! accepted partitions too.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
+
+use super::rejection::{Decided, RequestAudit};
+use super::rewrite::merge::ProduceMerge;
+use crate::metrics::Metrics;
+use crate::own_client::batch::OwnedRecord;
+use crate::own_client::producer::{Producer, WriteError, Written};
+use crate::policy::judge::{Rejection, TopicPlan, Writers, INVALID_RECORD, REQUEST_TIMED_OUT};
+use crate::policy::{Contract, OnReject, PolicySet, Respond};
+use crate::protocol::records::batches;
+
+/// The headers meshgate adds to every dead-lettered record.
+pub const HEADERS: [&str; 12] = [
+    "meshgate.contract",
+    "meshgate.contract.version",
+    "meshgate.policy",
+    "meshgate.rule",
+    "meshgate.reason",
+    "meshgate.refused",
+    "meshgate.topic",
+    "meshgate.partition",
+    "meshgate.principal",
+    "meshgate.client_id",
+    "meshgate.generation",
+    "meshgate.policy_hash",
+];
+
+/// A contract's dead-letter bound: a token bucket of records and one of bytes, refilled per
+/// second, one second of burst. Lives in the policy generation (a reload starts it full).
+#[derive(Debug)]
+pub struct Budget {
+    records_per_sec: f64,
+    bytes_per_sec: f64,
+    state: Mutex<(f64, f64, Instant)>,
+}
+
+impl Budget {
+    pub fn new(on_reject: &OnReject) -> Self {
+        let (r, b) = (
+            on_reject.max_records_per_second as f64,
+            on_reject.max_bytes_per_second as f64,
+        );
+        Budget {
+            records_per_sec: r,
+            bytes_per_sec: b,
+            state: Mutex::new((r, b, Instant::now())),
+        }
+    }
+
+    /// Takes `records` and `bytes` if both buckets hold them; else takes nothing.
+    pub fn take(&self, records: usize, bytes: usize, now: Instant) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_duration_since(s.2).as_secs_f64();
+        s.0 = (s.0 + elapsed * self.records_per_sec).min(self.records_per_sec);
+        s.1 = (s.1 + elapsed * self.bytes_per_sec).min(self.bytes_per_sec);
+        s.2 = now;
+        if s.0 >= records as f64 && s.1 >= bytes as f64 {
+            s.0 -= records as f64;
+            s.1 -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One refused partition's records, on their way to the dead-letter topic.
+pub struct Letter {
+    /// The refused (topic, partition), as the merge knows it.
+    pub key: (StrBytes, i32),
+    pub dead_letter: Arc<str>,
+    pub records: Vec<OwnedRecord>,
+    /// Whether the partition is acknowledged once written (`respond: success`, allowed).
+    pub acknowledge: bool,
+    /// `respond: success` was asked but the batch is idempotent or transactional.
+    pub success_refused: bool,
+    /// The contract topic, the metrics' label.
+    pub contract_topic: Arc<str>,
+    pub audit: Option<RequestAudit>,
+    pub client_id: String,
+    pub policy: &'static str,
+    pub rule: String,
+}
+
+/// Who refused, for the headers and the audit trail.
+pub struct Context<'a> {
+    pub set: &'a PolicySet,
+    pub plan: &'a TopicPlan<'a>,
+    pub writers: Writers<'a>,
+    pub principal: &'a str,
+    pub client_id: &'a str,
+    pub generation: u64,
+    pub policy_hash: &'a str,
+    pub audit: Option<&'a RequestAudit>,
+}
+
+/// A refused partition: where, its record batches as sent, and why.
+pub struct Refused<'a> {
+    pub topic: &'a StrBytes,
+    pub partition: i32,
+    pub records: Option<&'a Bytes>,
+    pub rejection: &'a Rejection,
+}
+
+/// A record's own problem, as `judge_record_with` names it: (policy, rule, message).
+type Problem = (&'static str, String, String);
+
+/// What happened to a refused partition of a dead-letter contract before it is answered.
+pub enum Prepared {
+    /// Its records go to the dead-letter topic.
+    Letter(Box<Letter>),
+    /// Past the contract's bound: refused as usual.
+    OverBound,
+    /// Not dead-lettered (not a record refusal, or unreadable records).
+    Ineligible,
+}
+
+/// Builds the letter for a refused partition, or says why there is none.
+pub fn prepare(
+    cx: &Context<'_>,
+    (contract, on_reject, budget): (&Contract, &OnReject, &Budget),
+    refused: Refused<'_>,
+) -> Prepared {
+    let Refused {
+        topic,
+        partition,
+        records,
+        rejection,
+    } = refused;
+    if rejection.error_code != INVALID_RECORD || rejection.rule == "all_or_nothing" {
+        return Prepared::Ineligible;
+    }
+    let Some(data) = records else {
+        return Prepared::Ineligible;
+    };
+    let (mut idempotent, mut transactional) = (false, false);
+    for batch in batches(data) {
+        let Ok(batch) = batch else {
+            return Prepared::Ineligible;
+        };
+        idempotent |= batch.producer_id >= 0;
+        transactional |= batch.is_transactional();
+    }
+    let acknowledge = on_reject.respond == Respond::Success && !idempotent && !transactional;
+    let text = |s: &str| Some(Bytes::from(s.to_string()));
+    let shared: Vec<(Bytes, Option<Bytes>)> = vec![
+        (
+            Bytes::from_static(HEADERS[0].as_bytes()),
+            text(&contract.name),
+        ),
+        (
+            Bytes::from_static(HEADERS[1].as_bytes()),
+            text(
+                contract
+                    .schema
+                    .as_ref()
+                    .and_then(|s| s.version.as_deref())
+                    .unwrap_or(""),
+            ),
+        ),
+        (
+            Bytes::from_static(HEADERS[6].as_bytes()),
+            text(topic.as_str()),
+        ),
+        (
+            Bytes::from_static(HEADERS[7].as_bytes()),
+            text(&partition.to_string()),
+        ),
+        (
+            Bytes::from_static(HEADERS[8].as_bytes()),
+            text(cx.principal),
+        ),
+        (
+            Bytes::from_static(HEADERS[9].as_bytes()),
+            text(cx.client_id),
+        ),
+        (
+            Bytes::from_static(HEADERS[10].as_bytes()),
+            text(&cx.generation.to_string()),
+        ),
+        (
+            Bytes::from_static(HEADERS[11].as_bytes()),
+            text(cx.policy_hash),
+        ),
+    ];
+    let mut out: Vec<(OwnedRecord, Option<Problem>)> = Vec::new();
+    let mut any_own = false;
+    for batch in batches(data) {
+        let Ok(batch) = batch else {
+            return Prepared::Ineligible;
+        };
+        if batch.is_control() {
+            continue;
+        }
+        let Ok(inflated) = batch.inflate(64 << 20) else {
+            return Prepared::Ineligible;
+        };
+        // Records of an uncompressed batch are sliced from the request without copying.
+        let compressed = inflated.shared().is_some();
+        let owned = |b: &[u8]| {
+            if compressed {
+                Bytes::copy_from_slice(b)
+            } else {
+                data.slice_ref(b)
+            }
+        };
+        for r in inflated.iter() {
+            let Ok(r) = r else {
+                return Prepared::Ineligible;
+            };
+            let problem = cx.set.judge_record_with(cx.plan, &r, cx.writers);
+            any_own |= problem.is_some();
+            let record = OwnedRecord {
+                key: r.key.map(owned),
+                value: r.value.map(owned),
+                headers: r.headers().map(|(k, v)| (owned(k), v.map(owned))).collect(),
+                timestamp: batch.base_timestamp.saturating_add(r.timestamp_delta),
+            };
+            out.push((record, problem));
+        }
+    }
+    // respond: error keeps only the records that broke a rule (all, for a batch-level refusal).
+    if !acknowledge && any_own {
+        out.retain(|(_, p)| p.is_some());
+    }
+    let bytes: usize = out
+        .iter()
+        .map(|(r, _)| {
+            r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())
+        })
+        .sum();
+    if out.is_empty() {
+        return Prepared::Ineligible;
+    }
+    if !budget.take(out.len(), bytes, Instant::now()) {
+        return Prepared::OverBound;
+    }
+    let records = out
+        .into_iter()
+        .map(|(mut record, problem)| {
+            let (policy, rule, reason, refused) = match &problem {
+                Some((policy, rule, message)) => {
+                    (*policy, rule.as_str(), message.as_str(), "record")
+                }
+                None => (
+                    rejection.policy,
+                    rejection.rule.as_str(),
+                    rejection.message.as_str(),
+                    "batch",
+                ),
+            };
+            record.headers.reserve(shared.len() + 4);
+            record.headers.extend(shared.iter().cloned());
+            for (name, value) in [
+                (HEADERS[2], policy),
+                (HEADERS[3], rule),
+                (HEADERS[4], reason),
+                (HEADERS[5], refused),
+            ] {
+                record
+                    .headers
+                    .push((Bytes::from_static(name.as_bytes()), text(value)));
+            }
+            record
+        })
+        .collect();
+    Prepared::Letter(Box::new(Letter {
+        key: (topic.clone(), partition),
+        dead_letter: on_reject.dead_letter.clone(),
+        records,
+        acknowledge,
+        success_refused: on_reject.respond == Respond::Success && !acknowledge,
+        contract_topic: Arc::from(contract.topic.as_str()),
+        audit: cx.audit.cloned(),
+        client_id: cx.client_id.to_string(),
+        policy: rejection.policy,
+        rule: rejection.rule.clone(),
+    }))
+}
+
+type Answer = oneshot::Receiver<Result<Written, WriteError>>;
+
+/// A response owed once the letters of its request are written.
+pub struct Settling {
+    merge: ProduceMerge,
+    /// Each letter (its records handed over), their count, and the producer's answer.
+    waits: Vec<(Letter, usize, Answer)>,
+    metrics: Arc<Metrics>,
+}
+
+impl Settling {
+    /// Hands every letter to the producer.
+    pub fn send(
+        producer: &Producer,
+        metrics: Arc<Metrics>,
+        merge: ProduceMerge,
+        letters: Vec<Letter>,
+    ) -> Self {
+        let waits = letters
+            .into_iter()
+            .map(|mut l| {
+                let records = std::mem::take(&mut l.records);
+                let count = records.len();
+                let answer = producer.write(l.dead_letter.clone(), l.key.1, records);
+                (l, count, answer)
+            })
+            .collect();
+        Settling {
+            merge,
+            waits,
+            metrics,
+        }
+    }
+
+    /// Waits for every letter and answers its partition accordingly; returns the merge to
+    /// answer the request with.
+    pub async fn settle(mut self) -> ProduceMerge {
+        for (letter, count, answer) in self.waits {
+            let result = answer.await.unwrap_or(Err(WriteError::Stopped));
+            let (outcome, reason) = match &result {
+                Ok(w) => {
+                    let place = format!(
+                        "dead-lettered to `{}` partition {} offset {}",
+                        letter.dead_letter, w.partition, w.base_offset
+                    );
+                    let answer = if letter.acknowledge {
+                        self.merge.acknowledge(&letter.key);
+                        "acknowledged"
+                    } else {
+                        self.merge.note(&letter.key, &format!("; {place}"));
+                        if letter.success_refused {
+                            "not_acknowledged"
+                        } else {
+                            "invalid_record"
+                        }
+                    };
+                    self.metrics
+                        .dead_letter_partitions
+                        .with_label_values(&[&letter.contract_topic, answer])
+                        .inc();
+                    ("written", place)
+                }
+                Err(e) => {
+                    let why = format!(
+                        "meshgate: the refused records could not be written to dead-letter topic `{}` ({e}); send them again",
+                        letter.dead_letter
+                    );
+                    self.merge.replace(&letter.key, REQUEST_TIMED_OUT, &why);
+                    self.metrics
+                        .dead_letter_partitions
+                        .with_label_values(&[&letter.contract_topic, "retriable"])
+                        .inc();
+                    tracing::warn!(topic = %letter.key.0.as_str(), partition = letter.key.1, dead_letter = %letter.dead_letter, error = %e, "dead-letter write failed; answering REQUEST_TIMED_OUT");
+                    ("failed", why)
+                }
+            };
+            self.metrics
+                .dead_letter_records
+                .with_label_values(&[&letter.contract_topic, outcome])
+                .inc_by(count as u64);
+            if let Some(a) = &letter.audit {
+                a.record(Decided {
+                    api: "produce",
+                    resource: format!("{}-{}", letter.key.0.as_str(), letter.key.1),
+                    client_id: &letter.client_id,
+                    decision: if result.is_ok() {
+                        "dead_lettered"
+                    } else {
+                        "dead_letter_failed"
+                    },
+                    policy: Some(letter.policy),
+                    rule: Some(&letter.rule),
+                    mode: None,
+                    reason: Some(&reason),
+                });
+            }
+        }
+        self.merge
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn bound(records: u64, bytes: u64) -> Budget {
+        Budget::new(&OnReject {
+            dead_letter: "dlq".into(),
+            respond: Respond::Error,
+            max_records_per_second: records,
+            max_bytes_per_second: bytes,
+        })
+    }
+
+    #[test]
+    fn the_bound_takes_whole_partitions_and_refills_over_a_second() {
+        let b = bound(10, 1000);
+        let t0 = Instant::now();
+        assert!(b.take(6, 100, t0));
+        assert!(!b.take(6, 100, t0), "4 records left");
+        assert!(b.take(4, 100, t0));
+        assert!(!b.take(1, 1, t0));
+        // Half a second refills half the bucket, never more than one second's worth.
+        assert!(b.take(5, 100, t0 + Duration::from_millis(500)));
+        assert!(!b.take(11, 100, t0 + Duration::from_secs(60)));
+        assert!(b.take(10, 100, t0 + Duration::from_secs(60)));
+        // Bytes bound too.
+        let b = bound(1000, 100);
+        assert!(!b.take(1, 101, t0));
+        assert!(b.take(1, 100, t0));
+    }
+}
