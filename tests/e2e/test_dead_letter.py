@@ -180,3 +180,165 @@ def test_refused_records_land_in_the_dead_letter_topic_with_every_header(broker,
         assert secret not in text and secret not in gw.log_text()
     finally:
         assert gw.stop() == 0
+
+
+def test_respond_success_acknowledges_plain_producers_only(broker, logdir, tmp_path):
+    """`respond: success` acknowledges a non-idempotent producer's refused partition once its
+    records are dead-lettered. An idempotent producer is refused all the same (an acknowledged
+    batch the broker never saw would break its sequence numbers) and keeps producing; a
+    transactional producer's transaction cannot commit, and its records never become visible."""
+    run = uuid.uuid4().hex[:8]
+    topic, dlq = f"dl.ok{run}.v1", f"dl.ok{run}.dlq"
+    other = f"dl.other{run}.v1"
+    policies = policy_dir(tmp_path, contract("dl-ok", topic, dlq, respond="success"))
+    gw = start_gateway(broker.bootstrap, logdir, policies=policies)
+    try:
+        for t, n in [(topic, 1), (dlq, 1), (other, 1)]:
+            create_topic(broker.bootstrap, t, partitions=n)
+        # A plain producer: the batch of one good and one bad record is acknowledged, and both
+        # records are in the dead-letter topic (the good one marked as refused with its batch).
+        p = Producer({"bootstrap.servers": gw.bootstrap, "acks": "all", "enable.idempotence": False,
+                      "linger.ms": 200, "client.id": "plain"})
+        box = []
+        for i, total in [(0, 3.0), (1, -3.0)]:
+            p.produce(topic, key=f"p{i}".encode(), value=order(run, i, total), partition=0,
+                      on_delivery=lambda err, msg: box.append(err))
+        p.flush(30)
+        assert box == [None, None], box
+        dead = read_all(broker.bootstrap, dlq)
+        assert sorted((m.key(), dict(m.headers())["meshgate.refused"]) for m in dead) == [
+            (b"p0", b"batch"), (b"p1", b"record")]
+        assert read_all(broker.bootstrap, topic) == []
+        assert metric(gw, "meshgate_dead_letter_partitions_total", topic=topic,
+                      answer="acknowledged") == 1
+
+        # An idempotent producer: refused, its bad record dead-lettered, and it goes on producing.
+        errors = send(gw.bootstrap, topic, [(b"i0", order(run, 10, -1.0), None),
+                                            (b"i1", order(run, 11, 1.0), None),
+                                            (b"i2", order(run, 12, 2.0), None)],
+                      conf={"enable.idempotence": True, "retries": 3})
+        assert errors[0].code() == KafkaError.INVALID_RECORD and errors[1:] == [None, None], errors
+        assert sorted(m.key() for m in read_all(broker.bootstrap, topic)) == [b"i1", b"i2"]
+        assert metric(gw, "meshgate_dead_letter_partitions_total", topic=topic,
+                      answer="not_acknowledged") == 1
+
+        # A transactional producer: the refused partition fails the transaction, which aborts; a
+        # read_committed consumer sees neither of its records, the dead-letter topic has the bad one.
+        t = Producer({"bootstrap.servers": gw.bootstrap, "transactional.id": f"tx-{run}",
+                      "client.id": "transactional"})
+        t.init_transactions(30)
+        t.begin_transaction()
+        reports = []
+        t.produce(other, key=b"t-good", value=b"fine", on_delivery=lambda e, m: reports.append(e))
+        t.produce(topic, key=b"t-bad", value=order(run, 20, -5.0), partition=0,
+                  on_delivery=lambda e, m: reports.append(e))
+        t.flush(30)
+        assert any(e is not None and e.code() == KafkaError.INVALID_RECORD for e in reports), reports
+        with pytest.raises(Exception):
+            t.commit_transaction(30)
+        t.abort_transaction(30)
+        committed = read_all(broker.bootstrap, other, isolation="read_committed")
+        assert [m.key() for m in committed] == []
+        assert b"t-bad" in [m.key() for m in read_all(broker.bootstrap, dlq)]
+        assert b"t-bad" not in [m.key() for m in read_all(broker.bootstrap, topic)]
+    finally:
+        assert gw.stop() == 0
+
+
+def test_a_failed_dead_letter_write_is_retriable_and_lands_once(broker, logdir, tmp_path):
+    """The dead-letter topic does not exist yet: meshgate answers REQUEST_TIMED_OUT (retriable),
+    the producer retries on its own, and once the topic is created the record lands in it exactly
+    once."""
+    run = uuid.uuid4().hex[:8]
+    topic, dlq = f"dl.late{run}.v1", f"dl.late{run}.dlq"
+    policies = policy_dir(tmp_path, contract("dl-late", topic, dlq))
+    gw = start_gateway(broker.bootstrap, logdir, policies=policies)
+    try:
+        create_topic(broker.bootstrap, topic, partitions=1)
+        # No retries first: the error itself is the retriable one.
+        errors = send(gw.bootstrap, topic, [(b"x", order(run, 0, -1.0), None)])
+        assert errors[0].code() == KafkaError.REQUEST_TIMED_OUT, errors
+        assert metric(gw, "meshgate_dead_letter_partitions_total", topic=topic,
+                      answer="retriable") >= 1
+        # With retries: the producer keeps sending while the topic does not exist; it is
+        # created a few seconds in; the record lands once and the producer gets INVALID_RECORD.
+        creator = threading.Timer(3.0, lambda: create_topic(broker.bootstrap, dlq, partitions=1))
+        creator.start()
+        try:
+            errors = send(gw.bootstrap, topic, [(b"y", order(run, 1, -1.0), None)],
+                          conf={"retries": 1000, "retry.backoff.ms": 200,
+                                "retry.backoff.max.ms": 1000, "message.timeout.ms": 60000})
+        finally:
+            creator.join()
+        assert errors[0].code() == KafkaError.INVALID_RECORD, errors
+        dead = read_all(broker.bootstrap, dlq)
+        assert [m.key() for m in dead] == [b"y"]
+        assert read_all(broker.bootstrap, topic) == []
+    finally:
+        assert gw.stop() == 0
+
+
+def test_dead_letters_survive_a_broker_restart_written_in_meshgates_own_scram_name(logdir, tmp_path):
+    """The gateway's upstream is a SASL listener. The client authenticates as alice with PLAIN;
+    meshgate's own producer as admin with SCRAM-SHA-512 (from its own config, never the
+    client's credentials). Records are produced before, during and after a broker restart:
+    every accepted one is in the main topic once, every refused one in the dead-letter topic
+    once."""
+    from kafka_cluster import USERS
+    passwords = dict(USERS)
+    kafka = start_kafka(logdir, name=f"kafka-dl-{uuid.uuid4().hex[:6]}")
+    node = kafka.cluster.nodes[0]
+    sasl_addr = f"127.0.0.1:{node.ports['SASL_PLAINTEXT']}"
+    run = uuid.uuid4().hex[:8]
+    topic, dlq = f"dl.restart{run}.v1", f"dl.restart{run}.dlq"
+    policies = policy_dir(tmp_path, contract("dl-restart", topic, dlq))
+    secret_file = tmp_path / "own.pw"
+    secret_file.write_text(passwords["admin"] + "\n")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "own_client:\n  sasl:\n    mechanism: SCRAM-SHA-512\n    username: admin\n"
+        f"    password_file: {secret_file}\n  write_timeout_secs: 60\n")
+    gw = start_gateway(sasl_addr, logdir, policies=policies, extra_args=["--config", str(config)])
+    alice = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN",
+             "sasl.username": "alice", "sasl.password": passwords["alice"]}
+    try:
+        create_topic(kafka.bootstrap, topic, partitions=1)
+        create_topic(kafka.bootstrap, dlq, partitions=1)
+
+        def batch(prefix, n):
+            return [(f"{prefix}{i}".encode(), order(run, i, 1.0 if i % 3 else -1.0), None)
+                    for i in range(n)]
+
+        conf = {**alice, "enable.idempotence": True, "retries": 100000,
+                "message.timeout.ms": 120000, "retry.backoff.ms": 200}
+        before = send(gw.bootstrap, topic, batch("a", 12), conf=conf)
+        during = []
+        kafka.cluster.stop_node(node)
+        sender = threading.Thread(target=lambda: during.extend(
+            send(gw.bootstrap, topic, batch("b", 12), conf=conf)))
+        sender.start()
+        time.sleep(2)
+        kafka.cluster.start_node(node)
+        sender.join(180)
+        after = send(gw.bootstrap, topic, batch("c", 12), conf=conf)
+        for prefix, errors in [("a", before), ("b", during), ("c", after)]:
+            assert len(errors) == 12, (prefix, errors)
+            for i, e in enumerate(errors):
+                if i % 3:
+                    assert e is None, (prefix, i, e)
+                else:
+                    assert e.code() == KafkaError.INVALID_RECORD, (prefix, i, e)
+
+        plain = kafka.bootstrap
+        main = sorted(m.key() for m in read_all(plain, topic))
+        dead = read_all(plain, dlq)
+        want = lambda good: sorted(f"{p}{i}".encode() for p in "abc" for i in range(12)
+                                   if bool(i % 3) == good)
+        assert main == want(True)
+        assert sorted(m.key() for m in dead) == want(False)
+        assert {dict(m.headers())["meshgate.principal"] for m in dead} == {b"User:alice"}
+        log = gw.log_text()
+        assert passwords["admin"] not in log and passwords["alice"] not in log
+    finally:
+        assert gw.stop() == 0
+        kafka.stop()
