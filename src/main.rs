@@ -60,17 +60,26 @@ struct TestArgs {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["dry_run", "to"])))]
 struct ReplayArgs {
-    /// Judge only, write nothing (the only mode this build has).
+    /// Judge only, write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// The topic to read.
+    /// The topic to read (for example a dead-letter topic).
     #[arg(long, value_name = "TOPIC")]
     from: String,
-    /// How many of the latest records to read, over all partitions.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    last: u64,
-    /// The policy directory to judge under (typically the change about to be deployed).
+    /// Write the records that pass the policies now to this topic (meshgate.* headers dropped,
+    /// the rest as sent), through an idempotent producer; the others are left where they are and
+    /// counted by rule. Not idempotent across runs: run it once per batch of dead letters (the
+    /// offsets read are printed).
+    #[arg(long, value_name = "TOPIC")]
+    to: Option<String>,
+    /// How many of the latest records to read, over all partitions [default: 1000 with
+    /// --dry-run, every record with --to].
+    #[arg(long, value_name = "N")]
+    last: Option<u64>,
+    /// The policy directory to judge under (the change about to be deployed, or the set in
+    /// force).
     #[arg(long, value_name = "DIR")]
     policies: PathBuf,
     /// A broker of the cluster (plain TCP, or TLS with --tls).
@@ -88,12 +97,15 @@ struct ReplayArgs {
     /// The CA bundle to trust for --tls [default: the system trust store].
     #[arg(long, value_name = "PEM", requires = "tls")]
     tls_ca: Option<PathBuf>,
-    /// Authenticate with SASL/PLAIN as this user.
+    /// Authenticate with SASL as this user.
     #[arg(long, value_name = "USER", requires = "sasl_password_file")]
     sasl_user: Option<String>,
-    /// The file holding the SASL/PLAIN password (kept off the command line).
+    /// The file holding the SASL password (kept off the command line).
     #[arg(long, value_name = "FILE", requires = "sasl_user")]
     sasl_password_file: Option<PathBuf>,
+    /// The SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, value_name = "MECHANISM", default_value = "PLAIN")]
+    sasl_mechanism: String,
 }
 
 #[derive(Subcommand)]
@@ -242,10 +254,6 @@ fn policy_test(args: TestArgs) -> ExitCode {
 }
 
 fn replay(args: ReplayArgs) -> ExitCode {
-    if !args.dry_run {
-        eprintln!("meshgate replay: only --dry-run is implemented in this build (writing records back comes with dead-letter topics)");
-        return ExitCode::from(2);
-    }
     let set = match meshgate::policy::load::load_dir(&args.policies) {
         Ok(set) => set,
         Err(errors) => {
@@ -280,9 +288,20 @@ fn replay(args: ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sasl_plain = match (&args.sasl_user, &args.sasl_password_file) {
+    let Some(mechanism) = meshgate::own_client::Mechanism::from_name(&args.sasl_mechanism) else {
+        eprintln!(
+            "meshgate replay: --sasl-mechanism `{}` is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+            args.sasl_mechanism
+        );
+        return ExitCode::from(2);
+    };
+    let sasl = match (&args.sasl_user, &args.sasl_password_file) {
         (Some(user), Some(file)) => match std::fs::read_to_string(file) {
-            Ok(p) => Some((user.clone(), p.trim_end_matches(['\n', '\r']).to_string())),
+            Ok(p) => Some(meshgate::own_client::Sasl {
+                mechanism,
+                username: user.clone(),
+                password: p.trim_end_matches(['\n', '\r']).to_string(),
+            }),
             Err(e) => {
                 eprintln!("meshgate replay: {}: {e}", file.display());
                 return ExitCode::from(2);
@@ -293,10 +312,18 @@ fn replay(args: ReplayArgs) -> ExitCode {
     let request = meshgate::replay::Request {
         bootstrap: &args.bootstrap,
         topic: &args.from,
-        last: args.last,
+        last: match (args.last, &args.to) {
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => None,
+            (None, None) => Some(1000),
+        },
         examples: args.examples,
-        tls,
-        sasl_plain,
+        settings: meshgate::own_client::Settings {
+            tls,
+            sasl,
+            ..Default::default()
+        },
+        to: args.to.as_deref(),
     };
     match runtime.block_on(meshgate::replay::dry_run(&request, &set)) {
         Ok(run) if args.json => {

@@ -23,6 +23,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::own_client::batch::OwnedRecord;
+use crate::own_client::producer::{Producer, WriteError};
+use crate::own_client::{ClientError, Conn, Settings};
+use crate::policy::judge::{Limits, PartitionVerdict, RequestInflater};
+use crate::policy::PolicySet;
+use crate::protocol::records::{batches, RecordView};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -32,38 +38,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
-use tokio::net::TcpStream;
 
-use crate::proxy::stream::Stream;
-
-use crate::policy::judge::{Limits, PartitionVerdict, RequestInflater};
-use crate::policy::PolicySet;
-use crate::protocol::client::{call, CallError};
-use crate::protocol::records::batches;
-
-/// Why a dry run could not read the topic.
+/// Why a replay could not read the topic or write the records.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("cannot connect to {addr}: {source}")]
-    Connect {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("{addr}: TLS: {source}")]
-    Tls {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("{0}: not a host name for TLS")]
-    ServerName(String),
-    #[error("{addr}: SASL/PLAIN authentication failed: error code {code}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
-    Auth {
-        addr: String,
-        code: i16,
-        message: Option<String>,
-    },
     #[error(transparent)]
-    Call(#[from] CallError),
+    Client(#[from] ClientError),
     #[error("topic `{topic}`: {what} error code {code}")]
     Kafka {
         topic: String,
@@ -76,6 +56,12 @@ pub enum ReplayError {
     NoLeader { partition: i32, leader: i32 },
     #[error("partition {partition}: the fetch made no progress at offset {offset}")]
     Stuck { partition: i32, offset: i64 },
+    #[error("writing to `{topic}`: {source} ({moved} record(s) were written before)")]
+    Write {
+        topic: String,
+        moved: u64,
+        source: WriteError,
+    },
 }
 
 /// One rule's count, with examples.
@@ -88,7 +74,7 @@ pub struct RuleCount {
     pub examples: Vec<(i32, i64, String)>,
 }
 
-/// The verdicts on the records read.
+/// The verdicts on the records read, and for a replay `--to`, what was written.
 #[derive(Debug, Default, Serialize)]
 pub struct DryRun {
     pub topic: String,
@@ -99,29 +85,38 @@ pub struct DryRun {
     pub rejected: u64,
     /// By rule, most records first.
     pub by_rule: Vec<RuleCount>,
+    /// The topic the accepted records were written to (`--to`); none for a dry run.
+    pub to: Option<String>,
+    /// Records written to `to`.
+    pub moved: u64,
 }
 
-/// What one dry run reads, and how many examples it keeps per rule.
+/// What one replay reads, and how many examples it keeps per rule.
 pub struct Request<'a> {
     pub bootstrap: &'a str,
     pub topic: &'a str,
-    pub last: u64,
+    /// The latest N records over all partitions; `None`: every record.
+    pub last: Option<u64>,
     pub examples: usize,
-    /// TLS to every broker, when the cluster's listener is TLS.
-    pub tls: Option<tokio_rustls::TlsConnector>,
-    /// SASL/PLAIN (user, password) on every connection.
-    pub sasl_plain: Option<(String, String)>,
+    /// How to connect and authenticate (TLS, SASL).
+    pub settings: Settings,
+    /// Write the records that pass to this topic (else judge only).
+    pub to: Option<&'a str>,
 }
 
-/// Reads and judges. `set` is the policy set to judge under (typically the one about to be
-/// deployed).
+/// Records written per produce call at most.
+const CHUNK: usize = 500;
+
+/// Reads and judges; with `req.to`, writes the records that pass to it. `set` is the policy set
+/// to judge under (typically the one about to be deployed, or the one in force).
 pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, ReplayError> {
-    let mut bootstrap = connect(req.bootstrap, req).await?;
+    let mut bootstrap = Conn::connect(req.bootstrap, &req.settings).await?;
     let mut metadata = MetadataRequest::default();
     let mut t = MetadataRequestTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(req.topic.to_string())));
     metadata.topics = Some(vec![t]);
-    let md = call(&mut bootstrap, 1, 12, &metadata).await?;
+    metadata.allow_auto_topic_creation = false;
+    let (_, md) = bootstrap.call(12, &metadata).await?;
     let topic = md
         .topics
         .first()
@@ -148,33 +143,49 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
         .map(|p| (p.partition_index, p.leader_id.0))
         .collect();
     partitions.sort_unstable();
-    let share = req.last.div_ceil(partitions.len().max(1) as u64);
+    let share = req.last.map(|n| n.div_ceil(partitions.len().max(1) as u64));
 
     let decoders = set.compile_decoders();
-    let plan = set.plan_topic(req.topic);
+    // Records are judged as a produce to where they go: the `--to` topic, or where they are.
+    let target = req.to.unwrap_or(req.topic);
+    let plan = set.plan_topic(target);
+    let producer = req.to.map(|_| {
+        Producer::start(
+            vec![req.bootstrap.to_string()],
+            req.settings.clone(),
+            std::time::Duration::from_secs(30),
+        )
+    });
     let mut tally = Tally::new(req.examples);
     let mut out = DryRun {
         topic: req.topic.to_string(),
+        to: req.to.map(str::to_string),
         ..DryRun::default()
     };
-    let mut leaders: HashMap<i32, Stream> = HashMap::new();
-    let mut correlation = 10;
+    let mut leaders: HashMap<i32, Conn> = HashMap::new();
     for (partition, leader) in partitions {
         let addr = brokers
             .get(&leader)
             .ok_or(ReplayError::NoLeader { partition, leader })?;
         let conn = match leaders.entry(leader) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(connect(addr, req).await?),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Conn::connect(addr, &req.settings).await?)
+            }
         };
-        let earliest = offset_at(conn, req.topic, partition, -2, &mut correlation).await?;
-        let end = offset_at(conn, req.topic, partition, -1, &mut correlation).await?;
-        let start = earliest.max(end - i64::try_from(share).unwrap_or(i64::MAX));
+        let earliest = offset_at(conn, req.topic, partition, -2).await?;
+        let end = offset_at(conn, req.topic, partition, -1).await?;
+        let start = match share {
+            Some(n) => earliest.max(end - i64::try_from(n).unwrap_or(i64::MAX)),
+            None => earliest,
+        };
         out.ranges.push((partition, start, end));
         let mut next = start;
+        // Records to write, by destination hint.
+        let mut chunk: Vec<OwnedRecord> = Vec::new();
+        let mut chunk_hint = partition;
         while next < end {
-            correlation += 1;
-            let records = fetch(conn, req.topic, partition, next, correlation).await?;
+            let records = fetch(conn, req.topic, partition, next).await?;
             let before = next;
             for batch in batches(&records).map_while(Result::ok) {
                 if batch.is_control() {
@@ -186,9 +197,12 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
                 let Ok(inflated) = inflater.inflate(&batch) else {
                     break;
                 };
-                // The batch as the producer wrote it: batch-level rules, once.
+                // A dry run judges the batch as the producer wrote it: batch-level rules, once.
+                // A replay writes its own batches (uncompressed, idempotent, acks=all): only the
+                // records are judged.
                 let batch_refusal = match &plan {
                     Err(r) => Some((r.policy, r.rule.clone(), r.message.clone())),
+                    Ok(_) if req.to.is_some() => None,
                     Ok(plan) => {
                         match set.judge_partition(plan, -1, Some(batch.bytes), &limits, &decoders) {
                             PartitionVerdict::Reject { rejection, .. }
@@ -213,7 +227,18 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
                         (None, Err(_)) => unreachable!("a refused plan refuses every batch"),
                     };
                     match verdict {
-                        None => out.accepted += 1,
+                        None => {
+                            out.accepted += 1;
+                            if req.to.is_some() {
+                                let (owned, hint) =
+                                    as_sent(&record, batch.base_timestamp, partition);
+                                if hint != chunk_hint || chunk.len() >= CHUNK {
+                                    write(&producer, req, &mut chunk, chunk_hint, &mut out).await?;
+                                }
+                                chunk_hint = hint;
+                                chunk.push(owned);
+                            }
+                        }
                         Some((policy, rule, message)) => {
                             out.rejected += 1;
                             tally.add(policy, rule, partition, offset, message);
@@ -228,9 +253,68 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
                 });
             }
         }
+        write(&producer, req, &mut chunk, chunk_hint, &mut out).await?;
     }
     out.by_rule = tally.into_sorted();
     Ok(out)
+}
+
+/// A record as its producer sent it: meshgate's `meshgate.*` headers dropped, and the partition
+/// it was first sent to (`meshgate.partition`, else the one it is read from) as the hint.
+fn as_sent(record: &RecordView<'_>, base_timestamp: i64, partition: i32) -> (OwnedRecord, i32) {
+    let copy = |b: &[u8]| Bytes::copy_from_slice(b);
+    let mut hint = partition;
+    let mut headers = Vec::new();
+    for (k, v) in record.headers() {
+        if k == b"meshgate.partition" {
+            if let Some(p) = v.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()) {
+                hint = p;
+            }
+        }
+        if !k.starts_with(b"meshgate.") {
+            headers.push((copy(k), v.map(copy)));
+        }
+    }
+    let owned = OwnedRecord {
+        key: record.key.map(copy),
+        value: record.value.map(copy),
+        headers,
+        timestamp: base_timestamp.saturating_add(record.timestamp_delta),
+    };
+    (owned, hint)
+}
+
+/// Writes the chunk to `req.to` and empties it.
+async fn write(
+    producer: &Option<Producer>,
+    req: &Request<'_>,
+    chunk: &mut Vec<OwnedRecord>,
+    hint: i32,
+    out: &mut DryRun,
+) -> Result<(), ReplayError> {
+    let (Some(producer), Some(to)) = (producer, req.to) else {
+        return Ok(());
+    };
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    let records = std::mem::take(chunk);
+    let n = records.len() as u64;
+    let written = producer
+        .write(std::sync::Arc::from(to), hint, records)
+        .await
+        .unwrap_or(Err(WriteError::Stopped));
+    match written {
+        Ok(_) => {
+            out.moved += n;
+            Ok(())
+        }
+        Err(source) => Err(ReplayError::Write {
+            topic: to.to_string(),
+            moved: out.moved,
+            source,
+        }),
+    }
 }
 
 struct Tally {
@@ -291,8 +375,20 @@ impl DryRun {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let _ = writeln!(s, "would accept: {}", self.accepted);
-        let _ = writeln!(s, "would reject: {}", self.rejected);
+        match &self.to {
+            Some(to) => {
+                let _ = writeln!(s, "moved to `{to}`: {}", self.moved);
+                let _ = writeln!(
+                    s,
+                    "left in `{}` (still refused): {}",
+                    self.topic, self.rejected
+                );
+            }
+            None => {
+                let _ = writeln!(s, "would accept: {}", self.accepted);
+                let _ = writeln!(s, "would reject: {}", self.rejected);
+            }
+        }
         for r in &self.by_rule {
             let _ = writeln!(s, "  {} ({}): {}", r.rule, r.policy, r.records);
             for (p, o, m) in &r.examples {
@@ -303,79 +399,13 @@ impl DryRun {
     }
 }
 
-/// A connection to `addr`, with TLS and SASL/PLAIN as `req` asks.
-async fn connect(addr: &str, req: &Request<'_>) -> Result<Stream, ReplayError> {
-    let mut stream = open(addr, req.tls.as_ref()).await?;
-    if let Some((user, password)) = &req.sasl_plain {
-        plain(&mut stream, addr, user, password).await?;
-    }
-    Ok(stream)
-}
-
-/// SaslHandshake v1 for PLAIN, then SaslAuthenticate v2 with `NUL user NUL password`.
-async fn plain(
-    stream: &mut Stream,
-    addr: &str,
-    user: &str,
-    password: &str,
-) -> Result<(), ReplayError> {
-    use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
-    let refused = |code, message: Option<String>| ReplayError::Auth {
-        addr: addr.to_string(),
-        code,
-        message,
-    };
-    let mut hs = SaslHandshakeRequest::default();
-    hs.mechanism = StrBytes::from_static_str("PLAIN");
-    let answer = call(stream, 1, 1, &hs).await?;
-    if answer.error_code != 0 {
-        return Err(refused(answer.error_code, None));
-    }
-    let mut auth = SaslAuthenticateRequest::default();
-    auth.auth_bytes = Bytes::from(format!("\0{user}\0{password}").into_bytes());
-    let answer = call(stream, 2, 2, &auth).await?;
-    if answer.error_code != 0 {
-        let message = answer.error_message.map(|m| m.to_string());
-        return Err(refused(answer.error_code, message));
-    }
-    Ok(())
-}
-
-async fn open(addr: &str, tls: Option<&tokio_rustls::TlsConnector>) -> Result<Stream, ReplayError> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|source| ReplayError::Connect {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let Some(tls) = tls else {
-        return Ok(Stream::Plain(tcp));
-    };
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|_| ReplayError::ServerName(addr.to_string()))?;
-    let stream = tls
-        .connect(name, tcp)
-        .await
-        .map_err(|source| ReplayError::Tls {
-            addr: addr.to_string(),
-            source,
-        })?;
-    Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(
-        stream,
-    ))))
-}
-
 /// The offset ListOffsets gives for `timestamp` (-2 earliest, -1 latest).
 async fn offset_at(
-    conn: &mut Stream,
+    conn: &mut Conn,
     topic: &str,
     partition: i32,
     timestamp: i64,
-    correlation: &mut i32,
 ) -> Result<i64, ReplayError> {
-    *correlation += 1;
     let mut p = ListOffsetsPartition::default();
     p.partition_index = partition;
     p.current_leader_epoch = -1;
@@ -386,7 +416,7 @@ async fn offset_at(
     let mut req = ListOffsetsRequest::default();
     req.replica_id = BrokerId(-1);
     req.topics = vec![t];
-    let resp = call(conn, *correlation, 7, &req).await?;
+    let (_, resp) = conn.call(7, &req).await?;
     let part = resp.topics.first().and_then(|t| t.partitions.first());
     let part = answered(part, |p| p.error_code, topic, "ListOffsets")?;
     Ok(part.offset)
@@ -412,11 +442,10 @@ fn answered<'a, P>(
 
 /// One Fetch of `partition` from `offset`: the record batches returned.
 async fn fetch(
-    conn: &mut Stream,
+    conn: &mut Conn,
     topic: &str,
     partition: i32,
     offset: i64,
-    correlation: i32,
 ) -> Result<Bytes, ReplayError> {
     let mut p = FetchPartition::default();
     p.partition = partition;
@@ -434,7 +463,7 @@ async fn fetch(
     req.max_bytes = 16 * 1024 * 1024;
     req.session_epoch = -1;
     req.topics = vec![t];
-    let resp = call(conn, correlation, 12, &req).await?;
+    let (_, resp) = conn.call(12, &req).await?;
     let part = resp.responses.first().and_then(|t| t.partitions.first());
     let part = answered(part, |p| p.error_code, topic, "Fetch")?;
     Ok(part.records.clone().unwrap_or_default())

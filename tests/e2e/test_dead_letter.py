@@ -342,3 +342,39 @@ def test_dead_letters_survive_a_broker_restart_written_in_meshgates_own_scram_na
     finally:
         assert gw.stop() == 0
         kafka.stop()
+
+
+def test_replay_moves_the_dead_letters_that_pass_now_and_leaves_the_rest(broker, logdir, tmp_path):
+    """After a rule is relaxed, `meshgate replay --from DLQ --to TOPIC` writes the dead letters
+    that pass the new policies to the topic, as they were first sent (meshgate's headers dropped),
+    counts the others by rule, and leaves the dead-letter topic as it was."""
+    run = uuid.uuid4().hex[:8]
+    topic, dlq = f"dl.replay{run}.v1", f"dl.replay{run}.dlq"
+    policies = policy_dir(tmp_path, contract("dl-replay", topic, dlq))
+    gw = start_gateway(broker.bootstrap, logdir, policies=policies)
+    try:
+        create_topic(broker.bootstrap, topic, partitions=2)
+        create_topic(broker.bootstrap, dlq, partitions=1)
+        totals = [-1.0, -5.0, -1.5, -7.0, 3.0]
+        errors = send(gw.bootstrap, topic, [(f"r{i}".encode(), order(run, i, t), [("h", b"v")])
+                                            for i, t in enumerate(totals)])
+        assert [e is None for e in errors] == [False, False, False, False, True]
+    finally:
+        assert gw.stop() == 0
+    relaxed = policy_dir(tmp_path, contract("dl-replay", topic, dlq).replace(
+        "order_total > 0", "order_total > -2"))
+    binary = ROOT / "target" / "debug" / "meshgate"
+    out = subprocess.run([binary, "replay", "--from", dlq, "--to", topic, "--policies", relaxed,
+                          "--bootstrap", broker.bootstrap, "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout)
+    assert (result["records"], result["moved"], result["rejected"]) == (4, 2, 2), result
+    assert [(r["rule"], r["records"]) for r in result["by_rule"]] == [("order_total > -2", 2)]
+    main = read_all(broker.bootstrap, topic, partitions=2)
+    assert sorted(m.key() for m in main) == [b"r0", b"r2", b"r4"]
+    moved = [m for m in main if m.key() in (b"r0", b"r2")]
+    for m in moved:
+        assert m.headers() == [("h", b"v")], m.headers()
+        assert m.partition() == 0 and m.timestamp()[1] == 1_700_000_000_123
+    assert len(read_all(broker.bootstrap, dlq)) == 4, "the dead-letter topic is left as it was"

@@ -579,4 +579,4 @@ def test_replay_dry_run_counts_a_known_mix_by_rule(broker, tmp_path):
     got = [v for v in consume(broker.bootstrap, [topic], expected=len(values))]
     assert sorted(got) == sorted(values)
     assert subprocess.run([binary, "replay", "--from", topic, "--policies", policies],
-                          capture_output=True, text=True).returncode == 2, "only --dry-run"
+                          capture_output=True, text=True).returncode == 2, "one of --dry-run and --to"
