@@ -112,11 +112,18 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
     }
     let security = crate::proxy::Security::load(&config)?;
     let admin_security = admin::AdminSecurity::load(&config)?;
+    // meshgate's own producer: dead letters, and the audit topic.
+    let producer = crate::own_client::producer::Producer::start(
+        config.upstream.clone(),
+        security.own.clone(),
+        config.own_client.write_timeout,
+    );
     let audit = match config.audit.clone() {
         Some(a) => {
-            let file = a.file.clone();
-            let log = crate::audit::AuditLog::start(a, metrics.audit_counters())?;
-            tracing::info!(file = %file.display(), "audit trail on");
+            let (file, topic) = (a.file.clone(), a.topic.clone());
+            let log =
+                crate::audit::AuditLog::start(a, metrics.audit_counters(), Some(producer.clone()))?;
+            tracing::info!(file = ?file, topic = ?topic, "audit trail on");
             Some(log)
         }
         None => None,
@@ -128,6 +135,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
         shutdown.clone(),
         security,
         audit,
+        producer,
     );
     gateway
         .tasks

@@ -18,6 +18,14 @@
 //! to forward while its audit disk stalled would take the platform down with it. Shutdown flushes
 //! what was queued.
 //!
+//! **A Kafka topic as well, or instead** (`audit.topic`): the writer hands each pass's lines to
+//! meshgate's own producer (one record per line, value = the line without its newline, all to
+//! partition 0 so the topic keeps the chain's order) and counts what the cluster acknowledged
+//! (`outcome="topic_written"`) or did not (`"topic_failed"`); it never waits for the cluster but
+//! at shutdown (up to the flush timeout). With a file, the chain continues the file's; with a topic
+//! only, each start begins a new chain from [`GENESIS`] (read the topic in order and verify it as
+//! a file: its lines are the file's lines).
+//!
 //! Events hold no record data: the reason is the refusal's message (rule, field names, types),
 //! and secrets never reach this module.
 
@@ -26,9 +34,12 @@ use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+
+use crate::own_client::batch::OwnedRecord;
+use crate::own_client::producer::{Producer, WriteError, Written};
 
 /// Events queued for the writer at most; past it they are dropped and counted. At the writer's
 /// pace of one pass per [`BATCH_WINDOW`], that is 6.5M events a second before a drop.
@@ -43,7 +54,10 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// Where and how the trail is written (the gateway config's `audit:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
-    pub file: PathBuf,
+    /// The JSON-lines file, when there is one.
+    pub file: Option<PathBuf>,
+    /// The Kafka topic, when there is one (written through the own producer).
+    pub topic: Option<Arc<str>>,
     /// Rotate when the file reaches this size.
     pub max_bytes: u64,
     /// Rotated files kept (`FILE.1` is the newest).
@@ -96,6 +110,9 @@ pub struct AuditCounters {
     pub written: prometheus::IntCounter,
     pub dropped: prometheus::IntCounter,
     pub failed: prometheus::IntCounter,
+    /// Lines the audit topic's partition acknowledged, and lines it did not take.
+    pub topic_written: prometheus::IntCounter,
+    pub topic_failed: prometheus::IntCounter,
 }
 
 /// The sending side: cheap to clone, never blocks.
@@ -119,27 +136,47 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("audit writer thread: {source}")]
+    Thread { source: std::io::Error },
 }
 
 impl AuditLog {
     /// Opens (or creates) the file, continues the chain found in it, and starts the writer.
-    pub fn start(config: AuditConfig, counters: AuditCounters) -> Result<AuditLog, AuditError> {
-        let path = config.file.clone();
-        let io = |source| AuditError::Io {
-            path: path.clone(),
-            source,
-        };
-        let (seq, prev) = last_link(&config.file).map_err(io)?;
-        let mut file = open_append(&config.file).map_err(io)?;
-        // A line torn by a crash stays on its own line (verify reports it); the chain goes on
-        // from the last whole one.
-        if !ends_with_newline(&config.file).map_err(io)? {
-            file.write_all(b"\n").map_err(io)?;
+    /// `producer` writes the lines to `config.topic`, when one is set.
+    pub fn start(
+        config: AuditConfig,
+        counters: AuditCounters,
+        producer: Option<Producer>,
+    ) -> Result<AuditLog, AuditError> {
+        let (mut seq, mut prev, mut out, mut size) = (0, GENESIS.to_string(), None, 0);
+        if let Some(path) = &config.file {
+            let io = |source| AuditError::Io {
+                path: path.clone(),
+                source,
+            };
+            (seq, prev) = last_link(path).map_err(io)?;
+            let mut file = open_append(path).map_err(io)?;
+            // A line torn by a crash stays on its own line (verify reports it); the chain goes
+            // on from the last whole one.
+            if !ends_with_newline(path).map_err(io)? {
+                file.write_all(b"\n").map_err(io)?;
+            }
+            size = file.metadata().map_err(io)?.len();
+            out = Some(BufWriter::with_capacity(256 * 1024, file));
         }
-        let size = file.metadata().map_err(io)?.len();
+        let sink = match (&config.topic, producer) {
+            (Some(topic), Some(producer)) => Some(TopicSink {
+                producer,
+                topic: topic.clone(),
+                pending: Vec::new(),
+                inflight: std::collections::VecDeque::new(),
+            }),
+            _ => None,
+        };
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let writer = Writer {
-            out: BufWriter::with_capacity(256 * 1024, file),
+            out,
+            sink,
             size,
             seq,
             prev,
@@ -149,7 +186,7 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("meshgate-audit".into())
             .spawn(move || writer.run(rx))
-            .map_err(io)?;
+            .map_err(|source| AuditError::Thread { source })?;
         Ok(AuditLog { tx, counters })
     }
 
@@ -181,7 +218,8 @@ pub fn now_ms() -> u64 {
 }
 
 struct Writer {
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
+    sink: Option<TopicSink>,
     size: u64,
     seq: u64,
     prev: String,
@@ -223,6 +261,11 @@ impl Writer {
                 };
             }
             self.flush();
+            if !acks.is_empty() {
+                if let Some(sink) = &mut self.sink {
+                    sink.settle(&self.counters, Some(Instant::now() + FLUSH_WAIT));
+                }
+            }
             acks.drain(..).for_each(|a| {
                 let _ = a.send(());
             });
@@ -231,35 +274,57 @@ impl Writer {
     }
 
     fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            self.counters.failed.inc();
-            tracing::error!(error = %e, file = %self.config.file.display(), "audit trail flush failed");
+        if let Some(out) = &mut self.out {
+            if let Err(e) = out.flush() {
+                self.counters.failed.inc();
+                tracing::error!(error = %e, file = ?self.config.file, "audit trail flush failed");
+            }
+        }
+        if let Some(sink) = &mut self.sink {
+            sink.send();
+            sink.settle(&self.counters, None);
         }
     }
 
     fn write(&mut self, event: &AuditEvent) {
         let line = chain_line(self.seq + 1, &self.prev, event);
-        if let Err(e) = self.out.write_all(line.text.as_bytes()) {
-            self.counters.failed.inc();
-            tracing::error!(error = %e, file = %self.config.file.display(), "audit trail write failed");
-            return;
+        if let Some(out) = &mut self.out {
+            if let Err(e) = out.write_all(line.text.as_bytes()) {
+                self.counters.failed.inc();
+                tracing::error!(error = %e, file = ?self.config.file, "audit trail write failed");
+                if self.sink.is_none() {
+                    return;
+                }
+            } else {
+                self.size += line.text.len() as u64;
+                self.counters.written.inc();
+            }
+        }
+        if let Some(sink) = &mut self.sink {
+            let text = line.text.trim_end_matches('\n');
+            sink.pending.push(OwnedRecord {
+                key: None,
+                value: Some(bytes::Bytes::copy_from_slice(text.as_bytes())),
+                headers: Vec::new(),
+                timestamp: event.time_ms as i64,
+            });
         }
         self.seq += 1;
         self.prev = line.hash;
-        self.size += line.text.len() as u64;
-        self.counters.written.inc();
-        if self.size >= self.config.max_bytes {
+        if self.out.is_some() && self.size >= self.config.max_bytes {
             if let Err(e) = self.rotate() {
                 self.counters.failed.inc();
-                tracing::error!(error = %e, file = %self.config.file.display(), "audit trail rotation failed");
+                tracing::error!(error = %e, file = ?self.config.file, "audit trail rotation failed");
             }
         }
     }
 
     /// FILE → FILE.1 → FILE.2 ... (the oldest past `keep` is removed), then a new FILE.
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.out.flush()?;
-        let path = &self.config.file;
+        let (Some(out), Some(path)) = (&mut self.out, &self.config.file) else {
+            return Ok(());
+        };
+        out.flush()?;
         let numbered = |n: usize| PathBuf::from(format!("{}.{n}", path.display()));
         let _ = std::fs::remove_file(numbered(self.config.keep.max(1)));
         for n in (1..self.config.keep.max(1)).rev() {
@@ -268,9 +333,72 @@ impl Writer {
             }
         }
         std::fs::rename(path, numbered(1))?;
-        self.out = BufWriter::with_capacity(256 * 1024, open_append(path)?);
+        self.out = Some(BufWriter::with_capacity(256 * 1024, open_append(path)?));
         self.size = 0;
         Ok(())
+    }
+}
+
+/// How long a flush (shutdown) waits for the audit topic's acknowledgements.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
+/// Writes to the audit topic awaiting an answer at most; past it, a pass's lines are counted as
+/// failed instead of queued behind a cluster that does not answer.
+const MAX_TOPIC_INFLIGHT: usize = 256;
+
+type Answer = tokio::sync::oneshot::Receiver<Result<Written, WriteError>>;
+
+/// The audit topic: the lines of the current pass, and the writes awaiting an answer (in order).
+struct TopicSink {
+    producer: Producer,
+    topic: Arc<str>,
+    pending: Vec<OwnedRecord>,
+    inflight: std::collections::VecDeque<(u64, Answer)>,
+}
+
+impl TopicSink {
+    /// Hands the pass's lines to the own producer, as one write.
+    fn send(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut self.pending);
+        let n = records.len() as u64;
+        if self.inflight.len() >= MAX_TOPIC_INFLIGHT {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(Err(WriteError::Busy));
+            self.inflight.push_back((n, rx));
+            return;
+        }
+        let answer = self.producer.write(self.topic.clone(), 0, records);
+        self.inflight.push_back((n, answer));
+    }
+
+    /// Counts the answered writes, oldest first; with a deadline, waits for all of them until it.
+    fn settle(&mut self, counters: &AuditCounters, until: Option<Instant>) {
+        while let Some((n, answer)) = self.inflight.front_mut() {
+            let result = match answer.try_recv() {
+                Ok(r) => r,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Err(WriteError::Stopped),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => match until {
+                    Some(t) if Instant::now() < t => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    _ => return,
+                },
+            };
+            let n = *n;
+            self.inflight.pop_front();
+            match result {
+                Ok(_) => counters.topic_written.inc_by(n),
+                Err(e) => {
+                    counters.topic_failed.inc_by(n);
+                    if let Some(suppressed) = crate::proxy::rejection::log_budget() {
+                        tracing::warn!(topic = %self.topic, lines = n, error = %e, suppressed_since_last = suppressed, "audit lines not written to the audit topic");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -488,6 +616,8 @@ mod tests {
             written: prometheus::IntCounter::new("w", "w").unwrap(),
             dropped: prometheus::IntCounter::new("d", "d").unwrap(),
             failed: prometheus::IntCounter::new("f", "f").unwrap(),
+            topic_written: prometheus::IntCounter::new("tw", "tw").unwrap(),
+            topic_failed: prometheus::IntCounter::new("tf", "tf").unwrap(),
         }
     }
 
@@ -523,25 +653,26 @@ mod tests {
     fn a_written_chain_verifies_and_continues_after_a_restart() {
         let d = dir();
         let config = AuditConfig {
-            file: d.join("audit.jsonl"),
+            file: Some(d.join("audit.jsonl")),
+            topic: None,
             max_bytes: AuditConfig::DEFAULT_MAX_BYTES,
             keep: 3,
         };
         let c = counters();
-        let log = AuditLog::start(config.clone(), c.clone()).unwrap();
+        let log = AuditLog::start(config.clone(), c.clone(), None).unwrap();
         (0..5).for_each(|i| log.record(event(i)));
         assert!(log.flush(Duration::from_secs(5)));
         drop(log);
         // A restart continues the chain from the file's last line.
-        let log = AuditLog::start(config.clone(), c.clone()).unwrap();
+        let log = AuditLog::start(config.clone(), c.clone(), None).unwrap();
         (5..8).for_each(|i| log.record(event(i)));
         assert!(log.flush(Duration::from_secs(5)));
-        let v = verify(std::slice::from_ref(&config.file)).unwrap();
+        let v = verify(std::slice::from_ref(config.file.as_ref().unwrap())).unwrap();
         assert_eq!(v.lines, 8);
         assert_eq!(v.first_seq, Some(1));
         assert_eq!(v.first_prev.as_deref(), Some(GENESIS));
         assert_eq!(c.written.get(), 8);
-        let text = std::fs::read_to_string(&config.file).unwrap();
+        let text = std::fs::read_to_string(config.file.as_ref().unwrap()).unwrap();
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(first["decision"], "rejected");
         assert_eq!(first["rule"], "total > 0");
@@ -552,28 +683,32 @@ mod tests {
     fn a_torn_last_line_is_left_as_it_is_and_the_chain_goes_on_from_the_last_whole_one() {
         let d = dir();
         let config = AuditConfig {
-            file: d.join("torn.jsonl"),
+            file: Some(d.join("torn.jsonl")),
+            topic: None,
             max_bytes: AuditConfig::DEFAULT_MAX_BYTES,
             keep: 1,
         };
-        let log = AuditLog::start(config.clone(), counters()).unwrap();
+        let log = AuditLog::start(config.clone(), counters(), None).unwrap();
         (0..3).for_each(|i| log.record(event(i)));
         assert!(log.flush(Duration::from_secs(5)));
         drop(log);
         // A crash in the middle of the fourth line.
-        let mut f = OpenOptions::new().append(true).open(&config.file).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(config.file.as_ref().unwrap())
+            .unwrap();
         f.write_all(br#"{"seq":4,"prev":"ab"#).unwrap();
         drop(f);
-        let log = AuditLog::start(config.clone(), counters()).unwrap();
+        let log = AuditLog::start(config.clone(), counters(), None).unwrap();
         log.record(event(9));
         assert!(log.flush(Duration::from_secs(5)));
-        let text = std::fs::read_to_string(&config.file).unwrap();
+        let text = std::fs::read_to_string(config.file.as_ref().unwrap()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "the torn line keeps a line of its own");
         let last: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
         assert_eq!(last["seq"], 4, "the chain continues from seq 3");
         // verify names the torn line, and nothing before it.
-        let e = verify(std::slice::from_ref(&config.file))
+        let e = verify(std::slice::from_ref(config.file.as_ref().unwrap()))
             .unwrap_err()
             .to_string();
         assert!(e.contains("torn.jsonl:4: not an audit line"), "{e}");
@@ -636,17 +771,19 @@ mod tests {
     fn rotation_keeps_the_chain_across_files_and_drops_the_oldest() {
         let d = dir();
         let config = AuditConfig {
-            file: d.join("r.jsonl"),
+            file: Some(d.join("r.jsonl")),
+            topic: None,
             max_bytes: 1_000,
             keep: 2,
         };
-        let log = AuditLog::start(config.clone(), counters()).unwrap();
+        let log = AuditLog::start(config.clone(), counters(), None).unwrap();
         (0..20).for_each(|i| log.record(event(i)));
         assert!(log.flush(Duration::from_secs(5)));
-        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", config.file.display()));
+        let numbered =
+            |n: usize| PathBuf::from(format!("{}.{n}", config.file.as_ref().unwrap().display()));
         assert!(numbered(1).exists() && numbered(2).exists());
         assert!(!numbered(3).exists(), "keep: 2");
-        let v = verify(&[numbered(2), numbered(1), config.file.clone()]).unwrap();
+        let v = verify(&[numbered(2), numbered(1), config.file.clone().unwrap()]).unwrap();
         assert!(v.lines > 2 && v.lines < 20, "{v:?}");
         assert_ne!(
             v.first_prev.as_deref(),

@@ -130,7 +130,10 @@ impl Default for OwnClient {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditFile {
-    pub file: PathBuf,
+    /// The JSON-lines file.
+    pub file: Option<PathBuf>,
+    /// A Kafka topic the lines are written to as well (or instead), through the own producer.
+    pub topic: Option<String>,
     /// Rotate at this size (default 100 MiB).
     pub max_bytes: Option<u64>,
     /// Rotated files kept (default 10).
@@ -448,8 +451,22 @@ impl ConfigFile {
             ));
         }
 
+        if let Some(a) = &self.audit {
+            if a.file.is_none() && a.topic.is_none() {
+                errors.push(invalid("audit", "needs `file`, `topic`, or both"));
+            }
+            if let Some(t) = &a.topic {
+                if !crate::policy::is_valid_topic_name(t) {
+                    errors.push(invalid(
+                        "audit.topic",
+                        format!("`{t}` is not a valid Kafka topic name"),
+                    ));
+                }
+            }
+        }
         let audit = self.audit.map(|a| crate::audit::AuditConfig {
             file: a.file,
+            topic: a.topic.map(|t| std::sync::Arc::from(t.as_str())),
             max_bytes: a
                 .max_bytes
                 .unwrap_or(crate::audit::AuditConfig::DEFAULT_MAX_BYTES),

@@ -59,6 +59,11 @@ pub(crate) fn gateway_over(dir: &std::path::Path, max_in_flight: Option<usize>) 
     let policies = Arc::new(
         PolicyStore::open(&config.policies, metrics.clone()).expect("example policies load"),
     );
+    let producer = crate::own_client::producer::Producer::start(
+        config.upstream.clone(),
+        Default::default(),
+        config.own_client.write_timeout,
+    );
     Gateway::new(
         config,
         metrics,
@@ -66,6 +71,7 @@ pub(crate) fn gateway_over(dir: &std::path::Path, max_in_flight: Option<usize>) 
         tokio_util::sync::CancellationToken::new(),
         Security::default(),
         None,
+        producer,
     )
 }
 

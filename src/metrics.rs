@@ -187,6 +187,9 @@ pub struct Metrics {
     /// acknowledged, invalid_record, not_acknowledged (`respond: success` for an idempotent or
     /// transactional batch), retriable (the write failed).
     pub dead_letter_partitions: IntCounterVec,
+    /// From handing a letter to the own producer to its answer: what a dead-lettered partition
+    /// adds to its request's latency.
+    pub dead_letter_write: Histogram,
     pub produce_records: IntCounterVec,
     pub bytes: IntCounterVec,
     /// `meshgate_bytes_total` handles for traffic no contract claims.
@@ -216,6 +219,8 @@ impl Metrics {
             written: c("written"),
             dropped: c("dropped"),
             failed: c("failed"),
+            topic_written: c("topic_written"),
+            topic_failed: c("topic_failed"),
         }
     }
 
@@ -368,6 +373,17 @@ impl Metrics {
             &["topic", "answer"],
         )
         .expect("valid metric");
+        let dead_letter_write = Histogram::with_opts(
+            HistogramOpts::new(
+                "meshgate_dead_letter_write_seconds",
+                "Time to write one refused partition's records to its dead-letter topic (the own producer's queue, its retries and the broker's acks=all answer)",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+        )
+        .expect("valid metric");
         let produce_records = IntCounterVec::new(
             Opts::new(
                 "meshgate_produce_records_total",
@@ -396,6 +412,7 @@ impl Metrics {
             Box::new(audit_events.clone()),
             Box::new(dead_letter_records.clone()),
             Box::new(dead_letter_partitions.clone()),
+            Box::new(dead_letter_write.clone()),
             Box::new(produce_records.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -444,6 +461,7 @@ impl Metrics {
             audit_events,
             dead_letter_records,
             dead_letter_partitions,
+            dead_letter_write,
             produce_accepted_other: produce_records.with_label_values(&["_other", "accepted"]),
             produce_rejected_other: produce_records.with_label_values(&["_other", "rejected"]),
             produce_records,

@@ -80,8 +80,9 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Starts the worker. It runs until every handle is dropped, so that writes owed to
-    /// connections still draining at shutdown are finished.
+    /// Starts the worker, on the current runtime (or a thread of its own outside one). It runs
+    /// until every handle is dropped, so that writes owed to connections still draining at
+    /// shutdown are finished.
     pub fn start(bootstrap: Vec<String>, settings: Settings, timeout: Duration) -> Producer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let worker = Worker {
@@ -94,7 +95,22 @@ impl Producer {
             id: None,
             sequences: HashMap::new(),
         };
-        tokio::spawn(worker.run(rx));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(worker.run(rx))),
+            // Started outside a runtime (a tool, a test): the worker gets a thread of its own.
+            Err(_) => {
+                let _ = std::thread::Builder::new()
+                    .name("meshgate-producer".into())
+                    .spawn(move || {
+                        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            rt.block_on(worker.run(rx));
+                        }
+                    });
+            }
+        }
         Producer { tx }
     }
 
@@ -599,6 +615,226 @@ mod tests {
         assert_eq!(classify(59), Outcome::NewProducerId);
         assert_eq!(classify(10), Outcome::Refused); // MESSAGE_TOO_LARGE
         assert_eq!(classify(29), Outcome::Refused); // TOPIC_AUTHORIZATION_FAILED
+    }
+
+    /// A one-broker fake cluster that answers what the own producer asks, with scripted Produce
+    /// error codes (one per Produce request, then 0), and records every batch's stamp.
+    mod fake {
+        use std::sync::{Arc, Mutex};
+
+        use bytes::Bytes;
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::messages::metadata_response::{
+            MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+        };
+        use kafka_protocol::messages::produce_response::{
+            PartitionProduceResponse, TopicProduceResponse,
+        };
+        use kafka_protocol::messages::*;
+        use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+        use crate::protocol::frame::{write_frame, FrameReader};
+        use crate::protocol::header::{join_response, split_request, RequestHeaderView};
+        use crate::protocol::records::batches;
+
+        #[derive(Default)]
+        pub struct Script {
+            /// Produce error codes to answer, in order; 0 once they run out.
+            pub errors: Mutex<Vec<i16>>,
+            /// (producer id, epoch, base sequence, records) of every batch received.
+            pub batches: Mutex<Vec<(i64, i16, i32, i32)>>,
+            pub init_calls: Mutex<i64>,
+        }
+
+        pub async fn start(script: Arc<Script>) -> String {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let (sock, _) = l.accept().await.unwrap();
+                    let script = script.clone();
+                    tokio::spawn(async move {
+                        let (r, mut w) = sock.into_split();
+                        let mut reader = FrameReader::new(r, 1 << 20);
+                        while let Ok(Some(frame)) = reader.read_frame().await {
+                            let h = RequestHeaderView::peek(&frame).unwrap();
+                            let api = h.api().unwrap();
+                            let v = h.api_version;
+                            let (head, mut body) = split_request(&frame, api, v).unwrap();
+                            let mut rh = ResponseHeader::default();
+                            rh.correlation_id = head.correlation_id;
+                            let out = answer(&script, api, v, &mut body, addr.port(), &rh);
+                            write_frame(&mut w, &out).await.unwrap();
+                        }
+                    });
+                }
+            });
+            addr.to_string()
+        }
+
+        fn join<M: Encodable>(rh: &ResponseHeader, api: ApiKey, v: i16, m: &M) -> Bytes {
+            join_response(rh, api, v, m).unwrap()
+        }
+
+        fn answer(
+            s: &Script,
+            api: ApiKey,
+            v: i16,
+            body: &mut Bytes,
+            port: u16,
+            rh: &ResponseHeader,
+        ) -> Bytes {
+            match api {
+                ApiKey::ApiVersions => {
+                    let mut r = ApiVersionsResponse::default();
+                    for (k, max) in [
+                        (ApiKey::ApiVersions, 3),
+                        (ApiKey::Metadata, 12),
+                        (ApiKey::InitProducerId, 4),
+                        (ApiKey::Produce, 9),
+                    ] {
+                        let mut a = ApiVersion::default();
+                        a.api_key = k as i16;
+                        a.max_version = max;
+                        r.api_keys.push(a);
+                    }
+                    join(rh, api, v, &r)
+                }
+                ApiKey::Metadata => {
+                    let req = MetadataRequest::decode(body, v).unwrap();
+                    let mut r = MetadataResponse::default();
+                    let mut b = MetadataResponseBroker::default();
+                    b.node_id = BrokerId(1);
+                    b.host = StrBytes::from_static_str("127.0.0.1");
+                    b.port = port as i32;
+                    r.brokers.push(b);
+                    for t in req.topics.unwrap_or_default() {
+                        let mut mt = MetadataResponseTopic::default();
+                        mt.name = t.name.clone();
+                        if t.name.as_ref().is_some_and(|n| n.0.as_str() == "missing") {
+                            mt.error_code = 3;
+                        } else {
+                            for i in 0..2 {
+                                let mut p = MetadataResponsePartition::default();
+                                p.partition_index = i;
+                                p.leader_id = BrokerId(1);
+                                mt.partitions.push(p);
+                            }
+                        }
+                        r.topics.push(mt);
+                    }
+                    join(rh, api, v, &r)
+                }
+                ApiKey::InitProducerId => {
+                    let mut calls = s.init_calls.lock().unwrap();
+                    *calls += 1;
+                    let mut r = InitProducerIdResponse::default();
+                    r.producer_id = ProducerId(100 * *calls);
+                    join(rh, api, v, &r)
+                }
+                ApiKey::Produce => {
+                    let req = ProduceRequest::decode(body, v).unwrap();
+                    let code = {
+                        let mut e = s.errors.lock().unwrap();
+                        if e.is_empty() {
+                            0
+                        } else {
+                            e.remove(0)
+                        }
+                    };
+                    let mut r = ProduceResponse::default();
+                    for t in req.topic_data {
+                        let mut tr = TopicProduceResponse::default();
+                        tr.name = t.name.clone();
+                        for p in t.partition_data {
+                            let data = p.records.clone().unwrap_or_default();
+                            for b in batches(&data).map(Result::unwrap) {
+                                s.batches.lock().unwrap().push((
+                                    b.producer_id,
+                                    b.producer_epoch,
+                                    b.base_sequence,
+                                    b.records_count,
+                                ));
+                            }
+                            let mut pr = PartitionProduceResponse::default();
+                            pr.index = p.index;
+                            pr.error_code = code;
+                            pr.base_offset = 42;
+                            tr.partition_responses.push(pr);
+                        }
+                        r.responses.push(tr);
+                    }
+                    join(rh, api, v, &r)
+                }
+                other => panic!("the fake does not answer {other:?}"),
+            }
+        }
+    }
+
+    fn records(n: usize) -> Vec<OwnedRecord> {
+        (0..n)
+            .map(|i| OwnedRecord {
+                key: Some(bytes::Bytes::from(format!("k{i}"))),
+                value: None,
+                headers: vec![],
+                timestamp: 1,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_keeps_its_sequence_numbers_and_the_next_one_follows() {
+        let script = std::sync::Arc::new(fake::Script::default());
+        *script.errors.lock().unwrap() = vec![6, 7]; // NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT
+        let addr = fake::start(script.clone()).await;
+        let p = Producer::start(vec![addr], Settings::default(), Duration::from_secs(10));
+        let w = p.write("dlq".into(), 3, records(2)).await.unwrap().unwrap();
+        assert_eq!(
+            w,
+            Written {
+                partition: 1,
+                base_offset: 42
+            },
+            "partition 3 mod 2"
+        );
+        p.write("dlq".into(), 3, records(3)).await.unwrap().unwrap();
+        let seen = script.batches.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                (100, 0, 0, 2),
+                (100, 0, 0, 2),
+                (100, 0, 0, 2),
+                (100, 0, 2, 3)
+            ]
+        );
+        assert_eq!(*script.init_calls.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_sequence_the_broker_rejects_starts_over_under_a_new_producer_id() {
+        let script = std::sync::Arc::new(fake::Script::default());
+        let addr = fake::start(script.clone()).await;
+        let p = Producer::start(vec![addr], Settings::default(), Duration::from_secs(10));
+        p.write("dlq".into(), 0, records(4)).await.unwrap().unwrap();
+        *script.errors.lock().unwrap() = vec![45]; // OUT_OF_ORDER_SEQUENCE_NUMBER
+        p.write("dlq".into(), 0, records(1)).await.unwrap().unwrap();
+        let seen = script.batches.lock().unwrap().clone();
+        assert_eq!(seen, vec![(100, 0, 0, 4), (100, 0, 4, 1), (200, 0, 0, 1)]);
+        // A topic the cluster does not know is answered at once, a refusal is final.
+        assert_eq!(
+            p.write("missing".into(), 0, records(1)).await.unwrap(),
+            Err(WriteError::UnknownTopic("missing".into()))
+        );
+        *script.errors.lock().unwrap() = vec![10]; // MESSAGE_TOO_LARGE
+        assert_eq!(
+            p.write("dlq".into(), 0, records(1)).await.unwrap(),
+            Err(WriteError::Refused {
+                topic: "dlq".into(),
+                partition: 0,
+                code: 10
+            })
+        );
     }
 
     #[tokio::test]

@@ -133,6 +133,9 @@ pub struct Context<'a> {
     pub generation: u64,
     pub policy_hash: &'a str,
     pub audit: Option<&'a RequestAudit>,
+    /// `Limits::max_record_errors`: a rejection listing this many records may have stopped
+    /// looking.
+    pub max_record_errors: usize,
 }
 
 /// A refused partition: where, its record batches as sent, and why.
@@ -224,6 +227,22 @@ pub fn prepare(
             text(cx.policy_hash),
         ),
     ];
+    // The judge lists the records that broke a rule (up to `max_record_errors`, then stops
+    // looking): only those, and the ones after a full list, are judged again here, to name
+    // each one's own rule.
+    let listed: std::collections::HashSet<i32> =
+        rejection.record_errors.iter().map(|(i, _)| *i).collect();
+    let look_from = if rejection.record_errors.len() >= cx.max_record_errors {
+        rejection
+            .record_errors
+            .iter()
+            .map(|(i, _)| *i + 1)
+            .max()
+            .unwrap_or(0)
+    } else {
+        i32::MAX
+    };
+    let mut index: i32 = -1;
     let mut out: Vec<(OwnedRecord, Option<Problem>)> = Vec::new();
     let mut any_own = false;
     for batch in batches(data) {
@@ -249,7 +268,12 @@ pub fn prepare(
             let Ok(r) = r else {
                 return Prepared::Ineligible;
             };
-            let problem = cx.set.judge_record_with(cx.plan, &r, cx.writers);
+            index = index.saturating_add(1);
+            let problem = if listed.contains(&index) || index >= look_from {
+                cx.set.judge_record_with(cx.plan, &r, cx.writers)
+            } else {
+                None
+            };
             any_own |= problem.is_some();
             let record = OwnedRecord {
                 key: r.key.map(owned),
@@ -326,6 +350,7 @@ pub struct Settling {
     merge: ProduceMerge,
     /// Each letter (its records handed over), their count, and the producer's answer.
     waits: Vec<(Letter, usize, Answer)>,
+    sent: Instant,
     metrics: Arc<Metrics>,
 }
 
@@ -350,6 +375,7 @@ impl Settling {
             merge,
             waits,
             metrics,
+            sent: Instant::now(),
         }
     }
 
@@ -358,6 +384,9 @@ impl Settling {
     pub async fn settle(mut self) -> ProduceMerge {
         for (letter, count, answer) in self.waits {
             let result = answer.await.unwrap_or(Err(WriteError::Stopped));
+            self.metrics
+                .dead_letter_write
+                .observe(self.sent.elapsed().as_secs_f64());
             let (outcome, reason) = match &result {
                 Ok(w) => {
                     let place = format!(
@@ -391,7 +420,9 @@ impl Settling {
                         .dead_letter_partitions
                         .with_label_values(&[&letter.contract_topic, "retriable"])
                         .inc();
-                    tracing::warn!(topic = %letter.key.0.as_str(), partition = letter.key.1, dead_letter = %letter.dead_letter, error = %e, "dead-letter write failed; answering REQUEST_TIMED_OUT");
+                    if let Some(suppressed) = super::rejection::log_budget() {
+                        tracing::warn!(topic = %letter.key.0.as_str(), partition = letter.key.1, dead_letter = %letter.dead_letter, error = %e, suppressed_since_last = suppressed, "dead-letter write failed; answering REQUEST_TIMED_OUT");
+                    }
                     ("failed", why)
                 }
             };
@@ -423,7 +454,159 @@ impl Settling {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::judge::{Limits, PartitionVerdict};
+    use crate::protocol::records::test_batch::encode_as;
+    use kafka_protocol::records::Compression;
     use std::time::Duration;
+
+    const POLICY: &str = r#"
+contract:
+  name: orders
+  owner: team
+  topic: shop.orders.v1
+  schema:
+    format: json
+    version: 1.4.0
+    definition: {"type": "record", "name": "O", "fields": [{"name": "total", "type": "double"}, {"name": "email", "type": "string"}]}
+    classification: { email: pii }
+  on_reject: { dead_letter: shop.orders.dlq, respond: RESPOND }
+  quality:
+    validity_rules: [total > 0]
+"#;
+
+    /// Judges one batch under the policy as the gateway does, then prepares its letter.
+    fn letter(respond: &str, values: &[&str], producer_id: i64, records_per_sec: u64) -> Prepared {
+        let set = crate::policy::load::compile_text("p.yaml", &POLICY.replace("RESPOND", respond));
+        let generation = crate::generation::Generation::new(set, &Metrics::new());
+        const HEADER: &[(&str, &[u8])] = &[("h", b"1")];
+        let specs: Vec<_> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    Some(if i == 0 { &b"k0"[..] } else { &b"k"[..] }),
+                    Some(v.as_bytes()),
+                    HEADER,
+                )
+            })
+            .collect();
+        let data = Bytes::from(encode_as(&specs, Compression::None, producer_id, false));
+        let plan = generation
+            .plan_topic_as("shop.orders.v1", "User:app")
+            .unwrap();
+        let rejection = match generation.judge_partition(
+            &plan,
+            -1,
+            Some(&data),
+            &Limits::default(),
+            &generation.decoders,
+        ) {
+            PartitionVerdict::Reject { rejection, .. } => rejection,
+            PartitionVerdict::Accept { .. } => return Prepared::Ineligible,
+        };
+        let contract = generation.contract_for("shop.orders.v1").unwrap().clone();
+        let mut on_reject = contract.on_reject.clone().unwrap();
+        on_reject.max_records_per_second = records_per_sec;
+        let budget = Budget::new(&on_reject);
+        let cx = Context {
+            set: &generation,
+            plan: &plan,
+            writers: Writers {
+                decoders: &generation.decoders,
+                external: None,
+            },
+            principal: "User:app",
+            client_id: "app-1",
+            generation: 7,
+            policy_hash: "abc",
+            audit: None,
+            max_record_errors: 100,
+        };
+        let topic = StrBytes::from_static_str("shop.orders.v1");
+        prepare(
+            &cx,
+            (&contract, &on_reject, &budget),
+            Refused {
+                topic: &topic,
+                partition: 2,
+                records: Some(&data),
+                rejection: &rejection,
+            },
+        )
+    }
+
+    fn header<'a>(r: &'a OwnedRecord, name: &str) -> Option<&'a [u8]> {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name.as_bytes())
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    const GOOD: &str = r#"{"total": 5, "email": "a@b.c"}"#;
+    const BAD: &str = r#"{"total": -5, "email": "secret@pii.example"}"#;
+
+    #[test]
+    fn respond_error_letters_only_the_records_that_broke_a_rule_with_every_header() {
+        let Prepared::Letter(l) = letter("error", &[GOOD, BAD, GOOD, BAD], -1, 1000) else {
+            panic!("expected a letter");
+        };
+        assert!(!l.acknowledge && !l.success_refused);
+        assert_eq!(&*l.dead_letter, "shop.orders.dlq");
+        assert_eq!(l.records.len(), 2);
+        let r = &l.records[0];
+        assert_eq!(r.value.as_deref(), Some(BAD.as_bytes()));
+        assert_eq!(r.timestamp, 1_700_000_000_000);
+        assert_eq!(
+            r.headers[0],
+            (Bytes::from_static(b"h"), Some(Bytes::from_static(b"1")))
+        );
+        for name in HEADERS {
+            assert!(header(r, name).is_some(), "{name}");
+        }
+        assert_eq!(header(r, "meshgate.contract.version"), Some(&b"1.4.0"[..]));
+        assert_eq!(header(r, "meshgate.rule"), Some(&b"total > 0"[..]));
+        assert_eq!(header(r, "meshgate.refused"), Some(&b"record"[..]));
+        assert_eq!(header(r, "meshgate.partition"), Some(&b"2"[..]));
+        assert_eq!(header(r, "meshgate.generation"), Some(&b"7"[..]));
+        let all: Vec<u8> = r
+            .headers
+            .iter()
+            .flat_map(|(k, v)| [k.to_vec(), v.clone().unwrap_or_default().to_vec()].concat())
+            .collect();
+        assert!(!String::from_utf8_lossy(&all).contains("secret@pii.example"));
+    }
+
+    #[test]
+    fn respond_success_letters_the_whole_batch_but_acknowledges_only_plain_producers() {
+        let Prepared::Letter(l) = letter("success", &[GOOD, BAD], -1, 1000) else {
+            panic!("expected a letter");
+        };
+        assert!(l.acknowledge);
+        let refused: Vec<_> = l
+            .records
+            .iter()
+            .map(|r| header(r, "meshgate.refused").unwrap())
+            .collect();
+        assert_eq!(refused, vec![&b"batch"[..], &b"record"[..]]);
+        // An idempotent batch (producer id 7) is not acknowledged; only its bad record goes.
+        let Prepared::Letter(l) = letter("success", &[GOOD, BAD], 7, 1000) else {
+            panic!("expected a letter");
+        };
+        assert!(!l.acknowledge && l.success_refused);
+        assert_eq!(l.records.len(), 1);
+    }
+
+    #[test]
+    fn past_the_bound_a_partition_is_refused_as_usual() {
+        assert!(matches!(
+            letter("error", &[BAD, BAD, BAD], -1, 2),
+            Prepared::OverBound
+        ));
+        assert!(matches!(
+            letter("error", &[BAD, BAD], -1, 2),
+            Prepared::Letter(_)
+        ));
+    }
 
     fn bound(records: u64, bytes: u64) -> Budget {
         Budget::new(&OnReject {

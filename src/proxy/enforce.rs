@@ -412,6 +412,7 @@ pub fn produce(
                             generation: policies.number,
                             policy_hash: &policies.hash,
                             audit,
+                            max_record_errors: cx.limits.max_record_errors,
                         };
                         let refused = dead_letter::Refused {
                             topic: j.topic,

@@ -174,15 +174,11 @@ impl Gateway {
         shutdown: CancellationToken,
         security: Security,
         audit: Option<crate::audit::AuditLog>,
+        dead_letters: crate::own_client::producer::Producer,
     ) -> Arc<Self> {
         if let Some(tls) = &security.client {
             tls.watch(shutdown.clone());
         }
-        let dead_letters = crate::own_client::producer::Producer::start(
-            config.upstream.clone(),
-            security.own.clone(),
-            config.own_client.write_timeout,
-        );
         Arc::new_cyclic(|me| Gateway {
             dead_letters,
             security,

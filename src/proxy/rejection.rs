@@ -1,8 +1,9 @@
 //! One refusal, as the verdict that made it: a `RejectionEvent` is built where a produce
 //! partition, a topic to create or a topic change is refused, and this is the one place that
 //! counts it (`meshgate_policy_rejections_total`) and logs it (rate-limited over the whole
-//! gateway), and writes it to the audit trail when there is one (`RequestAudit`). Dead-letter
-//! outputs are meant to hang off `RejectionEvent::emit` too.
+//! gateway), and writes it to the audit trail when there is one (`RequestAudit`). Dead-lettering
+//! is decided after the event (`enforce`, `dead_letter::prepare`) and recorded once the write is
+//! answered (`dead_letter::Settling`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -161,6 +162,12 @@ impl LogBudget {
 
 static LOG_BUDGET: LogBudget = LogBudget::new();
 
+/// `Some(lines suppressed since the last one)` when a governance line may be logged now: the
+/// one rate limit (20 lines a second) shared by refusals, would-rejects and dead-letter failures.
+pub(crate) fn log_budget() -> Option<u64> {
+    LOG_BUDGET.take(crate::audit::now_ms() / 1000)
+}
+
 impl RejectionEvent<'_> {
     /// Counts the refusal and logs it (within the rate limit).
     pub fn emit(&self, metrics: &Metrics) {
@@ -305,11 +312,13 @@ mod tests {
         let metrics = Metrics::new();
         let log = crate::audit::AuditLog::start(
             crate::audit::AuditConfig {
-                file: file.clone(),
+                file: Some(file.clone()),
+                topic: None,
                 max_bytes: 1 << 20,
                 keep: 1,
             },
             metrics.audit_counters(),
+            None,
         )
         .unwrap();
         let identity =
