@@ -393,7 +393,7 @@ impl TopicSink {
                 Ok(_) => counters.topic_written.inc_by(n),
                 Err(e) => {
                     counters.topic_failed.inc_by(n);
-                    if let Some(suppressed) = crate::proxy::rejection::log_budget() {
+                    if let Some(suppressed) = crate::log_budget::allowed() {
                         tracing::warn!(topic = %self.topic, lines = n, error = %e, suppressed_since_last = suppressed, "audit lines not written to the audit topic");
                     }
                 }

@@ -622,19 +622,7 @@ fn parse_socket_addr(
     }
 }
 
-/// Splits `host:port` (IPv6 hosts in brackets). Returns `None` when it is not of that form.
-pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() || port == 0 {
-        return None;
-    }
-    Some((host, port))
-}
+pub use crate::protocol::split_host_port;
 
 #[cfg(test)]
 mod tests {

@@ -50,7 +50,7 @@ pub struct Generation {
     pub hash: Arc<str>,
     /// `dead_letter[i]`: the dead-letter bound of `set.contracts[i]`, when it has `on_reject`.
     /// Generation state, not policy: a reload starts the buckets full.
-    dead_letter: Vec<Option<crate::proxy::dead_letter::Budget>>,
+    dead_letter: Vec<Option<DeadLetterBudget>>,
 }
 
 impl std::ops::Deref for Generation {
@@ -74,11 +74,7 @@ impl Generation {
         let dead_letter = set
             .contracts
             .iter()
-            .map(|c| {
-                c.on_reject
-                    .as_ref()
-                    .map(crate::proxy::dead_letter::Budget::new)
-            })
+            .map(|c| c.on_reject.as_ref().map(DeadLetterBudget::new))
             .collect();
         Generation {
             dead_letter,
@@ -107,7 +103,7 @@ impl Generation {
     }
 
     /// A contract's dead-letter bound, when it has `on_reject`.
-    pub fn dead_letter_budget(&self, c: &Contract) -> Option<&crate::proxy::dead_letter::Budget> {
+    pub fn dead_letter_budget(&self, c: &Contract) -> Option<&DeadLetterBudget> {
         self.stats(c)?;
         self.dead_letter.get(c.index)?.as_ref()
     }
@@ -348,6 +344,45 @@ fn collect(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
             Ok(m) if m.is_dir() => collect(&path, depth + 1, out),
             Ok(_) => out.push(path),
             Err(_) => {}
+        }
+    }
+}
+
+/// A contract's dead-letter bound: a token bucket of records and one of bytes, refilled per
+/// second, one second of burst. Lives in the policy generation (a reload starts it full).
+#[derive(Debug)]
+pub struct DeadLetterBudget {
+    records_per_sec: f64,
+    bytes_per_sec: f64,
+    state: std::sync::Mutex<(f64, f64, std::time::Instant)>,
+}
+
+impl DeadLetterBudget {
+    pub fn new(on_reject: &crate::policy::OnReject) -> Self {
+        let (r, b) = (
+            on_reject.max_records_per_second as f64,
+            on_reject.max_bytes_per_second as f64,
+        );
+        DeadLetterBudget {
+            records_per_sec: r,
+            bytes_per_sec: b,
+            state: std::sync::Mutex::new((r, b, std::time::Instant::now())),
+        }
+    }
+
+    /// Takes `records` and `bytes` if both buckets hold them; else takes nothing.
+    pub fn take(&self, records: usize, bytes: usize, now: std::time::Instant) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_duration_since(s.2).as_secs_f64();
+        s.0 = (s.0 + elapsed * self.records_per_sec).min(self.records_per_sec);
+        s.1 = (s.1 + elapsed * self.bytes_per_sec).min(self.bytes_per_sec);
+        s.2 = now;
+        if s.0 >= records as f64 && s.1 >= bytes as f64 {
+            s.0 -= records as f64;
+            s.1 -= bytes as f64;
+            true
+        } else {
+            false
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod fields;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub mod generation;
+pub mod log_budget;
 pub mod markup;
 pub mod metrics;
 pub mod own_client;

@@ -20,7 +20,7 @@ use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::net::TcpStream;
 
 use crate::protocol::client::{call, CallError};
-use crate::proxy::stream::Stream;
+use crate::protocol::stream::Stream;
 
 /// A SASL mechanism meshgate can authenticate its own connections with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,7 +280,7 @@ async fn open(addr: &str, settings: &Settings) -> Result<Stream, ClientError> {
     let Some(tls) = &settings.tls else {
         return Ok(Stream::Plain(tcp));
     };
-    let host = crate::config::split_host_port(addr)
+    let host = crate::protocol::split_host_port(addr)
         .map(|(h, _)| h.to_string())
         .ok_or_else(|| ClientError::ServerName(addr.to_string()))?;
     let name = rustls::pki_types::ServerName::try_from(host)

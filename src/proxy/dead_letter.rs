@@ -34,7 +34,7 @@
 //! ones answered (see `enforce`); a transactional producer aborts on the error, which discards its
 //! accepted partitions too.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -43,6 +43,7 @@ use tokio::sync::oneshot;
 
 use super::rejection::{Decided, RequestAudit};
 use super::rewrite::merge::ProduceMerge;
+pub use crate::generation::DeadLetterBudget as Budget;
 use crate::metrics::Metrics;
 use crate::own_client::batch::OwnedRecord;
 use crate::own_client::producer::{Producer, WriteError, Written};
@@ -65,45 +66,6 @@ pub const HEADERS: [&str; 12] = [
     "meshgate.generation",
     "meshgate.policy_hash",
 ];
-
-/// A contract's dead-letter bound: a token bucket of records and one of bytes, refilled per
-/// second, one second of burst. Lives in the policy generation (a reload starts it full).
-#[derive(Debug)]
-pub struct Budget {
-    records_per_sec: f64,
-    bytes_per_sec: f64,
-    state: Mutex<(f64, f64, Instant)>,
-}
-
-impl Budget {
-    pub fn new(on_reject: &OnReject) -> Self {
-        let (r, b) = (
-            on_reject.max_records_per_second as f64,
-            on_reject.max_bytes_per_second as f64,
-        );
-        Budget {
-            records_per_sec: r,
-            bytes_per_sec: b,
-            state: Mutex::new((r, b, Instant::now())),
-        }
-    }
-
-    /// Takes `records` and `bytes` if both buckets hold them; else takes nothing.
-    pub fn take(&self, records: usize, bytes: usize, now: Instant) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let elapsed = now.saturating_duration_since(s.2).as_secs_f64();
-        s.0 = (s.0 + elapsed * self.records_per_sec).min(self.records_per_sec);
-        s.1 = (s.1 + elapsed * self.bytes_per_sec).min(self.bytes_per_sec);
-        s.2 = now;
-        if s.0 >= records as f64 && s.1 >= bytes as f64 {
-            s.0 -= records as f64;
-            s.1 -= bytes as f64;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// One refused partition's records, on their way to the dead-letter topic.
 pub struct Letter {
@@ -420,7 +382,7 @@ impl Settling {
                         .dead_letter_partitions
                         .with_label_values(&[&letter.contract_topic, "retriable"])
                         .inc();
-                    if let Some(suppressed) = super::rejection::log_budget() {
+                    if let Some(suppressed) = crate::log_budget::allowed() {
                         tracing::warn!(topic = %letter.key.0.as_str(), partition = letter.key.1, dead_letter = %letter.dead_letter, error = %e, suppressed_since_last = suppressed, "dead-letter write failed; answering REQUEST_TIMED_OUT");
                     }
                     ("failed", why)

@@ -13,7 +13,9 @@ pub mod health;
 pub mod identity;
 pub mod rejection;
 pub mod rewrite;
-pub mod stream;
+/// Plain TCP or TLS: the socket type of both sides (it lives with the wire layer, which meshgate's
+/// own client shares).
+pub use crate::protocol::stream;
 pub mod topic_admin;
 
 use std::sync::Arc;

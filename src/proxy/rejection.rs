@@ -5,11 +5,11 @@
 //! is decided after the event (`enforce`, `dead_letter::prepare`) and recorded once the write is
 //! answered (`dead_letter::Settling`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::audit::{AuditEvent, AuditLog};
 use crate::generation::Generation;
+use crate::log_budget::LOG_BUDGET;
 use crate::metrics::{topic_label, Metrics, RecentRejection};
 use crate::policy::judge::Rejection;
 use crate::policy::mode::WouldReject;
@@ -127,47 +127,6 @@ pub struct RejectionEvent<'a> {
     pub rejection: &'a Rejection,
 }
 
-/// Log lines per second at most, over the whole gateway; the rest are counted and the count is
-/// reported with the next line.
-const LOG_PER_SEC: u64 = 20;
-
-/// The log's rate limit: lines in the current second, and lines suppressed since the last one.
-struct LogBudget {
-    window: AtomicU64,
-    count: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl LogBudget {
-    const fn new() -> Self {
-        Self {
-            window: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines suppressed since the last one)` when a line may be written at `now_secs`.
-    fn take(&self, now_secs: u64) -> Option<u64> {
-        if self.window.swap(now_secs, Ordering::Relaxed) != now_secs {
-            self.count.store(0, Ordering::Relaxed);
-        }
-        if self.count.fetch_add(1, Ordering::Relaxed) >= LOG_PER_SEC {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
-}
-
-static LOG_BUDGET: LogBudget = LogBudget::new();
-
-/// `Some(lines suppressed since the last one)` when a governance line may be logged now: the
-/// one rate limit (20 lines a second) shared by refusals, would-rejects and dead-letter failures.
-pub(crate) fn log_budget() -> Option<u64> {
-    LOG_BUDGET.take(crate::audit::now_ms() / 1000)
-}
-
 impl RejectionEvent<'_> {
     /// Counts the refusal and logs it (within the rate limit).
     pub fn emit(&self, metrics: &Metrics) {
@@ -252,21 +211,7 @@ impl ShadowEvent<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_log_budget_allows_a_burst_per_second_and_reports_what_it_held_back() {
-        let b = LogBudget::new();
-        let allowed = (0..LOG_PER_SEC + 5)
-            .filter(|_| b.take(100).is_some())
-            .count();
-        assert_eq!(allowed as u64, LOG_PER_SEC);
-        assert_eq!(
-            b.take(101),
-            Some(5),
-            "the next second's first line reports the 5 held back"
-        );
-        assert_eq!(b.take(101), Some(0));
-    }
+    use crate::log_budget::LOG_PER_SEC;
 
     #[test]
     fn every_event_is_counted_even_when_its_line_is_held_back() {
