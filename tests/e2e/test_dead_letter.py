@@ -114,10 +114,13 @@ def test_refused_records_land_in_the_dead_letter_topic_with_every_header(broker,
         contract("dl-orders", topic, dlq),
         contract("dl-bounded", bounded, bounded_dlq, extra=", max_records_per_second: 3"))
     trail = tmp_path / "audit.jsonl"
+    audit_topic = f"dl.audit{run}.v1"
     config = tmp_path / "gateway.yaml"
-    config.write_text(f"audit:\n  file: {trail}\n")
+    config.write_text(f"audit:\n  file: {trail}\n  topic: {audit_topic}\n")
+    create_topic(broker.bootstrap, audit_topic, partitions=1)
     gw = start_gateway(broker.bootstrap, logdir, policies=policies,
                        extra_args=["--config", str(config)])
+    stopped = False
     try:
         for t, n in [(topic, 3), (dlq, 1), (bounded, 1), (bounded_dlq, 1)]:
             create_topic(broker.bootstrap, t, partitions=n)
@@ -173,13 +176,22 @@ def test_refused_records_land_in_the_dead_letter_topic_with_every_header(broker,
         assert written + over == 10 and over >= 1 and written >= 3, (written, over)
         assert len(read_all(broker.bootstrap, bounded_dlq)) == written
 
+        # Stopping flushes the trail, and waits for the audit topic's acknowledgements.
+        stopped = True
+        assert gw.stop() == 0
         text = trail.read_text()
         lettered = [json.loads(line) for line in text.splitlines()
                     if json.loads(line)["decision"] == "dead_lettered"]
         assert len(lettered) == 5 + written
         assert secret not in text and secret not in gw.log_text()
+        # The audit topic holds the file's lines, in the same order.
+        lines = text.splitlines()
+        assert [m.value().decode() for m in read_all(broker.bootstrap, audit_topic)] == lines
+        assert subprocess.run([ROOT / "target" / "debug" / "meshgate", "audit", "verify", trail],
+                              capture_output=True).returncode == 0
     finally:
-        assert gw.stop() == 0
+        if not stopped:
+            assert gw.stop() == 0
 
 
 def test_respond_success_acknowledges_plain_producers_only(broker, logdir, tmp_path):
