@@ -84,7 +84,7 @@ impl PartitionVerdict {
 
 /// A refusal `r` by a rule in `mode`, for `principal`: `Err(r)` when enforced, else noted in
 /// `shadowed` and `Ok(())`.
-fn under_mode(
+pub(crate) fn under_mode(
     mode: &Mode,
     principal: &str,
     shadowed: &mut Shadowed,

@@ -231,6 +231,7 @@ fn compile_parsed(
     let mut set = PolicySet::default();
     let mut naming_at: Option<Origin> = None;
     let mut topics_at: Option<Origin> = None;
+    let mut access_at: Option<Origin> = None;
     let mut contract_names: HashMap<String, Origin> = HashMap::new();
     for Parsed { path, file, docs } in parsed {
         let mut cx = Cx {
@@ -273,6 +274,20 @@ fn compile_parsed(
                     );
                 } else {
                     set.classification = Some(cx.classification(c.value, origin));
+                }
+            }
+            if let Some(a) = doc.access {
+                let origin = cx.origin(&a);
+                if let Some(first) = &access_at {
+                    cx.err(
+                        origin.line,
+                        format!("`access` is already defined at {first}"),
+                    );
+                } else {
+                    if a.value.hide_unauthorized_topics {
+                        set.hide_unauthorized_topics = Some(origin.clone());
+                    }
+                    access_at = Some(origin);
                 }
             }
             for p in doc.produce.into_iter().flatten() {
@@ -395,6 +410,10 @@ fn cross_check(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
         }
     }
     set.by_topic = by_topic;
+    set.restricts_consumers = set
+        .contracts
+        .iter()
+        .any(|c| c.consumers.is_some() && !c.mode.is_off());
     build_registry(set, errors);
 }
 
@@ -802,8 +821,18 @@ impl Cx<'_> {
         };
         let producers = c
             .producers
-            .map(|p| self.producers(&name, p))
+            .map(|p| self.principals(&name, "producers", p))
             .unwrap_or_default();
+        let consumers = c.consumers.map(|p| {
+            let mut out = Consumers::default();
+            for entry in self.principals(&name, "consumers", p) {
+                match entry.strip_prefix("Group:") {
+                    Some(g) => out.groups.push(GroupPattern::parse(g)),
+                    None => out.principals.push(entry),
+                }
+            }
+            out
+        });
         let what = format!("contract `{name}`");
         let mode = self.spanned_mode(c.mode, c.canary, origin.line, &Mode::Enforce, &what);
         let on_reject = c
@@ -908,6 +937,7 @@ impl Cx<'_> {
             index: 0,
             mode,
             on_reject,
+            consumers,
         })
     }
 
@@ -962,14 +992,24 @@ impl Cx<'_> {
         })
     }
 
-    /// `producers:`: principals as Kafka writes them, `Type:name` (`User:orders-svc`).
-    fn producers(&mut self, contract: &str, p: Spanned<Vec<Spanned<String>>>) -> Vec<Box<str>> {
+    /// `producers:` or `consumers:`: principals as Kafka writes them, `Type:name`
+    /// (`User:orders-svc`; `Group:analytics-*` among consumers).
+    fn principals(
+        &mut self,
+        contract: &str,
+        key: &str,
+        p: Spanned<Vec<Spanned<String>>>,
+    ) -> Vec<Box<str>> {
+        let who = key.trim_end_matches('s');
         if p.value.is_empty() {
+            let verb = if key == "producers" {
+                "produce"
+            } else {
+                "read"
+            };
             self.err(
                 p.referenced.line(),
-                format!(
-                    "contract `{contract}`: `producers` is empty; omit it to let anyone produce"
-                ),
+                format!("contract `{contract}`: `{key}` is empty; omit it to let anyone {verb}"),
             );
         }
         let mut out: Vec<Box<str>> = Vec::new();
@@ -985,13 +1025,13 @@ impl Cx<'_> {
                 self.err(
                     entry.referenced.line(),
                     format!(
-                        "contract `{contract}`: producer `{text}` is not a principal like User:orders-svc"
+                        "contract `{contract}`: {who} `{text}` is not a principal like User:orders-svc"
                     ),
                 );
             } else if out.iter().any(|q| **q == *text) {
                 self.err(
                     entry.referenced.line(),
-                    format!("contract `{contract}`: producer `{text}` is listed twice"),
+                    format!("contract `{contract}`: {who} `{text}` is listed twice"),
                 );
             } else {
                 out.push(text.into());

@@ -7,6 +7,7 @@
 //!   record beyond what decoding a JSON value needs.
 //! - [`store`]: the current set behind an `ArcSwap`, hot reload, and reload metrics.
 
+pub mod access;
 pub mod cases;
 pub mod evolution;
 pub mod judge;
@@ -98,6 +99,11 @@ pub struct PolicySet {
     pub content_hash: String,
     /// The built-in schema registry: the Avro contracts' schemas.
     pub registry: crate::schema::registry::Registry,
+    /// Whether any contract in force restricts who reads (`consumers:`): only then are the
+    /// consuming APIs read whole and judged.
+    pub restricts_consumers: bool,
+    /// `access.hide_unauthorized_topics`: where it was set, when it is.
+    pub hide_unauthorized_topics: Option<Origin>,
     /// Every registered schema by id, parsed: the writer schemas Avro records may name.
     pub avro_writers: HashMap<u32, Arc<crate::schema::avro_data::AvroSchema>>,
 }
@@ -217,6 +223,61 @@ pub struct Contract {
     pub mode: Mode,
     /// `on_reject:`: where its refused records go.
     pub on_reject: Option<OnReject>,
+    /// `consumers:`: who may read the topic, and with which groups; anyone when `None`.
+    pub consumers: Option<Consumers>,
+}
+
+/// A contract's `consumers:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Consumers {
+    /// The principals that may read the topic; any principal when empty (only groups listed).
+    pub principals: Vec<Box<str>>,
+    /// The consumer groups that may commit and fetch offsets of the topic; any group when empty.
+    pub groups: Vec<GroupPattern>,
+}
+
+/// `Group:name` (literal) or `Group:prefix*` (prefixed, as Kafka's PREFIXED ACLs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupPattern {
+    Literal(Box<str>),
+    Prefix(Box<str>),
+}
+
+impl GroupPattern {
+    pub fn parse(text: &str) -> Self {
+        match text.strip_suffix('*') {
+            Some(prefix) => GroupPattern::Prefix(prefix.into()),
+            None => GroupPattern::Literal(text.into()),
+        }
+    }
+
+    pub fn matches(&self, group: &str) -> bool {
+        match self {
+            GroupPattern::Literal(g) => **g == *group,
+            GroupPattern::Prefix(p) => group.starts_with(&**p),
+        }
+    }
+}
+
+impl std::fmt::Display for GroupPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupPattern::Literal(g) => write!(f, "Group:{g}"),
+            GroupPattern::Prefix(p) => write!(f, "Group:{p}*"),
+        }
+    }
+}
+
+impl Consumers {
+    /// Whether `principal` may read (any principal when none is listed).
+    pub fn admits(&self, principal: &str) -> bool {
+        self.principals.is_empty() || self.principals.iter().any(|p| **p == *principal)
+    }
+
+    /// Whether `group` may hold offsets of the topic (any group when none is listed).
+    pub fn admits_group(&self, group: &str) -> bool {
+        self.groups.is_empty() || self.groups.iter().any(|g| g.matches(group))
+    }
 }
 
 /// A contract's dead-letter topic, and how a producer is answered when its records go there.

@@ -16,6 +16,17 @@ pub struct Document {
     pub topics: Option<Spanned<TopicsDoc>>,
     pub produce: Option<Vec<Spanned<ProduceRuleDoc>>>,
     pub classification: Option<Spanned<ClassificationDoc>>,
+    pub access: Option<Spanned<AccessDoc>>,
+}
+
+/// `access:`: gateway-wide read-access settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessDoc {
+    /// Leave out of a principal's Metadata answers the contract topics it may neither produce
+    /// to nor read.
+    #[serde(default)]
+    pub hide_unauthorized_topics: bool,
 }
 
 /// `classification:`: the levels fields may be classified at, and which fields must be.
@@ -61,6 +72,10 @@ pub struct ContractDoc {
     pub mode: Option<Spanned<ModeDoc>>,
     #[serde(default)]
     pub canary: Option<Spanned<CanaryDoc>>,
+    /// Who may read the topic: principals (`User:analytics`) and consumer groups
+    /// (`Group:orders-*`); anyone when absent.
+    #[serde(default)]
+    pub consumers: Option<Spanned<Vec<Spanned<String>>>>,
     /// Where refused records go: `{dead_letter: TOPIC, respond: error | success, bounds}`.
     #[serde(default)]
     pub on_reject: Option<Spanned<OnRejectDoc>>,

@@ -36,7 +36,7 @@ use super::enforce::{self, Decision, DecodedProduce, ProduceJob, ProduceWatch};
 use super::identity::{Identity, SaslStep};
 use super::rejection::RequestAudit;
 use super::rewrite::ResponseMerge as _;
-use super::rewrite::{rewrite_response, ResponseAction, RewriteError};
+use super::rewrite::{rewrite_response, ResponseAction, RewriteError, TopicFilter};
 use super::topic_admin;
 use super::Gateway;
 use crate::generation::Generation;
@@ -272,7 +272,7 @@ where
                     let slot = new_slot(
                         permit,
                         &header,
-                        ResponseAction::for_request(Some(api), header.api_version),
+                        response_action(&gw, api, header.api_version, &identity),
                         SlotState::Awaiting,
                         started,
                     );
@@ -381,6 +381,22 @@ where
                 .unwrap_or(Decision::Forward),
                 None,
             ),
+            Whole::Governed(Governed::Consume, policies) => {
+                let audit = audit(&policies);
+                let reader = super::consume::Reader {
+                    policies: &policies,
+                    principal: &identity.principal(),
+                    metrics: &gw.metrics,
+                    audit: audit.as_ref(),
+                    topic_ids: &gw.topic_ids,
+                };
+                (
+                    reader
+                        .judge(api, &frame, header.api_version)?
+                        .unwrap_or(Decision::Forward),
+                    None,
+                )
+            }
             Whole::Audited(policies) => {
                 if let Some(a) = audit(&policies) {
                     topic_admin::audit_passthrough(api, &frame, header.api_version, &a);
@@ -394,12 +410,12 @@ where
         let (to_forward, action, state) = match decision {
             Decision::Forward => (
                 Some(frame),
-                ResponseAction::for_request(Some(api), header.api_version),
+                response_action(&gw, api, header.api_version, &identity),
                 SlotState::Awaiting,
             ),
             Decision::ForwardEdited(frame) => (
                 Some(frame),
-                ResponseAction::for_request(Some(api), header.api_version),
+                response_action(&gw, api, header.api_version, &identity),
                 SlotState::Awaiting,
             ),
             Decision::ForwardTrimmed { frame, merge } => (
@@ -507,6 +523,9 @@ enum Governed {
     CreateTopics,
     /// Metadata with auto-creation, CreatePartitions, AlterConfigs, IncrementalAlterConfigs.
     TopicAdmin,
+    /// Fetch, ListOffsets, OffsetCommit, OffsetFetch, JoinGroup, ConsumerGroupHeartbeat, while a
+    /// contract restricts who reads (`consume`).
+    Consume,
 }
 
 impl Governed {
@@ -515,6 +534,7 @@ impl Governed {
             ApiKey::Produce => Some(Governed::Produce),
             ApiKey::CreateTopics => Some(Governed::CreateTopics),
             a if topic_admin::governs(a) => Some(Governed::TopicAdmin),
+            a if super::consume::governs(a) => Some(Governed::Consume),
             _ => None,
         }
     }
@@ -536,6 +556,7 @@ fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Op
         let governed = match kind {
             Governed::Produce => current.governs_produce(),
             Governed::CreateTopics | Governed::TopicAdmin => current.governs_create_topics(),
+            Governed::Consume => current.restricts_consumers,
         };
         if governed {
             let policies = arc_swap::Guard::into_inner(current);
@@ -555,6 +576,23 @@ fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Op
         },
     };
     (route, head_acks)
+}
+
+/// How the response to a request of `api` is handled: as `ResponseAction::for_request`, and for
+/// Metadata under `access.hide_unauthorized_topics`, without the topics the principal may
+/// neither produce to nor read.
+fn response_action(gw: &Gateway, api: ApiKey, version: i16, identity: &Identity) -> ResponseAction {
+    if api == ApiKey::Metadata {
+        let policies = gw.policies.current_arc();
+        if policies.hide_unauthorized_topics.is_some() {
+            let principal = identity.principal();
+            return ResponseAction::MetadataShowing(
+                version,
+                TopicFilter(Arc::new(move |t: &str| policies.shows_topic(t, &principal))),
+            );
+        }
+    }
+    ResponseAction::for_request(Some(api), version)
 }
 
 /// Runs judging work: on the connection's own task when it is light, else on the blocking pool,

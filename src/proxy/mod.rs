@@ -6,6 +6,7 @@
 
 pub mod brokers;
 pub mod connection;
+pub mod consume;
 pub mod dead_letter;
 pub mod enforce;
 pub mod fetch_bytes;
@@ -114,6 +115,9 @@ pub enum SecurityError {
         source: std::io::Error,
     },
 }
+
+/// Topic ids kept at most (`Gateway::topic_ids`).
+const MAX_TOPIC_IDS: usize = 1_000_000;
 
 /// What a gateway port stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,7 +425,10 @@ impl Gateway {
 
 impl BrokerAddresses for Gateway {
     fn saw_topic_id(&self, name: &str, id: uuid::Uuid) {
-        if id.is_nil() || self.policies.current().contract_for(name).is_none() {
+        // Contract topics (fetched bytes per data product); every topic while reading is
+        // restricted (Fetch v13+ is judged by name, and an unknown id fails closed).
+        let policies = self.policies.current();
+        if id.is_nil() || (policies.contract_for(name).is_none() && !policies.restricts_consumers) {
             return;
         }
         let known = self
@@ -431,10 +438,14 @@ impl BrokerAddresses for Gateway {
             .get(&id)
             .is_some_and(|n| n == name);
         if !known {
-            self.topic_ids
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, name.to_string());
+            let mut ids = self.topic_ids.write().unwrap_or_else(|p| p.into_inner());
+            // Bounded: past this many, the map starts over and is learned again from the next
+            // Metadata answers (an id not in it is refused UNKNOWN_TOPIC_ID, which makes the
+            // client ask for Metadata), rather than meshgate's memory grow.
+            if ids.len() >= MAX_TOPIC_IDS {
+                ids.clear();
+            }
+            ids.insert(id, name.to_string());
         }
     }
 

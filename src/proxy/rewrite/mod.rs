@@ -20,6 +20,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use crate::protocol::header::{join_response, split_response};
 
 pub mod merge;
+pub mod read_merge;
 use crate::protocol::versions::advertised_range;
 
 /// What to do with the response to a forwarded request.
@@ -31,6 +32,20 @@ pub enum ResponseAction {
     Rewrite(ApiKey, i16),
     /// Merge meshgate's results for what it rejected into the upstream response.
     Merge(Box<dyn ResponseMerge>),
+    /// A Metadata response at this version, rewritten as usual, without the topics `shown`
+    /// refuses (`access.hide_unauthorized_topics`).
+    MetadataShowing(i16, TopicFilter),
+}
+
+/// A predicate on topic names, judged for the principal of one request: whether a Metadata
+/// answer shows a topic, or whether an OffsetFetch answer may list it.
+#[derive(Clone)]
+pub struct TopicFilter(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for TopicFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TopicFilter")
+    }
 }
 
 impl ResponseAction {
@@ -86,6 +101,7 @@ pub fn rewrite_response(
         ResponseAction::Passthrough => return Ok(frame),
         ResponseAction::Merge(m) => return m.merge(frame, addrs),
         ResponseAction::Rewrite(api, version) => (*api, *version),
+        ResponseAction::MetadataShowing(version, _) => (ApiKey::Metadata, *version),
     };
     let err = |reason: String| RewriteError {
         api,
@@ -108,6 +124,10 @@ pub fn rewrite_response(
                 if let Some(name) = &t.name {
                     addrs.saw_topic_id(name.as_str(), t.topic_id);
                 }
+            }
+            if let ResponseAction::MetadataShowing(_, shown) = action {
+                r.topics
+                    .retain(|t| t.name.as_ref().is_none_or(|n| (shown.0)(n.as_str())));
             }
             join_response(&header, api, version, &r).map_err(|e| err(e.to_string()))
         }

@@ -53,6 +53,7 @@ public class ClientCheck {
                         Arrays.copyOfRange(a, 4 + n, 4 + 2 * n));
             }
             case "consume" -> out = consume(a[1], a[2], a[3], a[4], Integer.parseInt(a[5]));
+            case "consume-assigned" -> out = consumeAssigned(a[1], a[2], Integer.parseInt(a[3]));
             case "txn" -> out = txn(a[1], a[2], a[3]);
             case "addresses" -> out = addresses(a[1], a[2]);
             case "reassign" -> out = reassign(a[1], a[2], Integer.parseInt(a[3]), a[4]);
@@ -68,6 +69,13 @@ public class ClientCheck {
         p.put("bootstrap.servers", bootstrap);
         p.put("request.timeout.ms", "15000");
         p.put("default.api.timeout.ms", "30000");
+        String user = System.getenv("MESHGATE_SASL_USER");
+        if (user != null) {
+            p.put("security.protocol", "SASL_PLAINTEXT");
+            p.put("sasl.mechanism", "PLAIN");
+            p.put("sasl.jaas.config", "org.apache.kafka.common.security.plain.PlainLoginModule required username=\""
+                    + user + "\" password=\"" + System.getenv("MESHGATE_SASL_PASSWORD") + "\";");
+        }
         return p;
     }
 
@@ -185,6 +193,26 @@ public class ClientCheck {
             int extra = 0;
             while (System.currentTimeMillis() < settle) extra += c.poll(Duration.ofMillis(300)).count();
             return json(Map.of("values", values, "extra_seen", extra));
+        }
+    }
+
+    /** Reads partition 0 of a topic from its start, without a group; the error class if refused. */
+    static String consumeAssigned(String bootstrap, String topic, int n) {
+        Properties p = base(bootstrap);
+        p.put("key.deserializer", StringDeserializer.class.getName());
+        p.put("value.deserializer", StringDeserializer.class.getName());
+        List<String> values = new ArrayList<>();
+        try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
+            TopicPartition tp = new TopicPartition(topic, 0);
+            c.assign(List.of(tp));
+            c.seekToBeginning(List.of(tp));
+            long end = System.currentTimeMillis() + 30_000;
+            while (values.size() < n && System.currentTimeMillis() < end) {
+                for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(500))) values.add(r.value());
+            }
+            return json(Map.of("values", values));
+        } catch (KafkaException e) {
+            return json(Map.of("error", e.getClass().getSimpleName(), "values", values));
         }
     }
 

@@ -1,0 +1,156 @@
+"""Read access end to end, against Apache Kafka with real clients: a contract's `consumers:`
+lets only its principals read its topic and only its groups hold offsets of it. meshgate sits in
+front of the broker's SASL listener; alice and bob authenticate with PLAIN through it.
+
+- bob (not a consumer) gets TOPIC_AUTHORIZATION_FAILED from librdkafka (Fetch, ListOffsets) and
+  TopicAuthorizationException from the Java client, and reads no record;
+- alice reads every record with an admitted group, and commits;
+- alice with a group the contract does not admit gets GROUP_AUTHORIZATION_FAILED;
+- a topic without `consumers:` stays open to everyone;
+- with `access: {hide_unauthorized_topics: true}`, a topic bob may neither write nor read is
+  absent from his Metadata, and present in alice's.
+"""
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from clients import create_topic
+from conftest import ROOT, start_gateway
+
+CONTRACT = """
+contract:
+  name: {name}
+  owner: reads-team
+  topic: {topic}
+  consumers: [User:alice, Group:readers-*]
+---
+contract:
+  name: {name}-private
+  owner: reads-team
+  topic: {private}
+  producers: [User:alice]
+  consumers: [User:alice]
+---
+access: {{ hide_unauthorized_topics: true }}
+"""
+
+
+def sasl(user):
+    from kafka_cluster import USERS
+    return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN",
+            "sasl.username": user, "sasl.password": dict(USERS)[user]}
+
+
+def setup(broker, logdir, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    topic, open_topic = f"reads.t{run}.v1", f"reads.open{run}.v1"
+    private = f"reads.private{run}.v1"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "reads.yaml").write_text(
+        CONTRACT.format(name=f"reads-{run}", topic=topic, private=private))
+    sasl_addr = f"127.0.0.1:{broker.cluster.nodes[0].ports['SASL_PLAINTEXT']}"
+    gw = start_gateway(sasl_addr, logdir, policies=policies)
+    for t in (topic, open_topic, private):
+        create_topic(broker.bootstrap, t, partitions=1)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for t in (topic, open_topic):
+        for i in range(5):
+            p.produce(t, value=f"{t}-{i}".encode(), partition=0)
+    assert p.flush(30) == 0
+    return gw, topic, open_topic
+
+
+def read(gw, user, topic, group=None, n=5, timeout=20):
+    """Values read and the first error: subscribed with `group`, or assigned without one."""
+    conf = {"bootstrap.servers": gw.bootstrap, "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "group.id": group or f"unused-{uuid.uuid4().hex[:6]}",
+            **sasl(user)}
+    c = Consumer(conf)
+    values, error = [], None
+    try:
+        if group:
+            c.subscribe([topic])
+        else:
+            c.assign([TopicPartition(topic, 0, 0)])
+        end = time.time() + timeout
+        while time.time() < end and len(values) < n and error is None:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() != KafkaError._PARTITION_EOF:
+                    error = m.error().code()
+                continue
+            values.append(m.value())
+        if group and values and error is None:
+            try:
+                c.commit(asynchronous=False)
+            except KafkaException as e:
+                error = e.args[0].code()
+    finally:
+        c.close()
+    return values, error
+
+
+def test_only_the_contracts_consumers_read_its_topic(broker, logdir, tmp_path):
+    gw, topic, open_topic = setup(broker, logdir, tmp_path)
+    try:
+        # bob is not a consumer: Fetch refused, no record.
+        values, error = read(gw, "bob", topic)
+        assert values == [] and error == KafkaError.TOPIC_AUTHORIZATION_FAILED, (values, error)
+        # ListOffsets too.
+        c = Consumer({"bootstrap.servers": gw.bootstrap, "group.id": "wm", **sasl("bob")})
+        try:
+            c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+            raise AssertionError("ListOffsets was not refused")
+        except KafkaException as e:
+            assert e.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, e
+        finally:
+            c.close()
+        # alice reads everything with an admitted group, and commits.
+        values, error = read(gw, "alice", topic, group=f"readers-{uuid.uuid4().hex[:6]}")
+        assert error is None and sorted(values) == [f"{topic}-{i}".encode() for i in range(5)]
+        # alice with a group the contract does not admit: the group is refused.
+        values, error = read(gw, "alice", topic, group=f"other-{uuid.uuid4().hex[:6]}")
+        assert error == KafkaError.GROUP_AUTHORIZATION_FAILED, (values, error)
+        # A topic without consumers: open to bob.
+        values, error = read(gw, "bob", open_topic)
+        assert error is None and len(values) == 5
+        metrics = gw.metrics()
+        assert 'policy="consumers"' in metrics
+        # Hidden from bob's Metadata, shown in alice's; the topics bob may use stay visible.
+        private = topic.replace(".t", ".private", 1)
+        for user, shown in [("bob", False), ("alice", True)]:
+            admin = AdminClient({"bootstrap.servers": gw.bootstrap, **sasl(user)})
+            names = set(admin.list_topics(timeout=10).topics)
+            assert (private in names) == shown, (user, sorted(names))
+            assert topic in names and open_topic in names
+    finally:
+        assert gw.stop() == 0
+
+
+def test_the_java_client_is_refused_with_topic_authorization_and_an_allowed_one_reads(broker, logdir, tmp_path):
+    from kafka_cluster import USERS, classpath, java
+    gw, topic, _ = setup(broker, logdir, tmp_path)
+    driver = [java(), "-cp", classpath(), str(ROOT / "tests" / "clients" / "java" / "ClientCheck.java")]
+    try:
+        def run(user):
+            env = {"MESHGATE_SASL_USER": user, "MESHGATE_SASL_PASSWORD": dict(USERS)[user]}
+            out = subprocess.run([*driver, "consume-assigned", gw.bootstrap, topic, "5"],
+                                 capture_output=True, text=True, timeout=120,
+                                 env={**__import__("os").environ, **env})
+            assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+            return json.loads(out.stdout.strip().splitlines()[-1])
+        bob = run("bob")
+        assert bob.get("error") == "TopicAuthorizationException" and bob["values"] == [], bob
+        alice = run("alice")
+        assert "error" not in alice and sorted(alice["values"]) == [f"{topic}-{i}" for i in range(5)]
+    finally:
+        assert gw.stop() == 0
