@@ -140,7 +140,7 @@ def main():
     ap.add_argument("--rate", type=float, default=0,
                     help="fixed offered load for the latency runs (default: 50%% of direct saturation)")
     ap.add_argument("--arms", default="direct,meshgate,tansu-proxy",
-                    help="any of direct, meshgate, meshgate-contract, meshgate-avro, direct-tls, meshgate-tls, tansu-proxy")
+                    help="any of direct, meshgate, meshgate-contract, meshgate-avro, meshgate-reads, direct-tls, meshgate-tls, tansu-proxy")
     ap.add_argument("--policies", help="policy dir for the meshgate arm (default: none)")
     ap.add_argument("--topic-prefix", default="bench.load")
     ap.add_argument("--value-file", help="payloads, one per line (for contract arms)")
@@ -219,6 +219,20 @@ def main():
         if not args.value_file:
             args.value_file = str(logdir / "orders.jsonl")
             write_json_orders(Path(args.value_file), args.size)
+    reads_topics = []
+    if "meshgate-reads" in arms:
+        # Read access on: a contract per round's topic admitting the bench's (anonymous)
+        # principal and any group, so every Fetch, ListOffsets, OffsetFetch and OffsetCommit is
+        # decoded and judged, and none is refused.
+        policies = Path(tempfile.mkdtemp(prefix="reads-policies-"))
+        docs = []
+        for i in range(args.pairs):
+            t = f"bench.reads{i}.v1"
+            reads_topics.append(t)
+            docs.append(f"contract:\n  name: bench-reads-{i}\n  owner: bench\n  topic: {t}\n"
+                        "  consumers: [User:ANONYMOUS, Group:bench*, Group:g-*]\n")
+        (policies / "contracts.yaml").write_text("---\n".join(docs))
+        start_meshgate("meshgate-reads", args.meshgate, policies)
     avro_topics = []
     if "meshgate-avro" in arms:
         # An Avro contract (order fields + padding to about --size bytes, three rules) on a pool
@@ -305,6 +319,8 @@ def main():
             return contract_topics[rnd]
         if arm == "meshgate-avro":
             return avro_topics[rnd]
+        if arm == "meshgate-reads":
+            return reads_topics[rnd]
         return f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
 
     # Warm-up, unmeasured: the first run against a fresh broker is slow (page faults, JIT-free

@@ -282,8 +282,22 @@ pub struct Product {
     pub sla: ProductSla,
     pub quality: ProductQuality,
     pub live: ProductLive,
+    /// Who may produce (`producers:`); empty: anyone.
+    pub producers: Vec<String>,
+    /// Who may read and with which groups (`consumers:`); none: anyone.
+    pub consumers: Option<Vec<String>>,
+    /// Where refused records go (`on_reject.dead_letter`), and how the producer is answered.
+    pub dead_letter: Option<ProductDeadLetter>,
     /// Where the contract is defined.
     pub source: String,
+}
+
+#[derive(Serialize)]
+pub struct ProductDeadLetter {
+    pub topic: String,
+    pub respond: &'static str,
+    pub max_records_per_second: u64,
+    pub max_bytes_per_second: u64,
 }
 
 #[derive(Serialize)]
@@ -482,6 +496,23 @@ fn product(c: &Contract, metrics: &Metrics) -> Product {
     let (valid, invalid) = (m.records_valid.get(), m.records_invalid.get());
     let last = m.last_accepted_ms.load(Ordering::Relaxed);
     Product {
+        producers: c.producers.iter().map(|p| p.to_string()).collect(),
+        consumers: c.consumers.as_ref().map(|r| {
+            r.principals
+                .iter()
+                .map(|p| p.to_string())
+                .chain(r.groups.iter().map(|g| g.to_string()))
+                .collect()
+        }),
+        dead_letter: c.on_reject.as_ref().map(|o| ProductDeadLetter {
+            topic: o.dead_letter.to_string(),
+            respond: match o.respond {
+                crate::policy::Respond::Error => "error",
+                crate::policy::Respond::Success => "success",
+            },
+            max_records_per_second: o.max_records_per_second,
+            max_bytes_per_second: o.max_bytes_per_second,
+        }),
         name: c.name.clone(),
         owner: c.owner.clone(),
         topic: c.topic.clone(),

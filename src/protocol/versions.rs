@@ -4,7 +4,11 @@
 //! meshgate handles correctly:
 //!
 //! - APIs whose *body* meshgate decodes (Produce, CreateTopics, Metadata, FindCoordinator,
-//!   DescribeCluster, ApiVersions) are capped at what the protocol crate can decode.
+//!   DescribeCluster, ApiVersions; the consuming APIs Fetch, ListOffsets, OffsetCommit,
+//!   OffsetFetch, JoinGroup and ConsumerGroupHeartbeat, judged while a contract restricts
+//!   reading) are capped at what the protocol crate can decode. The consuming APIs are capped
+//!   whether or not reading is restricted now: versions are agreed once per connection, and a
+//!   policy reload may restrict reading later.
 //! - **Produce is capped at v12.** v13 names topics by id instead of name; policies are keyed by
 //!   topic name, and mapping ids to names would put a metadata lookup on the produce path.
 //! - **Fetch is capped at v15.** v16+ responses may carry broker `node_endpoints` (KIP-951); Fetch
@@ -71,11 +75,39 @@ pub fn advertised_range(api_key: i16, upstream_min: i16, upstream_max: i16) -> O
         _ => {}
     }
     if is_decoded(api) {
-        let crate_range = api.valid_versions();
-        lo = lo.max(crate_range.min);
-        hi = hi.min(crate_range.max);
+        let (min, max) = decodable(api);
+        lo = lo.max(min);
+        hi = hi.min(max);
     }
     (lo <= hi).then_some((lo, hi))
+}
+
+/// The versions the protocol crate decodes an API's request and response at: the two message
+/// types' own ranges, which for some APIs are narrower than `ApiKey::valid_versions` claims
+/// (OffsetCommit: v10 listed, v9 decodable).
+fn decodable(api: ApiKey) -> (i16, i16) {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Message;
+    fn both<Req: Message, Resp: Message>() -> (i16, i16) {
+        (
+            Req::VERSIONS.min.max(Resp::VERSIONS.min),
+            Req::VERSIONS.max.min(Resp::VERSIONS.max),
+        )
+    }
+    match api {
+        ApiKey::Fetch => both::<FetchRequest, FetchResponse>(),
+        ApiKey::ListOffsets => both::<ListOffsetsRequest, ListOffsetsResponse>(),
+        ApiKey::OffsetCommit => both::<OffsetCommitRequest, OffsetCommitResponse>(),
+        ApiKey::OffsetFetch => both::<OffsetFetchRequest, OffsetFetchResponse>(),
+        ApiKey::JoinGroup => both::<JoinGroupRequest, JoinGroupResponse>(),
+        ApiKey::ConsumerGroupHeartbeat => {
+            both::<ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse>()
+        }
+        _ => {
+            let r = api.valid_versions();
+            (r.min, r.max)
+        }
+    }
 }
 
 /// The APIs whose request or response body meshgate decodes.
@@ -93,6 +125,12 @@ pub fn is_decoded(api: ApiKey) -> bool {
             | ApiKey::ApiVersions
             | ApiKey::SaslHandshake
             | ApiKey::SaslAuthenticate
+            | ApiKey::Fetch
+            | ApiKey::ListOffsets
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::JoinGroup
+            | ApiKey::ConsumerGroupHeartbeat
     )
 }
 
@@ -162,8 +200,12 @@ mod tests {
 
     #[test]
     fn opaque_apis_keep_the_upstream_range() {
-        // OffsetCommit (8) is forwarded undecoded.
-        assert_eq!(advertised_range(8, 0, 99), Some((0, 99)));
+        // DescribeGroups (15) is forwarded undecoded.
+        assert_eq!(advertised_range(15, 0, 99), Some((0, 99)));
+        // OffsetCommit (8) is decoded while reading is restricted: the crate's range.
+        assert_eq!(advertised_range(8, 0, 99), Some((2, 9)));
+        // ListOffsets (2) likewise.
+        assert_eq!(advertised_range(2, 1, 11), Some((1, 10)));
     }
 
     #[test]

@@ -125,6 +125,8 @@ def test_only_the_contracts_consumers_read_its_topic(broker, logdir, tmp_path):
         assert error is None and len(values) == 5
         metrics = gw.metrics()
         assert 'policy="consumers"' in metrics
+        products = {p["topic"]: p for p in json.loads(gw.admin("/catalog")[1])["data_products"]}
+        assert products[topic]["consumers"] == ["User:alice", "Group:readers-*"]
         # Hidden from bob's Metadata, shown in alice's; the topics bob may use stay visible.
         private = topic.replace(".t", ".private", 1)
         for user, shown in [("bob", False), ("alice", True)]:

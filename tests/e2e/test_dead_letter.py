@@ -162,6 +162,11 @@ def test_refused_records_land_in_the_dead_letter_topic_with_every_header(broker,
             assert len(got["meshgate.policy_hash"]) == 64
             assert b"order_total" in got["meshgate.reason"]
             assert all(secret.encode() not in (v or b"") for _, v in headers[3:])
+        status, body = gw.admin("/catalog")
+        products = {p["name"]: p for p in json.loads(body)["data_products"]}
+        assert products["dl-orders"]["dead_letter"] == {
+            "topic": dlq, "respond": "error", "max_records_per_second": 1000,
+            "max_bytes_per_second": 10485760}
         assert metric(gw, "meshgate_dead_letter_records_total", topic=topic, outcome="written") == 5
         assert metric(gw, "meshgate_dead_letter_partitions_total", topic=topic,
                       answer="invalid_record") == 5

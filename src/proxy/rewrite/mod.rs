@@ -386,7 +386,7 @@ mod tests {
             .iter()
             .map(|k| (k.api_key, k.min_version, k.max_version))
             .collect();
-        assert_eq!(keys, vec![(0, 3, 12), (1, 4, 15), (8, 0, 9)]);
+        assert_eq!(keys, vec![(0, 3, 12), (1, 4, 15), (8, 2, 9)]);
     }
 
     #[test]

@@ -75,7 +75,9 @@ impl FetchMerge {
                 p.last_stable_offset = -1;
                 p.log_start_offset = -1;
                 p.preferred_read_replica = BrokerId(-1);
-                p.records = None;
+                // Empty, not null: brokers send an empty record set, and librdkafka cannot
+                // parse a null one.
+                p.records = Some(Bytes::new());
                 topic.partitions.push(p);
             }
             r.responses.push(topic);
@@ -346,7 +348,11 @@ mod tests {
         let codes: Vec<_> = denied
             .partitions
             .iter()
-            .map(|p| (p.partition_index, p.error_code, p.records.is_none()))
+            .map(|p| {
+                // An empty record set, not a null one (which librdkafka cannot parse).
+                let empty = p.records.as_ref().is_some_and(|r| r.is_empty());
+                (p.partition_index, p.error_code, empty)
+            })
             .collect();
         assert_eq!(codes, vec![(0, 29, true), (2, 29, true)]);
     }
