@@ -233,6 +233,10 @@ def main():
                         "  consumers: [User:ANONYMOUS, Group:bench*, Group:g-*]\n")
         (policies / "contracts.yaml").write_text("---\n".join(docs))
         start_meshgate("meshgate-reads", args.meshgate, policies)
+        # A contract's values are JSON (its default format): every arm sends the JSON orders.
+        if not args.value_file:
+            args.value_file = str(logdir / "orders.jsonl")
+            write_json_orders(Path(args.value_file), args.size)
     avro_topics = []
     if "meshgate-avro" in arms:
         # An Avro contract (order fields + padding to about --size bytes, three rules) on a pool

@@ -20,6 +20,8 @@ use super::PolicySet;
 
 /// GROUP_AUTHORIZATION_FAILED.
 pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+/// INVALID_GROUP_ID.
+pub const INVALID_GROUP_ID: i16 = 24;
 
 impl PolicySet {
     /// Why `principal` may not read `topic`, if it may not (`None`: it may, or a shadowed rule
@@ -48,6 +50,39 @@ impl PolicySet {
             rule: "consumers".into(),
         };
         under_mode(&c.mode, principal, shadowed, r).err()
+    }
+
+    /// Whether `naming.groups` constrains consumer group ids.
+    pub fn names_groups(&self) -> bool {
+        self.naming
+            .as_ref()
+            .is_some_and(|n| n.groups.is_some() && !n.mode.is_off())
+    }
+
+    /// Why a consumer group id breaks `naming.groups`, if it does (INVALID_GROUP_ID).
+    pub fn group_name_refusal(
+        &self,
+        group: &str,
+        principal: &str,
+        shadowed: &mut Shadowed,
+    ) -> Option<Rejection> {
+        let n = self.naming.as_ref().filter(|n| !n.mode.is_off())?;
+        let (pattern, exempt) = n.groups.as_ref()?;
+        if pattern.is_match(group) || exempt.iter().any(|e| e.is_match(group)) {
+            return None;
+        }
+        let r = Rejection {
+            error_code: INVALID_GROUP_ID,
+            message: format!(
+                "meshgate: consumer group `{group}` breaks the naming rule `{}` ({})",
+                pattern.as_str(),
+                n.origin
+            ),
+            record_errors: vec![],
+            policy: "naming",
+            rule: pattern.as_str().to_string(),
+        };
+        under_mode(&n.mode, principal, shadowed, r).err()
     }
 
     /// Whether a Metadata answer shows `topic` to `principal`: always, unless
@@ -262,6 +297,23 @@ contract:
             "naming: { topics: { pattern: '.*' } }",
         );
         assert!(compile_text("c.yaml", &without).shows_topic("shop.w.v1", "User:mallory"));
+    }
+
+    #[test]
+    fn group_ids_follow_the_naming_rule_unless_exempt() {
+        let set = compile_text(
+            "n.yaml",
+            "naming:\n  topics: { pattern: '.*' }\n  groups: { pattern: '^[a-z]+-(svc|etl)$', exempt: ['^console-'] }\n",
+        );
+        assert!(set.names_groups());
+        let code = |g: &str| {
+            set.group_name_refusal(g, "User:a", &mut Shadowed::default())
+                .map(|r| r.error_code)
+        };
+        assert_eq!(code("orders-svc"), None);
+        assert_eq!(code("console-1234"), None);
+        assert_eq!(code("Random_Group"), Some(INVALID_GROUP_ID));
+        assert!(!compile_text("n.yaml", POLICY).names_groups());
     }
 
     #[test]

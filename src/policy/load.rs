@@ -682,12 +682,23 @@ impl Cx<'_> {
             .iter()
             .filter_map(|e| self.regex(e, "exempt pattern"))
             .collect();
-        (exempt.len() == n.topics.exempt.len())
+        let before = self.errors.len();
+        let groups = n.groups.and_then(|g| {
+            let pattern = self.regex(&g.pattern, "group naming pattern")?;
+            let exempt: Vec<Regex> = g
+                .exempt
+                .iter()
+                .filter_map(|e| self.regex(e, "group exempt pattern"))
+                .collect();
+            Some((pattern, exempt))
+        });
+        (exempt.len() == n.topics.exempt.len() && self.errors.len() == before)
             .then_some(())
             .and(pattern)
             .map(|pattern| Naming {
                 pattern,
                 exempt,
+                groups,
                 origin: origin.clone(),
                 mode,
             })

@@ -112,6 +112,8 @@ pub struct PolicySet {
 pub struct Naming {
     pub pattern: Regex,
     pub exempt: Vec<Regex>,
+    /// `groups:`: the pattern consumer group ids must match, and its exemptions.
+    pub groups: Option<(Regex, Vec<Regex>)>,
     pub origin: Origin,
     pub mode: Mode,
 }

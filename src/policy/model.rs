@@ -227,6 +227,9 @@ pub struct RuleFullDoc {
 #[serde(deny_unknown_fields)]
 pub struct NamingDoc {
     pub topics: NamingTopicsDoc,
+    /// Consumer group ids: `{pattern, exempt}`, as for topics.
+    #[serde(default)]
+    pub groups: Option<NamingTopicsDoc>,
     #[serde(default)]
     pub mode: Option<Spanned<ModeDoc>>,
     #[serde(default)]

@@ -556,7 +556,10 @@ fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Op
         let governed = match kind {
             Governed::Produce => current.governs_produce(),
             Governed::CreateTopics | Governed::TopicAdmin => current.governs_create_topics(),
-            Governed::Consume => current.restricts_consumers,
+            Governed::Consume => {
+                current.restricts_consumers
+                    || (current.names_groups() && super::consume::names_group(api))
+            }
         };
         if governed {
             let policies = arc_swap::Guard::into_inner(current);

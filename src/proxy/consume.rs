@@ -14,6 +14,8 @@
 //!   OffsetFetch of all of a group's topics has the ones it may not read left out.
 //! - **JoinGroup, ConsumerGroupHeartbeat:** a group reserved by a contract for its readers, or a
 //!   subscription to a topic the principal may not read, is refused alone.
+//! - **`naming.groups`:** a group id that breaks the pattern is refused INVALID_GROUP_ID by every
+//!   API that names a group (judged even when no contract restricts reading).
 //!
 //! Every refusal is a `RejectionEvent` (counted, logged within the rate limit, audited); what a
 //! shadowed `consumers:` would have refused is a `ShadowEvent`.
@@ -43,6 +45,17 @@ use crate::protocol::header::{join_request, split_request, undecodable, HeaderEr
 
 /// UNKNOWN_TOPIC_ID.
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// The APIs that name a consumer group (judged under `naming.groups` alone too).
+pub fn names_group(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::JoinGroup
+            | ApiKey::ConsumerGroupHeartbeat
+    )
+}
 
 /// The APIs judged while reading is restricted.
 pub fn governs(api: ApiKey) -> bool {
@@ -115,7 +128,11 @@ impl Reader<'_> {
         let mut shadowed = Shadowed::default();
         let refusal = self
             .policies
-            .group_refusal(group, self.principal, topics, &mut shadowed);
+            .group_name_refusal(group, self.principal, &mut shadowed)
+            .or_else(|| {
+                self.policies
+                    .group_refusal(group, self.principal, topics, &mut shadowed)
+            });
         let resource = format!("group:{group}");
         self.report(
             self.site(api, &resource, client_id),
@@ -389,8 +406,9 @@ impl Reader<'_> {
             all_refused = kept.is_empty();
             req.groups = kept;
         }
-        let hides =
-            req.topics.is_none() && version < 8 || req.groups.iter().any(|g| g.topics.is_none());
+        let hides = self.policies.restricts_consumers
+            && (req.topics.is_none() && version < 8
+                || req.groups.iter().any(|g| g.topics.is_none()));
         let refusing = groups.iter().any(|(_, c, r)| *c != 0 || !r.is_empty());
         if !refusing && !hides {
             return Ok(None);

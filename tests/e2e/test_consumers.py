@@ -7,6 +7,7 @@ front of the broker's SASL listener; alice and bob authenticate with PLAIN throu
 - alice reads every record with an admitted group, and commits;
 - alice with a group the contract does not admit gets GROUP_AUTHORIZATION_FAILED;
 - a topic without `consumers:` stays open to everyone;
+- a group id that breaks `naming.groups` gets INVALID_GROUP_ID;
 - with `access: {hide_unauthorized_topics: true}`, a topic bob may neither write nor read is
   absent from his Metadata, and present in alice's.
 """
@@ -38,6 +39,10 @@ contract:
   consumers: [User:alice]
 ---
 access: {{ hide_unauthorized_topics: true }}
+---
+naming:
+  topics: {{ pattern: '.*' }}
+  groups: {{ pattern: '^(readers|other|unused)-', exempt: ['^wm$'] }}
 """
 
 
@@ -123,6 +128,9 @@ def test_only_the_contracts_consumers_read_its_topic(broker, logdir, tmp_path):
         # A topic without consumers: open to bob.
         values, error = read(gw, "bob", open_topic)
         assert error is None and len(values) == 5
+        # naming.groups: a group id that breaks the pattern is refused.
+        values, error = read(gw, "alice", open_topic, group="Bad_Group")
+        assert error == KafkaError.INVALID_GROUP_ID, (values, error)
         metrics = gw.metrics()
         assert 'policy="consumers"' in metrics
         products = {p["topic"]: p for p in json.loads(gw.admin("/catalog")[1])["data_products"]}
