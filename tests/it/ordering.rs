@@ -41,3 +41,51 @@ async fn pipelined_responses_keep_request_order_when_upstream_answers_out_of_ste
     assert_eq!(got, expected);
     gw.shutdown().await;
 }
+
+/// A refused partition whose records go to a dead-letter topic is answered only once the
+/// dead-letter write is acknowledged (here 300 ms later); the requests pipelined behind it are
+/// forwarded meanwhile, and every answer still reaches the client in request order.
+#[tokio::test]
+async fn a_dead_lettered_refusal_holds_its_place_in_the_response_order() {
+    use crate::enforcement::{batch, produce};
+    use kafka_protocol::records::Compression;
+
+    let (_cluster, mut brokers) = Cluster::start(1).await;
+    let dir = crate::support::policy_dir();
+    std::fs::write(
+        dir.join("p.yaml"),
+        "contract:\n  name: orders\n  owner: team\n  topic: shop.orders.v1\n  on_reject: { dead_letter: slow-dlq }\n  quality:\n    validity_rules: [n > 0]\n",
+    )
+    .unwrap();
+    let broker = brokers.remove(0);
+    let gw = crate::support::gateway_with_policies(broker.addr, "", &dir).await;
+    let mut c = RawClient::connect(gw.bootstrap).await;
+    let bad = batch(&[r#"{"n": -1}"#], Compression::None);
+    let good = batch(&[r#"{"n": 1}"#], Compression::None);
+    // refused (dead-lettered), accepted, refused, accepted: pipelined on one connection.
+    for (i, records) in [&bad, &good, &bad, &good].into_iter().enumerate() {
+        c.send(i as i32, 9, &produce(-1, &[("shop.orders.v1", 0, records)]))
+            .await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let (corr, r) = c.recv::<ProduceRequest>(9).await;
+        got.push((corr, r.responses[0].partition_responses[0].error_code));
+    }
+    assert_eq!(got, vec![(0, 87), (1, 0), (2, 87), (3, 0)]);
+    // The dead-letter topic got both refused records, in meshgate's own batches.
+    let dead: usize = crate::enforcement::produces(&broker)
+        .iter()
+        .flatten()
+        .filter(|(t, _)| t == "slow-dlq")
+        .map(|(_, parts)| parts.len())
+        .sum();
+    assert!(dead >= 1, "dead letters written");
+    let main: usize = crate::enforcement::produces(&broker)
+        .iter()
+        .flatten()
+        .filter(|(t, _)| t == "shop.orders.v1")
+        .count();
+    assert_eq!(main, 2, "only the accepted requests reached the topic");
+    gw.shutdown().await;
+}

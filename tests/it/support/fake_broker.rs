@@ -1,9 +1,11 @@
 //! An in-process fake Kafka cluster, for what one real broker cannot show: several brokers,
 //! brokers that join later, responses out of step, and injected faults.
 //!
-//! It answers ApiVersions, Metadata, FindCoordinator, DescribeCluster, Produce and Heartbeat.
-//! A Heartbeat whose group id is `delay-<ms>` is answered after that many milliseconds, and
-//! responses are written as they become ready, so later requests can overtake earlier ones.
+//! It answers ApiVersions, Metadata, FindCoordinator, DescribeCluster, Produce, InitProducerId
+//! and Heartbeat. A Heartbeat whose group id is `delay-<ms>` is answered after that many
+//! milliseconds, and a Produce to a topic named `slow-...` after 300 ms; responses are written as
+//! they become ready, so later requests can overtake earlier ones. Metadata names every topic
+//! asked for, with one partition led by the first broker.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -114,7 +116,12 @@ async fn serve_connection(
         let corr = header.correlation_id;
         let (delay, response) = match api {
             ApiKey::ApiVersions => (0, api_versions(corr, version)),
-            ApiKey::Metadata => (0, metadata(corr, version, &cluster)),
+            ApiKey::Metadata => (0, metadata(corr, version, &cluster, &mut frame)),
+            ApiKey::InitProducerId => {
+                let mut r = InitProducerIdResponse::default();
+                r.producer_id = ProducerId(1000);
+                (0, Some(encode(corr, api, version, &r)))
+            }
             ApiKey::FindCoordinator => (0, find_coordinator(corr, version, &cluster)),
             ApiKey::DescribeCluster => (0, describe_cluster(corr, version, &cluster)),
             ApiKey::Heartbeat => {
@@ -163,7 +170,11 @@ async fn serve_connection(
                     resp.responses.push(tr);
                 }
                 let reply = (req.acks != 0).then(|| encode(corr, api, version, &resp));
-                (0, reply)
+                let slow = req
+                    .topic_data
+                    .iter()
+                    .any(|t| t.name.as_str().starts_with("slow-"));
+                (if slow { 300 } else { 0 }, reply)
             }
             ApiKey::SaslHandshake => {
                 let req = SaslHandshakeRequest::decode(&mut frame, version).unwrap();
@@ -238,6 +249,7 @@ fn api_versions(corr: i32, version: i16) -> Option<Bytes> {
         (ApiKey::CreateTopics, 2, 7),
         (ApiKey::SaslHandshake, 0, 1),
         (ApiKey::SaslAuthenticate, 0, 2),
+        (ApiKey::InitProducerId, 0, 4),
     ] {
         let mut v = ApiVersion::default();
         v.api_key = key as i16;
@@ -252,8 +264,18 @@ fn api_versions(corr: i32, version: i16) -> Option<Bytes> {
     Some(encode(corr, ApiKey::ApiVersions, version, &r))
 }
 
-fn metadata(corr: i32, version: i16, cluster: &Cluster) -> Option<Bytes> {
+fn metadata(corr: i32, version: i16, cluster: &Cluster, frame: &mut Bytes) -> Option<Bytes> {
+    let req = MetadataRequest::decode(frame, version).unwrap();
     let mut r = MetadataResponse::default();
+    let leader = cluster.brokers.lock().unwrap().first().map_or(0, |b| b.0);
+    for t in req.topics.unwrap_or_default() {
+        let mut mt = metadata_response::MetadataResponseTopic::default();
+        mt.name = t.name;
+        let mut p = metadata_response::MetadataResponsePartition::default();
+        p.leader_id = BrokerId(leader);
+        mt.partitions.push(p);
+        r.topics.push(mt);
+    }
     for (id, addr) in cluster.brokers.lock().unwrap().iter() {
         let mut b = MetadataResponseBroker::default();
         b.node_id = BrokerId(*id);
