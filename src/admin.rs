@@ -288,6 +288,8 @@ pub struct Product {
     pub consumers: Option<Vec<String>>,
     /// Where refused records go (`on_reject.dead_letter`), and how the producer is answered.
     pub dead_letter: Option<ProductDeadLetter>,
+    /// Who reads it and how far behind each group is (`usage`).
+    pub usage: crate::usage::ProductUsage,
     /// Where the contract is defined.
     pub source: String,
 }
@@ -496,6 +498,7 @@ fn product(c: &Contract, metrics: &Metrics) -> Product {
     let (valid, invalid) = (m.records_valid.get(), m.records_invalid.get());
     let last = m.last_accepted_ms.load(Ordering::Relaxed);
     Product {
+        usage: metrics.usage.product(&c.topic, std::time::Instant::now()),
         producers: c.producers.iter().map(|p| p.to_string()).collect(),
         consumers: c.consumers.as_ref().map(|r| {
             r.principals
@@ -644,7 +647,7 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
             "</ul></div><div><h3>Live</h3><table><tr><th>records accepted</th><td>{}</td></tr>\
 <tr><th>records rejected</th><td>{}</td></tr><tr><th>validity</th><td>{}</td></tr>\
 <tr><th>completeness</th><td>{}</td></tr><tr><th>availability</th><td>{}</td></tr>\
-<tr><th>last record</th><td>{}</td></tr></table></div></div></section>",
+<tr><th>last record</th><td>{}</td></tr></table></div>",
             p.live.records_accepted,
             p.live.records_rejected,
             pct(p.live.validity_ratio),
@@ -655,6 +658,26 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
                 .map(|s| format!("{s:.0} s ago"))
                 .unwrap_or_else(|| "none since start".into()),
         );
+        // Readers: who may, who did, and how far behind each group is.
+        let u = &p.usage;
+        let _ = write!(
+            h,
+            "<div><h3>Consumers</h3><p>may read: {}</p><p>{} active group(s), {} active principal(s) · {} fetch answer(s)</p><table class=\"lag\"><tr><th>group</th><th>lag (records)</th><th>last commit</th></tr>",
+            esc(&p.consumers.as_ref().map_or_else(|| "anyone".to_string(), |c| c.join(", "))),
+            u.active_groups,
+            u.active_principals,
+            u.fetch_requests,
+        );
+        for g in &u.groups {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{} s ago</td></tr>",
+                esc(&g.group),
+                g.lag,
+                g.seconds_since_commit
+            );
+        }
+        h.push_str("</table></div></div></section>");
     }
     render_rules(&mut h, rules, hours);
     h.push_str("</body></html>");

@@ -30,3 +30,4 @@ pub mod replay;
 pub mod rules;
 pub mod schema;
 pub mod tls;
+pub mod usage;

@@ -48,6 +48,8 @@ pub struct ContractMetrics {
     pub latency: Histogram,
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
+    /// `meshgate_contract_fetch_requests_total{contract}`: Fetch answers that carried the topic.
+    pub fetch_requests: IntCounter,
     /// `meshgate_produce_records_total{topic=<contract topic>, outcome}`.
     pub produce_accepted: IntCounter,
     pub produce_rejected: IntCounter,
@@ -83,6 +85,10 @@ struct ContractFamilies {
     availability: GaugeVec,
     freshness: GaugeVec,
     sla_availability: GaugeVec,
+    fetch_requests: IntCounterVec,
+    consumer_lag: GaugeVec,
+    active_groups: GaugeVec,
+    active_principals: GaugeVec,
     sla_latency: GaugeVec,
     sla_freshness: GaugeVec,
     completeness_target: GaugeVec,
@@ -157,6 +163,8 @@ impl RecentRejections {
 pub struct Metrics {
     /// The last rejections, for the catalog (not exported to Prometheus).
     pub recent_rejections: RecentRejections,
+    /// Who reads each data product, and how far behind (see `usage`).
+    pub usage: crate::usage::Usage,
     registry: Registry,
     per_api: Vec<ApiMetrics>,
     unknown_api: ApiMetrics,
@@ -443,6 +451,7 @@ impl Metrics {
         };
         Self {
             recent_rejections: RecentRejections::default(),
+            usage: crate::usage::Usage::default(),
             registry,
             per_api,
             unknown_api,
@@ -488,6 +497,7 @@ impl Metrics {
                     latency: f.latency.with_label_values(&[name]),
                     bytes_in: self.bytes.with_label_values(&["in", topic]),
                     bytes_out: self.bytes.with_label_values(&["out", topic]),
+                    fetch_requests: f.fetch_requests.with_label_values(&[name]),
                     produce_accepted: self.produce_records.with_label_values(&[topic, "accepted"]),
                     produce_rejected: self.produce_records.with_label_values(&[topic, "rejected"]),
                     last_accepted_ms: AtomicU64::new(0),
@@ -511,13 +521,29 @@ impl Metrics {
             &f.sla_freshness,
             &f.completeness_target,
             &f.info,
+            &f.consumer_lag,
+            &f.active_groups,
+            &f.active_principals,
         ] {
             g.reset();
         }
         let now = now_ms();
+        let instant = std::time::Instant::now();
         for c in contracts {
             let name = c.name;
             let m = self.contract(name, c.topic);
+            let usage = self.usage.product(c.topic, instant);
+            f.active_groups
+                .with_label_values(&[name])
+                .set(usage.active_groups as f64);
+            f.active_principals
+                .with_label_values(&[name])
+                .set(usage.active_principals as f64);
+            for g in &usage.groups {
+                f.consumer_lag
+                    .with_label_values(&[name, &g.group])
+                    .set(g.lag as f64);
+            }
             f.info
                 .with_label_values(&[name, c.owner, c.topic, c.version])
                 .set(1.0);
@@ -669,6 +695,26 @@ impl ContractFamilies {
             completeness_target: gauge(
                 "meshgate_contract_completeness_target",
                 "The contract's quality.completeness, as a ratio",
+                &c,
+            ),
+            fetch_requests: counter(
+                "meshgate_contract_fetch_requests_total",
+                "Fetch answers that carried the contract's topic",
+                &c,
+            ),
+            consumer_lag: gauge(
+                "meshgate_contract_consumer_lag_records",
+                "Records a consumer group is behind on the contract's topic: end offsets meshgate saw (Fetch and Produce answers) minus the group's commits it forwarded, summed over partitions; at most 200 groups per contract",
+                &["contract", "group"],
+            ),
+            active_groups: gauge(
+                "meshgate_contract_active_consumer_groups",
+                "Consumer groups that committed offsets of the contract's topic in the last 5 minutes",
+                &c,
+            ),
+            active_principals: gauge(
+                "meshgate_contract_active_consumer_principals",
+                "Principals that fetched the contract's topic in the last 5 minutes",
                 &c,
             ),
             info: gauge(

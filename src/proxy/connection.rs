@@ -559,6 +559,8 @@ fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Op
             Governed::Consume => {
                 current.restricts_consumers
                     || (current.names_groups() && super::consume::names_group(api))
+                    // Commits of contract topics feed consumer lag (`usage`).
+                    || (api == ApiKey::OffsetCommit && !current.contracts.is_empty())
             }
         };
         if governed {
@@ -736,7 +738,7 @@ where
                 };
                 let slot = &mut queue[index];
                 if let Some(w) = slot.watch.take() {
-                    w.observe(&frame, slot.started.elapsed());
+                    w.observe(&frame, slot.started.elapsed(), &gw.metrics.usage);
                 }
                 if let Some(step) = slot.sasl.take() {
                     let (code, answer) =
@@ -749,7 +751,13 @@ where
                         None => {}
                     }
                 }
-                super::fetch_bytes::count_response(&gw, slot.api_key, slot.api_version, &frame);
+                super::fetch_bytes::count_response(
+                    &gw,
+                    slot.api_key,
+                    slot.api_version,
+                    &frame,
+                    &identity,
+                );
                 slot.state = match slot.settle.take() {
                     None => SlotState::Ready(rewrite_response(&slot.action, frame, gw.as_ref())?),
                     Some(settling) => {

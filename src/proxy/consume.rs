@@ -14,6 +14,8 @@
 //!   OffsetFetch of all of a group's topics has the ones it may not read left out.
 //! - **JoinGroup, ConsumerGroupHeartbeat:** a group reserved by a contract for its readers, or a
 //!   subscription to a topic the principal may not read, is refused alone.
+//! - **Consumer lag:** every OffsetCommit of a contract topic is read (while any contract is in
+//!   force) and its offsets noted in `usage`, whether or not reading is restricted.
 //! - **`naming.groups`:** a group id that breaks the pattern is refused INVALID_GROUP_ID by every
 //!   API that names a group (judged even when no contract restricts reading).
 //!
@@ -320,6 +322,21 @@ impl Reader<'_> {
             }
             code == 0
         });
+        // What is forwarded is what the group commits: noted for its lag on contract topics.
+        let now = std::time::Instant::now();
+        for t in &req.topics {
+            if let Some(c) = self.policies.contract_for(&t.name.0) {
+                for p in &t.partitions {
+                    self.metrics.usage.saw_commit(
+                        &c.topic,
+                        &req.group_id.0,
+                        p.partition_index,
+                        p.committed_offset,
+                        now,
+                    );
+                }
+            }
+        }
         if refused.is_empty() {
             return Ok(None);
         }

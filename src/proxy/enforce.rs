@@ -345,6 +345,7 @@ pub fn produce(
     let mut letters: Vec<Letter> = Vec::new();
     let mut accepted_any = false;
     let mut watched: Vec<(StrBytes, Arc<ContractMetrics>)> = Vec::new();
+    let mut ends: Vec<(StrBytes, i32, u64)> = Vec::new();
     for j in judged {
         let stats = j.stats;
         let tally = match &j.verdict {
@@ -375,6 +376,7 @@ pub fn produce(
                 if let Some(m) = stats {
                     if records > 0 {
                         m.accepted_now();
+                        ends.push((j.topic.clone(), j.index, records));
                     }
                     if !watched.iter().any(|(t, _)| t == j.topic) {
                         watched.push((j.topic.clone(), m.clone()));
@@ -438,6 +440,7 @@ pub fn produce(
     let watch = (!watched.is_empty() && request.acks != 0).then_some(ProduceWatch {
         version,
         topics: watched,
+        ends,
     });
     if rejected.is_empty() {
         // The broker handles repeated partitions itself, the same way.
@@ -559,12 +562,15 @@ fn all_or_nothing(judged: &mut [JudgedPartition<'_>], client: &str, clients: &re
 pub struct ProduceWatch {
     version: i16,
     topics: Vec<(StrBytes, Arc<ContractMetrics>)>,
+    /// (contract topic, partition, records) of each accepted partition: where its log ends once
+    /// the broker answers with the batch's base offset (`usage`).
+    ends: Vec<(StrBytes, i32, u64)>,
 }
 
 impl ProduceWatch {
     /// Counts the request per contract: ok when the broker answered every partition of its topic
     /// without error, and the latency either way.
-    pub fn observe(self, upstream_frame: &Bytes, elapsed: Duration) {
+    pub fn observe(self, upstream_frame: &Bytes, elapsed: Duration, usage: &crate::usage::Usage) {
         let decoded = split_response(upstream_frame, ApiKey::Produce, self.version)
             .ok()
             .and_then(|(_, mut body)| ProduceResponse::decode(&mut body, self.version).ok());
@@ -580,6 +586,18 @@ impl ProduceWatch {
                 m.requests_ok.inc();
             } else {
                 m.requests_failed.inc();
+            }
+        }
+        let Some(r) = decoded else { return };
+        for (topic, partition, records) in &self.ends {
+            let answered = r
+                .responses
+                .iter()
+                .filter(|t| &t.name.0 == topic)
+                .flat_map(|t| t.partition_responses.iter())
+                .find(|p| p.index == *partition && p.error_code == 0 && p.base_offset >= 0);
+            if let Some(p) = answered {
+                usage.saw_end(topic, *partition, p.base_offset + *records as i64);
             }
         }
     }

@@ -15,8 +15,16 @@ use kafka_protocol::messages::ApiKey;
 use super::Gateway;
 use crate::protocol::header::split_response;
 
-/// Counts one upstream response frame (without its size prefix) as bytes out.
-pub fn count_response(gw: &Gateway, api_key: i16, version: i16, frame: &Bytes) {
+/// Counts one upstream response frame (without its size prefix) as bytes out; for a Fetch
+/// answer, also notes for each contract topic in it the partitions' high watermarks and that
+/// the connection's principal read it (`usage`).
+pub fn count_response(
+    gw: &Gateway,
+    api_key: i16,
+    version: i16,
+    frame: &Bytes,
+    identity: &super::identity::Identity,
+) {
     let total = frame.len() as u64 + 4;
     if api_key != ApiKey::Fetch as i16 {
         gw.metrics.bytes_out_other.inc_by(total);
@@ -31,7 +39,10 @@ pub fn count_response(gw: &Gateway, api_key: i16, version: i16, frame: &Bytes) {
     let walked = split_response(frame, ApiKey::Fetch, version)
         .ok()
         .and_then(|(_, body)| {
-            fetch_record_bytes(&body, version, |topic, bytes| {
+            let now = std::time::Instant::now();
+            // Read once, and only when a contract topic is in the answer.
+            let mut principal = None;
+            fetch_record_bytes(&body, version, |topic, bytes, watermarks| {
                 let name = match topic {
                     TopicRef::Name(n) => Some(n.to_string()),
                     TopicRef::Id(id) => gw
@@ -41,13 +52,19 @@ pub fn count_response(gw: &Gateway, api_key: i16, version: i16, frame: &Bytes) {
                         .get(&uuid::Uuid::from_bytes(id))
                         .cloned(),
                 };
-                if let Some(m) = name
-                    .as_deref()
-                    .and_then(|n| policies.contract_for(n))
-                    .and_then(|c| policies.stats(c))
-                {
+                let Some(contract) = name.as_deref().and_then(|n| policies.contract_for(n)) else {
+                    return;
+                };
+                if let Some(m) = policies.stats(contract) {
                     m.bytes_out.inc_by(bytes);
+                    m.fetch_requests.inc();
                     attributed += bytes;
+                }
+                let usage = &gw.metrics.usage;
+                let principal = principal.get_or_insert_with(|| identity.principal());
+                usage.saw_fetch(&contract.topic, principal, now);
+                for &(partition, high_watermark) in watermarks {
+                    usage.saw_end(&contract.topic, partition, high_watermark);
                 }
             })
         });
@@ -66,13 +83,15 @@ pub enum TopicRef<'a> {
     Id([u8; 16]),
 }
 
-/// Walks a Fetch response body (v4 to v15), calling `each` with every topic's record bytes.
-/// `None` when the body does not follow the layout.
+/// Walks a Fetch response body (v4 to v15), calling `each` with every topic's record bytes and
+/// the (partition, high watermark) of its partitions answered without error. `None` when the
+/// body does not follow the layout.
 pub fn fetch_record_bytes<'a>(
     body: &'a [u8],
     version: i16,
-    mut each: impl FnMut(TopicRef<'a>, u64),
+    mut each: impl FnMut(TopicRef<'a>, u64, &[(i32, i64)]),
 ) -> Option<()> {
+    let mut watermarks: Vec<(i32, i64)> = Vec::new();
     let flexible = version >= 12;
     let mut r = Walker { b: body, flexible };
     r.skip(4)?; // throttle_time_ms
@@ -86,8 +105,16 @@ pub fn fetch_record_bytes<'a>(
             TopicRef::Name(std::str::from_utf8(r.string()?).ok()?)
         };
         let mut bytes = 0u64;
+        watermarks.clear();
         for _ in 0..r.array_len()? {
-            r.skip(4 + 2 + 8 + 8)?; // partition_index, error_code, high_watermark, last_stable_offset
+            let head = r.take(4 + 2 + 8)?; // partition_index, error_code, high_watermark
+            let partition = i32::from_be_bytes(head[0..4].try_into().ok()?);
+            let error_code = i16::from_be_bytes(head[4..6].try_into().ok()?);
+            let high_watermark = i64::from_be_bytes(head[6..14].try_into().ok()?);
+            if error_code == 0 {
+                watermarks.push((partition, high_watermark));
+            }
+            r.skip(8)?; // last_stable_offset
             if version >= 5 {
                 r.skip(8)?; // log_start_offset
             }
@@ -102,7 +129,7 @@ pub fn fetch_record_bytes<'a>(
             r.tags()?;
         }
         r.tags()?;
-        each(topic, bytes);
+        each(topic, bytes, &watermarks);
     }
     r.tags()?;
     Some(())
@@ -213,6 +240,13 @@ mod tests {
             for (p, size) in sizes.iter().enumerate() {
                 let mut pd = PartitionData::default();
                 pd.partition_index = p as i32;
+                pd.high_watermark = 100 * (i as i64 + 1) + p as i64;
+                // The last partition of each topic answers with an error: no watermark.
+                pd.error_code = if p + 1 == sizes.len() && sizes.len() > 1 {
+                    6
+                } else {
+                    0
+                };
                 pd.records = (*size > 0).then(|| Bytes::from(vec![1u8; *size]));
                 t.partitions.push(pd);
             }
@@ -225,7 +259,7 @@ mod tests {
 
     fn walk(body: &[u8], version: i16) -> Option<Vec<(String, u64)>> {
         let mut out = Vec::new();
-        fetch_record_bytes(body, version, |t, n| {
+        fetch_record_bytes(body, version, |t, n, _| {
             let name = match t {
                 TopicRef::Name(n) => n.to_string(),
                 TopicRef::Id(id) => format!("id{}", id[0]),
@@ -249,6 +283,19 @@ mod tests {
                 vec![(names[0].clone(), 100), (names[1].clone(), 3007)],
                 "v{version}"
             );
+        }
+    }
+
+    #[test]
+    fn high_watermarks_of_the_partitions_answered_without_error_at_every_version() {
+        for version in 4..=15 {
+            let mut marks = Vec::new();
+            fetch_record_bytes(&response(version), version, |_, _, w| {
+                marks.push(w.to_vec())
+            })
+            .unwrap();
+            // Partition 1 of each topic answered with an error: left out.
+            assert_eq!(marks, vec![vec![(0, 100)], vec![(0, 200)]], "v{version}");
         }
     }
 

@@ -164,3 +164,81 @@ def test_the_java_client_is_refused_with_topic_authorization_and_an_allowed_one_
         assert "error" not in alice and sorted(alice["values"]) == [f"{topic}-{i}" for i in range(5)]
     finally:
         assert gw.stop() == 0
+
+
+def lag_metric(gw, contract, group):
+    for line in gw.metrics().splitlines():
+        if (line.startswith("meshgate_contract_consumer_lag_records{")
+                and f'contract="{contract}"' in line and f'group="{group}"' in line):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def admin_lag(bootstrap, group, topic, partitions):
+    """The lag the Admin API computes: end offsets minus the group's commits, over the
+    partitions it committed."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(15)
+    committed = {tp.partition: tp.offset for tp in res.topic_partitions
+                 if tp.topic == topic and tp.offset >= 0}
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "lag-probe"})
+    try:
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(partitions)}
+    finally:
+        c.close()
+    return sum(max(0, ends[p] - off) for p, off in committed.items())
+
+
+def test_lag_per_group_matches_the_admin_api_while_a_consumer_pauses_and_resumes(broker, logdir, tmp_path):
+    run = uuid.uuid4().hex[:8]
+    topic, contract, group = f"lag.t{run}.v1", f"lag-{run}", f"lag-group-{run}"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "lag.yaml").write_text(
+        f"contract:\n  name: {contract}\n  owner: lag-team\n  topic: {topic}\n")
+    gw = start_gateway(broker.bootstrap, logdir, policies=policies)
+    try:
+        create_topic(broker.bootstrap, topic, partitions=2)
+
+        def produce(n, offset):
+            p = Producer({"bootstrap.servers": gw.bootstrap, "linger.ms": 0})
+            for i in range(n):
+                p.produce(topic, key=f"k{i}".encode(), value=json.dumps({"n": offset + i}).encode())
+            assert p.flush(30) == 0
+
+        produce(20, 0)
+        c = Consumer({"bootstrap.servers": gw.bootstrap, "group.id": group,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe([topic])
+        got, end = 0, time.time() + 30
+        while got < 8 and time.time() < end:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got += 1
+        c.commit(asynchronous=False)
+        # Paused: it fetches nothing more while 10 records arrive.
+        c.pause(c.assignment())
+        produce(10, 20)
+        expected = admin_lag(broker.bootstrap, group, topic, 2)
+        assert expected > 0
+        assert lag_metric(gw, contract, group) == expected
+        # Resumed: it reads the rest and commits; both say 0.
+        c.resume(c.assignment())
+        end = time.time() + 30
+        while got < 30 and time.time() < end:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got += 1
+        c.commit(asynchronous=False)
+        assert got == 30
+        assert admin_lag(broker.bootstrap, group, topic, 2) == 0
+        assert lag_metric(gw, contract, group) == 0
+        products = {p["name"]: p for p in json.loads(gw.admin("/catalog")[1])["data_products"]}
+        usage = products[contract]["usage"]
+        assert usage["active_groups"] == 1 and usage["groups"][0]["group"] == group
+        assert usage["principals"] == ["User:ANONYMOUS"] and usage["fetch_requests"] > 0
+        c.close()
+    finally:
+        assert gw.stop() == 0
