@@ -43,6 +43,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/catalog", get(catalog))
         .route("/catalog/rejections", get(catalog_rejections))
+        .route("/chargeback", get(chargeback))
         .route("/registry/schemas/ids/{id}", get(registry_schema_by_id))
         .route("/registry/subjects", get(registry_subjects))
         .route(
@@ -448,6 +449,38 @@ pub fn catalog_rules(
             }
         })
         .collect()
+}
+
+#[derive(Deserialize)]
+struct ChargebackQuery {
+    /// The window: `24h` (the default), `7d`, `90m`, seconds.
+    since: Option<String>,
+    /// `csv` or `json` (the default).
+    format: Option<String>,
+}
+
+/// Usage per team and principal over whole hours back from now, as CSV or JSON.
+async fn chargeback(State(s): State<AdminState>, Query(q): Query<ChargebackQuery>) -> Response {
+    let Some(window) = crate::chargeback::parse_window(q.since.as_deref().unwrap_or("24h")) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "since: a duration such as 24h, 7d, 90m or a number of seconds\n",
+        )
+            .into_response();
+    };
+    let since = (now_ms() / 1000).saturating_sub(window);
+    let rows = s.metrics.chargeback.since(since);
+    match q.format.as_deref() {
+        Some("csv") => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            crate::chargeback::csv(&rows),
+        )
+            .into_response(),
+        None | Some("json") => {
+            Json(serde_json::json!({ "since": since, "rows": rows })).into_response()
+        }
+        Some(_) => (StatusCode::BAD_REQUEST, "format: csv or json\n").into_response(),
+    }
 }
 
 /// The data products, as JSON, or as an HTML page for a browser (by `Accept`, or `?format=`).

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod alerts;
 pub mod app;
 pub mod audit;
+pub mod chargeback;
 pub mod config;
 pub mod fields;
 #[cfg(any(test, fuzzing))]

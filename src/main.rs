@@ -36,11 +36,30 @@ enum Command {
     /// (`--dry-run`): how many the set would reject, by rule, with examples. Exit 0 when it read
     /// the topic, 2 when it could not.
     Replay(ReplayArgs),
+    /// Usage per owning team and principal (bytes in and out, requests) from a running gateway's
+    /// admin endpoint, over whole hours back from now, as CSV or JSON.
+    Chargeback(ChargebackArgs),
     /// The audit trail.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ChargebackArgs {
+    /// How far back: `24h`, `7d`, `90m`, or seconds (whole hours are kept, for a week).
+    #[arg(long, default_value = "24h")]
+    since: String,
+    /// The gateway's admin address (plain HTTP).
+    #[arg(long, value_name = "HOST:PORT", default_value = meshgate::config::DEFAULT_ADMIN)]
+    admin: String,
+    /// `csv` or `json`.
+    #[arg(long, default_value = "csv")]
+    format: String,
+    /// A file holding the admin endpoint's bearer token, when it requires one.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -189,6 +208,7 @@ fn main() -> ExitCode {
         Command::Alerts { policy_dir } => alerts(&policy_dir),
         Command::Test(args) => policy_test(args),
         Command::Replay(args) => replay(args),
+        Command::Chargeback(args) => chargeback(args),
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => audit_verify(&files),
@@ -336,6 +356,51 @@ fn replay(args: ReplayArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("meshgate replay: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn chargeback(args: ChargebackArgs) -> ExitCode {
+    if meshgate::chargeback::parse_window(&args.since).is_none() {
+        eprintln!(
+            "meshgate chargeback: --since `{}` is not a duration such as 24h, 7d, 90m",
+            args.since
+        );
+        return ExitCode::from(2);
+    }
+    let token = match &args.token_file {
+        None => None,
+        Some(f) => match std::fs::read_to_string(f) {
+            Ok(t) => Some(t.trim().to_string()),
+            Err(e) => {
+                eprintln!("meshgate chargeback: {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meshgate chargeback: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let path = format!("/chargeback?since={}&format={}", args.since, args.format);
+    match runtime.block_on(meshgate::chargeback::fetch(
+        &args.admin,
+        &path,
+        token.as_deref(),
+    )) {
+        Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("meshgate chargeback: {e}");
             ExitCode::from(2)
         }
     }

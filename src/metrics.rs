@@ -165,6 +165,12 @@ pub struct Metrics {
     pub recent_rejections: RecentRejections,
     /// Who reads each data product, and how far behind (see `usage`).
     pub usage: crate::usage::Usage,
+    /// Hourly usage per team and principal, for `/chargeback` (see `chargeback`).
+    pub chargeback: crate::chargeback::Chargeback,
+    /// `meshgate_chargeback_bytes_total{team,principal,direction}`.
+    pub chargeback_bytes: IntCounterVec,
+    /// `meshgate_chargeback_requests_total{team,principal,api}`.
+    pub chargeback_requests: IntCounterVec,
     registry: Registry,
     per_api: Vec<ApiMetrics>,
     unknown_api: ApiMetrics,
@@ -230,6 +236,33 @@ impl Metrics {
             topic_written: c("topic_written"),
             topic_failed: c("topic_failed"),
         }
+    }
+
+    /// Charges one request's contract-topic usage to its teams, under `principal` (already
+    /// bounded: `PolicySet::chargeback_principal`).
+    pub fn charge(&self, principal: &str, by_team: &[(&Arc<str>, crate::chargeback::Tally)]) {
+        if by_team.is_empty() {
+            return;
+        }
+        for (team, t) in by_team {
+            let bytes = |direction| {
+                self.chargeback_bytes
+                    .with_label_values(&[team, principal, direction])
+            };
+            let requests = |api| {
+                self.chargeback_requests
+                    .with_label_values(&[team, principal, api])
+            };
+            if t.produce_requests > 0 {
+                bytes("in").inc_by(t.bytes_in);
+                requests("produce").inc_by(t.produce_requests);
+            }
+            if t.fetch_requests > 0 {
+                bytes("out").inc_by(t.bytes_out);
+                requests("fetch").inc_by(t.fetch_requests);
+            }
+        }
+        self.chargeback.add(now_ms() / 1000, principal, by_team);
     }
 
     /// The would-reject counts and last times, summed over topics and modes.
@@ -392,6 +425,22 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let chargeback_bytes = IntCounterVec::new(
+            Opts::new(
+                "meshgate_chargeback_bytes_total",
+                "Record bytes of contract topics by owning team, principal (named in a contract, else _other) and direction (in: produced, out: fetched)",
+            ),
+            &["team", "principal", "direction"],
+        )
+        .expect("valid metric");
+        let chargeback_requests = IntCounterVec::new(
+            Opts::new(
+                "meshgate_chargeback_requests_total",
+                "Produce requests and Fetch answers that carried contract topics, by owning team, principal and API",
+            ),
+            &["team", "principal", "api"],
+        )
+        .expect("valid metric");
         let produce_records = IntCounterVec::new(
             Opts::new(
                 "meshgate_produce_records_total",
@@ -421,6 +470,8 @@ impl Metrics {
             Box::new(dead_letter_records.clone()),
             Box::new(dead_letter_partitions.clone()),
             Box::new(dead_letter_write.clone()),
+            Box::new(chargeback_bytes.clone()),
+            Box::new(chargeback_requests.clone()),
             Box::new(produce_records.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -452,6 +503,9 @@ impl Metrics {
         Self {
             recent_rejections: RecentRejections::default(),
             usage: crate::usage::Usage::default(),
+            chargeback: crate::chargeback::Chargeback::default(),
+            chargeback_bytes,
+            chargeback_requests,
             registry,
             per_api,
             unknown_api,

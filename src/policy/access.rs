@@ -52,6 +52,15 @@ impl PolicySet {
         under_mode(&c.mode, principal, shadowed, r).err()
     }
 
+    /// `principal` as the chargeback labels it: itself when a contract names it, else `_other`.
+    pub fn chargeback_principal<'p>(&self, principal: &'p str) -> &'p str {
+        if self.named_principals.contains(principal) {
+            principal
+        } else {
+            crate::chargeback::OTHER
+        }
+    }
+
     /// Whether `naming.groups` constrains consumer group ids.
     pub fn names_groups(&self) -> bool {
         self.naming

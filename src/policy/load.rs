@@ -414,6 +414,16 @@ fn cross_check(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
         .contracts
         .iter()
         .any(|c| c.consumers.is_some() && !c.mode.is_off());
+    set.named_principals = set
+        .contracts
+        .iter()
+        .flat_map(|c| {
+            c.producers
+                .iter()
+                .chain(c.consumers.iter().flat_map(|r| r.principals.iter()))
+                .cloned()
+        })
+        .collect();
     build_registry(set, errors);
 }
 
@@ -935,6 +945,7 @@ impl Cx<'_> {
             producers,
             avro_reader,
             name,
+            team: Arc::from(c.owner.as_str()),
             owner: c.owner,
             topic: c.topic.value,
             description: c.description,

@@ -102,6 +102,9 @@ pub struct PolicySet {
     /// Whether any contract in force restricts who reads (`consumers:`): only then are the
     /// consuming APIs read whole and judged.
     pub restricts_consumers: bool,
+    /// The principals contracts name (`producers:`, `consumers:`): the chargeback's principal
+    /// labels (any other is `_other`).
+    pub named_principals: std::collections::HashSet<Box<str>>,
     /// `access.hide_unauthorized_topics`: where it was set, when it is.
     pub hide_unauthorized_topics: Option<Origin>,
     /// Every registered schema by id, parsed: the writer schemas Avro records may name.
@@ -227,6 +230,8 @@ pub struct Contract {
     pub on_reject: Option<OnReject>,
     /// `consumers:`: who may read the topic, and with which groups; anyone when `None`.
     pub consumers: Option<Consumers>,
+    /// `owner`, shared: the chargeback's team label.
+    pub team: Arc<str>,
 }
 
 /// A contract's `consumers:`.

@@ -280,6 +280,8 @@ pub fn produce(
     // partitions turn into refusals when another partition is refused.
     let mut judged: Vec<JudgedPartition> = Vec::with_capacity(total);
     let mut order = Vec::with_capacity(request.topic_data.len());
+    // Record bytes per owning team, charged once for the whole request.
+    let mut charges: Vec<(&Arc<str>, crate::chargeback::Tally)> = Vec::new();
     let plans: Vec<_> = request
         .topic_data
         .iter()
@@ -305,6 +307,19 @@ pub fn produce(
             match stats {
                 Some(m) => m.bytes_in.inc_by(size),
                 None => cx.metrics.bytes_in_other.inc_by(size),
+            }
+            if let Some(c) = contract {
+                match charges.iter_mut().find(|(t, _)| Arc::ptr_eq(t, &c.team)) {
+                    Some((_, t)) => t.bytes_in += size,
+                    None => charges.push((
+                        &c.team,
+                        crate::chargeback::Tally {
+                            bytes_in: size,
+                            produce_requests: 1,
+                            ..Default::default()
+                        },
+                    )),
+                }
             }
             let verdict = match plan {
                 Ok(plan) => policies.judge_partition_with(
@@ -340,6 +355,8 @@ pub fn produce(
             order.push((topic.name.0.clone(), partitions));
         }
     }
+    cx.metrics
+        .charge(policies.chargeback_principal(principal), &charges);
     all_or_nothing(&mut judged, client, &cx.all_or_nothing_clients);
     let mut rejected = HashMap::new();
     let mut letters: Vec<Letter> = Vec::new();

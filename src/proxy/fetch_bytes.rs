@@ -42,6 +42,7 @@ pub fn count_response(
             let now = std::time::Instant::now();
             // Read once, and only when a contract topic is in the answer.
             let mut principal = None;
+            let mut charges: Vec<(std::sync::Arc<str>, crate::chargeback::Tally)> = Vec::new();
             fetch_record_bytes(&body, version, |topic, bytes, watermarks| {
                 let name = match topic {
                     TopicRef::Name(n) => Some(n.to_string()),
@@ -63,10 +64,30 @@ pub fn count_response(
                 let usage = &gw.metrics.usage;
                 let principal = principal.get_or_insert_with(|| identity.principal());
                 usage.saw_fetch(&contract.topic, principal, now);
+                match charges
+                    .iter_mut()
+                    .find(|(t, _)| std::sync::Arc::ptr_eq(t, &contract.team))
+                {
+                    Some((_, t)) => t.bytes_out += bytes,
+                    None => charges.push((
+                        contract.team.clone(),
+                        crate::chargeback::Tally {
+                            bytes_out: bytes,
+                            fetch_requests: 1,
+                            ..Default::default()
+                        },
+                    )),
+                }
                 for &(partition, high_watermark) in watermarks {
                     usage.saw_end(&contract.topic, partition, high_watermark);
                 }
-            })
+            })?;
+            if let Some(principal) = &principal {
+                let by_team: Vec<_> = charges.iter().map(|(t, c)| (t, *c)).collect();
+                gw.metrics
+                    .charge(policies.chargeback_principal(principal), &by_team);
+            }
+            Some(())
         });
     if walked.is_none() {
         tracing::debug!(version, "Fetch response not walkable; counted as _other");

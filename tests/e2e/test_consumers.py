@@ -242,3 +242,47 @@ def test_lag_per_group_matches_the_admin_api_while_a_consumer_pauses_and_resumes
         c.close()
     finally:
         assert gw.stop() == 0
+
+
+def test_chargeback_counts_the_bytes_each_principal_produced_and_fetched(broker, logdir, tmp_path):
+    """Bytes in for the producing principal and bytes out for the consuming one, under the
+    owning team, equal the bytes of the partition's log on the broker (batches are stored as
+    sent, and each was fetched once); `meshgate chargeback` exports them."""
+    run = uuid.uuid4().hex[:8]
+    topic, team = f"charge.t{run}.v1", f"billing-{run}"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "c.yaml").write_text(
+        f"contract:\n  name: charge-{run}\n  owner: {team}\n  topic: {topic}\n"
+        "  producers: [User:alice]\n  consumers: [User:bob]\n")
+    sasl_addr = f"127.0.0.1:{broker.cluster.nodes[0].ports['SASL_PLAINTEXT']}"
+    gw = start_gateway(sasl_addr, logdir, policies=policies)
+    try:
+        create_topic(broker.bootstrap, topic, partitions=1)
+        p = Producer({"bootstrap.servers": gw.bootstrap, "linger.ms": 0, **sasl("alice")})
+        for i in range(20):
+            p.produce(topic, value=json.dumps({"n": i, "pad": "x" * (i * 10)}).encode(), partition=0)
+            p.poll(0)
+        assert p.flush(30) == 0
+        values, error = read(gw, "bob", topic, n=20)
+        assert error is None and len(values) == 20
+        log = broker.cluster.nodes[0].dir / f"{topic}-0" / "00000000000000000000.log"
+        stored = log.stat().st_size
+        binary = ROOT / "target" / "debug" / "meshgate"
+        out = subprocess.run([binary, "chargeback", "--since", "1h", "--format", "json",
+                              "--admin", f"127.0.0.1:{gw.admin_port}"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        rows = {(r["team"], r["principal"]): r for r in json.loads(out.stdout)["rows"]}
+        assert rows[(team, "User:alice")]["bytes_in"] == stored
+        assert rows[(team, "User:alice")]["produce_requests"] >= 1
+        assert rows[(team, "User:bob")]["bytes_out"] == stored
+        assert rows[(team, "User:bob")]["fetch_requests"] >= 1
+        csv = subprocess.run([binary, "chargeback", "--since", "1h",
+                              "--admin", f"127.0.0.1:{gw.admin_port}"],
+                             capture_output=True, text=True, timeout=30).stdout
+        assert csv.splitlines()[0] == "team,principal,bytes_in,bytes_out,produce_requests,fetch_requests"
+        assert f"{team},User:alice,{stored}," in csv
+        assert f'principal="User:bob"' in gw.metrics()
+    finally:
+        assert gw.stop() == 0
