@@ -287,15 +287,8 @@ fn replay(args: ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("meshgate replay: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(runtime) = current_thread("replay") else {
+        return ExitCode::from(2);
     };
     let tls = match args
         .tls
@@ -379,15 +372,8 @@ fn chargeback(args: ChargebackArgs) -> ExitCode {
             }
         },
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("meshgate chargeback: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(runtime) = current_thread("chargeback") else {
+        return ExitCode::from(2);
     };
     let path = format!("/chargeback?since={}&format={}", args.since, args.format);
     match runtime.block_on(meshgate::chargeback::fetch(
@@ -402,6 +388,21 @@ fn chargeback(args: ChargebackArgs) -> ExitCode {
         Err(e) => {
             eprintln!("meshgate chargeback: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// A single-threaded runtime for a command's network calls; `None` (reported) when it cannot be
+/// built.
+fn current_thread(command: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("meshgate {command}: {e}");
+            None
         }
     }
 }

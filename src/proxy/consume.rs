@@ -26,6 +26,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::list_offsets_request::ListOffsetsTopic;
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupHeartbeatRequest, FetchRequest, JoinGroupRequest, ListOffsetsRequest,
     OffsetCommitRequest, OffsetFetchRequest, RequestHeader,
@@ -232,7 +235,8 @@ impl Reader<'_> {
     ) -> Result<Option<Decision>, HeaderError> {
         let mut refused = Vec::new();
         let ids = (version >= 13).then(|| self.topic_ids.read().unwrap_or_else(|p| p.into_inner()));
-        req.topics.retain(|t| {
+        let partitions = |t: &FetchTopic| t.partitions.iter().map(|p| p.partition).collect();
+        sift(&mut req.topics, &mut refused, partitions, |t| {
             let name = match &ids {
                 Some(ids) => ids.get(&t.topic_id).cloned(),
                 None => Some(t.topic.0.to_string()),
@@ -241,15 +245,8 @@ impl Reader<'_> {
                 None => UNKNOWN_TOPIC_ID,
                 Some(n) => self.topic_code("fetch", n, client),
             };
-            if code != 0 {
-                refused.push(RefusedTopic {
-                    name: name.map(StrBytes::from_string).unwrap_or_default(),
-                    id: t.topic_id,
-                    partitions: t.partitions.iter().map(|p| p.partition).collect(),
-                    code,
-                });
-            }
-            code == 0
+            let name = name.map(StrBytes::from_string).unwrap_or_default();
+            (code, name, t.topic_id)
         });
         drop(ids);
         if refused.is_empty() {
@@ -270,17 +267,11 @@ impl Reader<'_> {
         client: &str,
     ) -> Result<Option<Decision>, HeaderError> {
         let mut refused = Vec::new();
-        req.topics.retain(|t| {
+        let partitions =
+            |t: &ListOffsetsTopic| t.partitions.iter().map(|p| p.partition_index).collect();
+        sift(&mut req.topics, &mut refused, partitions, |t| {
             let code = self.topic_code("list_offsets", &t.name.0, client);
-            if code != 0 {
-                refused.push(RefusedTopic {
-                    name: t.name.0.clone(),
-                    id: uuid::Uuid::nil(),
-                    partitions: t.partitions.iter().map(|p| p.partition_index).collect(),
-                    code,
-                });
-            }
-            code == 0
+            (code, t.name.0.clone(), uuid::Uuid::nil())
         });
         if refused.is_empty() {
             return Ok(None);
@@ -307,20 +298,14 @@ impl Reader<'_> {
         let topics: Vec<&str> = req.topics.iter().map(|t| t.name.0.as_str()).collect();
         let (group_code, _) = self.group_code("offset_commit", &req.group_id.0, &topics, client);
         let mut refused = Vec::new();
-        req.topics.retain(|t| {
+        let partitions =
+            |t: &OffsetCommitRequestTopic| t.partitions.iter().map(|p| p.partition_index).collect();
+        sift(&mut req.topics, &mut refused, partitions, |t| {
             let code = match group_code {
                 0 => self.topic_code("offset_commit", &t.name.0, client),
                 c => c,
             };
-            if code != 0 {
-                refused.push(RefusedTopic {
-                    name: t.name.0.clone(),
-                    id: uuid::Uuid::nil(),
-                    partitions: t.partitions.iter().map(|p| p.partition_index).collect(),
-                    code,
-                });
-            }
-            code == 0
+            (code, t.name.0.clone(), uuid::Uuid::nil())
         });
         // What is forwarded is what the group commits: noted for its lag on contract topics.
         let now = std::time::Instant::now();
@@ -447,6 +432,28 @@ impl Reader<'_> {
     }
 }
 
+/// Keeps the topics `judge` allows (code 0) and moves the others into `refused`, with the
+/// partitions they asked for. `judge` gives (error code, name, id, the partitions).
+fn sift<T>(
+    topics: &mut Vec<T>,
+    refused: &mut Vec<RefusedTopic>,
+    partitions: impl Fn(&T) -> Vec<i32>,
+    mut judge: impl FnMut(&T) -> (i16, StrBytes, uuid::Uuid),
+) {
+    topics.retain(|t| {
+        let (code, name, id) = judge(t);
+        if code != 0 {
+            refused.push(RefusedTopic {
+                name,
+                id,
+                partitions: partitions(t),
+                code,
+            });
+        }
+        code == 0
+    });
+}
+
 /// Forwards the trimmed request with `merge`, or answers alone when nothing is left to forward.
 fn trimmed_or_alone<R: Encodable, M: super::rewrite::ResponseMerge + 'static>(
     header: &RequestHeader,
@@ -540,16 +547,9 @@ mod tests {
             &FetchResponse::default(),
         )
         .unwrap();
-        struct NoAddresses;
-        impl super::super::rewrite::BrokerAddresses for NoAddresses {
-            fn advertised_host(&self) -> &str {
-                "h"
-            }
-            fn gateway_port(&self, _: i32, _: &str, _: i32) -> Option<i32> {
-                None
-            }
-        }
-        let out = merge.merge(empty, &NoAddresses).unwrap();
+        let out = merge
+            .merge(empty, &super::super::rewrite::testing::NoAddresses)
+            .unwrap();
         let (_, mut body) =
             crate::protocol::header::split_response(&out, ApiKey::Fetch, version).unwrap();
         let r = FetchResponse::decode(&mut body, version).unwrap();

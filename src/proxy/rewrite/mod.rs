@@ -241,6 +241,40 @@ fn rewrite_api_versions(
     join_response(header, ApiKey::ApiVersions, decoded_at, &r).map_err(|e| err(e.to_string()))
 }
 
+/// Test support for the modules that build responses.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::BrokerAddresses;
+    use crate::protocol::header::join_response;
+    use bytes::Bytes;
+    use kafka_protocol::messages::{ApiKey, ResponseHeader};
+    use kafka_protocol::protocol::Encodable;
+
+    /// Addresses for a response that names no broker.
+    pub struct NoAddresses;
+
+    impl BrokerAddresses for NoAddresses {
+        fn advertised_host(&self) -> &str {
+            "gateway"
+        }
+        fn gateway_port(&self, _: i32, _: &str, _: i32) -> Option<i32> {
+            None
+        }
+    }
+
+    /// A response frame (without its size prefix) with this correlation id.
+    pub fn response_frame<M: Encodable>(
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        body: &M,
+    ) -> Bytes {
+        let mut h = ResponseHeader::default();
+        h.correlation_id = correlation_id;
+        join_response(&h, api, version, body).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,9 +300,7 @@ mod tests {
     }
 
     fn frame<M: Encodable>(api: ApiKey, version: i16, body: &M) -> Bytes {
-        let mut h = ResponseHeader::default();
-        h.correlation_id = 42;
-        join_response(&h, api, version, body).unwrap()
+        testing::response_frame(api, version, 42, body)
     }
 
     #[test]

@@ -289,9 +289,8 @@ pub fn consumer_group_heartbeat_refused(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::NoAddresses;
     use super::*;
-    use crate::protocol::header::join_response;
-    use kafka_protocol::messages::ResponseHeader;
     use std::sync::Arc;
 
     fn refused(name: &'static str, partitions: &[i32], code: i16) -> RefusedTopic {
@@ -303,20 +302,8 @@ mod tests {
         }
     }
 
-    struct NoAddresses;
-    impl BrokerAddresses for NoAddresses {
-        fn advertised_host(&self) -> &str {
-            "h"
-        }
-        fn gateway_port(&self, _: i32, _: &str, _: i32) -> Option<i32> {
-            None
-        }
-    }
-
     fn frame<M: Encodable>(api: ApiKey, version: i16, m: &M) -> Bytes {
-        let mut h = ResponseHeader::default();
-        h.correlation_id = 9;
-        join_response(&h, api, version, m).unwrap()
+        super::super::testing::response_frame(api, version, 9, m)
     }
 
     #[test]
