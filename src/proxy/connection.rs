@@ -262,7 +262,10 @@ where
                 }
                 continue;
             }
-            Route::CutThrough { owes_response } => {
+            Route::CutThrough {
+                owes_response,
+                policies,
+            } => {
                 // Register the response slot, then stream the frame upstream as it arrives
                 // instead of holding it whole.
                 if owes_response {
@@ -272,7 +275,7 @@ where
                     let slot = new_slot(
                         permit,
                         &header,
-                        response_action(&gw, api, header.api_version, &identity),
+                        response_action(api, header.api_version, &identity, policies.as_deref()),
                         SlotState::Awaiting,
                         started,
                     );
@@ -326,6 +329,11 @@ where
             gw.audit
                 .as_ref()
                 .map(|log| RequestAudit::new(log, &identity, policies))
+        };
+        // Metadata's answer is filtered under the generation that routed and judged it.
+        let routed = match (&whole, api) {
+            (Whole::Governed(_, p) | Whole::Audited(p), ApiKey::Metadata) => Some(p.clone()),
+            _ => None,
         };
         // The one dispatch point of the governed APIs.
         let (decision, watch) = match whole {
@@ -410,12 +418,12 @@ where
         let (to_forward, action, state) = match decision {
             Decision::Forward => (
                 Some(frame),
-                response_action(&gw, api, header.api_version, &identity),
+                response_action(api, header.api_version, &identity, routed.as_deref()),
                 SlotState::Awaiting,
             ),
             Decision::ForwardEdited(frame) => (
                 Some(frame),
-                response_action(&gw, api, header.api_version, &identity),
+                response_action(api, header.api_version, &identity, routed.as_deref()),
                 SlotState::Awaiting,
             ),
             Decision::ForwardTrimmed { frame, merge } => (
@@ -495,7 +503,12 @@ enum Route {
     /// ApiVersions newer than meshgate decodes: answered here, as a broker answers it.
     AnswerApiVersions,
     /// Streamed upstream as it arrives; no response is owed for acks=0.
-    CutThrough { owes_response: bool },
+    CutThrough {
+        owes_response: bool,
+        /// For Metadata: the generation loaded to route it, which also filters its answer
+        /// (`access.hide_unauthorized_topics`).
+        policies: Option<Arc<Generation>>,
+    },
     /// Read whole first.
     Whole(Whole),
 }
@@ -551,25 +564,31 @@ fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Op
             .and_then(|(_, body)| peek_produce_acks(&body, version)),
         _ => None,
     };
-    if let Some(kind) = Governed::of(api) {
-        let current = gw.policies.current();
+    // One load of the policy generation, for the APIs it decides anything about: it routes the
+    // request, judges it, and (Metadata) filters its answer.
+    let audited = gw.audit.is_some() && topic_admin::audited(api);
+    let kind = Governed::of(api);
+    let current =
+        (kind.is_some() || audited || api == ApiKey::Metadata).then(|| gw.policies.current());
+    if let (Some(kind), Some(loaded)) = (kind, current.as_ref()) {
         let governed = match kind {
-            Governed::Produce => current.governs_produce(),
-            Governed::CreateTopics | Governed::TopicAdmin => current.governs_create_topics(),
+            Governed::Produce => loaded.governs_produce(),
+            Governed::CreateTopics | Governed::TopicAdmin => loaded.governs_create_topics(),
             Governed::Consume => {
-                current.restricts_consumers
-                    || (current.names_groups() && super::consume::names_group(api))
+                loaded.restricts_consumers
+                    || (loaded.names_groups() && super::consume::names_group(api))
                     // Commits of contract topics feed consumer lag (`usage`).
-                    || (api == ApiKey::OffsetCommit && !current.contracts.is_empty())
+                    || (api == ApiKey::OffsetCommit && !loaded.contracts.is_empty())
             }
         };
         if governed {
-            let policies = arc_swap::Guard::into_inner(current);
+            let policies = arc_swap::Guard::into_inner(current.expect("loaded above"));
             return (Route::Whole(Whole::Governed(kind, policies)), head_acks);
         }
     }
-    if gw.audit.is_some() && topic_admin::audited(api) {
-        let policies = gw.policies.current_arc();
+    let current = current.map(arc_swap::Guard::into_inner);
+    if audited {
+        let policies = current.expect("loaded for audited APIs");
         return (Route::Whole(Whole::Audited(policies)), head_acks);
     }
     let route = match api {
@@ -578,6 +597,7 @@ fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Op
         ApiKey::Produce if head_acks.is_none() => Route::Whole(Whole::ProduceAcksUnseen),
         _ => Route::CutThrough {
             owes_response: head_acks != Some(0),
+            policies: current.filter(|p| p.hide_unauthorized_topics.is_some()),
         },
     };
     (route, head_acks)
@@ -586,16 +606,28 @@ fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Op
 /// How the response to a request of `api` is handled: as `ResponseAction::for_request`, and for
 /// Metadata under `access.hide_unauthorized_topics`, without the topics the principal may
 /// neither produce to nor read.
-fn response_action(gw: &Gateway, api: ApiKey, version: i16, identity: &Identity) -> ResponseAction {
-    if api == ApiKey::Metadata {
-        let policies = gw.policies.current_arc();
-        if policies.hide_unauthorized_topics.is_some() {
-            let principal = identity.principal();
-            return ResponseAction::MetadataShowing(
-                version,
-                TopicFilter(Arc::new(move |t: &str| policies.shows_topic(t, &principal))),
-            );
-        }
+fn response_action(
+    api: ApiKey,
+    version: i16,
+    identity: &Identity,
+    policies: Option<&Generation>,
+) -> ResponseAction {
+    if let Some(p) =
+        policies.filter(|p| api == ApiKey::Metadata && p.hide_unauthorized_topics.is_some())
+    {
+        // The filter judges names as the answer arrives: it keeps the principal and the named
+        // contracts' readers and writers, not the generation.
+        let principal = identity.principal();
+        let hidden: std::collections::HashSet<String> = p
+            .contracts
+            .iter()
+            .filter(|c| !p.shows_topic(&c.topic, &principal))
+            .map(|c| c.topic.clone())
+            .collect();
+        return ResponseAction::MetadataShowing(
+            version,
+            TopicFilter(Arc::new(move |t: &str| !hidden.contains(t))),
+        );
     }
     ResponseAction::for_request(Some(api), version)
 }
@@ -847,7 +879,7 @@ mod tests {
     fn route(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> String {
         match classify(gw, api, version, head).0 {
             Route::AnswerApiVersions => "answer".into(),
-            Route::CutThrough { owes_response } => format!("cut-through owes={owes_response}"),
+            Route::CutThrough { owes_response, .. } => format!("cut-through owes={owes_response}"),
             Route::Whole(Whole::Sasl) => "whole sasl".into(),
             Route::Whole(Whole::ProduceAcksUnseen) => "whole produce".into(),
             Route::Whole(Whole::Governed(kind, _)) => format!("governed {kind:?}"),
