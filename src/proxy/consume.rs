@@ -234,12 +234,21 @@ impl Reader<'_> {
         client: &str,
     ) -> Result<Option<Decision>, HeaderError> {
         let mut refused = Vec::new();
-        let ids = (version >= 13).then(|| self.topic_ids.read().unwrap_or_else(|p| p.into_inner()));
+        // Names first, under the id map's lock, which is not held while refusals are reported.
+        let names: HashMap<uuid::Uuid, String> = if version >= 13 {
+            let ids = self.topic_ids.read().unwrap_or_else(|p| p.into_inner());
+            req.topics
+                .iter()
+                .filter_map(|t| Some((t.topic_id, ids.get(&t.topic_id)?.clone())))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let partitions = |t: &FetchTopic| t.partitions.iter().map(|p| p.partition).collect();
         sift(&mut req.topics, &mut refused, partitions, |t| {
-            let name = match &ids {
-                Some(ids) => ids.get(&t.topic_id).cloned(),
-                None => Some(t.topic.0.to_string()),
+            let name = match version >= 13 {
+                true => names.get(&t.topic_id).cloned(),
+                false => Some(t.topic.0.to_string()),
             };
             let code = match &name {
                 None => UNKNOWN_TOPIC_ID,
@@ -248,7 +257,6 @@ impl Reader<'_> {
             let name = name.map(StrBytes::from_string).unwrap_or_default();
             (code, name, t.topic_id)
         });
-        drop(ids);
         if refused.is_empty() {
             return Ok(None);
         }

@@ -151,14 +151,17 @@ def test_the_java_client_is_refused_with_topic_authorization_and_an_allowed_one_
     gw, topic, _ = setup(broker, logdir, tmp_path)
     driver = [java(), "-cp", classpath(), str(ROOT / "tests" / "clients" / "java" / "ClientCheck.java")]
     try:
-        def run(user):
+        def run(user, *extra):
             env = {"MESHGATE_SASL_USER": user, "MESHGATE_SASL_PASSWORD": dict(USERS)[user]}
-            out = subprocess.run([*driver, "consume-assigned", gw.bootstrap, topic, "5"],
+            out = subprocess.run([*driver, "consume-assigned", gw.bootstrap, topic, "5", *extra],
                                  capture_output=True, text=True, timeout=120,
                                  env={**__import__("os").environ, **env})
             assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
             return json.loads(out.stdout.strip().splitlines()[-1])
         bob = run("bob")
+        assert bob.get("error") == "TopicAuthorizationException" and bob["values"] == [], bob
+        # From offset 0 without asking for it: the first request is a Fetch, in a session.
+        bob = run("bob", "from-zero")
         assert bob.get("error") == "TopicAuthorizationException" and bob["values"] == [], bob
         alice = run("alice")
         assert "error" not in alice and sorted(alice["values"]) == [f"{topic}-{i}" for i in range(5)]

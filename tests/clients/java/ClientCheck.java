@@ -53,7 +53,7 @@ public class ClientCheck {
                         Arrays.copyOfRange(a, 4 + n, 4 + 2 * n));
             }
             case "consume" -> out = consume(a[1], a[2], a[3], a[4], Integer.parseInt(a[5]));
-            case "consume-assigned" -> out = consumeAssigned(a[1], a[2], Integer.parseInt(a[3]));
+            case "consume-assigned" -> out = consumeAssigned(a[1], a[2], Integer.parseInt(a[3]), a.length > 4 && a[4].equals("from-zero"));
             case "txn" -> out = txn(a[1], a[2], a[3]);
             case "addresses" -> out = addresses(a[1], a[2]);
             case "reassign" -> out = reassign(a[1], a[2], Integer.parseInt(a[3]), a[4]);
@@ -196,8 +196,12 @@ public class ClientCheck {
         }
     }
 
-    /** Reads partition 0 of a topic from its start, without a group; the error class if refused. */
-    static String consumeAssigned(String bootstrap, String topic, int n) {
+    /**
+     * Reads partition 0 of a topic from its start, without a group; the error class if refused.
+     * `fromZero` seeks to offset 0 instead of asking for the log start (no ListOffsets: the
+     * first request about the topic is a Fetch, in a fetch session).
+     */
+    static String consumeAssigned(String bootstrap, String topic, int n, boolean fromZero) {
         Properties p = base(bootstrap);
         p.put("key.deserializer", StringDeserializer.class.getName());
         p.put("value.deserializer", StringDeserializer.class.getName());
@@ -205,7 +209,7 @@ public class ClientCheck {
         try (KafkaConsumer<String, String> c = new KafkaConsumer<>(p)) {
             TopicPartition tp = new TopicPartition(topic, 0);
             c.assign(List.of(tp));
-            c.seekToBeginning(List.of(tp));
+            if (fromZero) c.seek(tp, 0); else c.seekToBeginning(List.of(tp));
             long end = System.currentTimeMillis() + 30_000;
             while (values.size() < n && System.currentTimeMillis() < end) {
                 for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(500))) values.add(r.value());
