@@ -4,8 +4,9 @@
 //! Each harness feeds arbitrary bytes to the code that meets them in production:
 //! - [`request_path`]: a client's byte stream, framed and judged as the connection's requests
 //!   task does (frame head, then the rest; header peek; version gate; acks peek; the Produce,
-//!   CreateTopics and SASL decoders and the policy judge), and each frame again as an upstream
-//!   response through the response rewriter;
+//!   CreateTopics and SASL decoders and the policy judge; the consuming APIs under read-access
+//!   rules), and each frame again as an upstream response through the response rewriter (and
+//!   through the merge of a partly refused read request, and the Metadata topic filter);
 //! - [`record_batch`]: a partition's records, judged against the example contract (batch
 //!   header, every codec, record views, JSON and Avro values, rules);
 //! - [`policy_file`]: a policy file through the loader;
@@ -266,13 +267,46 @@ pub fn request_path(data: &[u8]) {
                         }
                     }
                 }
+                a if crate::proxy::consume::governs(a) => {
+                    let principal: Arc<str> = Arc::from("User:fuzz");
+                    let reader = crate::proxy::consume::Reader {
+                        policies: read_rules(),
+                        principal: &principal,
+                        metrics: &gw.metrics,
+                        audit: None,
+                        topic_ids: &gw.topic_ids,
+                    };
+                    if let Ok(Some(enforce::Decision::ForwardTrimmed { merge, .. })) =
+                        reader.judge(api, &frame, version)
+                    {
+                        let _ = merge.merge(frame.clone(), &NoPorts);
+                    }
+                }
                 _ => {}
             }
             // The same bytes as the broker's answer to this request.
-            let action = ResponseAction::for_request(Some(api), version);
+            let action = match api {
+                ApiKey::Metadata => ResponseAction::MetadataShowing(
+                    version,
+                    crate::proxy::rewrite::TopicFilter(Arc::new(|t: &str| !t.starts_with('o'))),
+                ),
+                _ => ResponseAction::for_request(Some(api), version),
+            };
             let _ = rewrite_response(&action, frame, &NoPorts);
         }
     });
+}
+
+/// Read-access rules over the example contract's topic, for the consuming APIs.
+fn read_rules() -> &'static Arc<crate::generation::Generation> {
+    static SET: OnceLock<Arc<crate::generation::Generation>> = OnceLock::new();
+    SET.get_or_init(|| {
+        let set = crate::policy::load::compile_text(
+            "reads.yaml",
+            "contract:\n  name: r\n  owner: o\n  topic: orders.order-events.v1\n  consumers: [User:alice, Group:readers-*]\n---\naccess: { hide_unauthorized_topics: true }\n---\nnaming:\n  topics: { pattern: '.*' }\n  groups: { pattern: '^readers-' }\n",
+        );
+        Arc::new(crate::generation::Generation::new(set, &Metrics::new()))
+    })
 }
 
 fn example_set() -> &'static PolicySet {
@@ -362,6 +396,82 @@ mod tests {
     use super::*;
 
     /// Every saved input (seeds and former crashes) for every target, replayed.
+    #[test]
+    fn consuming_requests_of_every_kind_run_through_the_request_path() {
+        use bytes::{BufMut, BytesMut};
+        use kafka_protocol::messages::*;
+        use kafka_protocol::protocol::{Encodable, Request, StrBytes};
+        fn frame<R: Request + Encodable>(version: i16, req: &R, out: &mut BytesMut) {
+            let api = ApiKey::try_from(R::KEY).unwrap();
+            let mut h = RequestHeader::default();
+            h.request_api_key = R::KEY;
+            h.request_api_version = version;
+            h.client_id = Some(StrBytes::from_static_str("fuzz"));
+            let body = crate::protocol::header::join_request(&h, api, version, req).unwrap();
+            out.put_i32(body.len() as i32);
+            out.put_slice(&body);
+        }
+        let topic = || TopicName(StrBytes::from_static_str("orders.order-events.v1"));
+        let mut stream = BytesMut::new();
+        let mut fetch = FetchRequest::default();
+        let mut ft = fetch_request::FetchTopic::default();
+        ft.topic = topic();
+        ft.partitions.push(fetch_request::FetchPartition::default());
+        fetch.topics.push(ft);
+        frame(12, &fetch, &mut stream);
+        frame(13, &fetch, &mut stream);
+        let mut lo = ListOffsetsRequest::default();
+        let mut lt = list_offsets_request::ListOffsetsTopic::default();
+        lt.name = topic();
+        lt.partitions
+            .push(list_offsets_request::ListOffsetsPartition::default());
+        lo.topics.push(lt);
+        frame(7, &lo, &mut stream);
+        let mut oc = OffsetCommitRequest::default();
+        oc.group_id = GroupId(StrBytes::from_static_str("readers-1"));
+        let mut ot = offset_commit_request::OffsetCommitRequestTopic::default();
+        ot.name = topic();
+        ot.partitions
+            .push(offset_commit_request::OffsetCommitRequestPartition::default());
+        oc.topics.push(ot);
+        frame(8, &oc, &mut stream);
+        let mut of = OffsetFetchRequest::default();
+        of.group_id = GroupId(StrBytes::from_static_str("Bad"));
+        frame(7, &of, &mut stream);
+        let mut ofg = OffsetFetchRequest::default();
+        let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
+        g.group_id = GroupId(StrBytes::from_static_str("readers-2"));
+        ofg.groups.push(g);
+        frame(8, &ofg, &mut stream);
+        let mut jg = JoinGroupRequest::default();
+        jg.group_id = GroupId(StrBytes::from_static_str("readers-3"));
+        frame(5, &jg, &mut stream);
+        let mut hb = ConsumerGroupHeartbeatRequest::default();
+        hb.group_id = GroupId(StrBytes::from_static_str("readers-4"));
+        hb.subscribed_topic_names = Some(vec![topic()]);
+        frame(0, &hb, &mut stream);
+        frame(12, &MetadataRequest::default(), &mut stream);
+        let before = request_path_refusals();
+        request_path(&stream);
+        assert!(
+            request_path_refusals() > before,
+            "the read rules refused something"
+        );
+    }
+
+    /// Refusals counted by the consuming APIs' judge so far (the fuzz gateway's metrics).
+    fn request_path_refusals() -> f64 {
+        gateway()
+            .metrics
+            .render()
+            .lines()
+            .filter(|l| {
+                l.starts_with("meshgate_policy_rejections_total") && l.contains("consumers")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     #[test]
     fn every_saved_fuzz_input_is_handled() {
         type Harness = fn(&[u8]);
