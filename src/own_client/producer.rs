@@ -278,11 +278,14 @@ impl Worker {
         let (producer_id, producer_epoch) = self.id.expect("set above");
         // Destination partitions and their leaders.
         let mut by_leader: HashMap<i32, Vec<usize>> = HashMap::new();
+        // Topics with a partition that had no leader: asked about again next round.
+        let mut leaderless: Vec<Arc<str>> = Vec::new();
         for (i, p) in pending.iter_mut().enumerate() {
             let Some(leaders) = self.leaders.get(&p.job.topic) else {
                 continue;
             };
             if leaders.is_empty() {
+                leaderless.push(p.job.topic.clone());
                 continue;
             }
             let partition = p.job.hint.rem_euclid(leaders.len() as i32);
@@ -290,7 +293,12 @@ impl Worker {
             let leader = leaders[partition as usize];
             if leader >= 0 {
                 by_leader.entry(leader).or_default().push(i);
+            } else {
+                leaderless.push(p.job.topic.clone());
             }
+        }
+        for topic in leaderless {
+            self.leaders.remove(&topic);
         }
         let mut done: Vec<(usize, Result<Written, WriteError>)> = Vec::new();
         let mut last_error = None;
@@ -644,6 +652,8 @@ mod tests {
             /// (producer id, epoch, base sequence, records) of every batch received.
             pub batches: Mutex<Vec<(i64, i16, i32, i32)>>,
             pub init_calls: Mutex<i64>,
+            /// Metadata requests naming `flaky`: its partitions have no leader in the first answer.
+            pub flaky_calls: Mutex<u32>,
         }
 
         pub async fn start(script: Arc<Script>) -> String {
@@ -711,13 +721,25 @@ mod tests {
                     for t in req.topics.unwrap_or_default() {
                         let mut mt = MetadataResponseTopic::default();
                         mt.name = t.name.clone();
-                        if t.name.as_ref().is_some_and(|n| n.0.as_str() == "missing") {
+                        let name = t.name.as_ref().map(|n| n.0.as_str()).unwrap_or("");
+                        let leader = if name == "flaky" {
+                            let mut calls = s.flaky_calls.lock().unwrap();
+                            *calls += 1;
+                            if *calls == 1 {
+                                -1
+                            } else {
+                                1
+                            }
+                        } else {
+                            1
+                        };
+                        if name == "missing" {
                             mt.error_code = 3;
                         } else {
                             for i in 0..2 {
                                 let mut p = MetadataResponsePartition::default();
                                 p.partition_index = i;
-                                p.leader_id = BrokerId(1);
+                                p.leader_id = BrokerId(leader);
                                 mt.partitions.push(p);
                             }
                         }
@@ -826,6 +848,12 @@ mod tests {
             p.write("missing".into(), 0, records(1)).await.unwrap(),
             Err(WriteError::UnknownTopic("missing".into()))
         );
+        // A partition without a leader is asked about again, and written once it has one.
+        p.write("flaky".into(), 1, records(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*script.flaky_calls.lock().unwrap(), 2);
         *script.errors.lock().unwrap() = vec![10]; // MESSAGE_TOO_LARGE
         assert_eq!(
             p.write("dlq".into(), 0, records(1)).await.unwrap(),
