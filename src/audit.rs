@@ -795,6 +795,42 @@ mod tests {
     }
 
     #[test]
+    fn lines_the_audit_topic_does_not_take_are_counted_failed_and_the_file_still_gets_them() {
+        // An upstream nothing listens on: every write to the topic fails (fast).
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let producer = Producer::start(
+            vec![addr],
+            crate::own_client::Settings {
+                connect_timeout: Duration::from_millis(100),
+                ..Default::default()
+            },
+            Duration::from_millis(200),
+        );
+        let d = dir();
+        let config = AuditConfig {
+            file: Some(d.join("both.jsonl")),
+            topic: Some(Arc::from("audit")),
+            max_bytes: 1 << 20,
+            keep: 1,
+        };
+        let c = counters();
+        let log = AuditLog::start(config.clone(), c.clone(), Some(producer)).unwrap();
+        for i in 0..3 {
+            log.record(event(i));
+        }
+        assert!(log.flush(Duration::from_secs(10)));
+        assert_eq!(
+            (c.written.get(), c.topic_written.get(), c.topic_failed.get()),
+            (3, 0, 3)
+        );
+        let v = verify(std::slice::from_ref(config.file.as_ref().unwrap())).unwrap();
+        assert_eq!(v.lines, 3);
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_instead_of_blocking() {
         let (tx, _rx) = mpsc::sync_channel(1);
         let c = counters();
