@@ -337,6 +337,7 @@ def main():
 
     sat = {a: [] for a in arms}
     cons = {a: [] for a in arms}
+    cons_cpu = {a: [] for a in arms}  # proxy CPU s/GB over the consume phase
     lat = {a: [] for a in arms}
     cpu = {a: [] for a in arms}
     core0 = {a: [] for a in arms}  # broker + producer CPU s/GB: what the arm costs the broker's core
@@ -362,7 +363,10 @@ def main():
                     cpu[arm].append((cpu_seconds(pid) - c0) / (r["bytes"] / 1e9))
                 core0[arm].append((sum(cpu_seconds(b) for b in broker) - b0 + r["cpu_s"]) / (r["bytes"] / 1e9))
                 sat[arm].append(r)
+                k0 = cpu_seconds(pid) if pid else None
                 cr = run_consumer(bootstrap[arm], topic, args.records, conf=client_conf.get(arm))
+                if pid:
+                    cons_cpu[arm].append((cpu_seconds(pid) - k0) / (cr["bytes"] / 1e9))
                 cons[arm].append(cr)
                 delete_topic(admin_bootstrap, topic, admin_conf)
                 print(f"round {rnd} {arm:12} saturate {r['records_per_s']:>9.0f} rec/s "
@@ -402,9 +406,9 @@ def main():
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "| arm | produce records/s | MB/s | ratio vs direct (median of rounds) | p50 ms | p99 ms "
-        "| p99.9 ms | consume records/s | consume ratio | proxy CPU s/GB | proxy peak RSS MB "
-        "| core 0 (broker + producer) CPU s/GB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| p99.9 ms | consume records/s | consume ratio | proxy CPU s/GB | proxy consume CPU s/GB "
+        "| proxy peak RSS MB | core 0 (broker + producer) CPU s/GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in arms:
         rps = med(r["records_per_s"] for r in sat[arm])
@@ -424,12 +428,14 @@ def main():
         crps = med(r["records_per_s"] for r in cons[arm])
         cratio = (f"{med(a['records_per_s'] / d['records_per_s'] for a, d in zip(cons[arm], cons[base])):.3f}"
                   if base in cons else "-")
+        kc = f"{med(cons_cpu[arm]):.2f}" if cons_cpu[arm] else "-"
         lines.append(f"| {arm} | {rps:.0f} | {mbs:.1f} | {ratio_s} | {p50:.2f} | {p99:.2f} | "
-                     f"{p999:.2f} | {crps:.0f} | {cratio} | {c} | {m} | {med(core0[arm]):.2f} |")
+                     f"{p999:.2f} | {crps:.0f} | {cratio} | {c} | {kc} | {m} | {med(core0[arm]):.2f} |")
     rate_note = int(args.rate or (0.5 * sat["direct"][0]["records_per_s"] if "direct" in sat else 10_000))
     lines += ["", "Consume: one librdkafka consumer (core 0) reads the saturate phase's records back "
                   "through the same arm; its rate runs from the first record to the last. "
-                  f"proxy CPU covers the produce phase only. Core 0 CPU is {broker_name}'s{stunnel_note} and "
+                  f"proxy CPU covers the produce phase, proxy consume CPU the consume phase (per GB "
+                  f"of record bytes read). Core 0 CPU is {broker_name}'s{stunnel_note} and "
                   "the producer's over the produce phase: it shows what an arm costs the broker's core.",
               "", f"Latency columns: produce-to-delivery at a fixed offered load of about 50% of the "
                   f"direct arm's saturation unless --rate is given ({rate_note} records/s in round 1), {args.rate_seconds:.0f} s "
