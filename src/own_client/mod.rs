@@ -302,6 +302,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_version_spoken_is_the_highest_both_sides_know() {
+        use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest};
+        // Only the negotiation is looked at: a connection that is never used.
+        let conn = |versions: &[(i16, (i16, i16))]| Conn {
+            stream: crate::protocol::stream::Stream::Plain(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async {
+                        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                        TcpStream::connect(l.local_addr().unwrap()).await.unwrap()
+                    }),
+            ),
+            correlation: 0,
+            versions: versions.iter().copied().collect(),
+            addr: "test".into(),
+        };
+        let c = conn(&[(0, (3, 11)), (22, (0, 2))]);
+        assert_eq!(c.version::<ProduceRequest>(9), Some(9), "ours is lower");
+        assert_eq!(c.version::<ProduceRequest>(12), Some(11), "theirs is lower");
+        assert_eq!(c.version::<InitProducerIdRequest>(4), Some(2));
+        let old = conn(&[(0, (10, 11))]);
+        assert_eq!(
+            old.version::<ProduceRequest>(9),
+            None,
+            "no version in common"
+        );
+        assert_eq!(old.version::<InitProducerIdRequest>(4), None, "not offered");
+    }
+
+    #[test]
     fn mechanisms_are_named_as_kafka_names_them_and_passwords_never_print() {
         assert_eq!(
             Mechanism::from_name("scram-sha-512"),
