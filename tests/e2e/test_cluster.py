@@ -27,8 +27,22 @@ def cluster(logdir):
 
 
 def leader_of(bootstrap, topic, partition=0) -> int:
+    """The partition's leader, or -1 while the broker asked does not know it yet (a new topic's
+    partitions reach each broker's metadata a moment after its creation)."""
     md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    return md.topics[topic].partitions[partition].leader
+    t = md.topics.get(topic)
+    p = t.partitions.get(partition) if t is not None else None
+    return p.leader if p is not None else -1
+
+
+def wait_for_leader(bootstrap, topic, partition=0, timeout=30.0) -> int:
+    end = time.time() + timeout
+    while time.time() < end:
+        leader = leader_of(bootstrap, topic, partition)
+        if leader >= 0:
+            return leader
+        time.sleep(0.2)
+    raise TimeoutError(f"{topic}-{partition} has no leader after {timeout} s")
 
 
 def produce_through_faults(gw, topic, count, fault, value=lambda topic, i: f"{topic}-{i}"):
@@ -90,7 +104,7 @@ def test_clients_follow_leadership_through_meshgate_with_exact_accounting(cluste
         admin = AdminClient({"bootstrap.servers": gw.bootstrap})
         admin.create_topics([NewTopic(topic, 3, 3, config={"min.insync.replicas": "2"})])[
             topic].result(30)
-        victim = cluster.cluster.node(leader_of(cluster.bootstrap, topic))
+        victim = cluster.cluster.node(wait_for_leader(cluster.bootstrap, topic))
         sig = signal.SIGKILL if how == "leader SIGKILL" else signal.SIGTERM
 
         moved = []
