@@ -140,14 +140,6 @@ pub fn prepare(
         return Prepared::Ineligible;
     };
     let (mut idempotent, mut transactional) = (false, false);
-    for batch in batches(data) {
-        let Ok(batch) = batch else {
-            return Prepared::Ineligible;
-        };
-        idempotent |= batch.producer_id >= 0;
-        transactional |= batch.is_transactional();
-    }
-    let acknowledge = on_reject.respond == Respond::Success && !idempotent && !transactional;
     let text = |s: &str| Some(Bytes::from(s.to_string()));
     let shared: Vec<(Bytes, Option<Bytes>)> = vec![
         (
@@ -211,6 +203,8 @@ pub fn prepare(
         let Ok(batch) = batch else {
             return Prepared::Ineligible;
         };
+        idempotent |= batch.producer_id >= 0;
+        transactional |= batch.is_transactional();
         if batch.is_control() {
             continue;
         }
@@ -246,6 +240,7 @@ pub fn prepare(
             out.push((record, problem));
         }
     }
+    let acknowledge = on_reject.respond == Respond::Success && !idempotent && !transactional;
     // respond: error keeps only the records that broke a rule (all, for a batch-level refusal).
     if !acknowledge && any_own {
         out.retain(|(_, p)| p.is_some());

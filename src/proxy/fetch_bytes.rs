@@ -42,7 +42,7 @@ pub fn count_response(
             let now = std::time::Instant::now();
             // Read once, and only when a contract topic is in the answer.
             let mut principal = None;
-            let mut charges: Vec<(std::sync::Arc<str>, crate::chargeback::Tally)> = Vec::new();
+            let mut charges: Vec<(&std::sync::Arc<str>, crate::chargeback::Tally)> = Vec::new();
             fetch_record_bytes(&body, version, |topic, bytes, watermarks| {
                 let name = match topic {
                     TopicRef::Name(n) => Some(n.to_string()),
@@ -70,7 +70,7 @@ pub fn count_response(
                 {
                     Some((_, t)) => t.bytes_out += bytes,
                     None => charges.push((
-                        contract.team.clone(),
+                        &contract.team,
                         crate::chargeback::Tally {
                             bytes_out: bytes,
                             fetch_requests: 1,
@@ -83,9 +83,8 @@ pub fn count_response(
                 }
             })?;
             if let Some(principal) = &principal {
-                let by_team: Vec<_> = charges.iter().map(|(t, c)| (t, *c)).collect();
                 gw.metrics
-                    .charge(policies.chargeback_principal(principal), &by_team);
+                    .charge(policies.chargeback_principal(principal), &charges);
             }
             Some(())
         });
