@@ -293,6 +293,71 @@ pub struct Product {
     pub usage: crate::usage::ProductUsage,
     /// Where the contract is defined.
     pub source: String,
+    /// For an ODCS contract: its identity in the standard and what it declares that meshgate
+    /// does not enforce.
+    pub odcs: Option<ProductOdcs>,
+    /// Quality rules measured over a window (ODCS), with what was counted so far.
+    pub slis: Vec<ProductSli>,
+}
+
+#[derive(Serialize)]
+pub struct ProductOdcs {
+    pub id: String,
+    pub api_version: String,
+    pub status: Option<String>,
+    pub version: Option<String>,
+    pub domain: Option<String>,
+    pub data_product: Option<String>,
+    pub members: Vec<String>,
+    pub not_enforced: Vec<ProductNotEnforced>,
+}
+
+/// An element declared in an ODCS document and not enforced: where, and why.
+#[derive(Serialize)]
+pub struct ProductNotEnforced {
+    pub element: String,
+    pub at: String,
+    pub reason: String,
+}
+
+#[derive(Serialize)]
+pub struct ProductSli {
+    pub id: String,
+    pub metric: String,
+    pub target: String,
+    /// Records counted, and bad among them, since this policy generation was loaded.
+    pub records: u64,
+    pub bad: u64,
+    /// The bad records as the target counts them (rows or percent); none before any record
+    /// and for rowCount (a rate: see `meshgate alerts`).
+    pub value: Option<f64>,
+    pub met: Option<bool>,
+    pub window: &'static str,
+    pub source: String,
+}
+
+fn not_enforced(file: &str, notes: &[crate::policy::odcs::NotEnforced]) -> Vec<ProductNotEnforced> {
+    notes
+        .iter()
+        .map(|n| ProductNotEnforced {
+            element: n.element.clone(),
+            at: format!("{file}:{}", n.line),
+            reason: n.reason.clone(),
+        })
+        .collect()
+}
+
+fn product_odcs(info: &crate::policy::odcs::OdcsInfo, file: &str) -> ProductOdcs {
+    ProductOdcs {
+        id: info.id.clone(),
+        api_version: info.api_version.clone(),
+        status: info.status.clone(),
+        version: info.version.clone(),
+        domain: info.domain.clone(),
+        data_product: info.data_product.clone(),
+        members: info.members.clone(),
+        not_enforced: not_enforced(file, &info.not_enforced),
+    }
 }
 
 #[derive(Serialize)]
@@ -498,6 +563,11 @@ async fn catalog(
     let now = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
     let hours = q.hours.filter(|h| h.is_finite() && *h > 0.0);
     let rules = catalog_rules(&set, &s.metrics, hours, now);
+    let unenforced: Vec<ProductOdcs> = set
+        .odcs_unenforced
+        .iter()
+        .map(|(origin, info)| product_odcs(info, &origin.file))
+        .collect();
     let wants_html = match q.format.as_deref() {
         Some("html") => true,
         Some(_) => false,
@@ -510,10 +580,25 @@ async fn catalog(
         let recent = s.metrics.recent_rejections.list(q.principal.as_deref(), 50);
         let mut page = render_html(&products, &rules, hours);
         let end = page.len() - "</body></html>".len();
-        page.insert_str(end, &render_recent(&recent, q.principal.as_deref()));
+        let mut tail = render_recent(&recent, q.principal.as_deref());
+        for o in &unenforced {
+            let _ = write!(
+                tail,
+                "<section class=\"product odcs-unenforced\"><h2>ODCS <code>{}</code>: not enforced</h2>",
+                esc(&o.id)
+            );
+            render_not_enforced(&mut tail, &o.not_enforced);
+            tail.push_str("</section>");
+        }
+        page.insert_str(end, &tail);
         Html(page).into_response()
     } else {
-        Json(serde_json::json!({ "data_products": products, "rules": rules })).into_response()
+        Json(serde_json::json!({
+            "data_products": products,
+            "rules": rules,
+            "odcs_not_enforced": unenforced,
+        }))
+        .into_response()
     }
 }
 
@@ -595,6 +680,25 @@ fn product(c: &Contract, metrics: &Metrics) -> Product {
             freshness_seconds: (last > 0).then(|| now_ms().saturating_sub(last) as f64 / 1000.0),
         },
         source: c.origin.to_string(),
+        odcs: c.odcs.as_ref().map(|i| product_odcs(i, &c.origin.file)),
+        slis: c
+            .slis
+            .iter()
+            .map(|sli| {
+                let measured = sli.measured();
+                ProductSli {
+                    id: sli.id.clone(),
+                    metric: sli.metric().to_string(),
+                    target: sli.target_text(),
+                    records: sli.records.load(Ordering::Relaxed),
+                    bad: sli.bad.load(Ordering::Relaxed),
+                    value: measured.map(|(v, _)| v),
+                    met: measured.map(|(_, m)| m),
+                    window: crate::policy::sli::WINDOW,
+                    source: sli.origin.to_string(),
+                }
+            })
+            .collect(),
     }
 }
 
@@ -639,6 +743,21 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
             topic = esc(&p.topic),
             src = esc(&p.source),
         );
+        if let Some(o) = &p.odcs {
+            let _ = write!(
+                h,
+                "<p class=\"meta odcs\">ODCS {} <code>{}</code> · version {} · status {} · domain {}{}</p>",
+                esc(&o.api_version),
+                esc(&o.id),
+                esc(o.version.as_deref().unwrap_or("—")),
+                esc(o.status.as_deref().unwrap_or("—")),
+                esc(o.domain.as_deref().unwrap_or("—")),
+                o.data_product
+                    .as_deref()
+                    .map(|d| format!(" · data product {}", esc(d)))
+                    .unwrap_or_default(),
+            );
+        }
         if let Some(d) = &p.description {
             let _ = write!(h, "<p>{}</p>", esc(d));
         }
@@ -710,11 +829,50 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
                 g.seconds_since_commit
             );
         }
-        h.push_str("</table></div></div></section>");
+        h.push_str("</table></div></div>");
+        if !p.slis.is_empty() {
+            h.push_str("<h3>Service-level indicators</h3><table class=\"slis\"><tr><th>SLI</th><th>metric</th><th>target</th><th>records</th><th>bad</th><th>value</th><th>met</th></tr>");
+            for s in &p.slis {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&s.id),
+                    esc(&s.metric),
+                    esc(&s.target),
+                    s.records,
+                    s.bad,
+                    s.value.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into()),
+                    match s.met {
+                        Some(true) => "yes".to_string(),
+                        Some(false) => "no".to_string(),
+                        None => format!("per {} (alerts)", s.window),
+                    },
+                );
+            }
+            h.push_str("</table>");
+        }
+        if let Some(o) = p.odcs.as_ref().filter(|o| !o.not_enforced.is_empty()) {
+            render_not_enforced(&mut h, &o.not_enforced);
+        }
+        h.push_str("</section>");
     }
     render_rules(&mut h, rules, hours);
     h.push_str("</body></html>");
     h
+}
+
+fn render_not_enforced(h: &mut String, notes: &[ProductNotEnforced]) {
+    h.push_str("<h3>Declared, not enforced</h3><table class=\"not-enforced\"><tr><th>element</th><th>at</th><th>why</th></tr>");
+    for n in notes {
+        let _ = write!(
+            h,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            esc(&n.element),
+            esc(&n.at),
+            esc(&n.reason)
+        );
+    }
+    h.push_str("</table>");
 }
 
 /// The newest rejections, of one principal when the page was asked with `?principal=`.

@@ -7,7 +7,10 @@
 //! - `DataProductSlowProduce`: produce p99 over `sla.latency_p99` for 5 minutes;
 //! - `DataProductUnavailable`: produce success ratio under `sla.availability` over 5 minutes;
 //! - `DataProductIncomplete`: share of complete records under `quality.completeness` over 15 minutes;
-//! - `DataProductInvalidRecords`: records breaking the contract (its validity rules or schema).
+//! - `DataProductInvalidRecords`: records breaking the contract (its validity rules or schema);
+//! - `DataProductSliBreached`: one per SLI (ODCS quality rules that need a window), its target
+//!   evaluated over [`WINDOW`](crate::policy::sli::WINDOW): bad records counted by
+//!   `meshgate_contract_sli_records_total`, or for `rowCount` the records accepted on the topic.
 //!
 //! And for the gateway: failed policy reloads, upstream errors.
 
@@ -133,6 +136,71 @@ fn contract_rules(out: &mut String, c: &Contract) {
             "They are rejected with INVALID_RECORD; meshgate_policy_rejections_total names the rule.",
         );
     }
+    sli_rules(out, c, &labels);
+}
+
+/// `DataProductSliBreached` for each SLI: fires when any bound of its target fails over the
+/// window.
+fn sli_rules(out: &mut String, c: &Contract, labels: &[(&str, &str)]) {
+    use crate::policy::odcs::{Op, Unit};
+    use crate::policy::sli::{SliKind, WINDOW};
+    let contract = promql_escape(&c.name);
+    for s in &c.slis {
+        let sel = format!("contract=\"{contract}\",sli=\"{}\"", promql_escape(&s.id));
+        let count = |outcome: &str| {
+            format!(
+                "sum(increase(meshgate_contract_sli_records_total{{{sel}{outcome}}}[{WINDOW}]))"
+            )
+        };
+        let value = match (&s.kind, s.unit) {
+            (SliKind::RowCount, _) => format!(
+                "sum(increase(meshgate_produce_records_total{{topic=\"{}\",outcome=\"accepted\"}}[{WINDOW}]))",
+                promql_escape(&c.topic)
+            ),
+            (_, Unit::Rows) => count(",outcome=\"bad\""),
+            (_, Unit::Percent) => format!("100 * {} / {}", count(",outcome=\"bad\""), count("")),
+        };
+        // The alert fires when the target does not hold: any bound broken.
+        let broken: Vec<String> = s
+            .target
+            .iter()
+            .map(|(op, bound)| {
+                let negated = match op {
+                    Op::Eq => "!=",
+                    Op::Ne => "==",
+                    Op::Gt => "<=",
+                    Op::Ge => "<",
+                    Op::Lt => ">=",
+                    Op::Le => ">",
+                };
+                format!("({value}) {negated} {bound}")
+            })
+            .collect();
+        if broken.is_empty() {
+            continue;
+        }
+        let mut with_sli = labels.to_vec();
+        with_sli.push(("sli", &s.id));
+        rule(
+            out,
+            "DataProductSliBreached",
+            &broken.join(" or "),
+            "0m",
+            "warning",
+            &with_sli,
+            &format!(
+                "{} SLI `{}` ({}) is outside its target: {} per {WINDOW}",
+                c.name,
+                s.id,
+                s.metric(),
+                s.target_text()
+            ),
+            &format!(
+                "Declared at {} ({}); it never refuses records.",
+                s.origin, s.element
+            ),
+        );
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -174,6 +242,44 @@ fn promql_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_sli_gets_an_alert_that_fires_when_its_target_breaks() {
+        let text = r#"
+apiVersion: v3.1.0
+kind: DataContract
+id: o
+name: orders
+version: 1.0.0
+status: active
+team: {name: checkout}
+servers: [{server: k, type: kafka, host: "k:9092", customProperties: [{property: topic, value: shop.orders.v1}]}]
+schema:
+  - name: Order
+    physicalType: topic
+    properties:
+      - name: status
+        logicalType: string
+        quality:
+          - {id: few_nulls, metric: nullValues, mustBeLessThan: 5, unit: percent}
+    quality:
+      - {metric: rowCount, mustBeBetween: [100, 120]}
+"#;
+        let set = crate::policy::load::compile_text("o.odcs.yaml", text);
+        let out = render(&set);
+        let alerts: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains("DataProductSliBreached"))
+            .collect();
+        assert_eq!(alerts.len(), 2, "{out}");
+        assert!(out.contains(
+            r#"(100 * sum(increase(meshgate_contract_sli_records_total{contract=\"orders\",sli=\"few_nulls\",outcome=\"bad\"}[1h])) / sum(increase(meshgate_contract_sli_records_total{contract=\"orders\",sli=\"few_nulls\"}[1h]))) >= 5"#
+        ), "{out}");
+        assert!(out.contains(
+            r#"(sum(increase(meshgate_produce_records_total{topic=\"shop.orders.v1\",outcome=\"accepted\"}[1h]))) <= 100 or (sum(increase(meshgate_produce_records_total{topic=\"shop.orders.v1\",outcome=\"accepted\"}[1h]))) >= 120"#
+        ), "{out}");
+        assert!(out.contains("sli: \"few_nulls\""), "{out}");
+    }
 
     #[test]
     fn the_example_contract_gets_every_alert_and_quotes_survive() {

@@ -123,6 +123,23 @@ impl Generation {
             sla_latency_p99: c.sla.latency_p99,
             sla_freshness: c.sla.freshness,
             completeness_target: c.completeness_target,
+            slis: c
+                .slis
+                .iter()
+                .map(|s| crate::metrics::SliFacts {
+                    instance: std::ptr::from_ref(s) as usize,
+                    id: &s.id,
+                    metric: s.metric(),
+                    records: s.records.load(std::sync::atomic::Ordering::Relaxed),
+                    bad: s.bad.load(std::sync::atomic::Ordering::Relaxed),
+                    bounds: s.target.iter().map(|(op, v)| (op.as_str(), *v)).collect(),
+                    unit: match s.unit {
+                        crate::policy::odcs::Unit::Rows => "rows",
+                        crate::policy::odcs::Unit::Percent => "percent",
+                    },
+                    measured: s.measured(),
+                })
+                .collect(),
         })
     }
 }

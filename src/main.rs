@@ -44,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Write contracts in another format.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -76,6 +81,23 @@ struct TestArgs {
     /// changed.
     #[arg(long, value_name = "OLD_POLICY_DIR")]
     against: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum ExportCommand {
+    /// The contracts of POLICY_DIR as ODCS v3.1.0 documents, on stdout (one YAML document per
+    /// contract). What has no ODCS form is listed on stderr. Exit 0 when written, 1 when
+    /// --contract names no contract, 2 when the policies do not load.
+    Odcs {
+        /// The policy directory.
+        policy_dir: PathBuf,
+        /// Only this contract.
+        #[arg(long)]
+        contract: Option<String>,
+        /// The Kafka bootstrap written as the server's `host`.
+        #[arg(long, default_value = "localhost:9092", value_name = "HOST:PORT")]
+        bootstrap: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -144,6 +166,10 @@ struct CheckArgs {
     /// The policy directory currently in force, to check contract evolution against.
     #[arg(long, value_name = "OLD_POLICY_DIR")]
     against: Option<PathBuf>,
+    /// Also list, for every ODCS contract, the rules and SLIs it became and each element it
+    /// declares that meshgate does not enforce, with the reason.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(clap::Args)]
@@ -212,7 +238,59 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => audit_verify(&files),
+        Command::Export {
+            command:
+                ExportCommand::Odcs {
+                    policy_dir,
+                    contract,
+                    bootstrap,
+                },
+        } => export_odcs(&policy_dir, contract.as_deref(), &bootstrap),
     }
+}
+
+fn export_odcs(dir: &std::path::Path, only: Option<&str>, bootstrap: &str) -> ExitCode {
+    let set = match meshgate::policy::load::load_dir(dir) {
+        Ok(set) => set,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("meshgate export: the policy set does not load");
+            return ExitCode::from(2);
+        }
+    };
+    let chosen: Vec<_> = set
+        .contracts
+        .iter()
+        .filter(|c| only.is_none_or(|n| c.name == n))
+        .collect();
+    if chosen.is_empty() {
+        eprintln!(
+            "meshgate export: no contract{}",
+            only.map(|n| format!(" named `{n}`")).unwrap_or_default()
+        );
+        return ExitCode::from(1);
+    }
+    for (i, c) in chosen.iter().enumerate() {
+        let (doc, left_out) = meshgate::policy::odcs::export::contract(c, bootstrap);
+        for l in &left_out {
+            eprintln!("meshgate export: contract `{}`: not written: {l}", c.name);
+        }
+        match serde_saphyr::to_string(&doc) {
+            Ok(yaml) => {
+                if i > 0 {
+                    println!("---");
+                }
+                print!("{yaml}");
+            }
+            Err(e) => {
+                eprintln!("meshgate export: contract `{}`: {e}", c.name);
+                return ExitCode::from(2);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn policy_test(args: TestArgs) -> ExitCode {
@@ -529,6 +607,9 @@ fn check(args: CheckArgs) -> ExitCode {
                         r.origin
                     );
                 }
+            }
+            if args.explain {
+                print!("{}", meshgate::policy::odcs::explain(&set));
             }
             ExitCode::SUCCESS
         }

@@ -24,7 +24,7 @@ pub fn now_ms() -> u64 {
 
 /// What the scrape-time gauges need to know of a contract in force (the policy module's
 /// `Contract`, seen from here without importing it).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ContractFacts<'a> {
     pub name: &'a str,
     pub owner: &'a str,
@@ -35,6 +35,30 @@ pub struct ContractFacts<'a> {
     pub sla_latency_p99: Option<std::time::Duration>,
     pub sla_freshness: Option<std::time::Duration>,
     pub completeness_target: Option<f64>,
+    /// Its SLIs (ODCS quality rules over a window).
+    pub slis: Vec<SliFacts<'a>>,
+}
+
+/// (contract, SLI id).
+type SliKey = (String, String);
+
+/// One SLI of a contract in force, as the scrape sees it.
+#[derive(Debug, Clone)]
+pub struct SliFacts<'a> {
+    /// Which compiled SLI this is (its address): a reload compiles new ones, counting from 0.
+    pub instance: usize,
+    pub id: &'a str,
+    pub metric: &'a str,
+    /// Records judged and bad among them, since the policy generation was loaded.
+    pub records: u64,
+    pub bad: u64,
+    /// Its bounds, as (operator, value): `<`, `>=`, ...
+    pub bounds: Vec<(&'static str, f64)>,
+    /// `rows` or `percent`.
+    pub unit: &'static str,
+    /// The bad records as the target counts them, and whether the target holds (none before
+    /// any record, and for rowCount).
+    pub measured: Option<(f64, bool)>,
 }
 
 /// One data product's service-level indicators. Handles are resolved when the contract is first
@@ -93,6 +117,13 @@ struct ContractFamilies {
     sla_freshness: GaugeVec,
     completeness_target: GaugeVec,
     info: GaugeVec,
+    sli_records: IntCounterVec,
+    sli_target: GaugeVec,
+    sli_value: GaugeVec,
+    sli_met: GaugeVec,
+    /// (contract, sli) → (instance, good, bad) last carried into `sli_records`: the SLIs count
+    /// per policy generation, the exported counter across them.
+    sli_seen: Mutex<HashMap<SliKey, (usize, u64, u64)>>,
     by_name: Mutex<HashMap<String, Arc<ContractMetrics>>>,
 }
 
@@ -578,9 +609,14 @@ impl Metrics {
             &f.consumer_lag,
             &f.active_groups,
             &f.active_principals,
+            &f.sli_target,
+            &f.sli_value,
+            &f.sli_met,
         ] {
             g.reset();
         }
+        let mut seen = f.sli_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = std::collections::HashSet::new();
         let now = now_ms();
         let instant = std::time::Instant::now();
         for c in contracts {
@@ -638,7 +674,38 @@ impl Metrics {
             if let Some(t) = c.completeness_target {
                 f.completeness_target.with_label_values(&[name]).set(t);
             }
+            for s in &c.slis {
+                for (op, bound) in &s.bounds {
+                    f.sli_target
+                        .with_label_values(&[name, s.id, s.metric, s.unit, op])
+                        .set(*bound);
+                }
+                if let Some((value, met)) = s.measured {
+                    f.sli_value.with_label_values(&[name, s.id]).set(value);
+                    f.sli_met
+                        .with_label_values(&[name, s.id])
+                        .set(if met { 1.0 } else { 0.0 });
+                }
+                let last = seen
+                    .entry((name.to_string(), s.id.to_string()))
+                    .or_insert((s.instance, 0, 0));
+                if last.0 != s.instance {
+                    // A reload compiled this SLI anew: all of its counts are new.
+                    *last = (s.instance, 0, 0);
+                }
+                let good_now = s.records.saturating_sub(s.bad);
+                f.sli_records
+                    .with_label_values(&[name, s.id, "good"])
+                    .inc_by(good_now.saturating_sub(last.1));
+                f.sli_records
+                    .with_label_values(&[name, s.id, "bad"])
+                    .inc_by(s.bad.saturating_sub(last.2));
+                *last = (s.instance, good_now.max(last.1), s.bad.max(last.2));
+                current.insert((name.to_string(), s.id.to_string()));
+            }
         }
+        // SLIs no longer in force are forgotten (their series stay, as counters do).
+        seen.retain(|k, _| current.contains(k));
     }
 
     /// The handles for an API key (any i16 from the wire).
@@ -776,6 +843,27 @@ impl ContractFamilies {
                 "One series per contract in force, carrying its owner, topic and schema version",
                 &["contract", "owner", "topic", "version"],
             ),
+            sli_records: counter(
+                "meshgate_contract_sli_records_total",
+                "Records an SLI of the contract judged (ODCS quality rules over a window), by outcome: good or bad",
+                &["contract", "sli", "outcome"],
+            ),
+            sli_target: gauge(
+                "meshgate_contract_sli_target",
+                "A bound of an SLI's target: the bad records (or records, for rowCount) per window must be `op` this value",
+                &["contract", "sli", "metric", "unit", "op"],
+            ),
+            sli_value: gauge(
+                "meshgate_contract_sli_value",
+                "An SLI's bad records since the policy set was loaded, in its unit (rows or percent)",
+                &["contract", "sli"],
+            ),
+            sli_met: gauge(
+                "meshgate_contract_sli_met",
+                "1 when an SLI's measured value meets its target, 0 when not",
+                &["contract", "sli"],
+            ),
+            sli_seen: Mutex::new(HashMap::new()),
             by_name: Mutex::new(HashMap::new()),
         }
     }
@@ -790,6 +878,56 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sli_counters_carry_across_reloads_and_targets_follow_the_set_in_force() {
+        let m = Metrics::new();
+        let facts = |instance: usize, records: u64, bad: u64| ContractFacts {
+            name: "orders",
+            owner: "checkout",
+            topic: "shop.orders.v1",
+            version: "",
+            sla_availability: None,
+            sla_latency_p99: None,
+            sla_freshness: None,
+            completeness_target: None,
+            slis: vec![SliFacts {
+                instance,
+                id: "few_nulls",
+                metric: "nullValues",
+                records,
+                bad,
+                bounds: vec![("<", 5.0)],
+                unit: "percent",
+                measured: Some((100.0 * bad as f64 / records as f64, false)),
+            }],
+        };
+        let count = |outcome: &str| {
+            m.contracts
+                .sli_records
+                .with_label_values(&["orders", "few_nulls", outcome])
+                .get()
+        };
+        m.refresh_contracts([facts(1, 10, 2)]);
+        m.refresh_contracts([facts(1, 30, 3)]);
+        assert_eq!((count("good"), count("bad")), (27, 3));
+        // A reload: the new SLI counts from zero; the exported counter goes on.
+        m.refresh_contracts([facts(2, 4, 1)]);
+        assert_eq!((count("good"), count("bad")), (30, 4));
+        let text = m.render();
+        assert!(text.contains(
+            r#"meshgate_contract_sli_target{contract="orders",metric="nullValues",op="<",sli="few_nulls",unit="percent"} 5"#
+        ), "{text}");
+        assert!(
+            text.contains(r#"meshgate_contract_sli_value{contract="orders",sli="few_nulls"} 25"#)
+        );
+        assert!(text.contains(r#"meshgate_contract_sli_met{contract="orders",sli="few_nulls"} 0"#));
+        // The contract leaves: its target and value go, and its count state is forgotten.
+        m.refresh_contracts([]);
+        let text = m.render();
+        assert!(!text.contains("meshgate_contract_sli_target{"));
+        assert!(m.contracts.sli_seen.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn recent_rejections_are_bounded_newest_first_and_filtered_by_principal() {

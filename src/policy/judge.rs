@@ -918,6 +918,9 @@ fn judge_record(
             }
         }
     }
+    for sli in &c.slis {
+        sli.observe(record);
+    }
     (None, complete)
 }
 

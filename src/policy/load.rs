@@ -181,6 +181,55 @@ struct Parsed<'a> {
     path: &'a Path,
     file: Arc<str>,
     docs: Vec<Option<Document>>,
+    /// An ODCS file's documents (then `docs` is empty).
+    odcs: Vec<Spanned<odcs::Node>>,
+}
+
+/// A file's documents: meshgate's own, or ODCS ones (a file holds one kind).
+fn parse_file(file: &str, text: &str) -> Result<Parsed<'static>, PolicyError> {
+    let own = match serde_saphyr::from_multiple::<Option<Document>>(text) {
+        Ok(docs) => return Ok(Parsed::own(docs)),
+        Err(e) => e,
+    };
+    // Not meshgate's keys: ODCS, when a document says so.
+    // YAML 1.2 core booleans for ODCS (`unit: y` is the text "y", years), as the JSON world reads
+    // these files.
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    let parsed =
+        serde_saphyr::from_multiple_with_options::<Option<Spanned<odcs::Node>>>(text, options);
+    let Ok(trees) = parsed else {
+        return Err(yaml_error(file, &own));
+    };
+    if !trees.iter().flatten().any(|t| odcs::is_odcs(&t.value)) {
+        return Err(yaml_error(file, &own));
+    }
+    if let Some(other) = trees.iter().flatten().find(|t| !odcs::is_odcs(&t.value)) {
+        return Err(PolicyError {
+            file: file.to_string(),
+            line: other.referenced.line(),
+            message: "a file with ODCS documents (`kind: DataContract`) holds only ODCS \
+                      documents: move this one to its own file"
+                .into(),
+        });
+    }
+    Ok(Parsed {
+        path: Path::new(""),
+        file: Arc::from(""),
+        docs: Vec::new(),
+        odcs: trees.into_iter().flatten().collect(),
+    })
+}
+
+impl Parsed<'static> {
+    fn own(docs: Vec<Option<Document>>) -> Self {
+        Parsed {
+            path: Path::new(""),
+            file: Arc::from(""),
+            docs,
+            odcs: Vec::new(),
+        }
+    }
 }
 
 /// Parses, reads the schema files the contracts name, then compiles: the compiling itself
@@ -191,9 +240,14 @@ pub fn compile_sources(sources: &[(PathBuf, String)], errors: &mut Vec<PolicyErr
     for (path, text) in sources {
         let file: Arc<str> = Arc::from(path.display().to_string());
         files_loaded.push(file.to_string());
-        match serde_saphyr::from_multiple(text) {
-            Ok(docs) => parsed.push(Parsed { path, file, docs }),
-            Err(e) => errors.push(yaml_error(&file, &e)),
+        match parse_file(&file, text) {
+            Ok(p) => parsed.push(Parsed {
+                path,
+                file,
+                docs: p.docs,
+                odcs: p.odcs,
+            }),
+            Err(e) => errors.push(e),
         }
     }
     let schemas = read_schema_files(&parsed);
@@ -233,7 +287,17 @@ fn compile_parsed(
     let mut topics_at: Option<Origin> = None;
     let mut access_at: Option<Origin> = None;
     let mut contract_names: HashMap<String, Origin> = HashMap::new();
-    for Parsed { path, file, docs } in parsed {
+    let mut odcs_files = Vec::new();
+    for Parsed {
+        path,
+        file,
+        docs,
+        odcs,
+    } in parsed
+    {
+        if !odcs.is_empty() {
+            odcs_files.push((path, file.clone(), odcs));
+        }
         let mut cx = Cx {
             file: file.clone(),
             dir: path.parent().unwrap_or(Path::new(".")),
@@ -298,19 +362,27 @@ fn compile_parsed(
             }
             if let Some(c) = doc.contract {
                 let origin = cx.origin(&c);
-                if let Some(mut contract) = cx.contract(c.value, origin.clone()) {
-                    if let Some(first) = contract_names.get(&contract.name) {
-                        cx.err(
-                            origin.line,
-                            format!("contract `{}` is already defined at {first}", contract.name),
-                        );
-                    } else {
-                        contract_names.insert(contract.name.clone(), origin);
-                        contract.index = set.contracts.len();
-                        set.contracts.push(Arc::new(contract));
-                    }
+                if let Some(contract) = cx.contract(c.value, origin.clone(), Vec::new(), None) {
+                    cx.add_contract(&mut set, &mut contract_names, contract, origin);
                 }
             }
+        }
+    }
+    // ODCS documents last: their classifications are judged against the levels of the whole
+    // set, which any file may define.
+    let levels: Vec<String> = set.classification.as_ref().map_or_else(
+        || DEFAULT_LEVELS.iter().map(|l| l.to_string()).collect(),
+        |c| c.levels.clone(),
+    );
+    for (path, file, trees) in odcs_files {
+        let mut cx = Cx {
+            file,
+            dir: path.parent().unwrap_or(Path::new(".")),
+            schemas,
+            errors,
+        };
+        for root in trees {
+            cx.odcs(&root, &levels, &mut set, &mut contract_names);
         }
     }
     cross_check(&mut set, errors);
@@ -519,6 +591,66 @@ impl Cx<'_> {
         match self.schemas.get(path) {
             Some(read) => read.clone(),
             None => Err(SchemaFileError::NotRead),
+        }
+    }
+
+    /// Adds a compiled contract to the set, unless its name is taken.
+    fn add_contract(
+        &mut self,
+        set: &mut PolicySet,
+        names: &mut HashMap<String, Origin>,
+        mut contract: Contract,
+        origin: Origin,
+    ) {
+        if let Some(first) = names.get(&contract.name) {
+            self.err(
+                origin.line,
+                format!("contract `{}` is already defined at {first}", contract.name),
+            );
+        } else {
+            names.insert(contract.name.clone(), origin);
+            contract.index = set.contracts.len();
+            set.contracts.push(Arc::new(contract));
+        }
+    }
+
+    /// One ODCS document: validated against the standard's JSON Schema, mapped, compiled as a
+    /// contract (or kept as a document that names no topic).
+    fn odcs(
+        &mut self,
+        root: &Spanned<odcs::Node>,
+        levels: &[String],
+        set: &mut PolicySet,
+        names: &mut HashMap<String, Origin>,
+    ) {
+        let origin = self.origin(root);
+        let invalid = odcs::validate(root);
+        if !invalid.is_empty() {
+            for (line, message) in invalid {
+                self.err(line, truncate(&message, 300));
+            }
+            return;
+        }
+        match odcs::map(root, levels) {
+            Err(errors) => {
+                for (line, message) in errors {
+                    self.err(line, message);
+                }
+            }
+            Ok(odcs::Mapped::NoTopic(info)) => set.odcs_unenforced.push((origin, *info)),
+            Ok(odcs::Mapped::Contract(m)) => {
+                let odcs::MappedContract {
+                    doc,
+                    mut info,
+                    slis,
+                } = *m;
+                let compiled =
+                    self.contract(doc, origin.clone(), slis, Some(&mut info.not_enforced));
+                if let Some(mut contract) = compiled {
+                    contract.odcs = Some(Box::new(info));
+                    self.add_contract(set, names, contract, origin);
+                }
+            }
         }
     }
 
@@ -827,7 +959,16 @@ impl Cx<'_> {
         })
     }
 
-    fn contract(&mut self, c: model::ContractDoc, origin: Origin) -> Option<Contract> {
+    /// Compiles a contract. `slis` come from ODCS quality rules that need a window; with
+    /// `lenient` (ODCS), a rule meshgate's language cannot express is listed there as not
+    /// enforced instead of being an error.
+    fn contract(
+        &mut self,
+        c: model::ContractDoc,
+        origin: Origin,
+        slis: Vec<odcs::SliDoc>,
+        mut lenient: Option<&mut Vec<odcs::NotEnforced>>,
+    ) -> Option<Contract> {
         let before = self.errors.len();
         let name = c.name.value.trim().to_string();
         if name.is_empty() {
@@ -914,9 +1055,54 @@ impl Cx<'_> {
                         },
                         mode: rule_mode,
                     }),
-                    Err(e) => self.err(line, format!("{what}: rule `{text}`: {e}")),
+                    Err(e) => match lenient.as_deref_mut() {
+                        Some(notes) => notes.push(odcs::NotEnforced {
+                            element: format!("quality `{text}`"),
+                            line,
+                            reason: format!("not expressible in meshgate's rule language: {e}"),
+                        }),
+                        None => self.err(line, format!("{what}: rule `{text}`: {e}")),
+                    },
                 }
             }
+        }
+        let mut compiled_slis = Vec::new();
+        for s in slis {
+            let kind = match s.kind {
+                odcs::SliKindDoc::Bad { metric, predicate } => {
+                    match Rule::compile(RuleSource::Sql(&predicate), shape) {
+                        Ok(bad) => sli::SliKind::Bad { metric, bad },
+                        Err(e) => {
+                            if let Some(notes) = lenient.as_deref_mut() {
+                                notes.push(odcs::NotEnforced {
+                                    element: s.element,
+                                    line: s.line,
+                                    reason: format!(
+                                        "`{predicate}` is not expressible in meshgate's rule \
+                                         language: {e}"
+                                    ),
+                                });
+                            }
+                            continue;
+                        }
+                    }
+                }
+                odcs::SliKindDoc::RowCount => sli::SliKind::RowCount,
+                odcs::SliKindDoc::Duplicates(fields) => sli::SliKind::Duplicates {
+                    fields: fields
+                        .iter()
+                        .map(|f| f.split('.').map(Box::from).collect())
+                        .collect(),
+                    seen: Default::default(),
+                },
+            };
+            let origin = Origin {
+                file: self.file.clone(),
+                line: s.line,
+            };
+            compiled_slis.push(sli::Sli::new(
+                s.id, kind, s.target, s.unit, origin, s.element,
+            ));
         }
         if self.errors.len() > before {
             return None;
@@ -931,13 +1117,17 @@ impl Cx<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let avro_reader = schema
-            .as_ref()
-            .and_then(|s| s.avro.clone())
-            .map(|avro| AvroReader::new(avro, projected_paths(&rules, &required_fields)));
+        let avro_reader = schema.as_ref().and_then(|s| s.avro.clone()).map(|avro| {
+            AvroReader::new(
+                avro,
+                projected_paths(&rules, &compiled_slis, &required_fields),
+            )
+        });
         let json_projection = match schema.as_ref().and_then(|s| s.json.as_ref()) {
-            Some(JsonCheck::Avro(shape)) => projected_paths(&rules, &required_fields)
-                .and_then(|paths| JsonProjection::new(shape, paths)),
+            Some(JsonCheck::Avro(shape)) => {
+                projected_paths(&rules, &compiled_slis, &required_fields)
+                    .and_then(|paths| JsonProjection::new(shape, paths))
+            }
             _ => None,
         };
         Some(Contract {
@@ -960,6 +1150,8 @@ impl Cx<'_> {
             mode,
             on_reject,
             consumers,
+            odcs: None,
+            slis: compiled_slis,
         })
     }
 
@@ -1212,19 +1404,43 @@ impl Cx<'_> {
 
 /// The field paths a contract reads from each record (its rules' and the completeness fields),
 /// or `None` when a CEL rule reads the whole record.
-fn projected_paths(rules: &[ContractRule], required: &[Box<str>]) -> Option<Vec<FieldPath>> {
+fn projected_paths(
+    rules: &[ContractRule],
+    slis: &[sli::Sli],
+    required: &[Box<str>],
+) -> Option<Vec<FieldPath>> {
     let mut paths: Vec<FieldPath> = required
         .iter()
         .map(|f| vec![f.clone()].into_boxed_slice())
         .collect();
+    let mut add = |p: &[Box<str>]| {
+        if !paths.iter().any(|q| **q == *p) {
+            paths.push(p.into());
+        }
+    };
     for r in rules {
-        for p in r.rule.field_paths()? {
-            if !paths.iter().any(|q| **q == *p) {
-                paths.push(p.into());
-            }
+        r.rule.field_paths()?.into_iter().for_each(&mut add);
+    }
+    for s in slis {
+        match &s.kind {
+            sli::SliKind::Bad { bad, .. } => bad.field_paths()?.into_iter().for_each(&mut add),
+            sli::SliKind::Duplicates { fields, .. } => fields.iter().for_each(|f| add(f)),
+            sli::SliKind::RowCount => {}
         }
     }
     Some(paths)
+}
+
+/// At most `max` bytes of `s` (on a character boundary), with an ellipsis when cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// `500ms`, `60s`, `1.5s`, `5m`, `1h`.
@@ -1476,6 +1692,7 @@ mod tests {
                 path,
                 file: Arc::from("c.yaml"),
                 docs: serde_saphyr::from_multiple(text).unwrap(),
+                odcs: Vec::new(),
             })
             .collect();
         // Files that exist nowhere on disk: only the map can provide them.

@@ -14,6 +14,8 @@ pub mod judge;
 pub mod load;
 pub mod mode;
 pub mod model;
+pub mod odcs;
+pub mod sli;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -107,6 +109,8 @@ pub struct PolicySet {
     pub named_principals: std::collections::HashSet<Box<str>>,
     /// `access.hide_unauthorized_topics`: where it was set, when it is.
     pub hide_unauthorized_topics: Option<Origin>,
+    /// ODCS documents that name no Kafka topic: loaded and listed, not enforced.
+    pub odcs_unenforced: Vec<(Origin, odcs::OdcsInfo)>,
     /// Every registered schema by id, parsed: the writer schemas Avro records may name.
     pub avro_writers: HashMap<u32, Arc<crate::schema::avro_data::AvroSchema>>,
 }
@@ -232,6 +236,11 @@ pub struct Contract {
     pub consumers: Option<Consumers>,
     /// `owner`, shared: the chargeback's team label.
     pub team: Arc<str>,
+    /// For a contract loaded from an ODCS document: its identity there, and what of it is not
+    /// enforced.
+    pub odcs: Option<Box<odcs::OdcsInfo>>,
+    /// Quality rules measured over a window (ODCS), never refusing a record.
+    pub slis: Vec<sli::Sli>,
 }
 
 /// A contract's `consumers:`.

@@ -234,6 +234,12 @@ impl Lowering<'_> {
                 pattern,
                 escape_char: None,
             } => self.like(expr, pattern, *negated, true)?,
+            E::RLike {
+                negated,
+                expr,
+                pattern,
+                ..
+            } => self.regexp(expr, pattern, *negated)?,
             E::Value(v) if matches!(v.value, SqlValue::Boolean(_)) => {
                 Pred::Const(matches!(v.value, SqlValue::Boolean(true)))
             }
@@ -268,6 +274,31 @@ impl Lowering<'_> {
         }
         re.push('$');
         let pattern = Regex::new(&re).map_err(|e| format!("bad LIKE pattern: {e}"))?;
+        Ok(Pred::Like {
+            operand,
+            pattern,
+            negated,
+        })
+    }
+
+    /// `x REGEXP 'p'` / `x RLIKE 'p'`: MySQL's semantics, a match anywhere in the string (anchor
+    /// with `^` and `$` for the whole value), in Rust's regex syntax. ODCS `pattern` arguments
+    /// compile to it.
+    fn regexp(
+        &self,
+        expr: &ast::Expr,
+        pattern: &ast::Expr,
+        negated: bool,
+    ) -> Result<Pred, RuleError> {
+        let operand = self.operand(expr)?;
+        self.expect_kind(&operand, Kind::String, "REGEXP")?;
+        let Operand::Lit(Lit::Str(p)) = self.operand(pattern)? else {
+            return Err("REGEXP needs a 'string' pattern".into());
+        };
+        let pattern = regex::RegexBuilder::new(&p)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("bad REGEXP pattern: {e}"))?;
         Ok(Pred::Like {
             operand,
             pattern,

@@ -118,6 +118,13 @@ fn in_between_and_like() {
         !sql("order_id LIKE 'o.1'").passes(&o),
         "regex metacharacters are literal"
     );
+    // REGEXP / RLIKE: a regex match anywhere, anchored only when the pattern says so.
+    assert!(sql("order_id REGEXP '^o-[0-9]+$'").passes(&o));
+    assert!(sql("order_id RLIKE '-1'").passes(&o));
+    assert!(!sql("order_id REGEXP '^x'").passes(&o));
+    assert!(sql("order_id NOT REGEXP '^x'").passes(&o));
+    assert!(sql_err("qty REGEXP '1'").contains("REGEXP"));
+    assert!(sql_err("order_id REGEXP '('").contains("bad REGEXP pattern"));
 }
 
 #[test]
