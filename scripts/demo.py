@@ -71,3 +71,40 @@ c.close()
 for r in records:
     oid = r["order_id"]
     print(f"  {oid}: {'present' if oid in seen else 'absent'}")
+
+print("4. The payments data product, whose contract is written in ODCS "
+      "(policies/contracts/payments-v1.odcs.yaml): a known currency, an amount above 0:")
+ptopic = "payments.payment-events.v1"
+create(ptopic, 3)
+payments = [
+    {"payment_id": f"p-{run}-1", "amount": 99.0, "currency": "EUR", "method": "card"},
+    {"payment_id": f"p-{run}-2", "amount": 5.0, "currency": "XYZ", "method": "card"},
+    {"payment_id": f"p-{run}-3", "amount": 0, "currency": "USD", "method": "transfer"},
+]
+poutcome = {}
+for r in payments:
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    p.produce(ptopic, key=r["payment_id"], value=json.dumps(r),
+              on_delivery=lambda err, msg, r=r: poutcome.__setitem__(r["payment_id"], err))
+    p.flush(15)
+for r in payments:
+    err = poutcome.get(r["payment_id"])
+    verdict = "ACCEPTED" if err is None else f"REJECTED {err.name()}: {err.str()}"
+    print(f"  {json.dumps(r)}\n    -> {verdict}")
+# The contract's `roles` let `Group:finance-*` read: the consumer group is named accordingly.
+c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"finance-demo-{run}",
+              "auto.offset.reset": "earliest"})
+c.subscribe([ptopic])
+wanted = {r["payment_id"] for r in payments if poutcome.get(r["payment_id"]) is None}
+seen = set()
+end = time.time() + 20
+while time.time() < end and not wanted <= seen:
+    m = c.poll(0.5)
+    if m is not None and not m.error():
+        pid = json.loads(m.value()).get("payment_id", "")
+        if run in pid:
+            seen.add(pid)
+c.close()
+for r in payments:
+    pid = r["payment_id"]
+    print(f"  {pid}: {'present' if pid in seen else 'absent'}")

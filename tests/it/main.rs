@@ -12,6 +12,7 @@ mod enforcement;
 mod evolution;
 mod judging;
 mod malformed;
+mod odcs;
 mod ordering;
 mod pipeline;
 mod registry;
