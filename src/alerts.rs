@@ -195,9 +195,17 @@ fn sli_rules(out: &mut String, c: &Contract, labels: &[(&str, &str)]) {
                 s.metric(),
                 s.target_text()
             ),
+            // The file's name only: the rules file must not depend on where the policies sat.
             &format!(
-                "Declared at {} ({}); it never refuses records.",
-                s.origin, s.element
+                "Declared in {} at line {} ({}); it never refuses records.",
+                std::path::Path::new(&*s.origin.file)
+                    .file_name()
+                    .map_or_else(
+                        || s.origin.file.to_string(),
+                        |n| n.to_string_lossy().into_owned()
+                    ),
+                s.origin.line,
+                s.element
             ),
         );
     }
