@@ -238,8 +238,11 @@ impl axum::serve::Listener for TlsListener {
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    let current = s.policies.current();
+    s.metrics.refresh_contracts(current.contract_facts());
     s.metrics
-        .refresh_contracts(s.policies.current().contract_facts());
+        .zones
+        .refresh(current.zones.iter().map(|z| z.name.as_str()));
     (
         [(
             header::CONTENT_TYPE,
@@ -568,6 +571,26 @@ async fn catalog(
         .iter()
         .map(|(origin, info)| product_odcs(info, &origin.file))
         .collect();
+    let zones: Vec<CatalogZone> = set
+        .zones
+        .iter()
+        .map(|z| CatalogZone {
+            name: z.name.clone(),
+            listen: z.listen.to_string(),
+            principals: z.principals.iter().map(|p| p.to_string()).collect(),
+            group_prefix: z.group_prefix.clone(),
+            shares: z
+                .shares
+                .iter()
+                .map(|sh| CatalogShare {
+                    alias: sh.alias.clone(),
+                    topic: sh.topic.clone(),
+                })
+                .collect(),
+            usage: s.metrics.zones.usage(&z.name),
+            source: z.origin.to_string(),
+        })
+        .collect();
     let wants_html = match q.format.as_deref() {
         Some("html") => true,
         Some(_) => false,
@@ -581,6 +604,7 @@ async fn catalog(
         let mut page = render_html(&products, &rules, hours);
         let end = page.len() - "</body></html>".len();
         let mut tail = render_recent(&recent, q.principal.as_deref());
+        render_zones(&mut tail, &zones);
         for o in &unenforced {
             let _ = write!(
                 tail,
@@ -597,6 +621,7 @@ async fn catalog(
             "data_products": products,
             "rules": rules,
             "odcs_not_enforced": unenforced,
+            "zones": zones,
         }))
         .into_response()
     }
@@ -859,6 +884,61 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
     render_rules(&mut h, rules, hours);
     h.push_str("</body></html>");
     h
+}
+
+/// A partner zone as the catalog lists it.
+#[derive(Serialize)]
+pub struct CatalogZone {
+    pub name: String,
+    pub listen: String,
+    pub principals: Vec<String>,
+    pub group_prefix: String,
+    pub shares: Vec<CatalogShare>,
+    pub usage: crate::zone_stats::ZoneUsage,
+    pub source: String,
+}
+
+#[derive(Serialize)]
+pub struct CatalogShare {
+    /// The partner's name for the topic.
+    pub alias: String,
+    pub topic: String,
+}
+
+fn render_zones(h: &mut String, zones: &[CatalogZone]) {
+    for z in zones {
+        let _ = write!(
+            h,
+            "<section class=\"product zone\" id=\"zone-{id}\"><h2>Partner zone {name}</h2>\
+<p class=\"meta\">listener <code>{listen}</code> · partner {who} · groups prefixed <code>{prefix}</code> · defined in <code>{src}</code></p>\
+<p>{ap} active principal(s), {ag} active group(s) · {bytes} record bytes and {records} records read · last activity {last}</p>\
+<table><tr><th>partner sees</th><th>topic</th></tr>",
+            id = esc(&z.name),
+            name = esc(&z.name),
+            listen = esc(&z.listen),
+            who = esc(&z.principals.join(", ")),
+            prefix = esc(&z.group_prefix),
+            src = esc(&z.source),
+            ap = z.usage.active_principals,
+            ag = z.usage.active_groups,
+            bytes = z.usage.fetched_bytes,
+            records = z.usage.fetched_records,
+            last = z
+                .usage
+                .last_activity
+                .map(|t| format!("{:.0} s ago", (now_ms() as f64 / 1000.0 - t).max(0.0)))
+                .unwrap_or_else(|| "never".into()),
+        );
+        for sh in &z.shares {
+            let _ = write!(
+                h,
+                "<tr><td><code>{}</code></td><td><code>{}</code></td></tr>",
+                esc(&sh.alias),
+                esc(&sh.topic)
+            );
+        }
+        h.push_str("</table></section>");
+    }
 }
 
 fn render_not_enforced(h: &mut String, notes: &[ProductNotEnforced]) {

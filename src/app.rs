@@ -57,6 +57,9 @@ pub struct Running {
     pub bootstrap: SocketAddr,
     pub admin: SocketAddr,
     pub health: Arc<Health>,
+    /// One gateway per partner zone: its own listener, broker ports and TLS identity, sharing
+    /// the policies, metrics, shutdown and own producer of `gateway`.
+    pub zones: Vec<Arc<Gateway>>,
 }
 
 impl Running {
@@ -65,9 +68,17 @@ impl Running {
     pub async fn shutdown(self) -> bool {
         self.gateway.shutdown.cancel();
         self.gateway.tasks.close();
-        let drained =
-            tokio::time::timeout(self.gateway.config.drain_timeout, self.gateway.tasks.wait())
-                .await;
+        for z in &self.zones {
+            z.tasks.close();
+        }
+        let (main, zones) = (self.gateway.clone(), self.zones.clone());
+        let all = async move {
+            main.tasks.wait().await;
+            for z in &zones {
+                z.tasks.wait().await;
+            }
+        };
+        let drained = tokio::time::timeout(self.gateway.config.drain_timeout, all).await;
         if let Some(audit) = self.gateway.audit.clone() {
             // What was decided before the drain ended reaches the file.
             let _ =
@@ -128,15 +139,45 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
         }
         None => None,
     };
+    let zone_base = config.clone();
     let gateway = Gateway::new(
         config,
         metrics.clone(),
         policies.clone(),
         shutdown.clone(),
         security,
-        audit,
-        producer,
+        audit.clone(),
+        producer.clone(),
+        None,
     );
+    let mut zones = Vec::new();
+    for zone in policies.current().zones.iter() {
+        let zone_config = zone_config(&zone_base, zone);
+        let listener = TcpListener::bind(zone.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: zone.listen,
+                source,
+            })?;
+        let security = crate::proxy::Security::load(&zone_config)?;
+        let zgw = Gateway::new(
+            zone_config,
+            metrics.clone(),
+            policies.clone(),
+            shutdown.clone(),
+            security,
+            audit.clone(),
+            producer.clone(),
+            Some(Arc::from(zone.name.as_str())),
+        );
+        zgw.serve(listener, Target::Bootstrap);
+        zgw.tasks
+            .spawn(refresh_metadata(zgw.clone(), zgw.health.clone()));
+        tracing::info!(zone = %zone.name, listen = %zone.listen,
+            broker_port_base = zgw.config.broker_port_base,
+            shares = zone.shares.len(), "partner zone serving");
+        zones.push(zgw);
+    }
     gateway
         .tasks
         .spawn(policies.clone().watch(shutdown.clone()));
@@ -172,7 +213,31 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
         bootstrap: bootstrap_addr,
         admin: admin_addr,
         health,
+        zones,
     })
+}
+
+/// The configuration of a partner zone's gateway: the organisation's, with the zone's listener,
+/// broker ports, advertised host and TLS identity. A zone without `tls:` serves plain TCP even
+/// when the organisation's listener uses TLS: the zone's identity is its own.
+fn zone_config(base: &GatewayConfig, zone: &crate::policy::zone::Zone) -> GatewayConfig {
+    let mut c = base.clone();
+    c.listen = zone.listen;
+    c.broker_port_base = zone
+        .broker_port_base
+        .unwrap_or_else(|| zone.listen.port().saturating_add(1));
+    if let Some(host) = &zone.advertised_host {
+        c.advertised_host = host.clone();
+    }
+    c.tls = zone
+        .tls
+        .clone()
+        .map(|(cert, key, client_ca)| crate::tls::ServerFiles {
+            cert,
+            key,
+            client_ca,
+        });
+    c
 }
 
 /// Runs a gateway until `signal` completes, then drains.

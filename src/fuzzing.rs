@@ -73,6 +73,7 @@ pub(crate) fn gateway_over(dir: &std::path::Path, max_in_flight: Option<usize>) 
         Security::default(),
         None,
         producer,
+        None,
     )
 }
 

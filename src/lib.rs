@@ -32,3 +32,4 @@ pub mod rules;
 pub mod schema;
 pub mod tls;
 pub mod usage;
+pub mod zone_stats;

@@ -198,6 +198,8 @@ pub struct Metrics {
     pub usage: crate::usage::Usage,
     /// Hourly usage per team and principal, for `/chargeback` (see `chargeback`).
     pub chargeback: crate::chargeback::Chargeback,
+    /// Traffic per partner zone.
+    pub zones: crate::zone_stats::ZoneStats,
     /// `meshgate_chargeback_bytes_total{team,principal,direction}`.
     pub chargeback_bytes: IntCounterVec,
     /// `meshgate_chargeback_requests_total{team,principal,api}`.
@@ -535,6 +537,7 @@ impl Metrics {
             recent_rejections: RecentRejections::default(),
             usage: crate::usage::Usage::default(),
             chargeback: crate::chargeback::Chargeback::default(),
+            zones: crate::zone_stats::ZoneStats::new(&registry),
             chargeback_bytes,
             chargeback_requests,
             registry,

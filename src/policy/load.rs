@@ -287,6 +287,7 @@ fn compile_parsed(
     let mut topics_at: Option<Origin> = None;
     let mut access_at: Option<Origin> = None;
     let mut contract_names: HashMap<String, Origin> = HashMap::new();
+    let mut zone_names: HashMap<String, Origin> = HashMap::new();
     let mut odcs_files = Vec::new();
     for Parsed {
         path,
@@ -358,6 +359,30 @@ fn compile_parsed(
                 let origin = cx.origin(&p);
                 if let Some(rule) = cx.produce(p.value, origin) {
                     set.produce.push(rule);
+                }
+            }
+            if let Some(z) = doc.zone {
+                let origin = cx.origin(&z);
+                let name = z.value.name.value.trim().to_string();
+                if let Some(first) = zone_names.get(&name) {
+                    cx.err(
+                        origin.line,
+                        format!("zone `{name}` is already defined at {first}"),
+                    );
+                } else {
+                    zone_names.insert(name, origin.clone());
+                    if let Some(zone) = cx.zone(z.value, origin) {
+                        match set.zones.iter().find(|o| o.listen == zone.listen) {
+                            Some(other) => cx.err(
+                                zone.origin.line,
+                                format!(
+                                    "zone `{}`: listen {} is zone `{}`'s ({})",
+                                    zone.name, zone.listen, other.name, other.origin
+                                ),
+                            ),
+                            None => set.zones.push(Arc::new(zone)),
+                        }
+                    }
                 }
             }
             if let Some(c) = doc.contract {
@@ -652,6 +677,117 @@ impl Cx<'_> {
                 }
             }
         }
+    }
+
+    /// `zone:`: a listen address, principals, shares under valid and distinct aliases.
+    fn zone(&mut self, z: model::ZoneDoc, origin: Origin) -> Option<zone::Zone> {
+        let before = self.errors.len();
+        let name = z.name.value.trim().to_string();
+        let what = format!("zone `{name}`");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            self.err(
+                z.name.referenced.line(),
+                format!("{what}: a zone name is letters, digits, `-`, `_` and `.`"),
+            );
+        }
+        let listen = z.listen.value.parse::<std::net::SocketAddr>().ok();
+        if listen.is_none() {
+            self.err(
+                z.listen.referenced.line(),
+                format!("{what}: listen `{}` is not HOST:PORT", z.listen.value),
+            );
+        }
+        let mut principals: Vec<Box<str>> = Vec::new();
+        if z.principals.value.is_empty() {
+            self.err(
+                z.principals.referenced.line(),
+                format!("{what}: `principals` is empty: a zone serves its partner only"),
+            );
+        }
+        for p in &z.principals.value {
+            let text = p.value.trim();
+            let valid = text
+                .split_once(':')
+                .is_some_and(|(kind, n)| !kind.is_empty() && !n.is_empty() && !n.contains(' '));
+            if valid {
+                principals.push(text.into());
+            } else {
+                self.err(
+                    p.referenced.line(),
+                    format!("{what}: principal `{text}` is not a principal like User:acme"),
+                );
+            }
+        }
+        let mut shares: Vec<zone::Share> = Vec::new();
+        if z.shares.value.is_empty() {
+            self.err(
+                z.shares.referenced.line(),
+                format!("{what}: `shares` is empty"),
+            );
+        }
+        for s in &z.shares.value {
+            let line = s.referenced.line();
+            let topic = s.value.topic.trim().to_string();
+            let alias = s
+                .value
+                .alias
+                .as_deref()
+                .map_or(topic.clone(), |a| a.trim().to_string());
+            if !is_valid_topic_name(&topic) {
+                self.err(
+                    line,
+                    format!("{what}: topic `{topic}` is not a valid Kafka topic name"),
+                );
+            } else if !is_valid_topic_name(&alias) {
+                self.err(
+                    line,
+                    format!("{what}: alias `{alias}` is not a valid Kafka topic name"),
+                );
+            } else if shares.iter().any(|o| o.alias == alias) {
+                self.err(line, format!("{what}: alias `{alias}` is given twice"));
+            } else if shares.iter().any(|o| o.topic == topic) {
+                self.err(line, format!("{what}: topic `{topic}` is shared twice"));
+            } else {
+                shares.push(zone::Share { topic, alias });
+            }
+        }
+        let group_prefix = match z.group_prefix {
+            Some(p) if p.value.is_empty() => {
+                self.err(
+                    p.referenced.line(),
+                    format!("{what}: `group_prefix` must not be empty: it keeps the partner's groups apart"),
+                );
+                String::new()
+            }
+            Some(p) => p.value,
+            None => format!("zone.{name}."),
+        };
+        let tls = z.tls.map(|t| {
+            let t = t.value;
+            (
+                self.dir.join(&t.cert),
+                self.dir.join(&t.key),
+                t.client_ca.map(|c| self.dir.join(c)),
+            )
+        });
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(zone::Zone {
+            name,
+            listen: listen?,
+            broker_port_base: z.broker_port_base,
+            advertised_host: z.advertised_host,
+            tls,
+            principals,
+            group_prefix,
+            shares,
+            origin,
+        })
     }
 
     fn origin<T>(&self, s: &Spanned<T>) -> Origin {

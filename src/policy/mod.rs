@@ -16,6 +16,7 @@ pub mod mode;
 pub mod model;
 pub mod odcs;
 pub mod sli;
+pub mod zone;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -111,6 +112,8 @@ pub struct PolicySet {
     pub hide_unauthorized_topics: Option<Origin>,
     /// ODCS documents that name no Kafka topic: loaded and listed, not enforced.
     pub odcs_unenforced: Vec<(Origin, odcs::OdcsInfo)>,
+    /// Partner zones.
+    pub zones: Vec<Arc<zone::Zone>>,
     /// Every registered schema by id, parsed: the writer schemas Avro records may name.
     pub avro_writers: HashMap<u32, Arc<crate::schema::avro_data::AvroSchema>>,
 }

@@ -17,6 +17,51 @@ pub struct Document {
     pub produce: Option<Vec<Spanned<ProduceRuleDoc>>>,
     pub classification: Option<Spanned<ClassificationDoc>>,
     pub access: Option<Spanned<AccessDoc>>,
+    pub zone: Option<Spanned<ZoneDoc>>,
+}
+
+/// `zone:`: a partner zone, its own listener sharing chosen topics under aliases, read-only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneDoc {
+    pub name: Spanned<String>,
+    /// The zone's bootstrap address (`HOST:PORT`); broker `n` is served at
+    /// `broker_port_base + n` (default: the listen port + 1).
+    pub listen: Spanned<String>,
+    #[serde(default)]
+    pub broker_port_base: Option<u16>,
+    /// The host written into the broker addresses the zone hands out (default: the gateway's).
+    #[serde(default)]
+    pub advertised_host: Option<String>,
+    /// The zone's own TLS identity (paths relative to the policy file); with `client_ca`, the
+    /// partner's principals come from its client certificates.
+    #[serde(default)]
+    pub tls: Option<Spanned<ZoneTlsDoc>>,
+    /// The partner's principals; no other principal is served on the zone's listener.
+    pub principals: Spanned<Vec<Spanned<String>>>,
+    /// Prefix of the zone's consumer groups on the cluster (default `zone.<name>.`).
+    #[serde(default)]
+    pub group_prefix: Option<Spanned<String>>,
+    pub shares: Spanned<Vec<Spanned<ShareDoc>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneTlsDoc {
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub client_ca: Option<String>,
+}
+
+/// One shared topic: `{topic: orders.order-events.v1, as: partner-acme.orders}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareDoc {
+    pub topic: String,
+    /// The name the partner sees (default: the topic's own name).
+    #[serde(default, rename = "as")]
+    pub alias: Option<String>,
 }
 
 /// `access:`: gateway-wide read-access settings.

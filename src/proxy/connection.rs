@@ -71,6 +71,8 @@ pub enum ConnError {
     Rewrite(#[from] RewriteError),
     #[error("judging the request failed: {0}")]
     Judge(tokio::task::JoinError),
+    #[error("partner zone: {0}")]
+    Zone(String),
 }
 
 /// What went wrong on an established upstream connection.
@@ -100,6 +102,7 @@ impl ConnError {
             ConnError::UnsupportedVersion { .. } => Some("unsupported_version"),
             ConnError::UnknownApi(_) => Some("unknown_api"),
             ConnError::RejectedAcksZero => Some("rejected_acks0"),
+            ConnError::Zone(_) => Some("zone_refused"),
             _ => None,
         }
     }
@@ -411,6 +414,40 @@ where
                 }
                 (Decision::Forward, None)
             }
+            Whole::Zone => {
+                let policies = gw.policies.current();
+                let name = gw.zone.as_deref().unwrap_or_default();
+                let Some(zone) = policies.zones.iter().find(|z| *z.name == *name) else {
+                    return Err(ConnError::Zone(format!(
+                        "zone `{name}` is no longer in the policy set"
+                    )));
+                };
+                let principal = identity.principal();
+                if !zone.admits(&principal) {
+                    gw.metrics.zones.refused(name, "principal");
+                    return Err(ConnError::Zone(format!(
+                        "{principal} is not a principal of zone `{name}`"
+                    )));
+                }
+                gw.metrics.zones.request(name, &principal);
+                let request = super::zone::ZoneRequest {
+                    zone,
+                    topic_ids: &gw.topic_ids,
+                    stats: &gw.metrics.zones,
+                };
+                match request.judge(api, &frame, header.api_version)? {
+                    super::zone::Verdict::Decision(d) => {
+                        if matches!(d, Decision::Respond(_)) {
+                            gw.metrics.zones.refused(name, &format!("{api:?}"));
+                        }
+                        (d, None)
+                    }
+                    super::zone::Verdict::Close(why) => {
+                        gw.metrics.zones.refused(name, &format!("{api:?}"));
+                        return Err(ConnError::Zone(why));
+                    }
+                }
+            }
             Whole::Sasl | Whole::ProduceAcksUnseen => (Decision::Forward, None),
         };
         let mut close_after = false;
@@ -527,6 +564,8 @@ enum Whole {
     /// An administrative request no policy judges, read whole for the audit trail (only when
     /// the trail is on).
     Audited(Arc<Generation>),
+    /// A request on a partner zone's listener: rewritten to the cluster's names (`zone`).
+    Zone,
 }
 
 /// The governed APIs: each has its judge.
@@ -557,6 +596,15 @@ impl Governed {
 /// loaded once here: the generation that decides whether a request is governed is the one that
 /// judges it.
 fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Option<i16>) {
+    // On a partner zone's listener everything but the handshake is the zone's to rewrite.
+    if gw.zone.is_some()
+        && !matches!(
+            api,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        return (Route::Whole(Whole::Zone), None);
+    }
     // Produce with acks=0 owes no response; acks sits right after the transactional id.
     let head_acks = match api {
         ApiKey::Produce => split_request(head, api, version)
@@ -884,6 +932,7 @@ mod tests {
             Route::Whole(Whole::ProduceAcksUnseen) => "whole produce".into(),
             Route::Whole(Whole::Governed(kind, _)) => format!("governed {kind:?}"),
             Route::Whole(Whole::Audited(_)) => "audited".into(),
+            Route::Whole(Whole::Zone) => "zone".into(),
         }
     }
 

@@ -30,6 +30,22 @@ pub fn count_response(
         gw.metrics.bytes_out_other.inc_by(total);
         return;
     }
+    if let Some(zone) = &gw.zone {
+        // What the partner read: the record bytes and records of every topic in the answer
+        // (a zone's answers carry shared topics only).
+        let (mut bytes, mut records) = (0u64, 0u64);
+        let walked = split_response(frame, ApiKey::Fetch, version)
+            .ok()
+            .and_then(|(_, body)| {
+                fetch_records(&body, version, |_, b, n, _| {
+                    bytes += b;
+                    records += n;
+                })
+            });
+        if walked.is_some() {
+            gw.metrics.zones.fetched(zone, bytes, records);
+        }
+    }
     let policies = gw.policies.current();
     if policies.contracts.is_empty() {
         gw.metrics.bytes_out_other.inc_by(total);
@@ -111,6 +127,37 @@ pub fn fetch_record_bytes<'a>(
     version: i16,
     mut each: impl FnMut(TopicRef<'a>, u64, &[(i32, i64)]),
 ) -> Option<()> {
+    fetch_records(body, version, |t, bytes, _, w| each(t, bytes, w))
+}
+
+/// The records in a record set: the sum of its v2 batches' record counts, read from their
+/// headers (a trailing partial batch, as brokers send at the size limit, is not counted).
+fn record_count(set: &[u8]) -> u64 {
+    let mut rest = set;
+    let mut n = 0u64;
+    while rest.len() >= 61 {
+        let length = i32::from_be_bytes(rest[8..12].try_into().unwrap_or_default());
+        let Some(total) = usize::try_from(length).ok().and_then(|l| l.checked_add(12)) else {
+            break;
+        };
+        if total > rest.len() || rest[16] != 2 {
+            break;
+        }
+        n += u64::try_from(i32::from_be_bytes(
+            rest[57..61].try_into().unwrap_or_default(),
+        ))
+        .unwrap_or(0);
+        rest = &rest[total..];
+    }
+    n
+}
+
+/// As [`fetch_record_bytes`], with each topic's record count too (from the batch headers).
+pub fn fetch_records<'a>(
+    body: &'a [u8],
+    version: i16,
+    mut each: impl FnMut(TopicRef<'a>, u64, u64, &[(i32, i64)]),
+) -> Option<()> {
     let mut watermarks: Vec<(i32, i64)> = Vec::new();
     let flexible = version >= 12;
     let mut r = Walker { b: body, flexible };
@@ -125,6 +172,7 @@ pub fn fetch_record_bytes<'a>(
             TopicRef::Name(std::str::from_utf8(r.string()?).ok()?)
         };
         let mut bytes = 0u64;
+        let mut records = 0u64;
         watermarks.clear();
         for _ in 0..r.array_len()? {
             let head = r.take(4 + 2 + 8)?; // partition_index, error_code, high_watermark
@@ -145,11 +193,13 @@ pub fn fetch_record_bytes<'a>(
             if version >= 11 {
                 r.skip(4)?; // preferred_read_replica
             }
-            bytes += r.bytes_len()? as u64;
+            let set = r.bytes()?;
+            bytes += set.len() as u64;
+            records += record_count(set);
             r.tags()?;
         }
         r.tags()?;
-        each(topic, bytes, &watermarks);
+        each(topic, bytes, records, &watermarks);
     }
     r.tags()?;
     Some(())
@@ -210,21 +260,20 @@ impl<'a> Walker<'a> {
         self.take(n)
     }
 
-    /// Skips a nullable byte field, returning its length (0 when null).
-    fn bytes_len(&mut self) -> Option<usize> {
+    /// A nullable byte field (empty when null).
+    fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = if self.flexible {
             match self.uvarint()? {
-                0 => return Some(0),
+                0 => return Some(&[]),
                 n => (n - 1) as usize,
             }
         } else {
             match self.i32()? {
-                n if n < 0 => return Some(0),
+                n if n < 0 => return Some(&[]),
                 n => n as usize,
             }
         };
-        self.skip(n)?;
-        Some(n)
+        self.take(n)
     }
 
     fn tags(&mut self) -> Option<()> {
@@ -243,6 +292,24 @@ impl<'a> Walker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_counted_from_the_batch_headers_and_a_partial_batch_is_not() {
+        use crate::protocol::records::test_batch;
+        use kafka_protocol::records::Compression;
+        let specs: Vec<test_batch::Spec<'_>> = (0..3)
+            .map(|_| (None, Some(&b"value"[..]), &[][..]))
+            .collect();
+        let one = test_batch::encode(&specs, Compression::None);
+        let mut set = one.to_vec();
+        set.extend_from_slice(&test_batch::encode(&specs[..2], Compression::None));
+        assert_eq!(record_count(&set), 5);
+        // A broker cuts the last batch at the size limit: counted up to the whole batches.
+        set.extend_from_slice(&one[..one.len() - 3]);
+        assert_eq!(record_count(&set), 5);
+        assert_eq!(record_count(&[]), 0);
+        assert_eq!(record_count(&[0xff; 70]), 0, "garbage is no batch");
+    }
     use bytes::BytesMut;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::{FetchResponse, TopicName};

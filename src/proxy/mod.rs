@@ -18,6 +18,7 @@ pub mod rewrite;
 /// own client shares).
 pub use crate::protocol::stream;
 pub mod topic_admin;
+pub mod zone;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,12 +168,18 @@ pub struct Gateway {
     /// meshgate's own producer, for dead-letter topics. Idle (no connection) until a contract
     /// with `on_reject` refuses records.
     pub dead_letters: crate::own_client::producer::Producer,
+    /// The partner zone this gateway serves (its own listener, broker ports and TLS identity),
+    /// or `None` for the organisation's own listener.
+    pub zone: Option<Arc<str>>,
     security: Security,
     connections: Arc<Semaphore>,
     me: std::sync::Weak<Gateway>,
 }
 
 impl Gateway {
+    /// A gateway for the organisation's listener (`zone: None`) or for one partner zone; the
+    /// zones' gateways share the metrics, policies, shutdown, audit trail and own producer.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: GatewayConfig,
         metrics: Arc<Metrics>,
@@ -181,11 +188,13 @@ impl Gateway {
         security: Security,
         audit: Option<crate::audit::AuditLog>,
         dead_letters: crate::own_client::producer::Producer,
+        zone: Option<Arc<str>>,
     ) -> Arc<Self> {
         if let Some(tls) = &security.client {
             tls.watch(shutdown.clone());
         }
         Arc::new_cyclic(|me| Gateway {
+            zone,
             dead_letters,
             security,
             registry: config.schema_registry.as_deref().and_then(|url| {
@@ -428,7 +437,11 @@ impl BrokerAddresses for Gateway {
         // Contract topics (fetched bytes per data product); every topic while reading is
         // restricted (Fetch v13+ is judged by name, and an unknown id fails closed).
         let policies = self.policies.current();
-        if id.is_nil() || (policies.contract_for(name).is_none() && !policies.restricts_consumers) {
+        // A zone judges every Fetch v13+ by id: it keeps every topic's.
+        let wanted = self.zone.is_some()
+            || policies.contract_for(name).is_some()
+            || policies.restricts_consumers;
+        if id.is_nil() || !wanted {
             return;
         }
         let known = self

@@ -395,7 +395,7 @@ fn merge_resources(
         .collect()
 }
 
-pub(super) fn encode_response<M: Encodable>(
+pub(crate) fn encode_response<M: Encodable>(
     correlation_id: i32,
     api: ApiKey,
     version: i16,

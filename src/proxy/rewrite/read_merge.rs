@@ -36,7 +36,7 @@ pub struct RefusedTopic {
 }
 
 /// Decodes an upstream response, lets `edit` add meshgate's part, and encodes it again.
-fn edit<R: Decodable + Encodable>(
+pub(crate) fn edit<R: Decodable + Encodable>(
     api: ApiKey,
     version: i16,
     frame: Bytes,
@@ -62,7 +62,7 @@ pub struct FetchMerge {
 }
 
 impl FetchMerge {
-    fn add(&self, r: &mut FetchResponse) {
+    pub(crate) fn add(&self, r: &mut FetchResponse) {
         for t in &self.refused {
             let mut topic = FetchableTopicResponse::default();
             topic.topic = TopicName(t.name.clone());
@@ -104,7 +104,7 @@ pub struct ListOffsetsMerge {
 }
 
 impl ListOffsetsMerge {
-    fn add(&self, r: &mut ListOffsetsResponse) {
+    pub(crate) fn add(&self, r: &mut ListOffsetsResponse) {
         for t in &self.refused {
             let mut topic = ListOffsetsTopicResponse::default();
             topic.name = TopicName(t.name.clone());
@@ -143,7 +143,7 @@ pub struct OffsetCommitMerge {
 }
 
 impl OffsetCommitMerge {
-    fn add(&self, r: &mut OffsetCommitResponse) {
+    pub(crate) fn add(&self, r: &mut OffsetCommitResponse) {
         for t in &self.refused {
             let mut topic = OffsetCommitResponseTopic::default();
             topic.name = TopicName(t.name.clone());
