@@ -140,7 +140,7 @@ def main():
     ap.add_argument("--rate", type=float, default=0,
                     help="fixed offered load for the latency runs (default: 50%% of direct saturation)")
     ap.add_argument("--arms", default="direct,meshgate,tansu-proxy",
-                    help="any of direct, meshgate, meshgate-contract, meshgate-avro, meshgate-reads, direct-tls, meshgate-tls, tansu-proxy")
+                    help="any of direct, meshgate, meshgate-contract, meshgate-avro, meshgate-reads, meshgate-zone, direct-tls, meshgate-tls, tansu-proxy")
     ap.add_argument("--policies", help="policy dir for the meshgate arm (default: none)")
     ap.add_argument("--topic-prefix", default="bench.load")
     ap.add_argument("--value-file", help="payloads, one per line (for contract arms)")
@@ -237,6 +237,25 @@ def main():
         if not args.value_file:
             args.value_file = str(logdir / "orders.jsonl")
             write_json_orders(Path(args.value_file), args.size)
+    zone_topics = []
+    zone_bootstrap = None
+    if "meshgate-zone" in arms:
+        # A partner zone sharing each round's topic under an alias (`partner.zoneN`): the arm
+        # produces through the gateway's own listener and consumes through the zone's, by alias,
+        # with a consumer group (prefixed on the cluster).
+        policies = Path(tempfile.mkdtemp(prefix="zone-policies-"))
+        zone_port = port_block(300)
+        shares = []
+        for i in range(args.pairs):
+            t = f"bench.zone{i}.v1"
+            zone_topics.append(t)
+            shares.append(f"    - {{topic: {t}, as: partner.zone{i}}}\n")
+        (policies / "zone.yaml").write_text(
+            f"zone:\n  name: bench\n  listen: 127.0.0.1:{zone_port}\n"
+            f"  principals: [User:ANONYMOUS]\n  shares:\n{''.join(shares)}")
+        start_meshgate("meshgate-zone", args.meshgate, policies)
+        wait_for_port(zone_port)
+        zone_bootstrap = f"127.0.0.1:{zone_port}"
     avro_topics = []
     if "meshgate-avro" in arms:
         # An Avro contract (order fields + padding to about --size bytes, three rules) on a pool
@@ -325,6 +344,8 @@ def main():
             return avro_topics[rnd]
         if arm == "meshgate-reads":
             return reads_topics[rnd]
+        if arm == "meshgate-zone":
+            return zone_topics[rnd]
         return f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
 
     # Warm-up, unmeasured: the first run against a fresh broker is slow (page faults, JIT-free
@@ -364,7 +385,11 @@ def main():
                 core0[arm].append((sum(cpu_seconds(b) for b in broker) - b0 + r["cpu_s"]) / (r["bytes"] / 1e9))
                 sat[arm].append(r)
                 k0 = cpu_seconds(pid) if pid else None
-                cr = run_consumer(bootstrap[arm], topic, args.records, conf=client_conf.get(arm))
+                if arm == "meshgate-zone":
+                    # The partner's read: the zone's listener, the alias.
+                    cr = run_consumer(zone_bootstrap, f"partner.zone{rnd}", args.records)
+                else:
+                    cr = run_consumer(bootstrap[arm], topic, args.records, conf=client_conf.get(arm))
                 if pid:
                     cons_cpu[arm].append((cpu_seconds(pid) - k0) / (cr["bytes"] / 1e9))
                 cons[arm].append(cr)

@@ -14,7 +14,7 @@
 //! - meshgate judges before the upstream's own ACLs: a read meshgate allows can still be refused
 //!   by the cluster (its error is passed through), and one meshgate refuses never reaches it.
 
-use super::judge::{under_mode, Rejection, TOPIC_AUTHORIZATION_FAILED};
+use super::judge::{under_mode, Rejection, POLICY_VIOLATION, TOPIC_AUTHORIZATION_FAILED};
 use super::mode::Shadowed;
 use super::PolicySet;
 
@@ -69,6 +69,41 @@ impl PolicySet {
     }
 
     /// Why a consumer group id breaks `naming.groups`, if it does (INVALID_GROUP_ID).
+    /// Whether `naming.client_ids` is set (and not off).
+    pub fn names_client_ids(&self) -> bool {
+        self.naming
+            .as_ref()
+            .is_some_and(|n| n.client_ids.is_some() && !n.mode.is_off())
+    }
+
+    /// A client id that breaks `naming.client_ids`: POLICY_VIOLATION (44) on whatever the
+    /// request asks (every partition of a Produce, every topic and group of the consuming APIs),
+    /// with a message that names the id and the rule; under `naming`'s mode.
+    pub fn client_id_refusal(
+        &self,
+        client_id: &str,
+        principal: &str,
+        shadowed: &mut Shadowed,
+    ) -> Option<Rejection> {
+        let n = self.naming.as_ref().filter(|n| !n.mode.is_off())?;
+        let (pattern, exempt) = n.client_ids.as_ref()?;
+        if pattern.is_match(client_id) || exempt.iter().any(|e| e.is_match(client_id)) {
+            return None;
+        }
+        let r = Rejection {
+            error_code: POLICY_VIOLATION,
+            message: format!(
+                "meshgate: client id `{client_id}` breaks the naming rule `{}` ({})",
+                pattern.as_str(),
+                n.origin
+            ),
+            record_errors: vec![],
+            policy: "naming",
+            rule: pattern.as_str().to_string(),
+        };
+        under_mode(&n.mode, principal, shadowed, r).err()
+    }
+
     pub fn group_name_refusal(
         &self,
         group: &str,
@@ -323,6 +358,30 @@ contract:
         assert_eq!(code("console-1234"), None);
         assert_eq!(code("Random_Group"), Some(INVALID_GROUP_ID));
         assert!(!compile_text("n.yaml", POLICY).names_groups());
+    }
+
+    #[test]
+    fn client_ids_follow_the_naming_rule_unless_exempt_and_under_its_mode() {
+        let text = "naming:\n  topics: { pattern: '.*' }\n  client_ids: { pattern: '^[a-z]+-(svc|app)(-[0-9]+)?$', exempt: ['^rdkafka$'] }\n";
+        let set = compile_text("n.yaml", text);
+        assert!(set.names_client_ids() && set.governs_produce());
+        let refusal = |c: &str| set.client_id_refusal(c, "User:a", &mut Shadowed::default());
+        assert!(refusal("orders-svc-2").is_none());
+        assert!(refusal("rdkafka").is_none(), "exempt");
+        let r = refusal("My Laptop").unwrap();
+        assert_eq!(r.error_code, 44);
+        assert_eq!(
+            r.message,
+            "meshgate: client id `My Laptop` breaks the naming rule `^[a-z]+-(svc|app)(-[0-9]+)?$` (n.yaml:2)"
+        );
+        // Shadowed: noted, not refused.
+        let shadow = compile_text("n.yaml", &format!("{text}  mode: shadow\n"));
+        let mut shadowed = Shadowed::default();
+        assert!(shadow
+            .client_id_refusal("My Laptop", "User:a", &mut shadowed)
+            .is_none());
+        assert!(!shadowed.is_empty());
+        assert!(!compile_text("n.yaml", POLICY).names_client_ids());
     }
 
     #[test]

@@ -80,6 +80,14 @@ impl PartitionVerdict {
             | PartitionVerdict::Reject { shadowed, .. } => shadowed,
         }
     }
+
+    /// Adds would-rejects judged outside the partition (a shadowed `naming.client_ids`).
+    pub fn note_shadowed(&mut self, more: &Shadowed) {
+        match self {
+            PartitionVerdict::Accept { shadowed, .. }
+            | PartitionVerdict::Reject { shadowed, .. } => shadowed.extend(more),
+        }
+    }
 }
 
 /// A refusal `r` by a rule in `mode`, for `principal`: `Err(r)` when enforced, else noted in

@@ -961,15 +961,19 @@ impl Cx<'_> {
             .filter_map(|e| self.regex(e, "exempt pattern"))
             .collect();
         let before = self.errors.len();
-        let groups = n.groups.and_then(|g| {
-            let pattern = self.regex(&g.pattern, "group naming pattern")?;
-            let exempt: Vec<Regex> = g
-                .exempt
-                .iter()
-                .filter_map(|e| self.regex(e, "group exempt pattern"))
-                .collect();
-            Some((pattern, exempt))
-        });
+        let mut pair = |doc: Option<model::NamingTopicsDoc>, what: &str| {
+            doc.and_then(|g| {
+                let pattern = self.regex(&g.pattern, &format!("{what} naming pattern"))?;
+                let exempt: Vec<Regex> = g
+                    .exempt
+                    .iter()
+                    .filter_map(|e| self.regex(e, &format!("{what} exempt pattern")))
+                    .collect();
+                Some((pattern, exempt))
+            })
+        };
+        let groups = pair(n.groups, "group");
+        let client_ids = pair(n.client_ids, "client id");
         (exempt.len() == n.topics.exempt.len() && self.errors.len() == before)
             .then_some(())
             .and(pattern)
@@ -977,6 +981,7 @@ impl Cx<'_> {
                 pattern,
                 exempt,
                 groups,
+                client_ids,
                 origin: origin.clone(),
                 mode,
             })

@@ -124,6 +124,8 @@ pub struct Naming {
     pub exempt: Vec<Regex>,
     /// `groups:`: the pattern consumer group ids must match, and its exemptions.
     pub groups: Option<(Regex, Vec<Regex>)>,
+    /// `client_ids:`: the pattern client ids must match, and its exemptions.
+    pub client_ids: Option<(Regex, Vec<Regex>)>,
     pub origin: Origin,
     pub mode: Mode,
 }
@@ -478,6 +480,7 @@ impl PolicySet {
     /// True when any policy may reject a produce request, so Produce must be decoded.
     pub fn governs_produce(&self) -> bool {
         self.naming.is_some()
+            || self.names_client_ids()
             || self.topics.as_ref().is_some_and(|t| t.require_contract)
             || !self.produce.is_empty()
             || !self.contracts.is_empty()

@@ -275,6 +275,9 @@ pub struct NamingDoc {
     /// Consumer group ids: `{pattern, exempt}`, as for topics.
     #[serde(default)]
     pub groups: Option<NamingTopicsDoc>,
+    /// Client ids (the request header's `client.id`): `{pattern, exempt}`.
+    #[serde(default)]
+    pub client_ids: Option<NamingTopicsDoc>,
     #[serde(default)]
     pub mode: Option<Spanned<ModeDoc>>,
     #[serde(default)]

@@ -624,6 +624,7 @@ fn classify(gw: &Gateway, api: ApiKey, version: i16, head: &Bytes) -> (Route, Op
             Governed::CreateTopics | Governed::TopicAdmin => loaded.governs_create_topics(),
             Governed::Consume => {
                 loaded.restricts_consumers
+                    || loaded.names_client_ids()
                     || (loaded.names_groups() && super::consume::names_group(api))
                     // Commits of contract topics feed consumer lag (`usage`).
                     || (api == ApiKey::OffsetCommit && !loaded.contracts.is_empty())

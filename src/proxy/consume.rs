@@ -113,7 +113,11 @@ impl Reader<'_> {
         let mut shadowed = Shadowed::default();
         let refusal = self
             .policies
-            .consume_refusal(topic, self.principal, &mut shadowed);
+            .client_id_refusal(client_id, self.principal, &mut shadowed)
+            .or_else(|| {
+                self.policies
+                    .consume_refusal(topic, self.principal, &mut shadowed)
+            });
         self.report(
             self.site(api, topic, client_id),
             refusal.as_ref(),
@@ -133,7 +137,11 @@ impl Reader<'_> {
         let mut shadowed = Shadowed::default();
         let refusal = self
             .policies
-            .group_name_refusal(group, self.principal, &mut shadowed)
+            .client_id_refusal(client_id, self.principal, &mut shadowed)
+            .or_else(|| {
+                self.policies
+                    .group_name_refusal(group, self.principal, &mut shadowed)
+            })
             .or_else(|| {
                 self.policies
                     .group_refusal(group, self.principal, topics, &mut shadowed)

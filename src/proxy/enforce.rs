@@ -282,10 +282,17 @@ pub fn produce(
     let mut order = Vec::with_capacity(request.topic_data.len());
     // Record bytes per owning team, charged once for the whole request.
     let mut charges: Vec<(&Arc<str>, crate::chargeback::Tally)> = Vec::new();
+    // `naming.client_ids` judges the request's client once; a refused client id refuses every
+    // partition, with the rule's message.
+    let mut client_shadowed = Shadowed::default();
+    let client_refusal = policies.client_id_refusal(client, principal, &mut client_shadowed);
     let plans: Vec<_> = request
         .topic_data
         .iter()
-        .map(|t| policies.plan_topic_as(t.name.0.as_str(), principal))
+        .map(|t| match &client_refusal {
+            Some(r) => Err(r.clone()),
+            None => policies.plan_topic_as(t.name.0.as_str(), principal),
+        })
         .collect();
     for (ti, topic) in request.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
@@ -321,7 +328,7 @@ pub fn produce(
                     )),
                 }
             }
-            let verdict = match plan {
+            let mut verdict = match plan {
                 Ok(plan) => policies.judge_partition_with(
                     plan,
                     request.acks,
@@ -340,6 +347,9 @@ pub fn produce(
                     shadowed: Shadowed::default(),
                 },
             };
+            if !client_shadowed.is_empty() {
+                verdict.note_shadowed(&client_shadowed);
+            }
             judged.push(JudgedPartition {
                 topic: &topic.name.0,
                 index: p.index,

@@ -18,6 +18,7 @@ import subprocess
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -287,5 +288,63 @@ def test_chargeback_counts_the_bytes_each_principal_produced_and_fetched(broker,
         assert csv.splitlines()[0] == "team,principal,bytes_in,bytes_out,produce_requests,fetch_requests"
         assert f"{team},User:alice,{stored}," in csv
         assert f'principal="User:bob"' in gw.metrics()
+    finally:
+        assert gw.stop() == 0
+
+
+def test_client_ids_that_break_the_naming_rule_are_refused_with_the_rule(broker, logdir, tmp_path):
+    """`naming.client_ids`: a producer and a consumer whose client.id breaks the pattern get
+    POLICY_VIOLATION, and nothing is written or read; well-named clients are served."""
+    run = uuid.uuid4().hex[:8]
+    topic = f"clients.t{run}.v1"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "naming.yaml").write_text(
+        "naming:\n  topics: { pattern: '.*' }\n"
+        "  client_ids: { pattern: '^[a-z]+-(svc|app)$' }\n")
+    gw = start_gateway(broker.bootstrap, logdir, policies=policies)
+    try:
+        create_topic(broker.bootstrap, topic, partitions=1)
+        outcome = {}
+        for client_id in ("orders-svc", "My Laptop"):
+            p = Producer({"bootstrap.servers": gw.bootstrap, "client.id": client_id, "acks": "all"})
+            p.produce(topic, value=client_id.encode(),
+                      on_delivery=lambda e, m, c=client_id: outcome.__setitem__(c, e))
+            p.flush(15)
+        assert outcome["orders-svc"] is None
+        assert outcome["My Laptop"].code() == KafkaError.POLICY_VIOLATION, outcome["My Laptop"]
+        assert "client id `My Laptop` breaks the naming rule" in gw.log_text()
+        # On the topic: the well-named producer's record only.
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"g-{run}",
+                      "auto.offset.reset": "earliest"})
+        c.assign([TopicPartition(topic, 0, 0)])
+        values, end = [], time.time() + 15
+        while time.time() < end and len(values) < 1:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                values.append(m.value())
+        time.sleep(1)
+        m = c.poll(0.5)
+        c.close()
+        assert values == [b"orders-svc"] and (m is None or m.error())
+        # A badly named consumer reads nothing and is told why.
+        bad = Consumer({"bootstrap.servers": gw.bootstrap, "client.id": "Bad Reader",
+                        "group.id": f"g2-{run}", "auto.offset.reset": "earliest"})
+        try:
+            # ListOffsets answers the rule's error to the application.
+            with pytest.raises(KafkaException) as e:
+                bad.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+            assert e.value.args[0].code() == KafkaError.POLICY_VIOLATION, e.value
+            # Fetch is refused too (librdkafka retries it quietly): no record arrives.
+            bad.assign([TopicPartition(topic, 0, 0)])
+            got, end = [], time.time() + 8
+            while time.time() < end:
+                m = bad.poll(0.5)
+                if m is not None and not m.error():
+                    got.append(m.value())
+            assert got == []
+        finally:
+            bad.close()
+        assert gw.log_text().count("client id `Bad Reader` breaks the naming rule") >= 2
     finally:
         assert gw.stop() == 0
