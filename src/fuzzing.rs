@@ -199,6 +199,27 @@ pub fn pipeline(data: &[u8]) {
     });
 }
 
+/// A partner zone sharing one topic under an alias, made once per process.
+fn zone() -> &'static (Arc<crate::policy::zone::Zone>, crate::zone_stats::ZoneStats) {
+    static ZONE: OnceLock<(Arc<crate::policy::zone::Zone>, crate::zone_stats::ZoneStats)> =
+        OnceLock::new();
+    ZONE.get_or_init(|| {
+        let mut errors = Vec::new();
+        let set = crate::policy::load::compile_sources(
+            &[(
+                PathBuf::from("zone.yaml"),
+                "zone:\n  name: fuzz\n  listen: 127.0.0.1:9400\n  principals: [User:fuzz]\n  shares:\n    - {topic: orders.order-events.v1, as: partner.orders}\n".into(),
+            )],
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        (
+            set.zones[0].clone(),
+            crate::zone_stats::ZoneStats::new(&prometheus::Registry::new()),
+        )
+    })
+}
+
 /// A client byte stream through the requests task's decisions.
 pub fn request_path(data: &[u8]) {
     let gw = gateway();
@@ -284,6 +305,20 @@ pub fn request_path(data: &[u8]) {
                     }
                 }
                 _ => {}
+            }
+            // The same request on a partner zone's listener, and its merge over the same bytes.
+            let (zone, stats) = zone();
+            let request = crate::proxy::zone::ZoneRequest {
+                zone,
+                topic_ids: &gw.topic_ids,
+                stats,
+            };
+            if let Ok(crate::proxy::zone::Verdict::Decision(enforce::Decision::ForwardTrimmed {
+                merge,
+                ..
+            })) = request.judge(api, &frame, version)
+            {
+                let _ = merge.merge(frame.clone(), &NoPorts);
             }
             // The same bytes as the broker's answer to this request.
             let action = match api {
