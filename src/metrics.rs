@@ -216,6 +216,9 @@ pub struct Metrics {
     /// client certificate).
     pub tls_client_failures: IntCounter,
     pub frames_rejected: IntCounterVec,
+    /// `meshgate_responses_streamed_total`: answers over 256 KiB passed to the client as they
+    /// arrived rather than held whole.
+    pub responses_streamed: IntCounter,
     pub policy_reloads: IntCounterVec,
     pub policy_generation: IntGauge,
     /// `meshgate_policy_info{hash}` = 1 for the set in force: its content hash, equal on every
@@ -370,6 +373,14 @@ impl Metrics {
             "Upstream connect failures, disconnects with requests in flight, and undecodable responses",
         )
         .expect("valid metric");
+        let responses_streamed = IntCounter::new(
+            "meshgate_responses_streamed_total",
+            "Upstream answers over 256 KiB that needed no edit, streamed to the client as they arrived",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(responses_streamed.clone()))
+            .expect("metric registered once");
         let frames_rejected = IntCounterVec::new(
             Opts::new(
                 "meshgate_malformed_frames_total",
@@ -549,6 +560,7 @@ impl Metrics {
             upstream_errors,
             tls_client_failures,
             frames_rejected,
+            responses_streamed,
             policy_reloads,
             policy_generation,
             policy_info,

@@ -162,8 +162,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// output error are told apart: `Ok(Err(e))` is the output failing.
     pub async fn forward_rest<W: AsyncWrite + Unpin>(
         &mut self,
+        remaining: usize,
+        out: &mut W,
+    ) -> Result<Result<(), std::io::Error>, FrameError> {
+        self.forward_rest_copying(remaining, out, None).await
+    }
+
+    /// As [`FrameReader::forward_rest`], also appending every byte forwarded to `copy` when
+    /// given (for a caller that must read the frame once it has gone on).
+    pub async fn forward_rest_copying<W: AsyncWrite + Unpin>(
+        &mut self,
         mut remaining: usize,
         out: &mut W,
+        mut copy: Option<&mut BytesMut>,
     ) -> Result<Result<(), std::io::Error>, FrameError> {
         while remaining > 0 {
             if self.buf.is_empty() {
@@ -176,6 +187,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             let n = self.buf.len().min(remaining);
             let chunk = self.buf.split_to(n);
+            if let Some(copy) = copy.as_deref_mut() {
+                copy.extend_from_slice(&chunk);
+            }
             if let Err(e) = out.write_all(&chunk).await {
                 return Ok(Err(e));
             }

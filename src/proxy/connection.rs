@@ -41,6 +41,7 @@ use super::topic_admin;
 use super::Gateway;
 use crate::generation::Generation;
 use crate::policy::judge::RequestInflater;
+use crate::protocol::frame::Incoming;
 use crate::protocol::frame::{write_frame, write_frame_head};
 use crate::protocol::header::{
     peek_produce_acks, response_correlation_id, split_request, undecodable, HeaderError,
@@ -794,14 +795,33 @@ where
                 Some(slot) => queue.push_back(slot),
                 None => requests_open = false,
             },
-            frame = reader.read_frame() => {
-                let frame = frame.map_err(UpstreamFault::Frame)?;
-                let Some(frame) = frame else {
+            incoming = reader.read_request(RESPONSE_HEAD, STREAM_ABOVE) => {
+                let incoming = incoming.map_err(UpstreamFault::Frame)?;
+                let Some(incoming) = incoming else {
                     if queue.is_empty() {
                         // The broker closed an idle connection; so do we.
                         break;
                     }
                     return Err(UpstreamFault::ClosedInFlight(queue.len()).into());
+                };
+                let frame = match incoming {
+                    Incoming::Whole(raw) => raw.slice(4..),
+                    Incoming::Head { size, head } => {
+                        if streams_at_front(&mut queue, &mut rx, &head)? {
+                            let slot = queue.pop_front().expect("checked: the front");
+                            stream_response(&gw, &mut reader, &mut client, size, head, slot, &identity)
+                                .await?;
+                            // Answers ready behind it (meshgate's own) go now, not at the next
+                            // event.
+                            write_ready_prefix(&gw, &mut queue, &mut client).await?;
+                            if !reader.has_buffered_frame() {
+                                client.flush().await.map_err(ConnError::ClientIo)?;
+                            }
+                            continue;
+                        }
+                        let rest = size - head.len();
+                        reader.read_rest(head, rest).await.map_err(UpstreamFault::Frame)?
+                    }
                 };
                 let correlation_id =
                     response_correlation_id(&frame).map_err(UpstreamFault::Response)?;
@@ -858,6 +878,85 @@ where
     }
     client.flush().await.map_err(ConnError::ClientIo)?;
     let _ = client.shutdown().await;
+    Ok(())
+}
+
+/// Responses held whole up to this size; a larger one whose slot is the queue's front and needs
+/// no edit is streamed to the client as it arrives (`stream_response`), so a large Fetch answer
+/// is not held whole before its first byte goes on.
+pub(crate) const STREAM_ABOVE: usize = 256 << 10;
+/// What is read of a streamed response before deciding: its correlation id.
+const RESPONSE_HEAD: usize = 4;
+
+/// Whether the response whose head this is belongs to the queue's front slot and can pass as
+/// its bytes: no response edit, no watch, no SASL step, no dead letters. Slots still in the
+/// channel are taken first (a slot is always sent before its request is written).
+fn streams_at_front(
+    queue: &mut VecDeque<Slot>,
+    rx: &mut mpsc::UnboundedReceiver<Slot>,
+    head: &Bytes,
+) -> Result<bool, ConnError> {
+    let correlation_id = response_correlation_id(head).map_err(UpstreamFault::Response)?;
+    if find_awaiting(queue, correlation_id).is_none() {
+        while let Ok(slot) = rx.try_recv() {
+            queue.push_back(slot);
+        }
+    }
+    Ok(queue.front().is_some_and(|s| {
+        s.correlation_id == correlation_id
+            && matches!(s.state, SlotState::Awaiting)
+            && matches!(s.action, ResponseAction::Passthrough)
+            && s.watch.is_none()
+            && s.sasl.is_none()
+            && s.settle.is_none()
+    }))
+}
+
+/// Streams a large passthrough response to the client as it arrives. The bytes are copied aside
+/// only when the answer must be read afterwards (a Fetch answer while contracts or a zone count
+/// fetched bytes); the accounting then runs on the copy, after the client has them.
+async fn stream_response<R, W>(
+    gw: &Gateway,
+    reader: &mut FrameReader<R>,
+    client: &mut W,
+    size: usize,
+    head: Bytes,
+    slot: Slot,
+    identity: &Identity,
+) -> Result<(), ConnError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    write_frame_head(client, size, &head)
+        .await
+        .map_err(ConnError::ClientIo)?;
+    let read_after = super::fetch_bytes::reads_answer(gw, slot.api_key);
+    let mut copy = read_after.then(|| {
+        let mut b = bytes::BytesMut::with_capacity(size);
+        b.extend_from_slice(&head);
+        b
+    });
+    reader
+        .forward_rest_copying(size - head.len(), client, copy.as_mut())
+        .await
+        .map_err(UpstreamFault::Frame)?
+        .map_err(ConnError::ClientIo)?;
+    match copy {
+        Some(frame) => super::fetch_bytes::count_response(
+            gw,
+            slot.api_key,
+            slot.api_version,
+            &frame.freeze(),
+            identity,
+        ),
+        None => gw.metrics.bytes_out_other.inc_by(size as u64 + 4),
+    }
+    gw.metrics
+        .api(slot.api_key)
+        .duration
+        .observe(slot.started.elapsed().as_secs_f64());
+    gw.metrics.responses_streamed.inc();
     Ok(())
 }
 

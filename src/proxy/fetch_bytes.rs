@@ -15,6 +15,13 @@ use kafka_protocol::messages::ApiKey;
 use super::Gateway;
 use crate::protocol::header::split_response;
 
+/// Whether `count_response` reads an answer of this API (rather than only counting its size):
+/// Fetch answers while contracts are in force or on a partner zone's listener.
+pub fn reads_answer(gw: &Gateway, api_key: i16) -> bool {
+    api_key == ApiKey::Fetch as i16
+        && (gw.zone.is_some() || !gw.policies.current().contracts.is_empty())
+}
+
 /// Counts one upstream response frame (without its size prefix) as bytes out; for a Fetch
 /// answer, also notes for each contract topic in it the partitions' high watermarks and that
 /// the connection's principal read it (`usage`).

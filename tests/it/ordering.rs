@@ -89,3 +89,47 @@ async fn a_dead_lettered_refusal_holds_its_place_in_the_response_order() {
     assert_eq!(main, 2, "only the accepted requests reached the topic");
     gw.shutdown().await;
 }
+
+/// A Fetch answer larger than what meshgate holds whole (256 KiB) is streamed to the client as
+/// it arrives: every byte the same, and the answers behind it (one the broker sends, one meshgate
+/// makes itself) still follow in request order, at once.
+#[tokio::test]
+async fn a_large_answer_streams_through_and_the_answers_behind_it_keep_their_order() {
+    use crate::support::fake_broker::fetch_pattern;
+    let (_cluster, brokers) = Cluster::start(1).await;
+    let gw = gateway(brokers[0].addr, "").await;
+    let mut c = RawClient::connect(gw.bootstrap).await;
+    let size = 3 << 20;
+    let mut fetch = FetchRequest::default();
+    fetch.max_wait_ms = 200;
+    fetch.max_bytes = size as i32;
+    let mut t = kafka_protocol::messages::fetch_request::FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_static_str("big.v1"));
+    t.partitions.push(Default::default());
+    fetch.topics.push(t);
+    c.send(1, 12, &fetch).await;
+    // ApiVersions at a version meshgate answers itself (ready at once, behind the Fetch).
+    c.send_raw(&[0, 18, 0, 99, 0, 0, 0, 2, 0xff, 0xff, 0]).await;
+    let mut hb = HeartbeatRequest::default();
+    hb.group_id = GroupId(StrBytes::from_static_str("fast"));
+    c.send(3, 4, &hb).await;
+    let (corr, r) = c.recv::<FetchRequest>(12).await;
+    assert_eq!(corr, 1);
+    let records = r.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(records.len(), size);
+    assert!(
+        records == fetch_pattern(size),
+        "the streamed bytes are the broker's"
+    );
+    let next: Vec<i32> = [c.recv_frame().await.unwrap(), c.recv_frame().await.unwrap()]
+        .iter()
+        .map(|f| i32::from_be_bytes([f[0], f[1], f[2], f[3]]))
+        .collect();
+    assert_eq!(next, [2, 3]);
+    assert_eq!(
+        gw.gateway.metrics.responses_streamed.get(),
+        1,
+        "the Fetch answer, streamed"
+    );
+    gw.shutdown().await;
+}

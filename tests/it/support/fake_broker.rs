@@ -124,6 +124,28 @@ async fn serve_connection(
             }
             ApiKey::FindCoordinator => (0, find_coordinator(corr, version, &cluster)),
             ApiKey::DescribeCluster => (0, describe_cluster(corr, version, &cluster)),
+            ApiKey::Fetch => {
+                // One partition whose record set is `max_bytes` bytes of a known pattern
+                // (byte i is i % 251), after `max_wait_ms`: large answers on demand.
+                let req = FetchRequest::decode(&mut frame, version).unwrap();
+                let mut r = FetchResponse::default();
+                let mut t =
+                    kafka_protocol::messages::fetch_response::FetchableTopicResponse::default();
+                t.topic = req
+                    .topics
+                    .first()
+                    .map(|t| t.topic.clone())
+                    .unwrap_or_default();
+                t.topic_id = req.topics.first().map(|t| t.topic_id).unwrap_or_default();
+                let mut p = kafka_protocol::messages::fetch_response::PartitionData::default();
+                p.records = Some(Bytes::from(fetch_pattern(req.max_bytes.max(0) as usize)));
+                t.partitions.push(p);
+                r.responses.push(t);
+                (
+                    req.max_wait_ms.max(0) as u64,
+                    Some(encode(corr, api, version, &r)),
+                )
+            }
             ApiKey::Heartbeat => {
                 let req = HeartbeatRequest::decode(&mut frame, version).unwrap();
                 let delay = req
@@ -237,6 +259,11 @@ fn encode<M: Encodable>(corr: i32, api: ApiKey, version: i16, body: &M) -> Bytes
     buf.freeze()
 }
 
+/// The record bytes the fake broker's Fetch answers carry: byte i is i % 251.
+pub fn fetch_pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
 fn api_versions(corr: i32, version: i16) -> Option<Bytes> {
     let mut r = ApiVersionsResponse::default();
     for (key, lo, hi) in [
@@ -246,6 +273,7 @@ fn api_versions(corr: i32, version: i16) -> Option<Bytes> {
         (ApiKey::FindCoordinator, 0, 4),
         (ApiKey::DescribeCluster, 0, 1),
         (ApiKey::Heartbeat, 0, 4),
+        (ApiKey::Fetch, 4, 12),
         (ApiKey::CreateTopics, 2, 7),
         (ApiKey::SaslHandshake, 0, 1),
         (ApiKey::SaslAuthenticate, 0, 2),
