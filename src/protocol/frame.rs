@@ -178,7 +178,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ) -> Result<Result<(), std::io::Error>, FrameError> {
         while remaining > 0 {
             if self.buf.is_empty() {
-                self.buf.reserve(remaining.min(READ_CHUNK));
+                self.buf.reserve(remaining.min(READ_CHUNK * 4));
                 if self.inner.read_buf(&mut self.buf).await? == 0 {
                     return Err(FrameError::Truncated {
                         buffered: self.buf.len(),
