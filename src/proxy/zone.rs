@@ -138,7 +138,11 @@ impl ZoneRequest<'_> {
             ApiKey::Metadata => {
                 let mut req = MetadataRequest::decode(&mut body, version).map_err(bad)?;
                 let mut merge = self.merge(api, version);
-                req.allow_auto_topic_creation = false;
+                // A zone never creates topics; the flag exists from v4 (older requests cannot set
+                // it, and only shared names, which exist, reach the cluster anyway).
+                if version >= 4 {
+                    req.allow_auto_topic_creation = false;
+                }
                 if let Some(topics) = &mut req.topics {
                     topics.retain_mut(|t| {
                         if let Some(n) = &t.name {
@@ -272,7 +276,10 @@ impl ZoneRequest<'_> {
                     }
                     return respond(header.correlation_id, api, version, &r);
                 }
-                req.key = name(&self.zone.group(&req.key));
+                // v0-3 name one key; v4+ a list (KIP-699), and `key` must stay unset there.
+                if version < 4 {
+                    req.key = name(&self.zone.group(&req.key));
+                }
                 for k in &mut req.coordinator_keys {
                     *k = name(&self.zone.group(k));
                 }
@@ -917,6 +924,142 @@ mod tests {
     }
 
     #[test]
+    fn every_metadata_version_is_rewritten_into_a_request_it_can_encode() {
+        let f = fixture();
+        for version in 0..=12 {
+            let mut req = MetadataRequest::default();
+            let mut t = MetadataRequestTopic::default();
+            t.name = Some(topic("partner.orders"));
+            req.topics = Some(vec![t]);
+            let (sent, _): (MetadataRequest, _) = forwarded(
+                f.judge(ApiKey::Metadata, version, &req),
+                ApiKey::Metadata,
+                version,
+            );
+            assert_eq!(
+                sent.topics.unwrap()[0].name.as_ref().unwrap().0.as_str(),
+                "orders.v1",
+                "v{version}"
+            );
+        }
+    }
+
+    /// Every version of every API a zone rewrites, with a group and a shared topic set where the
+    /// version has them: judged without error (a field set that the version lacks would fail to
+    /// encode, as FindCoordinator's v0-3 `key` did in v4+ requests).
+    #[test]
+    fn every_version_of_every_rewritten_api_encodes() {
+        use kafka_protocol::protocol::Message;
+        let f = fixture();
+        fn versions<M: Message>() -> std::ops::RangeInclusive<i16> {
+            M::VERSIONS.min..=M::VERSIONS.max
+        }
+        let ok = |v: Verdict, what: &str| match v {
+            Verdict::Decision(_) => {}
+            Verdict::Close(why) => panic!("{what}: closed: {why}"),
+        };
+        let g = || GroupId(name("readers"));
+        for v in versions::<JoinGroupRequest>() {
+            let mut r = JoinGroupRequest::default();
+            r.group_id = g();
+            ok(f.judge(ApiKey::JoinGroup, v, &r), "JoinGroup");
+        }
+        for v in versions::<SyncGroupRequest>() {
+            let mut r = SyncGroupRequest::default();
+            r.group_id = g();
+            ok(f.judge(ApiKey::SyncGroup, v, &r), "SyncGroup");
+        }
+        for v in versions::<HeartbeatRequest>() {
+            let mut r = HeartbeatRequest::default();
+            r.group_id = g();
+            ok(f.judge(ApiKey::Heartbeat, v, &r), "Heartbeat");
+        }
+        for v in versions::<LeaveGroupRequest>() {
+            let mut r = LeaveGroupRequest::default();
+            r.group_id = g();
+            ok(f.judge(ApiKey::LeaveGroup, v, &r), "LeaveGroup");
+        }
+        for v in versions::<DescribeGroupsRequest>() {
+            let mut r = DescribeGroupsRequest::default();
+            r.groups.push(g());
+            ok(f.judge(ApiKey::DescribeGroups, v, &r), "DescribeGroups");
+        }
+        for v in versions::<FindCoordinatorRequest>() {
+            let mut r = FindCoordinatorRequest::default();
+            if v < 4 {
+                r.key = name("readers");
+            } else {
+                r.coordinator_keys.push(name("readers"));
+            }
+            ok(f.judge(ApiKey::FindCoordinator, v, &r), "FindCoordinator");
+        }
+        for v in versions::<OffsetCommitRequest>() {
+            let mut r = OffsetCommitRequest::default();
+            r.group_id = g();
+            let mut t =
+                kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default(
+                );
+            t.name = topic("partner.orders");
+            r.topics.push(t);
+            ok(f.judge(ApiKey::OffsetCommit, v, &r), "OffsetCommit");
+        }
+        for v in versions::<OffsetFetchRequest>() {
+            let mut r = OffsetFetchRequest::default();
+            if v < 8 {
+                r.group_id = g();
+            } else {
+                let mut gr = kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup::default();
+                gr.group_id = g();
+                r.groups.push(gr);
+            }
+            ok(f.judge(ApiKey::OffsetFetch, v, &r), "OffsetFetch");
+        }
+        for v in versions::<ListOffsetsRequest>() {
+            let mut r = ListOffsetsRequest::default();
+            let mut t = ListOffsetsTopic::default();
+            t.name = topic("partner.orders");
+            r.topics.push(t);
+            ok(f.judge(ApiKey::ListOffsets, v, &r), "ListOffsets");
+        }
+        for v in versions::<FetchRequest>().filter(|v| *v >= 4) {
+            let mut r = FetchRequest::default();
+            let mut t = FetchTopic::default();
+            if v >= 13 {
+                t.topic_id = ORDERS_ID;
+            } else {
+                t.topic = topic("partner.orders");
+            }
+            r.topics.push(t);
+            ok(f.judge(ApiKey::Fetch, v, &r), "Fetch");
+        }
+        for v in versions::<DescribeConfigsRequest>() {
+            let mut r = DescribeConfigsRequest::default();
+            let mut res = kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default();
+            res.resource_type = TOPIC_RESOURCE;
+            res.resource_name = name("partner.orders");
+            r.resources.push(res);
+            ok(f.judge(ApiKey::DescribeConfigs, v, &r), "DescribeConfigs");
+        }
+        for v in versions::<ConsumerGroupHeartbeatRequest>() {
+            let mut r = ConsumerGroupHeartbeatRequest::default();
+            r.group_id = g();
+            r.subscribed_topic_names = Some(vec![topic("partner.orders")]);
+            ok(
+                f.judge(ApiKey::ConsumerGroupHeartbeat, v, &r),
+                "ConsumerGroupHeartbeat",
+            );
+        }
+        for v in versions::<ConsumerGroupDescribeRequest>() {
+            let mut r = ConsumerGroupDescribeRequest::default();
+            r.group_ids.push(g());
+            ok(
+                f.judge(ApiKey::ConsumerGroupDescribe, v, &r),
+                "ConsumerGroupDescribe",
+            );
+        }
+    }
+
+    #[test]
     fn fetch_by_id_passes_shared_ids_untouched_and_refuses_the_rest() {
         let f = fixture();
         let fetch = |ids: &[uuid::Uuid]| {
@@ -1148,6 +1291,37 @@ mod tests {
                 .as_str(),
             "partner.orders"
         );
+    }
+
+    #[test]
+    fn find_coordinator_prefixes_the_key_of_its_version() {
+        let f = fixture();
+        let mut v4 = FindCoordinatorRequest::default();
+        v4.coordinator_keys = vec![name("readers"), name("writers")];
+        let (sent, merge): (FindCoordinatorRequest, _) = forwarded(
+            f.judge(ApiKey::FindCoordinator, 6, &v4),
+            ApiKey::FindCoordinator,
+            6,
+        );
+        let keys: Vec<&str> = sent.coordinator_keys.iter().map(|k| k.as_str()).collect();
+        assert_eq!(keys, ["zone.acme.readers", "zone.acme.writers"]);
+        assert!(sent.key.is_empty(), "no v0-3 key in a v4+ request");
+        let mut upstream = FindCoordinatorResponse::default();
+        let mut c = Coordinator::default();
+        c.key = name("zone.acme.readers");
+        c.node_id = kafka_protocol::messages::BrokerId(-1);
+        upstream.coordinators.push(c);
+        let r: FindCoordinatorResponse =
+            merged(&*merge.unwrap(), ApiKey::FindCoordinator, 6, &upstream);
+        assert_eq!(r.coordinators[0].key.as_str(), "readers");
+        let mut v3 = FindCoordinatorRequest::default();
+        v3.key = name("readers");
+        let (sent, _): (FindCoordinatorRequest, _) = forwarded(
+            f.judge(ApiKey::FindCoordinator, 3, &v3),
+            ApiKey::FindCoordinator,
+            3,
+        );
+        assert_eq!(sent.key.as_str(), "zone.acme.readers");
     }
 
     #[test]

@@ -193,3 +193,35 @@ def test_a_principal_other_than_the_partner_is_not_served(zone):
     with pytest.raises(KafkaException):
         bob.list_topics(timeout=6)
     assert f'meshgate_zone_refusals_total{{reason="principal",zone="acme{run}"}}' in gw.metrics()
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_the_java_client_consumes_by_alias_with_either_group_protocol(broker, zone, protocol):
+    """The Java client through the zone: the classic group protocol (JoinGroup, SyncGroup,
+    Heartbeat, OffsetCommit) and KIP-848's (ConsumerGroupHeartbeat, whose subscription names the
+    alias and whose assignment names topic ids) both read every record by alias and commit."""
+    import os
+    import subprocess
+    from conftest import ROOT
+    from kafka_cluster import USERS, classpath, java
+    gw, run, topic, _, bootstrap = zone
+    env = {**os.environ, "MESHGATE_SASL_USER": "alice",
+           "MESHGATE_SASL_PASSWORD": dict(USERS)["alice"]}
+    group = f"java-{protocol}-{run}"
+    out = subprocess.run(
+        [java(), "-cp", classpath(), str(ROOT / "tests" / "clients" / "java" / "ClientCheck.java"),
+         "consume", bootstrap, "partner-acme.orders", group, protocol, "20"],
+        capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(json.loads(v)["n"] for v in result["values"]) == list(range(20)), result
+    assert result["extra_seen"] == 0
+    # Its commits are on the cluster under the zone's prefix, on the real topic.
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    cluster_group = f"zone.acme{run}.{group}"
+    offsets = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(cluster_group)])[cluster_group].result(15)
+    assert {tp.topic for tp in offsets.topic_partitions} == {topic}
+    assert sum(tp.offset for tp in offsets.topic_partitions) == 20
+
