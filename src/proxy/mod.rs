@@ -1,8 +1,9 @@
 //! The proxy: listeners, per-connection tasks, broker addressing and response rewriting.
 //!
 //! The proxy never improvises a reply on the data path: a request is forwarded as its original
-//! bytes (or an edited request that `enforce` or `topic_admin` decided on), and every response
-//! edit goes through [`rewrite::rewrite_response`].
+//! bytes (or an edited request that `enforce`, `topic_admin`, `consume` or `zone` decided on), and
+//! every response edit goes through [`rewrite::rewrite_response`] (a dead-letter settlement
+//! merges its own answer once the letters are written, `dead_letter::Settling`).
 
 pub mod brokers;
 pub mod connection;
