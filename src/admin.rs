@@ -585,6 +585,7 @@ async fn catalog(
                 .map(|sh| CatalogShare {
                     alias: sh.alias.clone(),
                     topic: sh.topic.clone(),
+                    produce: sh.produce,
                 })
                 .collect(),
             usage: s.metrics.zones.usage(&z.name),
@@ -903,6 +904,8 @@ pub struct CatalogShare {
     /// The partner's name for the topic.
     pub alias: String,
     pub topic: String,
+    /// Whether the partner may produce to it.
+    pub produce: bool,
 }
 
 fn render_zones(h: &mut String, zones: &[CatalogZone]) {
@@ -912,7 +915,7 @@ fn render_zones(h: &mut String, zones: &[CatalogZone]) {
             "<section class=\"product zone\" id=\"zone-{id}\"><h2>Partner zone {name}</h2>\
 <p class=\"meta\">listener <code>{listen}</code> · partner {who} · groups prefixed <code>{prefix}</code> · defined in <code>{src}</code></p>\
 <p>{ap} active principal(s), {ag} active group(s) · {bytes} record bytes and {records} records read · last activity {last}</p>\
-<table><tr><th>partner sees</th><th>topic</th></tr>",
+<table><tr><th>partner sees</th><th>topic</th><th>access</th></tr>",
             id = esc(&z.name),
             name = esc(&z.name),
             listen = esc(&z.listen),
@@ -932,9 +935,10 @@ fn render_zones(h: &mut String, zones: &[CatalogZone]) {
         for sh in &z.shares {
             let _ = write!(
                 h,
-                "<tr><td><code>{}</code></td><td><code>{}</code></td></tr>",
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
                 esc(&sh.alias),
-                esc(&sh.topic)
+                esc(&sh.topic),
+                if sh.produce { "read, produce" } else { "read" }
             );
         }
         h.push_str("</table></section>");

@@ -752,7 +752,11 @@ impl Cx<'_> {
             } else if shares.iter().any(|o| o.topic == topic) {
                 self.err(line, format!("{what}: topic `{topic}` is shared twice"));
             } else {
-                shares.push(zone::Share { topic, alias });
+                shares.push(zone::Share {
+                    topic,
+                    alias,
+                    produce: s.value.produce,
+                });
             }
         }
         let group_prefix = match z.group_prefix {

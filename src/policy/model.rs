@@ -62,6 +62,10 @@ pub struct ShareDoc {
     /// The name the partner sees (default: the topic's own name).
     #[serde(default, rename = "as")]
     pub alias: Option<String>,
+    /// Whether the partner may produce to it (default: read-only). Its records are judged by the
+    /// topic's contract and the produce rules, as any producer's.
+    #[serde(default)]
+    pub produce: bool,
 }
 
 /// `access:`: gateway-wide read-access settings.

@@ -1,6 +1,8 @@
 //! Partner zones, compiled: who the partner is, which topics it sees under which names, and the
 //! prefix that keeps its consumer groups apart from the organisation's.
 //!
+//! A share is read-only unless it says `produce: true`.
+//!
 //! A zone's listener is bound when the gateway starts (`app`); a reload changes its principals,
 //! shares and group prefix for every later request (each request looks its zone up by name in the
 //! generation in force), while a changed `listen`, `tls` or a new zone waits for a restart. A
@@ -30,6 +32,8 @@ pub struct Zone {
 pub struct Share {
     pub topic: String,
     pub alias: String,
+    /// `produce: true`: the partner may write to it.
+    pub produce: bool,
 }
 
 impl Zone {
@@ -39,6 +43,19 @@ impl Zone {
             .iter()
             .find(|s| s.alias == alias)
             .map(|s| s.topic.as_str())
+    }
+
+    /// The topic a partner's name stands for, when the zone lets the partner produce to it.
+    pub fn writable_topic_of(&self, alias: &str) -> Option<&str> {
+        self.shares
+            .iter()
+            .find(|s| s.alias == alias && s.produce)
+            .map(|s| s.topic.as_str())
+    }
+
+    /// Whether the partner may produce to this (real) topic.
+    pub fn writes(&self, topic: &str) -> bool {
+        self.shares.iter().any(|s| s.topic == topic && s.produce)
     }
 
     /// The partner's name for a topic; `None` when the zone does not share it.

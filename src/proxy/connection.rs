@@ -123,6 +123,8 @@ struct Slot {
     sasl: Option<SaslStep>,
     /// For a Produce request with dead-lettered partitions: its answer waits for the letters.
     settle: Option<Settling>,
+    /// For a partner zone's Produce: the zone whose names its answer is renamed back to.
+    renamed_for: Option<Arc<crate::policy::zone::Zone>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -237,8 +239,12 @@ where
             });
         }
         let (route, head_acks) = classify(&gw, api, header.api_version, &head);
-        if !matches!(route, Route::Whole(Whole::Governed(Governed::Produce, _))) {
-            // Governed produce requests are counted per topic, by record bytes, in enforce.
+        let counted_in_enforce =
+            matches!(route, Route::Whole(Whole::Governed(Governed::Produce, _)))
+                || (api == ApiKey::Produce && gw.zone.is_some());
+        if !counted_in_enforce {
+            // Governed produce requests are counted per topic, by record bytes, in enforce (a
+            // zone's Produce too, when it goes on; refused, it was not proxied).
             gw.metrics.bytes_in_other.inc_by(size as u64 + 4);
         }
         let whole = match route {
@@ -339,6 +345,52 @@ where
             (Whole::Governed(_, p) | Whole::Audited(p), ApiKey::Metadata) => Some(p.clone()),
             _ => None,
         };
+        // A partner zone's request: judged and renamed first. A Produce to shares the zone lets
+        // the partner write then goes on, renamed, as any producer's Produce.
+        let mut frame = frame;
+        let mut whole = whole;
+        let mut zone_decision = None;
+        let mut renamed_for: Option<Arc<crate::policy::zone::Zone>> = None;
+        if matches!(whole, Whole::Zone) {
+            let policies = gw.policies.current();
+            let name = gw.zone.as_deref().unwrap_or_default();
+            let Some(zone) = policies.zones.iter().find(|z| *z.name == *name).cloned() else {
+                return Err(ConnError::Zone(format!(
+                    "zone `{name}` is no longer in the policy set"
+                )));
+            };
+            let principal = identity.principal();
+            if !zone.admits(&principal) {
+                gw.metrics.zones.refused(name, "principal");
+                return Err(ConnError::Zone(format!(
+                    "{principal} is not a principal of zone `{name}`"
+                )));
+            }
+            gw.metrics.zones.request(name, &principal);
+            let request = super::zone::ZoneRequest {
+                zone: &zone,
+                topic_ids: &gw.topic_ids,
+                stats: &gw.metrics.zones,
+            };
+            match request.judge(api, &frame, header.api_version)? {
+                super::zone::Verdict::Decision(d) => {
+                    if matches!(d, Decision::Respond(_)) {
+                        gw.metrics.zones.refused(name, &format!("{api:?}"));
+                    }
+                    zone_decision = Some(d);
+                }
+                super::zone::Verdict::Produce(renamed) => {
+                    frame = renamed;
+                    renamed_for = Some(zone.clone());
+                    whole =
+                        Whole::Governed(Governed::Produce, arc_swap::Guard::into_inner(policies));
+                }
+                super::zone::Verdict::Close(why) => {
+                    gw.metrics.zones.refused(name, &format!("{api:?}"));
+                    return Err(ConnError::Zone(why));
+                }
+            }
+        }
         // The one dispatch point of the governed APIs.
         let (decision, watch) = match whole {
             Whole::Governed(Governed::Produce, policies) => {
@@ -415,40 +467,7 @@ where
                 }
                 (Decision::Forward, None)
             }
-            Whole::Zone => {
-                let policies = gw.policies.current();
-                let name = gw.zone.as_deref().unwrap_or_default();
-                let Some(zone) = policies.zones.iter().find(|z| *z.name == *name) else {
-                    return Err(ConnError::Zone(format!(
-                        "zone `{name}` is no longer in the policy set"
-                    )));
-                };
-                let principal = identity.principal();
-                if !zone.admits(&principal) {
-                    gw.metrics.zones.refused(name, "principal");
-                    return Err(ConnError::Zone(format!(
-                        "{principal} is not a principal of zone `{name}`"
-                    )));
-                }
-                gw.metrics.zones.request(name, &principal);
-                let request = super::zone::ZoneRequest {
-                    zone,
-                    topic_ids: &gw.topic_ids,
-                    stats: &gw.metrics.zones,
-                };
-                match request.judge(api, &frame, header.api_version)? {
-                    super::zone::Verdict::Decision(d) => {
-                        if matches!(d, Decision::Respond(_)) {
-                            gw.metrics.zones.refused(name, &format!("{api:?}"));
-                        }
-                        (d, None)
-                    }
-                    super::zone::Verdict::Close(why) => {
-                        gw.metrics.zones.refused(name, &format!("{api:?}"));
-                        return Err(ConnError::Zone(why));
-                    }
-                }
-            }
+            Whole::Zone => (zone_decision.take().expect("judged above"), None),
             Whole::Sasl | Whole::ProduceAcksUnseen => (Decision::Forward, None),
         };
         let mut close_after = false;
@@ -509,10 +528,25 @@ where
             let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
                 break;
             };
+            // A zone's producer reads its own topic names back.
+            let state = match (state, &renamed_for) {
+                (SlotState::Ready(bytes), Some(zone)) => SlotState::Ready(
+                    super::zone::rename_produce_answer(zone, bytes, header.api_version)?,
+                ),
+                (SlotState::Deferred(task), Some(zone)) => {
+                    let (zone, version) = (zone.clone(), header.api_version);
+                    SlotState::Deferred(tokio::spawn(async move {
+                        let bytes = task.await.map_err(ConnError::Judge)??;
+                        Ok(super::zone::rename_produce_answer(&zone, bytes, version)?)
+                    }))
+                }
+                (state, _) => state,
+            };
             let mut slot = new_slot(permit, &header, action, state, started);
             slot.watch = watch;
             slot.sasl = sasl_step;
             slot.settle = settle;
+            slot.renamed_for = renamed_for;
             if tx.send(slot).is_err() {
                 break; // the responses side has ended; it reports why
             }
@@ -766,6 +800,7 @@ fn new_slot(
         watch: None,
         sasl: None,
         settle: None,
+        renamed_for: None,
         _permit: permit,
     }
 }
@@ -859,13 +894,25 @@ where
                     &frame,
                     &identity,
                 );
+                let renamed_for = slot.renamed_for.clone();
+                let version = slot.api_version;
                 slot.state = match slot.settle.take() {
-                    None => SlotState::Ready(rewrite_response(&slot.action, frame, gw.as_ref())?),
+                    None => {
+                        let bytes = rewrite_response(&slot.action, frame, gw.as_ref())?;
+                        SlotState::Ready(match &renamed_for {
+                            Some(zone) => super::zone::rename_produce_answer(zone, bytes, version)?,
+                            None => bytes,
+                        })
+                    }
                     Some(settling) => {
                         let gw = gw.clone();
                         SlotState::Deferred(tokio::spawn(async move {
                             let merge = settling.settle().await;
-                            Ok(merge.merge(frame, gw.as_ref())?)
+                            let bytes = merge.merge(frame, gw.as_ref())?;
+                            Ok(match &renamed_for {
+                                Some(zone) => super::zone::rename_produce_answer(zone, bytes, version)?,
+                                None => bytes,
+                            })
                         }))
                     }
                 };
@@ -909,6 +956,7 @@ fn streams_at_front(
             && s.watch.is_none()
             && s.sasl.is_none()
             && s.settle.is_none()
+            && s.renamed_for.is_none()
     }))
 }
 

@@ -18,10 +18,12 @@
 //!   SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ConsumerGroupHeartbeat,
 //!   DescribeGroups, ConsumerGroupDescribe) and loses it on the way out; ListGroups answers the zone's groups only. A
 //!   partner can neither see nor join nor commit for a group outside its prefix.
-//! - **Read-only.** Produce is refused (TOPIC_AUTHORIZATION_FAILED for every partition; with
-//!   acks=0 the connection closes), so are CreateTopics, DeleteTopics and InitProducerId; any
-//!   other API closes the connection, as a broker does for an API it will not serve.
-//!   Transactional coordinators (FindCoordinator key type 1) are refused.
+//! - **Read-only unless a share says `produce: true`.** A Produce whose topics are all such shares
+//!   is renamed and judged as any producer's (`Verdict::Produce`), its answer renamed back; any
+//!   other Produce is refused (TOPIC_AUTHORIZATION_FAILED for every partition; with acks=0 the
+//!   connection closes), so are CreateTopics, DeleteTopics and InitProducerId; any other API
+//!   closes the connection, as a broker does for an API it will not serve. Transactional
+//!   coordinators (FindCoordinator key type 1) are refused.
 //! - **Who.** Only the zone's principals are served: any other principal's request closes the
 //!   connection.
 
@@ -77,6 +79,10 @@ const TOPIC_RESOURCE: i8 = 2;
 /// What a zone does with one request.
 pub enum Verdict {
     Decision(Decision),
+    /// A Produce to shares the zone lets the partner write: this request, renamed to the real
+    /// topics, is judged as any producer's; its answer is renamed back
+    /// ([`rename_produce_answer`]).
+    Produce(Bytes),
     /// Close the connection, for this reason.
     Close(String),
 }
@@ -406,10 +412,36 @@ impl ZoneRequest<'_> {
                 trimmed(join_request(&header, api, version, &req)?, merge)
             }
             ApiKey::Produce => {
-                let req = ProduceRequest::decode(&mut body, version).map_err(bad)?;
-                if req.acks == 0 {
-                    return Ok(Verdict::Close("acks=0 produce on a read-only zone".into()));
+                let mut req = ProduceRequest::decode(&mut body, version).map_err(bad)?;
+                // Every topic must be one the zone lets the partner write; then the request goes
+                // on, renamed. A request that names any other topic is refused whole: the
+                // partner's producer sent a topic it was not given.
+                let mut writable = !req.topic_data.is_empty();
+                for t in &mut req.topic_data {
+                    if version >= 13 {
+                        writable &= self
+                            .shared_id(&t.topic_id)
+                            .is_some_and(|real| self.zone.writes(&real));
+                    } else {
+                        match self.zone.writable_topic_of(&t.name) {
+                            Some(real) => t.name = TopicName(name(real)),
+                            None => writable = false,
+                        }
+                    }
                 }
+                if writable {
+                    return Ok(Verdict::Produce(join_request(&header, api, version, &req)?));
+                }
+                if req.acks == 0 {
+                    return Ok(Verdict::Close(
+                        "acks=0 produce to a topic the zone does not let the partner write".into(),
+                    ));
+                }
+                // The refusal names the topics as the partner sent them.
+                let req = {
+                    let (_, mut body) = split_request(frame, api, version)?;
+                    ProduceRequest::decode(&mut body, version).map_err(bad)?
+                };
                 let mut r = ProduceResponse::default();
                 for t in &req.topic_data {
                     let mut topic = TopicProduceResponse::default();
@@ -422,7 +454,9 @@ impl ZoneRequest<'_> {
                         part.base_offset = -1;
                         part.log_append_time_ms = -1;
                         part.log_start_offset = -1;
-                        part.error_message = Some(name("meshgate: this partner zone is read-only"));
+                        part.error_message = Some(name(
+                            "meshgate: this partner zone does not let you write to every topic of this request",
+                        ));
                         topic.partition_responses.push(part);
                     }
                     r.responses.push(topic);
@@ -537,6 +571,30 @@ impl ZoneRequest<'_> {
             merge: Box::new(merge),
         }))
     }
+}
+
+/// A Produce answer to a zone's producer, with the real topics' names turned back into the
+/// partner's (v13+ answers name topics by id: unchanged).
+pub fn rename_produce_answer(
+    zone: &Zone,
+    frame: Bytes,
+    version: i16,
+) -> Result<Bytes, RewriteError> {
+    if version >= 13 {
+        return Ok(frame);
+    }
+    edit(
+        ApiKey::Produce,
+        version,
+        frame,
+        |r: &mut ProduceResponse| {
+            for t in &mut r.responses {
+                if let Some(alias) = zone.alias_of(&t.name) {
+                    t.name = TopicName(name(alias));
+                }
+            }
+        },
+    )
 }
 
 /// Forward this edited request; its answer passes as it is.
@@ -795,7 +853,8 @@ mod tests {
     use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseTopic;
     use kafka_protocol::messages::ResponseHeader;
 
-    const ZONE: &str = "zone:\n  name: acme\n  listen: 127.0.0.1:9400\n  principals: [User:acme]\n  shares:\n    - {topic: orders.v1, as: partner.orders}\n";
+    const ZONE: &str = "zone:\n  name: acme\n  listen: 127.0.0.1:9400\n  principals: [User:acme]\n  shares:\n    - {topic: orders.v1, as: partner.orders}\n    - {topic: inbox.v1, as: partner.inbox, produce: true}\n";
+    const INBOX_ID: uuid::Uuid = uuid::Uuid::from_u128(3);
     const ORDERS_ID: uuid::Uuid = uuid::Uuid::from_u128(1);
     const SECRET_ID: uuid::Uuid = uuid::Uuid::from_u128(2);
 
@@ -812,6 +871,7 @@ mod tests {
             ids: RwLock::new(HashMap::from([
                 (ORDERS_ID, "orders.v1".to_string()),
                 (SECRET_ID, "secret.v1".to_string()),
+                (INBOX_ID, "inbox.v1".to_string()),
             ])),
             stats: crate::zone_stats::ZoneStats::new(&prometheus::Registry::new()),
         }
@@ -955,7 +1015,7 @@ mod tests {
             M::VERSIONS.min..=M::VERSIONS.max
         }
         let ok = |v: Verdict, what: &str| match v {
-            Verdict::Decision(_) => {}
+            Verdict::Decision(_) | Verdict::Produce(_) => {}
             Verdict::Close(why) => panic!("{what}: closed: {why}"),
         };
         let g = || GroupId(name("readers"));
@@ -1344,6 +1404,57 @@ mod tests {
             r.topics[0].partitions[0].error_code,
             TOPIC_AUTHORIZATION_FAILED
         );
+    }
+
+    #[test]
+    fn a_share_with_produce_takes_the_partners_records_renamed_and_answers_by_alias() {
+        let f = fixture();
+        let produce = |topics: &[&str]| {
+            let mut r = ProduceRequest::default();
+            r.acks = -1;
+            for n in topics {
+                let mut t = kafka_protocol::messages::produce_request::TopicProduceData::default();
+                t.name = topic(n);
+                t.partition_data.push(Default::default());
+                r.topic_data.push(t);
+            }
+            r
+        };
+        let Verdict::Produce(frame) = f.judge(ApiKey::Produce, 9, &produce(&["partner.inbox"]))
+        else {
+            panic!("a writable share goes on");
+        };
+        let (_, mut body) = split_request(&frame, ApiKey::Produce, 9).unwrap();
+        let sent = ProduceRequest::decode(&mut body, 9).unwrap();
+        assert_eq!(sent.topic_data[0].name.0.as_str(), "inbox.v1");
+        // The answer names the alias again.
+        let mut upstream = ProduceResponse::default();
+        let mut t = TopicProduceResponse::default();
+        t.name = topic("inbox.v1");
+        upstream.responses.push(t);
+        let out =
+            rename_produce_answer(&f.zone, response_frame(ApiKey::Produce, 9, 9, &upstream), 9)
+                .unwrap();
+        let (_, mut body) =
+            crate::protocol::header::split_response(&out, ApiKey::Produce, 9).unwrap();
+        let r = ProduceResponse::decode(&mut body, 9).unwrap();
+        assert_eq!(r.responses[0].name.0.as_str(), "partner.inbox");
+        // A read-only share in the same request: refused whole, by the partner's names.
+        let r: ProduceResponse = answered(
+            f.judge(
+                ApiKey::Produce,
+                9,
+                &produce(&["partner.inbox", "partner.orders"]),
+            ),
+            ApiKey::Produce,
+            9,
+        );
+        let names: Vec<&str> = r.responses.iter().map(|t| t.name.0.as_str()).collect();
+        assert_eq!(names, ["partner.inbox", "partner.orders"]);
+        assert!(r
+            .responses
+            .iter()
+            .all(|t| t.partition_responses[0].error_code == TOPIC_AUTHORIZATION_FAILED));
     }
 
     #[test]

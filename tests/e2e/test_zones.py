@@ -32,6 +32,14 @@ zone:
   principals: [User:alice]
   shares:
     - {{topic: {topic}, as: partner-acme.orders}}
+    - {{topic: {inbox}, as: partner-acme.inbox, produce: true}}
+---
+contract:
+  name: inbox-{run}
+  owner: orders-team
+  topic: {inbox}
+  quality:
+    validity_rules: [n > 0]
 """
 
 
@@ -79,8 +87,9 @@ def zone(broker, logdir, tmp_path):
     port = port_block(10)
     policies = tmp_path / "policies"
     policies.mkdir()
-    (policies / "zone.yaml").write_text(ZONE.format(run=run, port=port, topic=topic))
-    for t in (topic, secret):
+    inbox = f"zone.inbox{run}.v1"
+    (policies / "zone.yaml").write_text(ZONE.format(run=run, port=port, topic=topic, inbox=inbox))
+    for t in (topic, secret, inbox):
         create_topic(broker.bootstrap, t, partitions=2)
     p = Producer({"bootstrap.servers": broker.bootstrap})
     for i in range(20):
@@ -101,7 +110,7 @@ def test_a_partner_reads_the_shared_topic_under_its_alias_and_nothing_else(broke
 
     # Metadata: the alias, and nothing else (no real names, no internal topics).
     listed = AdminClient(alice).list_topics(timeout=15).topics
-    assert set(listed) == {"partner-acme.orders"}, set(listed)
+    assert set(listed) == {"partner-acme.orders", "partner-acme.inbox"}, set(listed)
 
     # Consume through the alias with a group, and commit.
     group = f"partner-readers-{run}"
@@ -183,7 +192,7 @@ def test_a_partner_reads_the_shared_topic_under_its_alias_and_nothing_else(broke
     assert values[("meshgate_zone_active_groups", zone_name)] >= 1
     status, body = gw.admin("/catalog")
     z = next(z for z in json.loads(body)["zones"] if z["name"] == zone_name)
-    assert z["shares"] == [{"alias": "partner-acme.orders", "topic": topic}]
+    assert z["shares"][0] == {"alias": "partner-acme.orders", "topic": topic, "produce": False}
     assert z["usage"]["fetched_records"] >= 20
 
 
@@ -225,3 +234,25 @@ def test_the_java_client_consumes_by_alias_with_either_group_protocol(broker, zo
     assert {tp.topic for tp in offsets.topic_partitions} == {topic}
     assert sum(tp.offset for tp in offsets.topic_partitions) == 20
 
+
+
+def test_a_share_with_produce_takes_the_partners_records_under_the_contract(broker, zone):
+    """`produce: true` on a share: the partner writes by alias, its records land in the real
+    topic, and the topic's contract judges them as any producer's."""
+    gw, run, _, _, bootstrap = zone
+    inbox = f"zone.inbox{run}.v1"
+    outcome = {}
+    for n in (1, -1, 2):
+        p = Producer({"bootstrap.servers": bootstrap, **sasl("alice"), "acks": "all",
+                      "enable.idempotence": False, "linger.ms": 0})
+        p.produce("partner-acme.inbox", value=json.dumps({"n": n}).encode(),
+                  on_delivery=lambda e, m, n=n: outcome.__setitem__(n, (e, m.topic())))
+        p.flush(15)
+    assert outcome[1][0] is None and outcome[2][0] is None, outcome
+    assert outcome[1][1] == "partner-acme.inbox"
+    assert outcome[-1][0].code() == KafkaError.INVALID_RECORD, outcome[-1]
+    got, error, c = read_all({"bootstrap.servers": broker.bootstrap, "group.id": f"in-{run}"},
+                             topics=[inbox], n=2)
+    c.close()
+    assert error is None
+    assert sorted(json.loads(m.value())["n"] for m in got) == [1, 2]
