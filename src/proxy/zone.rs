@@ -21,7 +21,8 @@
 //! - **Read-only unless a share says `produce: true`.** A Produce whose topics are all such shares
 //!   is renamed and judged as any producer's (`Verdict::Produce`), its answer renamed back; any
 //!   other Produce is refused (TOPIC_AUTHORIZATION_FAILED for every partition; with acks=0 the
-//!   connection closes), so are CreateTopics, DeleteTopics and InitProducerId; any other API
+//!   connection closes), so are CreateTopics, DeleteTopics and a transactional InitProducerId
+//!   (an idempotent producer gets its id when some share grants produce); any other API
 //!   closes the connection, as a broker does for an API it will not serve. Transactional
 //!   coordinators (FindCoordinator key type 1) are refused.
 //! - **Who.** Only the zone's principals are served: any other principal's request closes the
@@ -494,6 +495,15 @@ impl ZoneRequest<'_> {
                 respond(header.correlation_id, api, version, &r)
             }
             ApiKey::InitProducerId => {
+                // An idempotent producer's id (no transactional id) for a zone that lets its
+                // partner write somewhere; transactions never.
+                let req =
+                    kafka_protocol::messages::InitProducerIdRequest::decode(&mut body, version)
+                        .map_err(bad)?;
+                let writes = self.zone.shares.iter().any(|s| s.produce);
+                if writes && req.transactional_id.as_ref().is_none_or(|t| t.is_empty()) {
+                    return Ok(Verdict::Decision(Decision::Forward));
+                }
                 let mut r = InitProducerIdResponse::default();
                 r.error_code = CLUSTER_AUTHORIZATION_FAILED;
                 r.producer_id = kafka_protocol::messages::ProducerId(-1);
@@ -1479,6 +1489,22 @@ mod tests {
             f.judge(ApiKey::Produce, 9, &produce),
             Verdict::Close(_)
         ));
+        // An idempotent producer may get its id (the zone writes somewhere); a transactional one
+        // may not.
+        let mut init = kafka_protocol::messages::InitProducerIdRequest::default();
+        init.transaction_timeout_ms = 60_000;
+        init.transactional_id = None;
+        assert!(matches!(
+            f.judge(ApiKey::InitProducerId, 4, &init),
+            Verdict::Decision(Decision::Forward)
+        ));
+        init.transactional_id = Some(kafka_protocol::messages::TransactionalId(name("t")));
+        let r: InitProducerIdResponse = answered(
+            f.judge(ApiKey::InitProducerId, 4, &init),
+            ApiKey::InitProducerId,
+            4,
+        );
+        assert_eq!(r.error_code, CLUSTER_AUTHORIZATION_FAILED);
         let mut find = FindCoordinatorRequest::default();
         find.key_type = 1;
         find.coordinator_keys.push(name("txn"));

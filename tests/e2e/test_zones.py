@@ -244,7 +244,7 @@ def test_a_share_with_produce_takes_the_partners_records_under_the_contract(brok
     outcome = {}
     for n in (1, -1, 2):
         p = Producer({"bootstrap.servers": bootstrap, **sasl("alice"), "acks": "all",
-                      "enable.idempotence": False, "linger.ms": 0})
+                      "enable.idempotence": True, "linger.ms": 0})
         p.produce("partner-acme.inbox", value=json.dumps({"n": n}).encode(),
                   on_delivery=lambda e, m, n=n: outcome.__setitem__(n, (e, m.topic())))
         p.flush(15)
