@@ -3,7 +3,8 @@
 //! The proxy never improvises a reply on the data path: a request is forwarded as its original
 //! bytes (or an edited request that `enforce`, `topic_admin`, `consume` or `zone` decided on), and
 //! every response edit goes through [`rewrite::rewrite_response`] (a dead-letter settlement
-//! merges its own answer once the letters are written, `dead_letter::Settling`).
+//! merges its own answer once the letters are written, `dead_letter::Settling`, and a partner
+//! zone's Produce answer is renamed back after either, `zone::rename_produce_answer`).
 
 pub mod brokers;
 pub mod connection;
