@@ -203,6 +203,9 @@ impl PolicyStore {
             Ok(set) => {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 log_loaded(&set, generation);
+                for change in zone_changes(&self.current.load().set, &set) {
+                    tracing::warn!(generation, "{change}");
+                }
                 set_info(&self.metrics, &set);
                 self.current.store(Arc::new(
                     Generation::new(set, &self.metrics).numbered(generation),
@@ -302,6 +305,42 @@ impl PolicyStore {
         })
         .await;
     }
+}
+
+/// What a reload changes in the partner zones that it cannot apply by itself: a zone's listener is
+/// bound at start, so a new zone, or a changed `listen`, `broker_port_base`, `advertised_host` or
+/// `tls`, waits for a restart; a removed zone's listener refuses every later request.
+fn zone_changes(old: &PolicySet, new: &PolicySet) -> Vec<String> {
+    let mut out = Vec::new();
+    for z in &new.zones {
+        match old.zones.iter().find(|o| o.name == z.name) {
+            None => out.push(format!(
+                "zone `{}` is new ({}): its listener on {} is bound at the next restart",
+                z.name, z.origin, z.listen
+            )),
+            Some(o)
+                if o.listen != z.listen
+                    || o.broker_port_base != z.broker_port_base
+                    || o.advertised_host != z.advertised_host
+                    || o.tls != z.tls =>
+            {
+                out.push(format!(
+                    "zone `{}` ({}): a new listen, broker_port_base, advertised_host or tls takes effect at the next restart; its shares, principals and group prefix apply now",
+                    z.name, z.origin
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for o in &old.zones {
+        if !new.zones.iter().any(|z| z.name == o.name) {
+            out.push(format!(
+                "zone `{}` was removed: its listener on {} refuses every request until the next restart",
+                o.name, o.listen
+            ));
+        }
+    }
+    out
 }
 
 fn log_loaded(set: &PolicySet, generation: u64) {
@@ -408,6 +447,33 @@ impl DeadLetterBudget {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_reload_names_the_zone_changes_that_wait_for_a_restart() {
+        let zone = |name: &str, port: u16, alias: &str| {
+            format!("zone:\n  name: {name}\n  listen: 127.0.0.1:{port}\n  principals: [User:a]\n  shares: [{{topic: t.v1, as: {alias}}}]\n")
+        };
+        let set =
+            |docs: &[String]| crate::policy::load::compile_text("z.yaml", &docs.join("---\n"));
+        let old = set(&[zone("acme", 9400, "a.v1"), zone("gone", 9500, "g.v1")]);
+        // A new alias applies at once: nothing to say.
+        assert!(zone_changes(
+            &old,
+            &set(&[zone("acme", 9400, "b.v1"), zone("gone", 9500, "g.v1")])
+        )
+        .is_empty());
+        let changes = zone_changes(
+            &old,
+            &set(&[zone("acme", 9401, "a.v1"), zone("new", 9600, "n.v1")]),
+        );
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        assert!(
+            changes[0].starts_with("zone `acme` (z.yaml:") && changes[0].contains("a new listen"),
+            "{changes:?}"
+        );
+        assert!(changes[1].starts_with("zone `new` is new"));
+        assert!(changes[2].starts_with("zone `gone` was removed"));
+    }
 
     fn contract(min: u32) -> String {
         format!("contract:\n  name: c\n  owner: o\n  topic: shop.c.v1\n  quality:\n    validity_rules: [total > {min}]\n")

@@ -5,8 +5,9 @@
 //!
 //! A zone's listener is bound when the gateway starts (`app`); a reload changes its principals,
 //! shares and group prefix for every later request (each request looks its zone up by name in the
-//! generation in force), while a changed `listen`, `tls` or a new zone waits for a restart. A
-//! zone that a reload removes refuses every later request on its listener.
+//! generation in force), while a changed `listen`, `tls` or a new zone waits for a restart (the
+//! reload warns: `generation::zone_changes`). A zone that a reload removes refuses every later
+//! request on its listener.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
