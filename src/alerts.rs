@@ -142,7 +142,7 @@ fn contract_rules(out: &mut String, c: &Contract) {
 /// `DataProductSliBreached` for each SLI: fires when any bound of its target fails over the
 /// window.
 fn sli_rules(out: &mut String, c: &Contract, labels: &[(&str, &str)]) {
-    use crate::policy::odcs::{Op, Unit};
+    use crate::policy::sli::{Op, Unit};
     use crate::policy::sli::{SliKind, WINDOW};
     let contract = promql_escape(&c.name);
     for s in &c.slis {

@@ -134,8 +134,8 @@ impl Generation {
                     bad: s.bad.load(std::sync::atomic::Ordering::Relaxed),
                     bounds: s.target.iter().map(|(op, v)| (op.as_str(), *v)).collect(),
                     unit: match s.unit {
-                        crate::policy::odcs::Unit::Rows => "rows",
-                        crate::policy::odcs::Unit::Percent => "percent",
+                        crate::policy::sli::Unit::Rows => "rows",
+                        crate::policy::sli::Unit::Percent => "percent",
                     },
                     measured: s.measured(),
                 })

@@ -140,6 +140,27 @@ fn the_module_graph_has_no_cycles() {
                     .insert(used.to_string());
             }
         }
+        // Siblings inside every folder a file sits in, named by their full path
+        // (`crate::policy::sli` from `policy/odcs/mod.rs` is an edge policy/odcs → policy/sli):
+        // at each depth the file stands for the sibling module that contains it.
+        // A folder's `tests.rs` is test code (`#[cfg(test)] mod tests;`), as the blocks `code`
+        // strips are.
+        let module: Vec<&String> = parts.iter().filter(|p| *p != "mod").collect();
+        let test_file = parts.last().map(String::as_str) == Some("tests");
+        for depth in (1..module.len()).filter(|_| !test_file) {
+            let folder: Vec<&str> = module[..depth].iter().map(|p| p.as_str()).collect();
+            let me = format!("{}/{}", folder.join("/"), module[depth]);
+            let dir = src.join(folder.join("/"));
+            for used in named_after(&text, &format!("crate::{}::", folder.join("::"))) {
+                let is_sibling = dir.join(format!("{used}.rs")).exists() || dir.join(used).is_dir();
+                if is_sibling && used != module[depth].as_str() {
+                    siblings
+                        .entry(me.clone())
+                        .or_default()
+                        .insert(format!("{}/{used}", folder.join("/")));
+                }
+            }
+        }
         // Siblings inside a folder: `super::x` from a file that is not the folder's mod.rs.
         if parts.len() >= 2 && parts.last().map(String::as_str) != Some("mod") {
             let folder = parts[..parts.len() - 1].join("/");

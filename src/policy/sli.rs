@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::fields::{RecordFields, Val};
-use crate::policy::odcs::{Op, Unit};
 use crate::policy::Origin;
 use crate::rules::Rule;
 
@@ -30,6 +29,60 @@ pub const WINDOW: &str = "1h";
 
 /// How many recent values a `duplicateValues` SLI remembers.
 pub const DUPLICATE_WINDOW: usize = 100_000;
+
+/// A quality operator (`mustBe`, `mustBeLessThan`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Op {
+    pub fn holds(self, value: f64, bound: f64) -> bool {
+        match self {
+            Op::Eq => value == bound,
+            Op::Ne => value != bound,
+            Op::Gt => value > bound,
+            Op::Ge => value >= bound,
+            Op::Lt => value < bound,
+            Op::Le => value <= bound,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Eq => "==",
+            Op::Ne => "!=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+        }
+    }
+
+    /// The ODCS key that writes it (for export).
+    pub fn odcs_key(self) -> &'static str {
+        match self {
+            Op::Eq => "mustBe",
+            Op::Ne => "mustNotBe",
+            Op::Gt => "mustBeGreaterThan",
+            Op::Ge => "mustBeGreaterOrEqualTo",
+            Op::Lt => "mustBeLessThan",
+            Op::Le => "mustBeLessOrEqualTo",
+        }
+    }
+}
+
+/// `unit:` of a quality rule: a count of records (the default) or a percentage of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Rows,
+    Percent,
+}
 
 #[derive(Debug)]
 pub struct Sli {

@@ -23,6 +23,7 @@ use serde_saphyr::Spanned;
 
 use crate::policy::model::{ContractDoc, QualityDoc, RuleDoc, RuleFullDoc, SchemaDoc, SlaDoc};
 use crate::policy::model::{Format, ModeDoc};
+use crate::policy::sli::{Op, Unit};
 pub use node::Node;
 
 /// The ODCS JSON Schema, compiled once per process (it is a constant).
@@ -88,60 +89,6 @@ pub enum SliKindDoc {
     RowCount,
     /// Records whose values of these fields repeat an earlier record's.
     Duplicates(Vec<String>),
-}
-
-/// A quality operator (`mustBe`, `mustBeLessThan`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Eq,
-    Ne,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-}
-
-impl Op {
-    pub fn holds(self, value: f64, bound: f64) -> bool {
-        match self {
-            Op::Eq => value == bound,
-            Op::Ne => value != bound,
-            Op::Gt => value > bound,
-            Op::Ge => value >= bound,
-            Op::Lt => value < bound,
-            Op::Le => value <= bound,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Eq => "==",
-            Op::Ne => "!=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-            Op::Lt => "<",
-            Op::Le => "<=",
-        }
-    }
-
-    /// The ODCS key that writes it (for export).
-    pub fn odcs_key(self) -> &'static str {
-        match self {
-            Op::Eq => "mustBe",
-            Op::Ne => "mustNotBe",
-            Op::Gt => "mustBeGreaterThan",
-            Op::Ge => "mustBeGreaterOrEqualTo",
-            Op::Lt => "mustBeLessThan",
-            Op::Le => "mustBeLessOrEqualTo",
-        }
-    }
-}
-
-/// `unit:` of a quality rule: a count of records (the default) or a percentage of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    Rows,
-    Percent,
 }
 
 /// What one ODCS document becomes.
