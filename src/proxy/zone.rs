@@ -107,6 +107,37 @@ impl ZoneRequest<'_> {
         self.zone.topic_of(alias).map(name)
     }
 
+    /// Turns a partner's topic name into the real topic's, in place; false (left as it is) for a
+    /// name the zone does not share.
+    fn to_real(&self, n: &mut TopicName) -> bool {
+        match self.topic(n) {
+            Some(real) => {
+                *n = TopicName(real);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps a request's entries that name shared topics, renamed to the real topics; the
+    /// others leave the request and are refused in `merge` (TOPIC_AUTHORIZATION_FAILED).
+    fn keep_shared_or_refuse<T>(
+        &self,
+        entries: &mut Vec<T>,
+        merge: &mut ZoneMerge,
+        topic: impl Fn(&mut T) -> &mut TopicName,
+        partitions: impl Fn(&T) -> Vec<i32>,
+    ) {
+        entries.retain_mut(|t| {
+            if self.to_real(topic(t)) {
+                return true;
+            }
+            let asked = topic(t).0.clone();
+            merge.refuse(asked, uuid::Uuid::nil(), partitions(t));
+            false
+        });
+    }
+
     /// The real topic of an id, when the zone shares it.
     fn shared_id(&self, id: &uuid::Uuid) -> Option<String> {
         let ids = self.topic_ids.read().unwrap_or_else(|p| p.into_inner());
@@ -179,17 +210,12 @@ impl ZoneRequest<'_> {
             ApiKey::ListOffsets => {
                 let mut req = ListOffsetsRequest::decode(&mut body, version).map_err(bad)?;
                 let mut merge = self.merge(api, version);
-                req.topics.retain_mut(|t| match self.topic(&t.name) {
-                    Some(real) => {
-                        t.name = TopicName(real);
-                        true
-                    }
-                    None => {
-                        let partitions = t.partitions.iter().map(|p| p.partition_index).collect();
-                        merge.refuse(t.name.0.clone(), uuid::Uuid::nil(), partitions);
-                        false
-                    }
-                });
+                self.keep_shared_or_refuse(
+                    &mut req.topics,
+                    &mut merge,
+                    |t| &mut t.name,
+                    |t| t.partitions.iter().map(|p| p.partition_index).collect(),
+                );
                 if req.topics.is_empty() && !merge.refused.is_empty() {
                     return Ok(Verdict::Decision(Decision::Respond(
                         ListOffsetsMerge {
@@ -205,17 +231,12 @@ impl ZoneRequest<'_> {
                 let mut req = OffsetCommitRequest::decode(&mut body, version).map_err(bad)?;
                 let mut merge = self.merge(api, version);
                 req.group_id = self.group(&req.group_id);
-                req.topics.retain_mut(|t| match self.topic(&t.name) {
-                    Some(real) => {
-                        t.name = TopicName(real);
-                        true
-                    }
-                    None => {
-                        let partitions = t.partitions.iter().map(|p| p.partition_index).collect();
-                        merge.refuse(t.name.0.clone(), uuid::Uuid::nil(), partitions);
-                        false
-                    }
-                });
+                self.keep_shared_or_refuse(
+                    &mut req.topics,
+                    &mut merge,
+                    |t| &mut t.name,
+                    |t| t.partitions.iter().map(|p| p.partition_index).collect(),
+                );
                 if req.topics.is_empty() && !merge.refused.is_empty() {
                     return Ok(Verdict::Decision(Decision::Respond(
                         OffsetCommitMerge {
@@ -232,15 +253,9 @@ impl ZoneRequest<'_> {
                 // Topics the zone does not share are left out of the request; the answer then
                 // lists only shared topics, under their aliases.
                 let keep = |n: &mut TopicName, id: uuid::Uuid| -> bool {
-                    if !id.is_nil() {
-                        return self.shared_id(&id).is_some();
-                    }
-                    match self.topic(n) {
-                        Some(real) => {
-                            *n = TopicName(real);
-                            true
-                        }
-                        None => false,
+                    match id.is_nil() {
+                        true => self.to_real(n),
+                        false => self.shared_id(&id).is_some(),
                     }
                 };
                 if version < 8 {
@@ -341,17 +356,11 @@ impl ZoneRequest<'_> {
                 }
                 if let Some(names) = &mut req.subscribed_topic_names {
                     for n in names.iter_mut() {
-                        match self.topic(n) {
-                            Some(real) => *n = TopicName(real),
-                            None => {
-                                return refuse(
-                                    TOPIC_AUTHORIZATION_FAILED,
-                                    format!(
-                                        "meshgate: topic `{}` is not shared with this zone",
-                                        n.0
-                                    ),
-                                )
-                            }
+                        if !self.to_real(n) {
+                            return refuse(
+                                TOPIC_AUTHORIZATION_FAILED,
+                                format!("meshgate: topic `{}` is not shared with this zone", n.0),
+                            );
                         }
                     }
                 }
@@ -539,28 +548,15 @@ impl ZoneRequest<'_> {
                 });
                 return false;
             }
-            match self.topic(&t.topic) {
-                Some(real) => {
-                    t.topic = TopicName(real);
-                    true
-                }
-                None => {
-                    merge.refuse(t.topic.0.clone(), uuid::Uuid::nil(), partitions());
-                    false
-                }
+            if self.to_real(&mut t.topic) {
+                return true;
             }
+            merge.refuse(t.topic.0.clone(), uuid::Uuid::nil(), partitions());
+            false
         });
-        req.forgotten_topics_data.retain_mut(|t| {
-            if by_id {
-                return self.shared_id(&t.topic_id).is_some();
-            }
-            match self.topic(&t.topic) {
-                Some(real) => {
-                    t.topic = TopicName(real);
-                    true
-                }
-                None => false,
-            }
+        req.forgotten_topics_data.retain_mut(|t| match by_id {
+            true => self.shared_id(&t.topic_id).is_some(),
+            false => self.to_real(&mut t.topic),
         });
         if by_id && merge.refused.is_empty() {
             // Only shared ids: the client's own bytes go, and the broker's come back.
@@ -662,6 +658,21 @@ impl ZoneMerge {
         self.zone.alias_of(real).map(|a| TopicName(name(a)))
     }
 
+    /// Keeps the entries of an answer that name a shared topic, renamed to the partner's name,
+    /// and drops the others.
+    fn keep_shared<T>(&self, entries: &mut Vec<T>, topic: impl Fn(&mut T) -> &mut TopicName) {
+        entries.retain_mut(|t| {
+            let n = topic(t);
+            match self.alias(n) {
+                Some(alias) => {
+                    *n = alias;
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+
     fn add_resources(&self, r: &mut DescribeConfigsResponse) {
         for (kind, resource, code) in &self.refused_resources {
             let mut res = DescribeConfigsResult::default();
@@ -699,55 +710,19 @@ impl ResponseMerge for ZoneMerge {
                 })
             }
             ApiKey::Fetch => edit(api, version, frame, |r: &mut FetchResponse| {
-                r.responses.retain_mut(|t| match self.alias(&t.topic) {
-                    Some(alias) => {
-                        t.topic = alias;
-                        true
-                    }
-                    None => false,
-                });
-                FetchMerge {
-                    version,
-                    refused: self.refused.clone(),
-                }
-                .add(r);
+                self.keep_shared(&mut r.responses, |t| &mut t.topic);
+                FetchMerge::add(&self.refused, r);
             }),
             ApiKey::ListOffsets => edit(api, version, frame, |r: &mut ListOffsetsResponse| {
-                r.topics.retain_mut(|t| match self.alias(&t.name) {
-                    Some(alias) => {
-                        t.name = alias;
-                        true
-                    }
-                    None => false,
-                });
-                ListOffsetsMerge {
-                    version,
-                    refused: self.refused.clone(),
-                }
-                .add(r);
+                self.keep_shared(&mut r.topics, |t| &mut t.name);
+                ListOffsetsMerge::add(&self.refused, r);
             }),
             ApiKey::OffsetCommit => edit(api, version, frame, |r: &mut OffsetCommitResponse| {
-                r.topics.retain_mut(|t| match self.alias(&t.name) {
-                    Some(alias) => {
-                        t.name = alias;
-                        true
-                    }
-                    None => false,
-                });
-                OffsetCommitMerge {
-                    version,
-                    refused: self.refused.clone(),
-                }
-                .add(r);
+                self.keep_shared(&mut r.topics, |t| &mut t.name);
+                OffsetCommitMerge::add(&self.refused, r);
             }),
             ApiKey::OffsetFetch => edit(api, version, frame, |r: &mut OffsetFetchResponse| {
-                r.topics.retain_mut(|t| match self.alias(&t.name) {
-                    Some(alias) => {
-                        t.name = alias;
-                        true
-                    }
-                    None => false,
-                });
+                self.keep_shared(&mut r.topics, |t| &mut t.name);
                 for g in &mut r.groups {
                     if let Some(partner) = self.zone.partner_group(&g.group_id) {
                         g.group_id = GroupId(name(partner));
@@ -812,23 +787,10 @@ impl ResponseMerge for ZoneMerge {
                             // The zone's members subscribe to and are assigned shared topics: their
                             // real names become aliases, anything else is left out.
                             for m in &mut g.members {
-                                m.subscribed_topic_names
-                                    .retain_mut(|t| match self.alias(t) {
-                                        Some(alias) => {
-                                            *t = alias;
-                                            true
-                                        }
-                                        None => false,
-                                    });
+                                self.keep_shared(&mut m.subscribed_topic_names, |t| t);
                                 for a in [&mut m.assignment, &mut m.target_assignment] {
-                                    a.topic_partitions.retain_mut(|tp| {
-                                        match self.alias(&tp.topic_name) {
-                                            Some(alias) => {
-                                                tp.topic_name = alias;
-                                                true
-                                            }
-                                            None => false,
-                                        }
+                                    self.keep_shared(&mut a.topic_partitions, |tp| {
+                                        &mut tp.topic_name
                                     });
                                 }
                             }

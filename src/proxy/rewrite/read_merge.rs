@@ -62,8 +62,9 @@ pub struct FetchMerge {
 }
 
 impl FetchMerge {
-    pub(crate) fn add(&self, r: &mut FetchResponse) {
-        for t in &self.refused {
+    /// Appends the refused topics' answers to `r` (shared with a partner zone's merge).
+    pub(crate) fn add(refused: &[RefusedTopic], r: &mut FetchResponse) {
+        for t in refused {
             let mut topic = FetchableTopicResponse::default();
             topic.topic = TopicName(t.name.clone());
             topic.topic_id = t.id;
@@ -91,7 +92,7 @@ impl ResponseMerge for FetchMerge {
             ApiKey::Fetch,
             self.version,
             frame,
-            |r: &mut FetchResponse| self.add(r),
+            |r: &mut FetchResponse| Self::add(&self.refused, r),
         )
     }
 }
@@ -104,8 +105,9 @@ pub struct ListOffsetsMerge {
 }
 
 impl ListOffsetsMerge {
-    pub(crate) fn add(&self, r: &mut ListOffsetsResponse) {
-        for t in &self.refused {
+    /// Appends the refused topics' answers to `r` (shared with a partner zone's merge).
+    pub(crate) fn add(refused: &[RefusedTopic], r: &mut ListOffsetsResponse) {
+        for t in refused {
             let mut topic = ListOffsetsTopicResponse::default();
             topic.name = TopicName(t.name.clone());
             for &index in &t.partitions {
@@ -124,14 +126,16 @@ impl ListOffsetsMerge {
     /// The whole answer when every topic was refused.
     pub fn refused_alone(&self, correlation_id: i32) -> Result<Bytes, HeaderError> {
         let mut r = ListOffsetsResponse::default();
-        self.add(&mut r);
+        Self::add(&self.refused, &mut r);
         encode_response(correlation_id, ApiKey::ListOffsets, self.version, &r)
     }
 }
 
 impl ResponseMerge for ListOffsetsMerge {
     fn merge(&self, frame: Bytes, _: &dyn BrokerAddresses) -> Result<Bytes, RewriteError> {
-        edit(ApiKey::ListOffsets, self.version, frame, |r| self.add(r))
+        edit(ApiKey::ListOffsets, self.version, frame, |r| {
+            Self::add(&self.refused, r)
+        })
     }
 }
 
@@ -143,8 +147,9 @@ pub struct OffsetCommitMerge {
 }
 
 impl OffsetCommitMerge {
-    pub(crate) fn add(&self, r: &mut OffsetCommitResponse) {
-        for t in &self.refused {
+    /// Appends the refused topics' answers to `r` (shared with a partner zone's merge).
+    pub(crate) fn add(refused: &[RefusedTopic], r: &mut OffsetCommitResponse) {
+        for t in refused {
             let mut topic = OffsetCommitResponseTopic::default();
             topic.name = TopicName(t.name.clone());
             for &index in &t.partitions {
@@ -159,14 +164,16 @@ impl OffsetCommitMerge {
 
     pub fn refused_alone(&self, correlation_id: i32) -> Result<Bytes, HeaderError> {
         let mut r = OffsetCommitResponse::default();
-        self.add(&mut r);
+        Self::add(&self.refused, &mut r);
         encode_response(correlation_id, ApiKey::OffsetCommit, self.version, &r)
     }
 }
 
 impl ResponseMerge for OffsetCommitMerge {
     fn merge(&self, frame: Bytes, _: &dyn BrokerAddresses) -> Result<Bytes, RewriteError> {
-        edit(ApiKey::OffsetCommit, self.version, frame, |r| self.add(r))
+        edit(ApiKey::OffsetCommit, self.version, frame, |r| {
+            Self::add(&self.refused, r)
+        })
     }
 }
 
