@@ -68,7 +68,6 @@ impl PolicySet {
             .is_some_and(|n| n.groups.is_some() && !n.mode.is_off())
     }
 
-    /// Why a consumer group id breaks `naming.groups`, if it does (INVALID_GROUP_ID).
     /// Whether `naming.client_ids` is set (and not off).
     pub fn names_client_ids(&self) -> bool {
         self.naming
@@ -85,40 +84,53 @@ impl PolicySet {
         principal: &str,
         shadowed: &mut Shadowed,
     ) -> Option<Rejection> {
-        let n = self.naming.as_ref().filter(|n| !n.mode.is_off())?;
-        let (pattern, exempt) = n.client_ids.as_ref()?;
-        if pattern.is_match(client_id) || exempt.iter().any(|e| e.is_match(client_id)) {
-            return None;
-        }
-        let r = Rejection {
-            error_code: POLICY_VIOLATION,
-            message: format!(
-                "meshgate: client id `{client_id}` breaks the naming rule `{}` ({})",
-                pattern.as_str(),
-                n.origin
-            ),
-            record_errors: vec![],
-            policy: "naming",
-            rule: pattern.as_str().to_string(),
-        };
-        under_mode(&n.mode, principal, shadowed, r).err()
+        self.naming_refusal(
+            |n| n.client_ids.as_ref(),
+            client_id,
+            "client id",
+            POLICY_VIOLATION,
+            principal,
+            shadowed,
+        )
     }
 
+    /// Why a consumer group id breaks `naming.groups`, if it does (INVALID_GROUP_ID).
     pub fn group_name_refusal(
         &self,
         group: &str,
         principal: &str,
         shadowed: &mut Shadowed,
     ) -> Option<Rejection> {
+        self.naming_refusal(
+            |n| n.groups.as_ref(),
+            group,
+            "consumer group",
+            INVALID_GROUP_ID,
+            principal,
+            shadowed,
+        )
+    }
+
+    /// A name that breaks the `naming` pattern `rule` picks (unless exempt): refused with
+    /// `error_code`, under `naming`'s mode.
+    fn naming_refusal(
+        &self,
+        rule: fn(&super::Naming) -> Option<&super::NamePattern>,
+        name: &str,
+        what: &str,
+        error_code: i16,
+        principal: &str,
+        shadowed: &mut Shadowed,
+    ) -> Option<Rejection> {
         let n = self.naming.as_ref().filter(|n| !n.mode.is_off())?;
-        let (pattern, exempt) = n.groups.as_ref()?;
-        if pattern.is_match(group) || exempt.iter().any(|e| e.is_match(group)) {
+        let (pattern, exempt) = rule(n)?;
+        if pattern.is_match(name) || exempt.iter().any(|e| e.is_match(name)) {
             return None;
         }
         let r = Rejection {
-            error_code: INVALID_GROUP_ID,
+            error_code,
             message: format!(
-                "meshgate: consumer group `{group}` breaks the naming rule `{}` ({})",
+                "meshgate: {what} `{name}` breaks the naming rule `{}` ({})",
                 pattern.as_str(),
                 n.origin
             ),

@@ -118,14 +118,17 @@ pub struct PolicySet {
     pub avro_writers: HashMap<u32, Arc<crate::schema::avro_data::AvroSchema>>,
 }
 
+/// A naming pattern and the patterns exempt from it.
+pub type NamePattern = (Regex, Vec<Regex>);
+
 #[derive(Debug)]
 pub struct Naming {
     pub pattern: Regex,
     pub exempt: Vec<Regex>,
     /// `groups:`: the pattern consumer group ids must match, and its exemptions.
-    pub groups: Option<(Regex, Vec<Regex>)>,
+    pub groups: Option<NamePattern>,
     /// `client_ids:`: the pattern client ids must match, and its exemptions.
-    pub client_ids: Option<(Regex, Vec<Regex>)>,
+    pub client_ids: Option<NamePattern>,
     pub origin: Origin,
     pub mode: Mode,
 }
