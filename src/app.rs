@@ -89,23 +89,19 @@ impl Running {
     }
 }
 
+/// Binds one listener; the error names the address.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
-    let bootstrap = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AppError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let admin_listener =
-        TcpListener::bind(config.admin)
-            .await
-            .map_err(|source| AppError::Bind {
-                addr: config.admin,
-                source,
-            })?;
+    let bootstrap = bind(config.listen).await?;
+    let admin_listener = bind(config.admin).await?;
     let bootstrap_addr = bootstrap.local_addr().map_err(|source| AppError::Bind {
         addr: config.listen,
         source,
@@ -153,12 +149,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
     let mut zones = Vec::new();
     for zone in policies.current().zones.iter() {
         let zone_config = zone_config(&zone_base, zone);
-        let listener = TcpListener::bind(zone.listen)
-            .await
-            .map_err(|source| AppError::Bind {
-                addr: zone.listen,
-                source,
-            })?;
+        let listener = bind(zone.listen).await?;
         let security = crate::proxy::Security::load(&zone_config)?;
         let zgw = Gateway::new(
             zone_config,
