@@ -42,35 +42,49 @@ records = [
 run = uuid.uuid4().hex[:6]
 for r in records:
     r["order_id"] += f"-{run}"
-# One producer per record, so that each record is its own batch and gets its own verdict.
-outcome = {}
-for r in records:
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                  "compression.type": "zstd"})
-    p.produce(topic, key=r["order_id"], value=json.dumps(r), headers={"trace-id": run},
-              on_delivery=lambda err, msg, r=r: outcome.__setitem__(r["order_id"], err))
-    p.flush(15)
-for r in records:
-    err = outcome.get(r["order_id"])
-    verdict = "ACCEPTED" if err is None else f"REJECTED {err.name()}: {err.str()}"
-    print(f"  {json.dumps(r)}\n    -> {verdict}")
+
+
+def produce_each(topic, records, id_field, conf, headers=None):
+    """Produces each record with its own producer, so that each is its own batch and gets its
+    own verdict; prints the verdicts and returns the ids of the accepted records."""
+    outcome = {}
+    for r in records:
+        p = Producer({"bootstrap.servers": bootstrap, "acks": "all", **conf})
+        p.produce(topic, key=r[id_field], value=json.dumps(r), headers=headers,
+                  on_delivery=lambda err, msg, r=r: outcome.__setitem__(r[id_field], err))
+        p.flush(15)
+    for r in records:
+        err = outcome.get(r[id_field])
+        verdict = "ACCEPTED" if err is None else f"REJECTED {err.name()}: {err.str()}"
+        print(f"  {json.dumps(r)}\n    -> {verdict}")
+    return {r[id_field] for r in records if outcome.get(r[id_field]) is None}
+
+
+def read_back(topic, group, records, id_field, wanted):
+    """Reads the topic from the start with `group` until every accepted record of this run
+    arrived (or 20 s), and prints whether each record is on the topic."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    seen = set()
+    end = time.time() + 20
+    while time.time() < end and not wanted <= seen:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            rid = json.loads(m.value()).get(id_field, "")
+            if run in rid:
+                seen.add(rid)
+    c.close()
+    for r in records:
+        rid = r[id_field]
+        print(f"  {rid}: {'present' if rid in seen else 'absent'}")
+
+
+accepted = produce_each(topic, records, "order_id",
+                        {"enable.idempotence": True, "compression.type": "zstd"},
+                        headers={"trace-id": run})
 
 print("3. Consume the topic back:")
-wanted = {r["order_id"] for r in records if outcome.get(r["order_id"]) is None}
-c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-{run}", "auto.offset.reset": "earliest"})
-c.subscribe([topic])
-seen = set()
-end = time.time() + 20
-while time.time() < end and not wanted <= seen:
-    m = c.poll(0.5)
-    if m is not None and not m.error():
-        oid = json.loads(m.value()).get("order_id", "")
-        if oid.endswith(run):
-            seen.add(oid)
-c.close()
-for r in records:
-    oid = r["order_id"]
-    print(f"  {oid}: {'present' if oid in seen else 'absent'}")
+read_back(topic, f"demo-{run}", records, "order_id", accepted)
 
 print("4. The payments data product, whose contract is written in ODCS "
       "(policies/contracts/payments-v1.odcs.yaml): a known currency, an amount above 0:")
@@ -81,30 +95,6 @@ payments = [
     {"payment_id": f"p-{run}-2", "amount": 5.0, "currency": "XYZ", "method": "card"},
     {"payment_id": f"p-{run}-3", "amount": 0, "currency": "USD", "method": "transfer"},
 ]
-poutcome = {}
-for r in payments:
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-    p.produce(ptopic, key=r["payment_id"], value=json.dumps(r),
-              on_delivery=lambda err, msg, r=r: poutcome.__setitem__(r["payment_id"], err))
-    p.flush(15)
-for r in payments:
-    err = poutcome.get(r["payment_id"])
-    verdict = "ACCEPTED" if err is None else f"REJECTED {err.name()}: {err.str()}"
-    print(f"  {json.dumps(r)}\n    -> {verdict}")
+accepted = produce_each(ptopic, payments, "payment_id", {})
 # The contract's `roles` let `Group:finance-*` read: the consumer group is named accordingly.
-c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"finance-demo-{run}",
-              "auto.offset.reset": "earliest"})
-c.subscribe([ptopic])
-wanted = {r["payment_id"] for r in payments if poutcome.get(r["payment_id"]) is None}
-seen = set()
-end = time.time() + 20
-while time.time() < end and not wanted <= seen:
-    m = c.poll(0.5)
-    if m is not None and not m.error():
-        pid = json.loads(m.value()).get("payment_id", "")
-        if run in pid:
-            seen.add(pid)
-c.close()
-for r in payments:
-    pid = r["payment_id"]
-    print(f"  {pid}: {'present' if pid in seen else 'absent'}")
+read_back(ptopic, f"finance-demo-{run}", payments, "payment_id", accepted)

@@ -347,47 +347,20 @@ where
         };
         // A partner zone's request: judged and renamed first. A Produce to shares the zone lets
         // the partner write then goes on, renamed, as any producer's Produce.
-        let mut frame = frame;
-        let mut whole = whole;
+        let (mut frame, mut whole) = (frame, whole);
         let mut zone_decision = None;
-        let mut renamed_for: Option<Arc<crate::policy::zone::Zone>> = None;
+        let mut renamed_for = None;
         if matches!(whole, Whole::Zone) {
-            let policies = gw.policies.current();
-            let name = gw.zone.as_deref().unwrap_or_default();
-            let Some(zone) = policies.zones.iter().find(|z| *z.name == *name).cloned() else {
-                return Err(ConnError::Zone(format!(
-                    "zone `{name}` is no longer in the policy set"
-                )));
-            };
-            let principal = identity.principal();
-            if !zone.admits(&principal) {
-                gw.metrics.zones.refused(name, "principal");
-                return Err(ConnError::Zone(format!(
-                    "{principal} is not a principal of zone `{name}`"
-                )));
-            }
-            gw.metrics.zones.request(name, &principal);
-            let request = super::zone::ZoneRequest {
-                zone: &zone,
-                topic_ids: &gw.topic_ids,
-                stats: &gw.metrics.zones,
-            };
-            match request.judge(api, &frame, header.api_version)? {
-                super::zone::Verdict::Decision(d) => {
-                    if matches!(d, Decision::Respond(_)) {
-                        gw.metrics.zones.refused(name, &format!("{api:?}"));
-                    }
-                    zone_decision = Some(d);
-                }
-                super::zone::Verdict::Produce(renamed) => {
+            match zone_step(&gw, &identity, api, &frame, header.api_version)? {
+                ZoneStep::Decided(d) => zone_decision = Some(d),
+                ZoneStep::Produce {
+                    frame: renamed,
+                    zone,
+                    policies,
+                } => {
                     frame = renamed;
-                    renamed_for = Some(zone.clone());
-                    whole =
-                        Whole::Governed(Governed::Produce, arc_swap::Guard::into_inner(policies));
-                }
-                super::zone::Verdict::Close(why) => {
-                    gw.metrics.zones.refused(name, &format!("{api:?}"));
-                    return Err(ConnError::Zone(why));
+                    renamed_for = Some(zone);
+                    whole = Whole::Governed(Governed::Produce, policies);
                 }
             }
         }
@@ -529,15 +502,16 @@ where
                 break;
             };
             // A zone's producer reads its own topic names back.
+            let version = header.api_version;
             let state = match (state, &renamed_for) {
-                (SlotState::Ready(bytes), Some(zone)) => SlotState::Ready(
-                    super::zone::rename_produce_answer(zone, bytes, header.api_version)?,
-                ),
+                (SlotState::Ready(bytes), zone) => {
+                    SlotState::Ready(zone_answer(zone.as_deref(), bytes, version)?)
+                }
                 (SlotState::Deferred(task), Some(zone)) => {
-                    let (zone, version) = (zone.clone(), header.api_version);
+                    let zone = zone.clone();
                     SlotState::Deferred(tokio::spawn(async move {
                         let bytes = task.await.map_err(ConnError::Judge)??;
-                        Ok(super::zone::rename_produce_answer(&zone, bytes, version)?)
+                        Ok(zone_answer(Some(&zone), bytes, version)?)
                     }))
                 }
                 (state, _) => state,
@@ -567,6 +541,80 @@ where
     }
     upstream.flush().await.map_err(upstream_err)?;
     Ok(())
+}
+
+/// What a partner zone made of a request.
+enum ZoneStep {
+    /// Forwarded, trimmed, or answered here, as any judged request.
+    Decided(Decision),
+    /// A Produce to shares the partner may write: renamed, and judged as a governed Produce
+    /// under `policies`; its answer is renamed back for `zone`.
+    Produce {
+        frame: Bytes,
+        zone: Arc<crate::policy::zone::Zone>,
+        policies: Arc<Generation>,
+    },
+}
+
+/// Judges a request on a partner zone's listener under the generation in force: the zone must
+/// still be in it and the principal be its partner, else the connection closes.
+fn zone_step(
+    gw: &Gateway,
+    identity: &Identity,
+    api: ApiKey,
+    frame: &Bytes,
+    version: i16,
+) -> Result<ZoneStep, ConnError> {
+    let policies = gw.policies.current();
+    let name = gw.zone.as_deref().unwrap_or_default();
+    let Some(zone) = policies.zones.iter().find(|z| *z.name == *name).cloned() else {
+        return Err(ConnError::Zone(format!(
+            "zone `{name}` is no longer in the policy set"
+        )));
+    };
+    let principal = identity.principal();
+    if !zone.admits(&principal) {
+        gw.metrics.zones.refused(name, "principal");
+        return Err(ConnError::Zone(format!(
+            "{principal} is not a principal of zone `{name}`"
+        )));
+    }
+    gw.metrics.zones.request(name, &principal);
+    let request = super::zone::ZoneRequest {
+        zone: &zone,
+        topic_ids: &gw.topic_ids,
+        stats: &gw.metrics.zones,
+    };
+    match request.judge(api, frame, version)? {
+        super::zone::Verdict::Decision(d) => {
+            if matches!(d, Decision::Respond(_)) {
+                gw.metrics.zones.refused(name, &format!("{api:?}"));
+            }
+            Ok(ZoneStep::Decided(d))
+        }
+        super::zone::Verdict::Produce(frame) => Ok(ZoneStep::Produce {
+            frame,
+            zone,
+            policies: arc_swap::Guard::into_inner(policies),
+        }),
+        super::zone::Verdict::Close(why) => {
+            gw.metrics.zones.refused(name, &format!("{api:?}"));
+            Err(ConnError::Zone(why))
+        }
+    }
+}
+
+/// An answer to a partner zone's Produce names the partner's topics (`renamed_for`); any other
+/// answer passes as it is.
+fn zone_answer(
+    renamed_for: Option<&crate::policy::zone::Zone>,
+    bytes: Bytes,
+    version: i16,
+) -> Result<Bytes, RewriteError> {
+    match renamed_for {
+        Some(zone) => super::zone::rename_produce_answer(zone, bytes, version),
+        None => Ok(bytes),
+    }
 }
 
 /// How a request is handled, decided once per request from its header, its head and the policy
@@ -894,25 +942,18 @@ where
                     &frame,
                     &identity,
                 );
-                let renamed_for = slot.renamed_for.clone();
                 let version = slot.api_version;
                 slot.state = match slot.settle.take() {
                     None => {
                         let bytes = rewrite_response(&slot.action, frame, gw.as_ref())?;
-                        SlotState::Ready(match &renamed_for {
-                            Some(zone) => super::zone::rename_produce_answer(zone, bytes, version)?,
-                            None => bytes,
-                        })
+                        SlotState::Ready(zone_answer(slot.renamed_for.as_deref(), bytes, version)?)
                     }
                     Some(settling) => {
-                        let gw = gw.clone();
+                        let (gw, renamed_for) = (gw.clone(), slot.renamed_for.clone());
                         SlotState::Deferred(tokio::spawn(async move {
                             let merge = settling.settle().await;
                             let bytes = merge.merge(frame, gw.as_ref())?;
-                            Ok(match &renamed_for {
-                                Some(zone) => super::zone::rename_produce_answer(zone, bytes, version)?,
-                                None => bytes,
-                            })
+                            Ok(zone_answer(renamed_for.as_deref(), bytes, version)?)
                         }))
                     }
                 };
