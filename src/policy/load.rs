@@ -185,10 +185,13 @@ struct Parsed<'a> {
     odcs: Vec<Spanned<odcs::Node>>,
 }
 
-/// A file's documents: meshgate's own, or ODCS ones (a file holds one kind).
-fn parse_file(file: &str, text: &str) -> Result<Parsed<'static>, PolicyError> {
+/// A file's documents: meshgate's own, or ODCS ones (a file holds one kind, so one of the two
+/// lists is empty).
+type FileDocs = (Vec<Option<Document>>, Vec<Spanned<odcs::Node>>);
+
+fn parse_file(file: &str, text: &str) -> Result<FileDocs, PolicyError> {
     let own = match serde_saphyr::from_multiple::<Option<Document>>(text) {
-        Ok(docs) => return Ok(Parsed::own(docs)),
+        Ok(docs) => return Ok((docs, Vec::new())),
         Err(e) => e,
     };
     // Not meshgate's keys: ODCS, when a document says so.
@@ -213,23 +216,7 @@ fn parse_file(file: &str, text: &str) -> Result<Parsed<'static>, PolicyError> {
                 .into(),
         });
     }
-    Ok(Parsed {
-        path: Path::new(""),
-        file: Arc::from(""),
-        docs: Vec::new(),
-        odcs: trees.into_iter().flatten().collect(),
-    })
-}
-
-impl Parsed<'static> {
-    fn own(docs: Vec<Option<Document>>) -> Self {
-        Parsed {
-            path: Path::new(""),
-            file: Arc::from(""),
-            docs,
-            odcs: Vec::new(),
-        }
-    }
+    Ok((Vec::new(), trees.into_iter().flatten().collect()))
 }
 
 /// Parses, reads the schema files the contracts name, then compiles: the compiling itself
@@ -241,11 +228,11 @@ pub fn compile_sources(sources: &[(PathBuf, String)], errors: &mut Vec<PolicyErr
         let file: Arc<str> = Arc::from(path.display().to_string());
         files_loaded.push(file.to_string());
         match parse_file(&file, text) {
-            Ok(p) => parsed.push(Parsed {
+            Ok((docs, odcs)) => parsed.push(Parsed {
                 path,
                 file,
-                docs: p.docs,
-                odcs: p.odcs,
+                docs,
+                odcs,
             }),
             Err(e) => errors.push(e),
         }
