@@ -32,6 +32,48 @@ pub enum AppError {
     Admin(#[from] admin::AdminSetupError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error("protect.kms: {0}")]
+    Kms(#[from] crate::protect::kms::KmsError),
+    #[error("contract `{0}` encrypts fields (`protect: encrypt`), which needs `protect:` (key_dir and kms) in the gateway configuration")]
+    NoKeyStore(String),
+}
+
+/// The data keys of field protection, from `protect:` of the configuration; an error when a
+/// contract in force encrypts and there is none.
+fn key_ring(
+    config: &GatewayConfig,
+    policies: &PolicyStore,
+) -> Result<Option<Arc<crate::protect::keys::KeyRing>>, AppError> {
+    use crate::config::ProtectKms;
+    use crate::protect::kms::Kms;
+    let Some(p) = &config.protect else {
+        let current = policies.current();
+        let encrypting = current
+            .contracts
+            .iter()
+            .find(|c| c.protect.as_ref().is_some_and(|p| p.encrypts()));
+        return match encrypting {
+            Some(c) => Err(AppError::NoKeyStore(c.name.clone())),
+            None => Ok(None),
+        };
+    };
+    let kms = match &p.kms {
+        ProtectKms::LocalFile(path) => Kms::local(path)?,
+        ProtectKms::Vault {
+            address,
+            mount,
+            key,
+            token_file,
+            timeout,
+        } => Kms::vault(address, mount, key, token_file, *timeout)?,
+    };
+    tracing::info!(key_dir = %p.key_dir.display(), kms = %kms.label(), "field protection keys");
+    Ok(Some(Arc::new(crate::protect::keys::KeyRing::new(
+        p.key_dir.clone(),
+        kms,
+        p.rotate,
+        p.key_cache,
+    ))))
 }
 
 /// Why the metadata refresher could not learn the upstream's brokers.
@@ -117,6 +159,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
     if let Some(url) = &config.schema_registry {
         tracing::info!(%url, "Avro schema ids resolve against this external registry");
     }
+    let keys = key_ring(&config, &policies)?;
     let security = crate::proxy::Security::load(&config)?;
     let admin_security = admin::AdminSecurity::load(&config)?;
     // meshgate's own producer: dead letters, and the audit topic.
@@ -144,6 +187,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
         security,
         audit.clone(),
         producer.clone(),
+        keys.clone(),
         None,
     );
     let mut zones = Vec::new();
@@ -159,6 +203,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
             security,
             audit.clone(),
             producer.clone(),
+            keys.clone(),
             Some(Arc::from(zone.name.as_str())),
         );
         zgw.serve(listener, Target::Bootstrap);

@@ -80,6 +80,68 @@ pub struct ConfigFile {
     /// `{sasl: {mechanism, username, password_file}, tls_cert, tls_key, write_timeout_secs}`.
     /// TLS itself and its CA are `upstream_tls`'s.
     pub own_client: Option<OwnClientFile>,
+    /// Field protection's keys: `{key_dir, kms: {local_file} | {vault: {...}}, rotate,
+    /// key_cache_secs}` (see `crate::protect`). Needed when a contract has `protect: encrypt`
+    /// or readers of protected fields.
+    pub protect: Option<ProtectFile>,
+}
+
+/// `protect:` of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectFile {
+    /// Where the wrapped data keys are kept (shared by the gateways of one cluster).
+    pub key_dir: PathBuf,
+    pub kms: KmsFile,
+    /// `day` (default) or `hour`: how often a topic's data key changes.
+    pub rotate: Option<String>,
+    /// Seconds a data key stays in memory before its file is checked again (default 300): how
+    /// soon a deleted (shredded) key stops opening fields.
+    pub key_cache_secs: Option<u64>,
+}
+
+/// `protect.kms:` of the config file: one backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsFile {
+    /// A file holding a 32-byte key-encryption key in base64.
+    pub local_file: Option<PathBuf>,
+    pub vault: Option<VaultFile>,
+}
+
+/// `protect.kms.vault:`: a HashiCorp Vault transit key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultFile {
+    /// `http://host:8200`.
+    pub address: String,
+    /// The transit engine's mount (default `transit`).
+    pub mount: Option<String>,
+    pub key: String,
+    pub token_file: PathBuf,
+    /// Seconds a Vault call may take (default 5).
+    pub timeout_secs: Option<u64>,
+}
+
+/// Field protection's key settings, validated (the key files are read at start).
+#[derive(Debug, Clone)]
+pub struct ProtectConfig {
+    pub key_dir: PathBuf,
+    pub kms: ProtectKms,
+    pub rotate: crate::protect::keys::Rotate,
+    pub key_cache: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProtectKms {
+    LocalFile(PathBuf),
+    Vault {
+        address: String,
+        mount: String,
+        key: String,
+        token_file: PathBuf,
+        timeout: Duration,
+    },
 }
 
 /// `own_client:` of the config file.
@@ -242,6 +304,8 @@ pub struct GatewayConfig {
     pub audit: Option<crate::audit::AuditConfig>,
     /// meshgate's own connections to the cluster.
     pub own_client: OwnClient,
+    /// Field protection's keys, when configured.
+    pub protect: Option<ProtectConfig>,
 }
 
 /// A configuration problem. `validate` returns all of them.
@@ -518,10 +582,52 @@ impl ConfigFile {
             _ => errors.push(invalid("own_client", "tls_cert and tls_key go together")),
         }
 
+        let protect = self.protect.and_then(|p| {
+            let rotate = match p.rotate.as_deref() {
+                None | Some("day") => crate::protect::keys::Rotate::Day,
+                Some("hour") => crate::protect::keys::Rotate::Hour,
+                Some(other) => {
+                    errors.push(invalid(
+                        "protect.rotate",
+                        format!("`{other}` is not `day` or `hour`"),
+                    ));
+                    return None;
+                }
+            };
+            let key_cache = Duration::from_secs(p.key_cache_secs.unwrap_or(300));
+            if key_cache.is_zero() {
+                errors.push(invalid("protect.key_cache_secs", "must be at least 1"));
+            }
+            let kms = match (p.kms.local_file, p.kms.vault) {
+                (Some(f), None) => ProtectKms::LocalFile(f),
+                (None, Some(v)) => ProtectKms::Vault {
+                    address: v.address,
+                    mount: v.mount.unwrap_or_else(|| "transit".into()),
+                    key: v.key,
+                    token_file: v.token_file,
+                    timeout: Duration::from_secs(v.timeout_secs.unwrap_or(5).max(1)),
+                },
+                _ => {
+                    errors.push(invalid(
+                        "protect.kms",
+                        "names exactly one of `local_file` and `vault`",
+                    ));
+                    return None;
+                }
+            };
+            Some(ProtectConfig {
+                key_dir: p.key_dir,
+                kms,
+                rotate,
+                key_cache,
+            })
+        });
+
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(GatewayConfig {
+            protect,
             own_client,
             audit,
             tls,

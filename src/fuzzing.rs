@@ -74,6 +74,7 @@ pub(crate) fn gateway_over(dir: &std::path::Path, max_in_flight: Option<usize>) 
         None,
         producer,
         None,
+        None,
     )
 }
 
@@ -264,6 +265,7 @@ pub fn request_path(data: &[u8]) {
                             external: None,
                             avro_contracts: Vec::new(),
                             audit: None,
+                            seal: Vec::new(),
                         };
                         // The external-registry scan, then the judge over the same inflater.
                         let _ = job.schema_ids();

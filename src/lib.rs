@@ -25,6 +25,7 @@ pub mod markup;
 pub mod metrics;
 pub mod own_client;
 pub mod policy;
+pub mod protect;
 pub mod protocol;
 pub mod proxy;
 pub mod replay;

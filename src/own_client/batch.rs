@@ -6,6 +6,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::protocol::records::{put_bytes, put_varlong};
+
 /// One record to write: as it was read, plus meshgate's own headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedRecord {
@@ -66,25 +68,6 @@ pub fn encode(records: &[OwnedRecord], stamp: Stamp) -> Bytes {
     out.put_u32(crc);
     out.put_slice(&checked);
     out.freeze()
-}
-
-fn put_varlong(buf: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        buf.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    buf.put_u8(z as u8);
-}
-
-fn put_bytes(buf: &mut BytesMut, v: Option<&[u8]>) {
-    match v {
-        None => put_varlong(buf, -1),
-        Some(b) => {
-            put_varlong(buf, b.len() as i64);
-            buf.put_slice(b);
-        }
-    }
 }
 
 #[cfg(test)]

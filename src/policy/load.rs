@@ -498,6 +498,10 @@ fn cross_check(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
         .contracts
         .iter()
         .any(|c| c.consumers.is_some() && !c.mode.is_off());
+    set.protects = set
+        .contracts
+        .iter()
+        .any(|c| c.protect.is_some() && !c.mode.is_off());
     set.named_principals = set
         .contracts
         .iter()
@@ -505,6 +509,7 @@ fn cross_check(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
             c.producers
                 .iter()
                 .chain(c.consumers.iter().flat_map(|r| r.principals.iter()))
+                .chain(c.protect.iter().flat_map(|p| p.readers.iter()))
                 .cloned()
         })
         .collect();
@@ -1133,6 +1138,15 @@ impl Cx<'_> {
             .on_reject
             .and_then(|o| self.on_reject(&what, &c.topic.value, o));
         let schema = c.schema.and_then(|s| self.schema(s));
+        let protect = self.protect(
+            &name,
+            &c.topic.value,
+            c.protect,
+            c.pii_readers,
+            c.mask_on_fetch,
+            schema.as_ref(),
+            on_reject.as_ref(),
+        );
         let shape = schema.as_ref().and_then(|s| s.shape.as_ref());
         let mut sla = Sla::default();
         if let Some(s) = c.sla {
@@ -1284,7 +1298,77 @@ impl Cx<'_> {
             consumers,
             odcs: None,
             slis: compiled_slis,
+            protect,
         })
+    }
+
+    /// `protect:`, `pii_readers:` and `mask_on_fetch:`, against the schema's classified fields.
+    #[allow(clippy::too_many_arguments)]
+    fn protect(
+        &mut self,
+        contract: &str,
+        topic: &str,
+        doc: Option<Spanned<crate::policy::protect::ProtectDoc>>,
+        readers: Option<Spanned<Vec<Spanned<String>>>>,
+        mask: Option<Spanned<String>>,
+        schema: Option<&ContractSchema>,
+        on_reject: Option<&OnReject>,
+    ) -> Option<Arc<crate::policy::protect::Protect>> {
+        let Some(doc) = doc else {
+            for (line, key) in [
+                (readers.as_ref().map(|r| r.referenced.line()), "pii_readers"),
+                (mask.as_ref().map(|m| m.referenced.line()), "mask_on_fetch"),
+            ] {
+                if let Some(line) = line {
+                    self.err(
+                        line,
+                        format!("contract `{contract}`: `{key}` needs `protect:`"),
+                    );
+                }
+            }
+            return None;
+        };
+        let line = doc.referenced.line();
+        let readers = readers
+            .map(|r| self.principals(contract, "pii_readers", r))
+            .unwrap_or_default();
+        let classified: Vec<(String, String)> = schema
+            .map(|s| {
+                s.classified
+                    .iter()
+                    .map(|(p, l, _)| (p.clone(), l.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let avro = schema.is_some_and(|s| s.format == Format::Avro);
+        let compiled = crate::policy::protect::compile(
+            &doc.value,
+            &classified,
+            readers,
+            mask.as_ref().map(|m| m.value.as_str()),
+            avro,
+        );
+        match compiled {
+            Ok(p) => {
+                if p.encrypts() && on_reject.is_some() {
+                    self.err(
+                        line,
+                        format!(
+                            "contract `{contract}`: `on_reject.dead_letter` with `protect: encrypt` \
+                             is not supported: refused records would reach the dead-letter topic \
+                             with their `{topic}` fields in plaintext"
+                        ),
+                    );
+                }
+                Some(Arc::new(p))
+            }
+            Err(messages) => {
+                for m in messages {
+                    self.err(line, format!("contract `{contract}`: {m}"));
+                }
+                None
+            }
+        }
     }
 
     /// `on_reject:`: a dead-letter topic other than the contract's own, a known `respond`, and
@@ -1749,6 +1833,45 @@ mod tests {
         assert_eq!(schema.classification_of("customer.note"), None);
         // Without a classification policy, `pii` is the one level and nothing is required.
         let (_, errs) = compile(&[("c.yaml", &contract(""))]);
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    #[test]
+    fn protection_is_compiled_against_the_classified_fields_and_mistakes_have_lines() {
+        let contract = |format: &str, extra: &str| {
+            format!(
+                "contract:\n  name: c\n  owner: o\n  topic: t\n  schema:\n    format: {format}\n    definition: {{\"type\": \"record\", \"name\": \"R\", \"fields\": [{{\"name\": \"email\", \"type\": \"string\", \"classification\": \"pii\"}}, {{\"name\": \"id\", \"type\": \"long\"}}]}}\n{extra}"
+            )
+        };
+        let good = "  protect: {pii: encrypt, deterministic: [email]}\n  pii_readers: [User:fraud]\n  mask_on_fetch: '***'\n";
+        let (set, errs) = compile(&[("c.yaml", &contract("json", good))]);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert!(set.protects);
+        let p = set.contracts[0].protect.as_ref().unwrap();
+        assert_eq!(&*p.fields[0].dotted, "email");
+        assert!(p.fields[0].deterministic);
+        assert_eq!(p.readers, vec![Box::from("User:fraud")]);
+        assert!(set.named_principals.contains("User:fraud"));
+
+        let cases = [
+            ("json", "  protect: {pii: hide}\n", "c.yaml:8: contract `c`: `protect.pii` is `encrypt` or `require_encrypted`"),
+            ("avro", "  protect: {pii: encrypt}\n", "c.yaml:8: contract `c`: `protect: encrypt` seals fields of JSON values"),
+            ("json", "  pii_readers: [User:x]\n", "c.yaml:8: contract `c`: `pii_readers` needs `protect:`"),
+            ("json", "  protect: {pii: encrypt}\n  pii_readers: [x]\n", "c.yaml:9: contract `c`: pii_reader `x` is not a principal"),
+            ("json", "  protect: {pii: encrypt}\n  on_reject: {dead_letter: t.dlq}\n", "c.yaml:8: contract `c`: `on_reject.dead_letter` with `protect: encrypt` is not supported"),
+        ];
+        for (format, extra, want) in cases {
+            let (_, errs) = compile(&[("c.yaml", &contract(format, extra))]);
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "{want}: {errs:#?}"
+            );
+        }
+        // Avro values may still require producers to seal fields themselves.
+        let (_, errs) = compile(&[(
+            "c.yaml",
+            &contract("avro", "  protect: {pii: require_encrypted}\n"),
+        )]);
         assert!(errs.is_empty(), "{errs:?}");
     }
 

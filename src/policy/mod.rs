@@ -15,6 +15,7 @@ pub mod load;
 pub mod mode;
 pub mod model;
 pub mod odcs;
+pub mod protect;
 pub mod sli;
 pub mod zone;
 
@@ -105,6 +106,9 @@ pub struct PolicySet {
     /// Whether any contract in force restricts who reads (`consumers:`): only then are the
     /// consuming APIs read whole and judged.
     pub restricts_consumers: bool,
+    /// Whether any contract in force protects fields (`protect:`): only then are Fetch answers
+    /// looked at for principals whose view needs an edit.
+    pub protects: bool,
     /// The principals contracts name (`producers:`, `consumers:`): the chargeback's principal
     /// labels (any other is `_other`).
     pub named_principals: std::collections::HashSet<Box<str>>,
@@ -249,6 +253,8 @@ pub struct Contract {
     pub odcs: Option<Box<odcs::OdcsInfo>>,
     /// Quality rules measured over a window (ODCS), never refusing a record.
     pub slis: Vec<sli::Sli>,
+    /// `protect:`, `pii_readers:`, `mask_on_fetch:`: its classified fields' protection.
+    pub protect: Option<Arc<protect::Protect>>,
 }
 
 /// A contract's `consumers:`.

@@ -128,6 +128,16 @@ pub struct ContractDoc {
     /// Where refused records go: `{dead_letter: TOPIC, respond: error | success, bounds}`.
     #[serde(default)]
     pub on_reject: Option<Spanned<OnRejectDoc>>,
+    /// What happens to classified fields: `{pii: encrypt | require_encrypted,
+    /// deterministic: [field, ...]}` (see `policy::protect`).
+    #[serde(default)]
+    pub protect: Option<Spanned<super::protect::ProtectDoc>>,
+    /// The principals that read protected fields in plaintext.
+    #[serde(default)]
+    pub pii_readers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// What other readers see in place of a protected field: a text (`"***"`) or `hash`.
+    #[serde(default)]
+    pub mask_on_fetch: Option<Spanned<String>>,
 }
 
 /// `on_reject:` of a contract.

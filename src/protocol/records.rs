@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::io::Read;
 
 const BATCH_HEADER_LEN: usize = 61;
-const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+pub const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
@@ -399,6 +399,12 @@ impl<'a> RecordView<'a> {
         })
     }
 
+    /// The header count and the headers' encoded bytes, as written: for re-encoding a record
+    /// with every header kept byte for byte.
+    pub fn raw_headers(&self) -> (usize, &'a [u8]) {
+        (self.header_count, self.headers)
+    }
+
     pub fn has_header(&self, name: &str) -> bool {
         self.headers().any(|(k, _)| k == name.as_bytes())
     }
@@ -519,6 +525,27 @@ fn read_bytes<'a>(b: &mut &'a [u8]) -> Result<Option<&'a [u8]>, &'static str> {
     let (v, rest) = b.split_at(len);
     *b = rest;
     Ok(Some(v))
+}
+
+/// Writes a zigzag varint, as record fields are encoded.
+pub fn put_varlong(buf: &mut impl bytes::BufMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        buf.put_u8((z as u8) | 0x80);
+        z >>= 7;
+    }
+    buf.put_u8(z as u8);
+}
+
+/// Writes a record's nullable bytes field (a varint length, -1 for null, then the bytes).
+pub fn put_bytes(buf: &mut impl bytes::BufMut, v: Option<&[u8]>) {
+    match v {
+        None => put_varlong(buf, -1),
+        Some(b) => {
+            put_varlong(buf, b.len() as i64);
+            buf.put_slice(b);
+        }
+    }
 }
 
 /// Test support: record batches as an idempotent producer writes them (producer id 7, one

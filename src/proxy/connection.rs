@@ -125,6 +125,9 @@ struct Slot {
     settle: Option<Settling>,
     /// For a partner zone's Produce: the zone whose names its answer is renamed back to.
     renamed_for: Option<Arc<crate::policy::zone::Zone>>,
+    /// For a Fetch by a principal whose view of protected topics needs an edit: how its answer
+    /// is shown (decided with the generation that routed the request).
+    fetch_views: Option<crate::protect::fetch::FetchViews>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -282,13 +285,14 @@ where
                     let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
                         break;
                     };
-                    let slot = new_slot(
+                    let mut slot = new_slot(
                         permit,
                         &header,
                         response_action(api, header.api_version, &identity, policies.as_deref()),
                         SlotState::Awaiting,
                         started,
                     );
+                    slot.fetch_views = fetch_views(&gw, api, &identity, policies.as_deref());
                     if tx.send(slot).is_err() {
                         break; // the responses side has ended; it reports why
                     }
@@ -340,9 +344,12 @@ where
                 .as_ref()
                 .map(|log| RequestAudit::new(log, &identity, policies))
         };
-        // Metadata's answer is filtered under the generation that routed and judged it.
+        // Metadata's answer is filtered, and a Fetch answer's protected fields shown, under the
+        // generation that routed and judged the request.
         let routed = match (&whole, api) {
-            (Whole::Governed(_, p) | Whole::Audited(p), ApiKey::Metadata) => Some(p.clone()),
+            (Whole::Governed(_, p) | Whole::Audited(p), ApiKey::Metadata | ApiKey::Fetch) => {
+                Some(p.clone())
+            }
             _ => None,
         };
         // A partner zone's request: judged and renamed first. A Produce to shares the zone lets
@@ -379,7 +386,19 @@ where
                     external: None,
                     avro_contracts: Vec::new(),
                     audit,
+                    seal: Vec::new(),
                 };
+                if job.policies.protects {
+                    let keys = gw.keys.as_deref();
+                    job.seal = match enforce::seal_keys_ready(&job.policies, &job.decoded, keys) {
+                        Some(plan) => plan,
+                        None => {
+                            // A key to make or load: what is buffered goes upstream first.
+                            flush_pending(&mut upstream).await?;
+                            enforce::seal_keys(&job.policies, &job.decoded, keys).await
+                        }
+                    };
+                }
                 if let Some(client) = gw.registry.clone() {
                     // The writer schemas first: scan (inflating once, kept for the judge),
                     // then fetch what the cache lacks.
@@ -521,6 +540,7 @@ where
             slot.sasl = sasl_step;
             slot.settle = settle;
             slot.renamed_for = renamed_for;
+            slot.fetch_views = fetch_views(&gw, api, &identity, routed.as_deref());
             if tx.send(slot).is_err() {
                 break; // the responses side has ended; it reports why
             }
@@ -541,6 +561,55 @@ where
     }
     upstream.flush().await.map_err(upstream_err)?;
     Ok(())
+}
+
+/// How a Fetch answer is shown to this connection's principal, when some protected topic's
+/// fields need an edit for it (`crate::protect::fetch`); under `policies` when the request was
+/// routed under a generation, else the one in force.
+fn fetch_views(
+    gw: &Gateway,
+    api: ApiKey,
+    identity: &Identity,
+    policies: Option<&Generation>,
+) -> Option<crate::protect::fetch::FetchViews> {
+    if api != ApiKey::Fetch {
+        return None;
+    }
+    let current;
+    let set = match policies {
+        Some(p) => p,
+        None => {
+            current = gw.policies.current();
+            &current
+        }
+    };
+    crate::protect::fetch::FetchViews::for_principal(set, &identity.principal())
+}
+
+/// The answer to a Fetch with its protected fields shown as `views` says (keys loaded as
+/// needed; see `crate::protect::fetch`).
+async fn show_protected(
+    gw: &Gateway,
+    frame: Bytes,
+    version: i16,
+    views: &crate::protect::fetch::FetchViews,
+) -> Bytes {
+    let ids = |id: [u8; 16]| {
+        gw.topic_ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uuid::Uuid::from_bytes(id))
+            .cloned()
+    };
+    crate::protect::fetch::rewrite_loading(
+        frame,
+        version,
+        views,
+        &ids,
+        gw.keys.as_deref(),
+        gw.judge.limits.max_inflated_bytes,
+    )
+    .await
 }
 
 /// What a partner zone made of a request.
@@ -849,6 +918,7 @@ fn new_slot(
         sasl: None,
         settle: None,
         renamed_for: None,
+        fetch_views: None,
         _permit: permit,
     }
 }
@@ -943,12 +1013,22 @@ where
                     &identity,
                 );
                 let version = slot.api_version;
-                slot.state = match slot.settle.take() {
-                    None => {
+                slot.state = match (slot.settle.take(), slot.fetch_views.take()) {
+                    (None, None) => {
                         let bytes = rewrite_response(&slot.action, frame, gw.as_ref())?;
                         SlotState::Ready(zone_answer(slot.renamed_for.as_deref(), bytes, version)?)
                     }
-                    Some(settling) => {
+                    (None, Some(views)) => {
+                        // Opening or masking the protected fields runs beside this task, which
+                        // goes on reading answers; the queue's order holds (Deferred).
+                        let bytes = rewrite_response(&slot.action, frame, gw.as_ref())?;
+                        let (gw, renamed_for) = (gw.clone(), slot.renamed_for.clone());
+                        SlotState::Deferred(tokio::spawn(async move {
+                            let bytes = show_protected(&gw, bytes, version, &views).await;
+                            Ok(zone_answer(renamed_for.as_deref(), bytes, version)?)
+                        }))
+                    }
+                    (Some(settling), _) => {
                         let (gw, renamed_for) = (gw.clone(), slot.renamed_for.clone());
                         SlotState::Deferred(tokio::spawn(async move {
                             let merge = settling.settle().await;
@@ -998,6 +1078,7 @@ fn streams_at_front(
             && s.sasl.is_none()
             && s.settle.is_none()
             && s.renamed_for.is_none()
+            && s.fetch_views.is_none()
     }))
 }
 

@@ -179,6 +179,104 @@ pub struct ProduceJob {
     pub avro_contracts: Vec<usize>,
     /// The audit trail's view of the request, when the trail is on.
     pub audit: Option<RequestAudit>,
+    /// The data keys of the protecting contracts' topics the request writes to (see
+    /// [`seal_keys`]), or why there are none.
+    pub seal: SealPlan,
+}
+
+/// Per protecting topic of a request: the keys its fields are sealed with, or why there are
+/// none (the partition is then refused with a retriable error: nothing is written in
+/// plaintext).
+pub type SealPlan = Vec<(Box<str>, Result<crate::protect::SealKeys, String>)>;
+
+const NO_KEY_STORE: &str = "no key store is configured (`protect:` of the gateway configuration)";
+
+/// The topics of a request whose contracts encrypt fields, once each, with whether they need
+/// a deterministic key too.
+fn encrypting_topics<'r>(
+    policies: &PolicySet,
+    decoded: &'r DecodedProduce,
+) -> Vec<(&'r str, bool)> {
+    let mut out: Vec<(&str, bool)> = Vec::new();
+    for t in &decoded.request.topic_data {
+        let name = t.name.0.as_str();
+        let Some(c) = policies.contract_for(name) else {
+            continue;
+        };
+        let Some(p) = c.protect.as_ref().filter(|p| p.encrypts()) else {
+            continue;
+        };
+        if !c.mode.is_off() && !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, p.deterministic()));
+        }
+    }
+    out
+}
+
+/// The keys the request's protecting topics need, when all are in memory already (a read
+/// lock each); `None` when one must be made or loaded first ([`seal_keys`]).
+pub fn seal_keys_ready(
+    policies: &PolicySet,
+    decoded: &DecodedProduce,
+    keys: Option<&crate::protect::keys::KeyRing>,
+) -> Option<SealPlan> {
+    let Some(ring) = keys else {
+        return Some(
+            encrypting_topics(policies, decoded)
+                .into_iter()
+                .map(|(name, _)| (Box::from(name), Err(NO_KEY_STORE.to_string())))
+                .collect(),
+        );
+    };
+    encrypting_topics(policies, decoded)
+        .into_iter()
+        .map(|(name, det)| {
+            let random = ring.current_now(name, false)?;
+            let deterministic = if det {
+                Some(ring.current_now(name, true)?)
+            } else {
+                None
+            };
+            Some((
+                Box::from(name),
+                Ok(crate::protect::SealKeys {
+                    random: Some(random),
+                    deterministic,
+                }),
+            ))
+        })
+        .collect()
+}
+
+/// The keys the request's protecting topics need, made or loaded first (from the key store's
+/// files and the KMS).
+pub async fn seal_keys(
+    policies: &PolicySet,
+    decoded: &DecodedProduce,
+    keys: Option<&crate::protect::keys::KeyRing>,
+) -> SealPlan {
+    let mut plan: SealPlan = Vec::new();
+    for (name, det) in encrypting_topics(policies, decoded) {
+        let Some(ring) = keys else {
+            plan.push((name.into(), Err(NO_KEY_STORE.into())));
+            continue;
+        };
+        let random = ring.prepare(name, false).await;
+        let deterministic = if det {
+            Some(ring.prepare(name, true).await)
+        } else {
+            None
+        };
+        let keys = match (random, deterministic.transpose()) {
+            (Ok(r), Ok(d)) => Ok(crate::protect::SealKeys {
+                random: Some(r),
+                deterministic: d,
+            }),
+            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+        };
+        plan.push((name.into(), keys));
+    }
+    plan
 }
 
 impl ProduceJob {
@@ -228,6 +326,7 @@ impl ProduceJob {
             &self.principal,
             &mut self.inflater,
             self.audit.as_ref(),
+            &self.seal,
         )
     }
 }
@@ -238,6 +337,7 @@ impl ProduceJob {
 /// A topic-partition named more than once is judged, forwarded and answered once, by its last
 /// copy: a Kafka broker keeps only the last copy of a repeated partition
 /// (`KafkaApis.handleProduceRequest` collects them into a map).
+#[allow(clippy::too_many_arguments)]
 pub fn produce(
     cx: &JudgeContext,
     policies: &Generation,
@@ -246,6 +346,7 @@ pub fn produce(
     principal: &str,
     inflater: &mut RequestInflater,
     audit: Option<&RequestAudit>,
+    seal: &SealPlan,
 ) -> Result<(Decision, Option<ProduceWatch>), HeaderError> {
     let DecodedProduce {
         header,
@@ -368,6 +469,12 @@ pub fn produce(
     cx.metrics
         .charge(policies.chargeback_principal(principal), &charges);
     all_or_nothing(&mut judged, client, &cx.all_or_nothing_clients);
+    // Field protection, on what the rules accepted (they judged the plaintext).
+    let sealed = if policies.protects {
+        seal_accepted(&mut judged, seal, principal, cx.limits.max_inflated_bytes)
+    } else {
+        HashMap::new()
+    };
     let mut rejected = HashMap::new();
     let mut letters: Vec<Letter> = Vec::new();
     let mut accepted_any = false;
@@ -469,7 +576,7 @@ pub fn produce(
         topics: watched,
         ends,
     });
-    if rejected.is_empty() {
+    if rejected.is_empty() && sealed.is_empty() {
         // The broker handles repeated partitions itself, the same way.
         return Ok((Decision::Forward, watch));
     }
@@ -484,10 +591,19 @@ pub fn produce(
                 pi += 1;
                 keep
             });
+            for p in t.partition_data.iter_mut() {
+                if let Some(set) = sealed.get(&(name.clone(), p.index)) {
+                    p.records = Some(set.clone());
+                }
+            }
         }
         req.topic_data.retain(|t| !t.partition_data.is_empty());
         encode_request(header, ApiKey::Produce, version, &req)
     });
+    if rejected.is_empty() {
+        let frame = trimmed.expect("a sealed partition was accepted")?;
+        return Ok((Decision::ForwardEdited(frame), watch));
+    }
     let merge = ProduceMerge::new(version, order, rejected);
     if !letters.is_empty() {
         return Ok((
@@ -516,6 +632,119 @@ pub fn produce(
             Decision::Respond(merge.refused_alone(header.correlation_id)?),
             None,
         )),
+    }
+}
+
+/// Seals the protected fields of the accepted partitions of protecting contracts; a partition
+/// that cannot be sealed (no key, a value that is not JSON) or that `require_encrypted` refuses
+/// turns into a refusal. Returns the sealed record sets by (topic, partition).
+fn seal_accepted(
+    judged: &mut [JudgedPartition<'_>],
+    seal: &SealPlan,
+    principal: &str,
+    max_inflate: usize,
+) -> HashMap<(StrBytes, i32), Bytes> {
+    use crate::policy::mode::Effect;
+    use crate::protect::{seal_records, Required, SealError, SealKeys};
+    let mut sealed = HashMap::new();
+    let none = SealKeys::default();
+    for j in judged.iter_mut() {
+        let Some(c) = j.contract.filter(|c| !c.mode.is_off()) else {
+            continue;
+        };
+        let Some(p) = c.protect.as_ref() else {
+            continue;
+        };
+        let PartitionVerdict::Accept {
+            records,
+            tally,
+            shadowed,
+        } = &mut j.verdict
+        else {
+            continue;
+        };
+        let Some(set) = j.records.filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let keys = match seal.iter().find(|(t, _)| **t == *j.topic.as_str()) {
+            Some((_, Ok(k))) => k,
+            Some((_, Err(why))) => {
+                let why = why.clone();
+                j.verdict = refused(records, tally, shadowed, |_| Rejection {
+                    error_code: crate::policy::judge::REQUEST_TIMED_OUT,
+                    message: format!(
+                        "meshgate: the fields of contract `{}` cannot be encrypted now: {why}; \
+                         nothing was written, retry",
+                        c.name
+                    ),
+                    record_errors: Vec::new(),
+                    policy: "contract",
+                    rule: "protect".into(),
+                });
+                continue;
+            }
+            None => &none,
+        };
+        let mut required = match c.mode.effect(principal) {
+            Effect::Enforce => Required::Enforce,
+            Effect::Shadow(_) => Required::Shadow(None),
+        };
+        match seal_records(set, &c.topic, p, keys, max_inflate, &mut required) {
+            Ok(new) => {
+                if let (Required::Shadow(Some(field)), Effect::Shadow(mode)) =
+                    (&required, c.mode.effect(principal))
+                {
+                    shadowed.note("contract", "require_encrypted", mode, || {
+                        format!("a record's field `{field}` is not a meshgate envelope (protect: require_encrypted)")
+                    });
+                }
+                if let Some(new) = new {
+                    sealed.insert((j.topic.clone(), j.index), new);
+                }
+            }
+            Err(e) => {
+                let (code, rule, index) = match &e {
+                    SealError::NotSealed { index, .. } => (
+                        crate::policy::judge::INVALID_RECORD,
+                        "require_encrypted",
+                        Some(*index),
+                    ),
+                    SealError::NotJson { index, .. } => (
+                        crate::policy::judge::INVALID_RECORD,
+                        "protect",
+                        Some(*index),
+                    ),
+                    SealError::NoKey => (crate::policy::judge::REQUEST_TIMED_OUT, "protect", None),
+                    SealError::Batch(_) => (crate::policy::judge::INVALID_RECORD, "protect", None),
+                };
+                let message = format!("meshgate: contract `{}`: {e}", c.name);
+                j.verdict = refused(records, tally, shadowed, |_| Rejection {
+                    error_code: code,
+                    record_errors: index
+                        .map(|i| vec![(i as i32, message.clone())])
+                        .unwrap_or_default(),
+                    message,
+                    policy: "contract",
+                    rule: rule.into(),
+                });
+            }
+        }
+    }
+    sealed
+}
+
+/// An accepted partition's verdict turned into a refusal, its counts kept.
+fn refused(
+    records: &mut u64,
+    tally: &mut Tally,
+    shadowed: &mut Shadowed,
+    rejection: impl FnOnce(()) -> Rejection,
+) -> PartitionVerdict {
+    PartitionVerdict::Reject {
+        rejection: rejection(()),
+        records: *records,
+        tally: *tally,
+        shadowed: std::mem::take(shadowed),
     }
 }
 

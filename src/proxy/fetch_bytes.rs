@@ -13,6 +13,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 
 use super::Gateway;
+pub use crate::protocol::fetch_walk::TopicRef;
+use crate::protocol::fetch_walk::{walk_fetch, FetchEvent};
 use crate::protocol::header::split_response;
 
 /// Whether `count_response` reads an answer of this API (rather than only counting its size):
@@ -119,13 +121,6 @@ pub fn count_response(
         .inc_by(total.saturating_sub(attributed));
 }
 
-/// How a Fetch response names a topic.
-#[derive(Debug, PartialEq, Eq)]
-pub enum TopicRef<'a> {
-    Name(&'a str),
-    Id([u8; 16]),
-}
-
 /// Walks a Fetch response body (v4 to v15), calling `each` with every topic's record bytes and
 /// the (partition, high watermark) of its partitions answered without error. `None` when the
 /// body does not follow the layout.
@@ -166,134 +161,21 @@ pub fn fetch_records<'a>(
     mut each: impl FnMut(TopicRef<'a>, u64, u64, &[(i32, i64)]),
 ) -> Option<()> {
     let mut watermarks: Vec<(i32, i64)> = Vec::new();
-    let flexible = version >= 12;
-    let mut r = Walker { b: body, flexible };
-    r.skip(4)?; // throttle_time_ms
-    if version >= 7 {
-        r.skip(2 + 4)?; // error_code, session_id
-    }
-    for _ in 0..r.array_len()? {
-        let topic = if version >= 13 {
-            TopicRef::Id(r.take(16)?.try_into().ok()?)
-        } else {
-            TopicRef::Name(std::str::from_utf8(r.string()?).ok()?)
-        };
-        let mut bytes = 0u64;
-        let mut records = 0u64;
-        watermarks.clear();
-        for _ in 0..r.array_len()? {
-            let head = r.take(4 + 2 + 8)?; // partition_index, error_code, high_watermark
-            let partition = i32::from_be_bytes(head[0..4].try_into().ok()?);
-            let error_code = i16::from_be_bytes(head[4..6].try_into().ok()?);
-            let high_watermark = i64::from_be_bytes(head[6..14].try_into().ok()?);
-            if error_code == 0 {
-                watermarks.push((partition, high_watermark));
+    let (mut bytes, mut records) = (0u64, 0u64);
+    walk_fetch(body, version, |event| match event {
+        FetchEvent::Partition(_, p) => {
+            if p.error_code == 0 {
+                watermarks.push((p.partition, p.high_watermark));
             }
-            r.skip(8)?; // last_stable_offset
-            if version >= 5 {
-                r.skip(8)?; // log_start_offset
-            }
-            for _ in 0..r.array_len()? {
-                r.skip(8 + 8)?; // aborted: producer_id, first_offset
-                r.tags()?;
-            }
-            if version >= 11 {
-                r.skip(4)?; // preferred_read_replica
-            }
-            let set = r.bytes()?;
-            bytes += set.len() as u64;
-            records += record_count(set);
-            r.tags()?;
+            bytes += p.records.len() as u64;
+            records += record_count(p.records);
         }
-        r.tags()?;
-        each(topic, bytes, records, &watermarks);
-    }
-    r.tags()?;
-    Some(())
-}
-
-struct Walker<'a> {
-    b: &'a [u8],
-    flexible: bool,
-}
-
-impl<'a> Walker<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.b.len() < n {
-            return None;
+        FetchEvent::TopicEnd(topic) => {
+            each(topic, bytes, records, &watermarks);
+            watermarks.clear();
+            (bytes, records) = (0, 0);
         }
-        let (head, rest) = self.b.split_at(n);
-        self.b = rest;
-        Some(head)
-    }
-
-    fn skip(&mut self, n: usize) -> Option<()> {
-        self.take(n).map(|_| ())
-    }
-
-    fn uvarint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self.take(1)?.first()?;
-            v |= ((byte & 0x7f) as u64) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    /// Array length; a null array counts as empty.
-    fn array_len(&mut self) -> Option<usize> {
-        let n = if self.flexible {
-            self.uvarint()?.checked_sub(1).map_or(0, |n| n as usize)
-        } else {
-            self.i32()?.max(0) as usize
-        };
-        // Every element takes at least one byte: a length beyond the data is malformed.
-        (n <= self.b.len()).then_some(n)
-    }
-
-    fn string(&mut self) -> Option<&'a [u8]> {
-        let n = if self.flexible {
-            self.uvarint()?.checked_sub(1)? as usize
-        } else {
-            usize::try_from(i16::from_be_bytes(self.take(2)?.try_into().ok()?)).ok()?
-        };
-        self.take(n)
-    }
-
-    /// A nullable byte field (empty when null).
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = if self.flexible {
-            match self.uvarint()? {
-                0 => return Some(&[]),
-                n => (n - 1) as usize,
-            }
-        } else {
-            match self.i32()? {
-                n if n < 0 => return Some(&[]),
-                n => n as usize,
-            }
-        };
-        self.take(n)
-    }
-
-    fn tags(&mut self) -> Option<()> {
-        if !self.flexible {
-            return Some(());
-        }
-        for _ in 0..self.uvarint()? {
-            self.uvarint()?; // tag
-            let len = self.uvarint()? as usize;
-            self.skip(len)?;
-        }
-        Some(())
-    }
+    })
 }
 
 #[cfg(test)]

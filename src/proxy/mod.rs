@@ -170,6 +170,9 @@ pub struct Gateway {
     /// meshgate's own producer, for dead-letter topics. Idle (no connection) until a contract
     /// with `on_reject` refuses records.
     pub dead_letters: crate::own_client::producer::Producer,
+    /// Field protection's data keys (`protect:` of the configuration), shared by every
+    /// listener's gateway.
+    pub keys: Option<Arc<crate::protect::keys::KeyRing>>,
     /// The partner zone this gateway serves (its own listener, broker ports and TLS identity),
     /// or `None` for the organisation's own listener.
     pub zone: Option<Arc<str>>,
@@ -190,6 +193,7 @@ impl Gateway {
         security: Security,
         audit: Option<crate::audit::AuditLog>,
         dead_letters: crate::own_client::producer::Producer,
+        keys: Option<Arc<crate::protect::keys::KeyRing>>,
         zone: Option<Arc<str>>,
     ) -> Arc<Self> {
         if let Some(tls) = &security.client {
@@ -197,6 +201,7 @@ impl Gateway {
         }
         Arc::new_cyclic(|me| Gateway {
             zone,
+            keys,
             dead_letters,
             security,
             registry: config.schema_registry.as_deref().and_then(|url| {

@@ -1,0 +1,374 @@
+//! Fetch answers of protected topics, rewritten for one principal: each envelope opened (for
+//! `pii_readers`) or replaced by the mask, batch by batch, with the same offsets and a new CRC.
+//!
+//! - Only the records fields of protected partitions are replaced; every other byte of the
+//!   answer (throttle, session id, watermarks, aborted transactions, tags) is copied as it came,
+//!   so fetch sessions and `read_committed` answers keep their meaning.
+//! - A rewritten batch goes out uncompressed (each batch names its own codec); an unchanged one
+//!   is copied as it came. A trailing partial batch (a broker cuts the last one at the size
+//!   limit) and a batch that does not parse are copied as they came: they hold envelopes, never
+//!   plaintext.
+//! - **Keys:** an envelope whose key is not in memory makes the pass report the keys it needs
+//!   ([`Outcome::NeedKeys`]); the caller loads them and runs the pass again. A key that is gone
+//!   (shredded) or does not open the envelope gives the mask, for readers too (`***` when the
+//!   contract has no mask).
+//! - A protected field that is not an envelope (a record from before the contract protected it)
+//!   is shown to readers as it is and masked for the others.
+//!
+//! **Memory:** the answer is held once; each protected batch is inflated and rewritten on its
+//! own, and the new answer is assembled from the unchanged spans and the new batches, after
+//! which the old one is dropped.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+
+use super::envelope::{self, FieldAt};
+use super::json_fields::{self, Found};
+use super::keys::KeyRing;
+use crate::policy::protect::{Mask, Protect, View};
+use crate::policy::PolicySet;
+use crate::protocol::fetch_walk::{records_prefix, walk_fetch, FetchEvent, TopicRef};
+use crate::protocol::header::split_response;
+use crate::protocol::records::batches;
+
+/// How one protected topic is shown to the fetching principal.
+#[derive(Debug, Clone)]
+pub struct TopicView {
+    pub topic: Box<str>,
+    pub protect: Arc<Protect>,
+    pub view: View,
+}
+
+/// The protected topics whose answers a principal's Fetch needs rewritten.
+#[derive(Debug, Clone)]
+pub struct FetchViews {
+    pub topics: Vec<TopicView>,
+}
+
+impl FetchViews {
+    /// `None` when no topic of `set` needs an edit for `principal` (the answer passes as is).
+    pub fn for_principal(set: &PolicySet, principal: &str) -> Option<Self> {
+        if !set.protects {
+            return None;
+        }
+        let topics: Vec<TopicView> = set
+            .contracts
+            .iter()
+            .filter(|c| !c.mode.is_off())
+            .filter_map(|c| {
+                let p = c.protect.as_ref()?;
+                Some(TopicView {
+                    topic: c.topic.as_str().into(),
+                    protect: p.clone(),
+                    view: p.view_for(principal)?,
+                })
+            })
+            .collect();
+        (!topics.is_empty()).then_some(Self { topics })
+    }
+
+    fn get(&self, topic: &str) -> Option<&TopicView> {
+        self.topics.iter().find(|t| &*t.topic == topic)
+    }
+}
+
+/// What one pass made of an answer.
+#[derive(Debug)]
+pub enum Outcome {
+    /// No protected field was in it.
+    Unchanged,
+    Rewritten(Bytes),
+    /// These (topic, kid) must be loaded first.
+    NeedKeys(Vec<(Box<str>, Box<str>)>),
+}
+
+/// One pass over a Fetch answer (`frame`, without its size prefix). `ids` names topics of
+/// v13+ answers; an id it does not know is left as it came (envelopes, never plaintext).
+/// With `settled`, a key not in memory counts as gone instead of being asked for.
+pub fn rewrite(
+    frame: &Bytes,
+    version: i16,
+    views: &FetchViews,
+    ids: &dyn Fn([u8; 16]) -> Option<String>,
+    keys: Option<&KeyRing>,
+    max_inflate: usize,
+    settled: bool,
+) -> Outcome {
+    let Ok((_, body)) = split_response(frame, ApiKey::Fetch, version) else {
+        return Outcome::Unchanged;
+    };
+    let offset = frame.len() - body.len();
+    let mut edits: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::new();
+    let mut need: Vec<(Box<str>, Box<str>)> = Vec::new();
+    let mut cx = Opener {
+        keys,
+        settled,
+        need: &mut need,
+        found: Vec::new(),
+    };
+    let walked = walk_fetch(&body, version, |event| {
+        let FetchEvent::Partition(topic, p) = event else {
+            return;
+        };
+        if p.records.is_empty() {
+            return;
+        }
+        let name = match topic {
+            TopicRef::Name(n) => Some(n.to_string()),
+            TopicRef::Id(id) => ids(id),
+        };
+        let Some(view) = name.as_deref().and_then(|n| views.get(n)) else {
+            return;
+        };
+        if let Some(set) = cx.rewrite_set(p.records, view, max_inflate) {
+            let mut field = Vec::with_capacity(set.len() + 5);
+            records_prefix(version, set.len(), &mut field);
+            field.extend_from_slice(&set);
+            edits.push((p.field.start + offset..p.field.end + offset, field));
+        }
+    });
+    if walked.is_none() {
+        return Outcome::Unchanged;
+    }
+    if !need.is_empty() {
+        need.sort();
+        need.dedup();
+        return Outcome::NeedKeys(need);
+    }
+    if edits.is_empty() {
+        return Outcome::Unchanged;
+    }
+    let removed: usize = edits.iter().map(|(r, _)| r.len()).sum();
+    let added: usize = edits.iter().map(|(_, v)| v.len()).sum();
+    let mut out = Vec::with_capacity(frame.len() - removed + added);
+    let mut at = 0;
+    for (range, new) in &edits {
+        out.extend_from_slice(&frame[at..range.start]);
+        out.extend_from_slice(new);
+        at = range.end;
+    }
+    out.extend_from_slice(&frame[at..]);
+    Outcome::Rewritten(Bytes::from(out))
+}
+
+/// Rewrites an answer, loading the keys it needs (at most twice) from `keys`; an answer that
+/// cannot be walked is returned as it came.
+pub async fn rewrite_loading(
+    frame: Bytes,
+    version: i16,
+    views: &FetchViews,
+    ids: &(dyn Fn([u8; 16]) -> Option<String> + Sync),
+    keys: Option<&KeyRing>,
+    max_inflate: usize,
+) -> Bytes {
+    for round in 0..3 {
+        let settled = round == 2;
+        match rewrite(&frame, version, views, ids, keys, max_inflate, settled) {
+            Outcome::Unchanged => return frame,
+            Outcome::Rewritten(b) => return b,
+            Outcome::NeedKeys(need) => {
+                if let Some(keys) = keys {
+                    for (topic, kid) in need {
+                        if let Err(e) = keys.load(&topic, &kid).await {
+                            tracing::debug!(topic = %topic, kid = %kid, error = %e, "data key not loaded; its fields are masked");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    frame
+}
+
+struct Opener<'k, 'n> {
+    keys: Option<&'k KeyRing>,
+    settled: bool,
+    need: &'n mut Vec<(Box<str>, Box<str>)>,
+    found: Vec<Found>,
+}
+
+impl Opener<'_, '_> {
+    /// The record set with its protected fields shown as `view` says; `None` when unchanged.
+    fn rewrite_set(&mut self, set: &[u8], view: &TopicView, max_inflate: usize) -> Option<Vec<u8>> {
+        let mut out: Vec<u8> = Vec::new();
+        let mut changed = false;
+        let mut rest = set;
+        for batch in batches(set) {
+            let Ok(batch) = batch else {
+                // The trailing partial batch, or one that does not parse: as it came.
+                break;
+            };
+            let mut edit = |v: &[u8]| -> Result<Option<Vec<u8>>, ()> { Ok(self.show(v, view)) };
+            let consumed = batch.bytes.len();
+            match super::batch::rewrite_batch(
+                &batch,
+                max_inflate,
+                super::batch::Output::Uncompressed,
+                &mut edit,
+            ) {
+                Ok(Some(new)) => {
+                    changed = true;
+                    out.extend_from_slice(&new);
+                }
+                _ => out.extend_from_slice(batch.bytes),
+            }
+            rest = &rest[consumed..];
+        }
+        out.extend_from_slice(rest);
+        changed.then_some(out)
+    }
+
+    /// One value as the principal sees it; `None` when unchanged.
+    fn show(&mut self, value: &[u8], view: &TopicView) -> Option<Vec<u8>> {
+        let (frame, json) = super::unframe(value);
+        json_fields::find(json, &view.protect.fields, &mut self.found).ok()?;
+        let mut edits: Vec<(Found, Vec<u8>)> = Vec::new();
+        let found = std::mem::take(&mut self.found);
+        for f in &found {
+            let field = &view.protect.fields[f.path];
+            let text = &json[f.start..f.end];
+            if text == b"null" {
+                continue;
+            }
+            let at = FieldAt {
+                topic: &view.topic,
+                path: &field.dotted,
+            };
+            if let Some(shown) = self.field(text, at, view) {
+                edits.push((*f, shown));
+            }
+        }
+        self.found = found;
+        if edits.is_empty() {
+            return None;
+        }
+        let spliced = json_fields::splice(
+            json,
+            &edits
+                .iter()
+                .map(|(f, t)| (*f, t.as_slice()))
+                .collect::<Vec<_>>(),
+        );
+        let mut out = frame.to_vec();
+        out.extend_from_slice(&spliced);
+        Some(out)
+    }
+
+    /// One field's text as shown; `None` to leave it.
+    fn field(&mut self, text: &[u8], at: FieldAt<'_>, view: &TopicView) -> Option<Vec<u8>> {
+        let parsed = (text.len() >= 2 && text[0] == b'"' && text[text.len() - 1] == b'"')
+            .then(|| std::str::from_utf8(&text[1..text.len() - 1]).ok())
+            .flatten()
+            .and_then(envelope::parse);
+        let gone = || {
+            mask_text(
+                view.protect
+                    .mask
+                    .as_ref()
+                    .unwrap_or(&Mask::Text("***".into())),
+                None,
+            )
+        };
+        let Some(parsed) = parsed else {
+            // Not sealed: readers see it; the others get the mask.
+            return match &view.view {
+                View::Plain => None,
+                View::Masked(m) => Some(mask_text(m, Some(text))),
+            };
+        };
+        if let View::Masked(Mask::Text(t)) = &view.view {
+            // No key needed to hide it.
+            return Some(json_string(t));
+        }
+        let key = match self.keys.and_then(|k| k.cached(at.topic, parsed.kid)) {
+            Some(Ok(k)) => k,
+            Some(Err(())) => return Some(gone()),
+            None if self.settled || self.keys.is_none() => return Some(gone()),
+            None => {
+                self.need.push((at.topic.into(), parsed.kid.into()));
+                return None;
+            }
+        };
+        match key.cipher.open(parsed, at) {
+            Ok(plain) => Some(match &view.view {
+                View::Plain => plain,
+                View::Masked(m) => mask_text(m, Some(&plain)),
+            }),
+            Err(_) => Some(gone()),
+        }
+    }
+}
+
+fn json_string(text: &str) -> Vec<u8> {
+    serde_json::to_vec(text).unwrap_or_else(|_| b"\"***\"".to_vec())
+}
+
+/// The mask for a field whose plaintext is `plain` (`None`: unknown, as for a shredded key;
+/// a hash mask then gives `***`).
+fn mask_text(mask: &Mask, plain: Option<&[u8]>) -> Vec<u8> {
+    match (mask, plain) {
+        (Mask::Text(t), _) => json_string(t),
+        (Mask::Hash, Some(p)) => {
+            let digest = ring::digest::digest(&ring::digest::SHA256, p);
+            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            json_string(&format!("sha256:{hex}"))
+        }
+        (Mask::Hash, None) => json_string("***"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub struct Cx<'k> {
+        need: Vec<(Box<str>, Box<str>)>,
+        keys: Option<&'k KeyRing>,
+        settled: bool,
+    }
+
+    pub fn opener(keys: Option<&KeyRing>) -> Cx<'_> {
+        Cx {
+            need: Vec::new(),
+            keys,
+            settled: false,
+        }
+    }
+
+    pub fn settled(keys: Option<&KeyRing>) -> Cx<'_> {
+        Cx {
+            need: Vec::new(),
+            keys,
+            settled: true,
+        }
+    }
+
+    pub fn needed(cx: &Cx<'_>) -> Vec<(Box<str>, Box<str>)> {
+        cx.need.clone()
+    }
+
+    /// A record set as `view` shows it (unchanged when nothing needs an edit).
+    pub fn show_set(
+        cx: &mut Cx<'_>,
+        set: &[u8],
+        topic: &str,
+        p: &Arc<Protect>,
+        view: View,
+    ) -> Vec<u8> {
+        let tv = TopicView {
+            topic: topic.into(),
+            protect: p.clone(),
+            view,
+        };
+        let mut o = Opener {
+            keys: cx.keys,
+            settled: cx.settled,
+            need: &mut cx.need,
+            found: Vec::new(),
+        };
+        o.rewrite_set(set, &tv, 1 << 20)
+            .unwrap_or_else(|| set.to_vec())
+    }
+}

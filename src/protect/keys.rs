@@ -1,0 +1,545 @@
+//! Data keys: one per protected topic per period (random mode) and one long-lived key per topic
+//! (deterministic mode), each stored wrapped by the key-encryption key in `key_dir`:
+//!
+//! ```text
+//! <key_dir>/<topic>/<kid>.key    {"version":1,"topic":..,"kid":..,"kms":..,"wrapped":<base64>,"created":<unix s>}
+//! ```
+//!
+//! - **Key ids:** `<period>.<8 hex>` (`20261201.3fa9c2d1` by day, `2026120113.…` by hour) or
+//!   `d.<8 hex>` (deterministic). The random part lets gateways sharing `key_dir` (and a restarted
+//!   gateway) each make their own key for a period without a lock between them.
+//! - **Rotation:** a new random-mode key at each period, and after 2^31 fields under one key
+//!   (AES-GCM with random 96-bit nonces stays far inside its 2^32 bound).
+//! - **Crypto-shredding:** deleting a key file makes every field sealed under it unreadable, for
+//!   every reader. A gateway notices within `key_cache_secs` (each cached key's file is checked
+//!   again once that old); until then it may still open fields it has the key for.
+//! - **Wrapping context** (local backend): `meshgate/dek/v1\n<topic>\n<kid>`.
+//!
+//! The data path never waits on a file or the KMS under a lock: lookups are a read lock on a
+//! map; loading and creating are async, outside it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use super::envelope::{self, Cipher};
+use super::kms::{Kms, KmsError};
+
+/// How often the random-mode key changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotate {
+    Hour,
+    Day,
+}
+
+impl Rotate {
+    fn seconds(self) -> u64 {
+        match self {
+            Rotate::Hour => 3600,
+            Rotate::Day => 86_400,
+        }
+    }
+
+    /// The period's number and its name in key ids.
+    fn period(self, unix: u64) -> (u64, String) {
+        let n = unix / self.seconds();
+        let (y, m, d) = civil(unix / 86_400);
+        let name = match self {
+            Rotate::Day => format!("{y:04}{m:02}{d:02}"),
+            Rotate::Hour => format!("{y:04}{m:02}{d:02}{:02}", (unix % 86_400) / 3600),
+        };
+        (n, name)
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// `civil_from_days`).
+fn civil(days: u64) -> (i64, u32, u32) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Fields sealed under one random-mode key before a new one is made.
+pub const MAX_USES: u64 = 1 << 31;
+/// Keys held in memory at most; past it the cache starts again (keys reload from their files).
+const MAX_CACHED: usize = 10_000;
+
+/// A data key in memory.
+#[derive(Debug)]
+pub struct DataKey {
+    pub kid: Box<str>,
+    pub cipher: Cipher,
+    period: u64,
+    uses: AtomicU64,
+}
+
+impl DataKey {
+    /// Counts one sealed field.
+    pub fn note_uses(&self, n: u64) {
+        self.uses.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Why no key could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The key's file is gone: its fields are shredded.
+    #[error("data key {0} is gone (shredded)")]
+    Shredded(String),
+    #[error("key store: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+}
+
+enum Cached {
+    Key(Arc<DataKey>, Instant),
+    Gone(Instant),
+}
+
+/// (topic, kid) → the key, or that its file is gone; each with when it was last checked.
+type Loaded = HashMap<(Box<str>, Box<str>), Cached>;
+/// (topic, deterministic) → the key new fields are sealed with.
+type Current = HashMap<(Box<str>, bool), Arc<DataKey>>;
+
+/// The data keys of every protected topic.
+pub struct KeyRing {
+    dir: PathBuf,
+    kms: Kms,
+    rotate: Rotate,
+    recheck: Duration,
+    loaded: RwLock<Loaded>,
+    /// (topic, deterministic) → the key new fields are sealed with.
+    current: RwLock<Current>,
+    /// One creation at a time (so one gateway makes one key per period).
+    creating: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("dir", &self.dir)
+            .field("kms", &self.kms)
+            .finish()
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn context(topic: &str, kid: &str) -> Vec<u8> {
+    format!("meshgate/dek/v1\n{topic}\n{kid}").into_bytes()
+}
+
+fn random_suffix() -> String {
+    let k = envelope::random_key();
+    k[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyFile {
+    version: u32,
+    topic: String,
+    kid: String,
+    kms: String,
+    wrapped: String,
+    created: u64,
+}
+
+impl KeyRing {
+    pub fn new(dir: PathBuf, kms: Kms, rotate: Rotate, recheck: Duration) -> Self {
+        Self {
+            dir,
+            kms,
+            rotate,
+            recheck,
+            loaded: RwLock::new(HashMap::new()),
+            current: RwLock::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn file(&self, topic: &str, kid: &str) -> PathBuf {
+        self.dir.join(topic).join(format!("{kid}.key"))
+    }
+
+    /// The key new fields of `topic` are sealed with, without waiting: `None` when it must be
+    /// made or renewed first ([`KeyRing::prepare`]).
+    pub fn current_now(&self, topic: &str, deterministic: bool) -> Option<Arc<DataKey>> {
+        let map = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let key = map.get(&(Box::from(topic), deterministic))?;
+        let fresh = deterministic
+            || (key.period == self.rotate.period(now_unix()).0
+                && key.uses.load(Ordering::Relaxed) < MAX_USES);
+        // A key whose file was shredded is not used for new fields once noticed.
+        let alive = matches!(
+            self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(&(Box::from(topic), key.kid.clone())),
+            Some(Cached::Key(_, at)) if at.elapsed() < self.recheck
+        );
+        (fresh && alive).then(|| key.clone())
+    }
+
+    /// Makes sure [`KeyRing::current_now`] has a key for `topic`: loads the deterministic key
+    /// from its file, or creates (and stores) a new one.
+    pub async fn prepare(
+        &self,
+        topic: &str,
+        deterministic: bool,
+    ) -> Result<Arc<DataKey>, KeyError> {
+        if let Some(k) = self.current_now(topic, deterministic) {
+            return Ok(k);
+        }
+        let _one = self.creating.lock().await;
+        if let Some(k) = self.current_now(topic, deterministic) {
+            return Ok(k);
+        }
+        // The current key may only need its file checked again.
+        let existing = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(Box::from(topic), deterministic))
+            .cloned();
+        if let Some(k) = existing {
+            let fresh = deterministic
+                || (k.period == self.rotate.period(now_unix()).0
+                    && k.uses.load(Ordering::Relaxed) < MAX_USES);
+            if fresh {
+                if let Ok(again) = self.load(topic, &k.kid).await {
+                    self.set_current(topic, deterministic, again.clone());
+                    return Ok(again);
+                }
+            }
+        }
+        let key = if deterministic {
+            match self.existing_deterministic(topic).await? {
+                Some(kid) => self.load(topic, &kid).await?,
+                None => {
+                    self.create(topic, format!("d.{}", random_suffix()), 0)
+                        .await?
+                }
+            }
+        } else {
+            let (period, name) = self.rotate.period(now_unix());
+            self.create(topic, format!("{name}.{}", random_suffix()), period)
+                .await?
+        };
+        self.set_current(topic, deterministic, key.clone());
+        Ok(key)
+    }
+
+    fn set_current(&self, topic: &str, deterministic: bool, key: Arc<DataKey>) {
+        self.current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((Box::from(topic), deterministic), key);
+    }
+
+    /// The oldest deterministic key's id of `topic`, if one is stored.
+    async fn existing_deterministic(&self, topic: &str) -> Result<Option<String>, KeyError> {
+        let dir = self.dir.join(topic);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(KeyError::Store(format!("{}: {e}", dir.display()))),
+        };
+        let mut kids = Vec::new();
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| KeyError::Store(e.to_string()))?
+        {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(kid) = name.strip_suffix(".key").filter(|k| k.starts_with("d.")) {
+                let created = entry
+                    .metadata()
+                    .await
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .unwrap_or(UNIX_EPOCH);
+                kids.push((created, kid.to_string()));
+            }
+        }
+        kids.sort();
+        Ok(kids.into_iter().next().map(|(_, k)| k))
+    }
+
+    async fn create(
+        &self,
+        topic: &str,
+        kid: String,
+        period: u64,
+    ) -> Result<Arc<DataKey>, KeyError> {
+        let dek = envelope::random_key();
+        let wrapped = self.kms.wrap(&dek, &context(topic, &kid)).await?;
+        let file = KeyFile {
+            version: 1,
+            topic: topic.to_string(),
+            kid: kid.clone(),
+            kms: self.kms.label(),
+            wrapped: STANDARD.encode(wrapped),
+            created: now_unix(),
+        };
+        let path = self.file(topic, &kid);
+        write_new(
+            &path,
+            &serde_json::to_vec_pretty(&file).expect("serializable"),
+        )
+        .await
+        .map_err(|e| KeyError::Store(format!("{}: {e}", path.display())))?;
+        tracing::info!(topic, kid = %kid, kms = %self.kms.label(), "new data key");
+        let key = Arc::new(DataKey {
+            kid: kid.clone().into(),
+            cipher: Cipher::new(&dek),
+            period,
+            uses: AtomicU64::new(0),
+        });
+        self.remember(topic, &kid, Cached::Key(key.clone(), Instant::now()));
+        Ok(key)
+    }
+
+    fn remember(&self, topic: &str, kid: &str, entry: Cached) {
+        let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_CACHED {
+            map.clear();
+        }
+        map.insert((topic.into(), kid.into()), entry);
+    }
+
+    /// The key `kid` of `topic` if it is in memory and was checked recently: `Some(Ok)`, or
+    /// `Some(Err)` when its file is known to be gone; `None` when [`KeyRing::load`] must run.
+    pub fn cached(&self, topic: &str, kid: &str) -> Option<Result<Arc<DataKey>, ()>> {
+        let map = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        match map.get(&(Box::from(topic), Box::from(kid)))? {
+            Cached::Key(k, at) if at.elapsed() < self.recheck => Some(Ok(k.clone())),
+            Cached::Gone(at) if at.elapsed() < self.recheck => Some(Err(())),
+            _ => None,
+        }
+    }
+
+    /// Reads and unwraps the key `kid` of `topic` (or checks that its file is still there).
+    pub async fn load(&self, topic: &str, kid: &str) -> Result<Arc<DataKey>, KeyError> {
+        if !envelope::valid_kid(kid) {
+            return Err(KeyError::Shredded(kid.to_string()));
+        }
+        let path = self.file(topic, kid);
+        let text = match tokio::fs::read(&path).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.remember(topic, kid, Cached::Gone(Instant::now()));
+                return Err(KeyError::Shredded(kid.to_string()));
+            }
+            Err(e) => return Err(KeyError::Store(format!("{}: {e}", path.display()))),
+        };
+        // Still in memory: the file is there, so it stays good for another while.
+        let known = match self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(Box::from(topic), Box::from(kid)))
+        {
+            Some(Cached::Key(k, _)) => Some(k.clone()),
+            _ => None,
+        };
+        let key = match known {
+            Some(k) => k,
+            None => {
+                let file: KeyFile = serde_json::from_slice(&text)
+                    .map_err(|e| KeyError::Store(format!("{}: {e}", path.display())))?;
+                let wrapped = STANDARD.decode(&file.wrapped).map_err(|_| {
+                    KeyError::Store(format!("{}: wrapped is not base64", path.display()))
+                })?;
+                let dek = self.kms.unwrap(&wrapped, &context(topic, kid)).await?;
+                Arc::new(DataKey {
+                    kid: kid.into(),
+                    cipher: Cipher::new(&dek),
+                    // A loaded key is never a current random-mode key again: new fields get a
+                    // key of this gateway's own making.
+                    period: u64::MAX,
+                    uses: AtomicU64::new(0),
+                })
+            }
+        };
+        self.remember(topic, kid, Cached::Key(key.clone(), Instant::now()));
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+impl DataKey {
+    pub fn for_test(kid: &str, key: [u8; 32], uses: AtomicU64) -> Self {
+        Self {
+            kid: kid.into(),
+            cipher: Cipher::new(&key),
+            period: u64::MAX,
+            uses,
+        }
+    }
+}
+
+#[cfg(test)]
+impl KeyRing {
+    /// A ring holding these keys in memory (over a directory that does not exist).
+    pub fn for_test(keys: Vec<(&str, Arc<DataKey>)>) -> Self {
+        let kms = Kms::Local {
+            kek: [0; 32],
+            path: PathBuf::from("/nonexistent/kek"),
+        };
+        let ring = Self::new(
+            PathBuf::from("/nonexistent/keys"),
+            kms,
+            Rotate::Day,
+            Duration::from_secs(3600),
+        );
+        for (topic, key) in keys {
+            let kid = key.kid.clone();
+            ring.remember(topic, &kid, Cached::Key(key, Instant::now()));
+        }
+        ring
+    }
+}
+
+/// Writes a new file (never over an existing one), creating its directory.
+async fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await?;
+    f.write_all(bytes).await?;
+    f.sync_all().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protect::envelope::{parse, FieldAt};
+
+    fn ring(dir: &Path, recheck: Duration) -> KeyRing {
+        std::fs::create_dir_all(dir).unwrap();
+        let kek = dir.join("kek");
+        if !kek.exists() {
+            std::fs::write(&kek, STANDARD.encode([1u8; 32])).unwrap();
+        }
+        KeyRing::new(
+            dir.join("keys"),
+            Kms::local(&kek).unwrap(),
+            Rotate::Day,
+            recheck,
+        )
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mg-keys-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn periods_are_named_by_their_utc_date() {
+        // 2026-12-01T05:27:03Z
+        let t = 1_796_102_823;
+        assert_eq!(Rotate::Day.period(t).1, "20261201");
+        assert_eq!(Rotate::Hour.period(t).1, "2026120105");
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(11_016), (2000, 2, 29));
+    }
+
+    #[tokio::test]
+    async fn a_key_is_made_once_stored_wrapped_and_opened_by_another_ring() {
+        let dir = tmp("made");
+        let a = ring(&dir, Duration::from_secs(60));
+        assert!(a.current_now("t", false).is_none());
+        let k = a.prepare("t", false).await.unwrap();
+        assert!(a.current_now("t", false).is_some());
+        assert_eq!(a.prepare("t", false).await.unwrap().kid, k.kid);
+        let at = FieldAt {
+            topic: "t",
+            path: "email",
+        };
+        let env = k.cipher.seal(&k.kid, at, b"\"x\"", false);
+        // The file holds no plaintext key, and another gateway (same dir and KEK) opens it.
+        let text =
+            std::fs::read_to_string(dir.join("keys/t").join(format!("{}.key", k.kid))).unwrap();
+        assert!(text.contains("\"kms\": \"local:kek\""), "{text}");
+        let b = ring(&dir, Duration::from_secs(60));
+        assert!(b.cached("t", &k.kid).is_none());
+        let loaded = b.load("t", &k.kid).await.unwrap();
+        assert_eq!(
+            loaded.cipher.open(parse(&env).unwrap(), at).unwrap(),
+            b"\"x\""
+        );
+        assert!(b.cached("t", &k.kid).unwrap().is_ok());
+        // Deterministic keys are long-lived: a second ring finds the first one's.
+        let d = a.prepare("t", true).await.unwrap();
+        assert!(d.kid.starts_with("d."));
+        assert_eq!(b.prepare("t", true).await.unwrap().kid, d.kid);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deleted_key_file_shreds_its_fields_once_rechecked() {
+        let dir = tmp("shred");
+        let a = ring(&dir, Duration::from_millis(50));
+        let k = a.prepare("t", false).await.unwrap();
+        std::fs::remove_file(dir.join("keys/t").join(format!("{}.key", k.kid))).unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(a.cached("t", &k.kid).is_none(), "due for a check");
+        assert_eq!(
+            a.load("t", &k.kid).await.unwrap_err(),
+            KeyError::Shredded(k.kid.to_string())
+        );
+        assert!(a.cached("t", &k.kid).unwrap().is_err());
+        // New fields get a new key.
+        assert!(a.current_now("t", false).is_none());
+        let fresh = a.prepare("t", false).await.unwrap();
+        assert_ne!(fresh.kid, k.kid);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_used_up_key_is_replaced_and_a_wrong_kek_is_an_error() {
+        let dir = tmp("uses");
+        let a = ring(&dir, Duration::from_secs(60));
+        let k = a.prepare("t", false).await.unwrap();
+        k.note_uses(MAX_USES);
+        assert!(a.current_now("t", false).is_none());
+        assert_ne!(a.prepare("t", false).await.unwrap().kid, k.kid);
+        std::fs::write(dir.join("kek2"), STANDARD.encode([2u8; 32])).unwrap();
+        let wrong = KeyRing::new(
+            dir.join("keys"),
+            Kms::local(&dir.join("kek2")).unwrap(),
+            Rotate::Day,
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            wrong.load("t", &k.kid).await.unwrap_err(),
+            KeyError::Kms(KmsError::Unwrap)
+        );
+        assert!(matches!(
+            wrong.load("t", "../x").await,
+            Err(KeyError::Shredded(_))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

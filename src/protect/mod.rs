@@ -1,0 +1,225 @@
+//! Field-level protection of contract topics, on the wire: classified fields sealed on produce,
+//! opened or masked on fetch per principal (`policy::protect` says which fields and who).
+//!
+//! - [`envelope`]: the documented ciphertext format (AES-256-GCM), and key wrapping.
+//! - [`kms`]: key-encryption keys, local file or HashiCorp Vault transit.
+//! - [`keys`]: data keys per topic and period, stored wrapped; crypto-shredding.
+//! - [`json_fields`]: the byte spans of fields in a JSON value, found without decoding it.
+//! - [`batch`]: record batches rewritten value by value, same offsets and producer stamp, new CRC.
+//! - [`fetch`]: Fetch answers rewritten partition by partition.
+//!
+//! **Produce** ([`seal_records`]): after the judge accepted a partition (validity rules ran on
+//! the plaintext), each record's protected fields are sealed and the batch is re-encoded with its
+//! own codec. A value that is not a JSON object refuses the partition (its fields cannot be
+//! found, so nothing is written that might hold them in plaintext); a null field stays null.
+//!
+//! Nothing here logs, and no error carries a field's value: errors name records by index and
+//! fields by path.
+
+pub mod batch;
+pub mod envelope;
+pub mod fetch;
+pub mod json_fields;
+pub mod keys;
+pub mod kms;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::policy::protect::{Action, Protect};
+use crate::protocol::records::batches;
+use envelope::FieldAt;
+use json_fields::{Found, ScanError};
+use keys::DataKey;
+
+/// The keys a produce to one protected topic seals with.
+#[derive(Debug, Clone, Default)]
+pub struct SealKeys {
+    pub random: Option<Arc<DataKey>>,
+    pub deterministic: Option<Arc<DataKey>>,
+}
+
+/// Why a partition's records could not be sealed (or, for `require_encrypted`, were refused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("record {index}: {reason}, so its protected fields cannot be found")]
+    NotJson { index: usize, reason: ScanError },
+    #[error(
+        "record {index}: field `{field}` is not a meshgate envelope (protect: require_encrypted)"
+    )]
+    NotSealed { index: usize, field: Box<str> },
+    #[error("no data key for this topic")]
+    NoKey,
+    #[error("record batch: {0}")]
+    Batch(String),
+}
+
+/// A Confluent-framed value (magic 0, a 4-byte schema id) keeps its frame; the JSON follows.
+fn unframe(value: &[u8]) -> (&[u8], &[u8]) {
+    match value {
+        [0, _, _, _, _, rest @ ..] => (&value[..5], rest),
+        _ => (&[], value),
+    }
+}
+
+/// Whether a field's JSON text is a string holding a meshgate envelope.
+fn is_envelope(text: &[u8]) -> bool {
+    text.len() >= 2
+        && text[0] == b'"'
+        && text[text.len() - 1] == b'"'
+        && std::str::from_utf8(&text[1..text.len() - 1])
+            .ok()
+            .and_then(envelope::parse)
+            .is_some()
+}
+
+/// What sealing one value did.
+#[derive(Default)]
+struct Sealed {
+    random: u64,
+    deterministic: u64,
+}
+
+/// How `require_encrypted` fields are judged (the contract's mode, for the producing principal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Required {
+    /// A field not sealed refuses the partition.
+    Enforce,
+    /// A field not sealed is noted here (the first one's path), and the records go on.
+    Shadow(Option<Box<str>>),
+}
+
+fn seal_value(
+    value: &[u8],
+    topic: &str,
+    protect: &Protect,
+    keys: &SealKeys,
+    found: &mut Vec<Found>,
+    sealed: &mut Sealed,
+    required: &mut Required,
+) -> Result<Option<Vec<u8>>, SealError> {
+    let (frame, json) = unframe(value);
+    json_fields::find(json, &protect.fields, found)
+        .map_err(|reason| SealError::NotJson { index: 0, reason })?;
+    let mut edits: Vec<(Found, Vec<u8>)> = Vec::new();
+    for f in found.iter() {
+        let field = &protect.fields[f.path];
+        let text = &json[f.start..f.end];
+        if text == b"null" {
+            continue;
+        }
+        match field.action {
+            Action::RequireEncrypted => {
+                if !is_envelope(text) {
+                    match required {
+                        Required::Enforce => {
+                            return Err(SealError::NotSealed {
+                                index: 0,
+                                field: field.dotted.clone(),
+                            })
+                        }
+                        Required::Shadow(first) => {
+                            first.get_or_insert_with(|| field.dotted.clone());
+                        }
+                    }
+                }
+            }
+            Action::Encrypt => {
+                let key = if field.deterministic {
+                    sealed.deterministic += 1;
+                    &keys.deterministic
+                } else {
+                    sealed.random += 1;
+                    &keys.random
+                };
+                let key = key.as_ref().ok_or(SealError::NoKey)?;
+                let at = FieldAt {
+                    topic,
+                    path: &field.dotted,
+                };
+                let env = key.cipher.seal(&key.kid, at, text, field.deterministic);
+                let mut quoted = Vec::with_capacity(env.len() + 2);
+                quoted.push(b'"');
+                quoted.extend_from_slice(env.as_bytes());
+                quoted.push(b'"');
+                edits.push((*f, quoted));
+            }
+        }
+    }
+    if edits.is_empty() {
+        return Ok(None);
+    }
+    let spliced = json_fields::splice(
+        json,
+        &edits
+            .iter()
+            .map(|(f, t)| (*f, t.as_slice()))
+            .collect::<Vec<_>>(),
+    );
+    if frame.is_empty() {
+        return Ok(Some(spliced));
+    }
+    let mut out = Vec::with_capacity(frame.len() + spliced.len());
+    out.extend_from_slice(frame);
+    out.extend_from_slice(&spliced);
+    Ok(Some(out))
+}
+
+/// Seals (and checks) the protected fields of every record of a partition's record set.
+/// `Ok(None)` when nothing changed (no field present, or only `require_encrypted` fields).
+pub fn seal_records(
+    records: &[u8],
+    topic: &str,
+    protect: &Protect,
+    keys: &SealKeys,
+    max_inflate: usize,
+    required: &mut Required,
+) -> Result<Option<Bytes>, SealError> {
+    let mut found = Vec::new();
+    let mut sealed = Sealed::default();
+    let mut parts: Vec<Result<Vec<u8>, &[u8]>> = Vec::new();
+    let mut changed = false;
+    for batch in batches(records) {
+        let batch = batch.map_err(|e| SealError::Batch(e.to_string()))?;
+        let mut edit =
+            |v: &[u8]| seal_value(v, topic, protect, keys, &mut found, &mut sealed, required);
+        match batch::rewrite_batch(&batch, max_inflate, batch::Output::SameCodec, &mut edit) {
+            Ok(Some(new)) => {
+                changed = true;
+                parts.push(Ok(new));
+            }
+            Ok(None) => parts.push(Err(batch.bytes)),
+            Err(batch::BatchError::Edit { index, error }) => {
+                return Err(match error {
+                    SealError::NotJson { reason, .. } => SealError::NotJson { index, reason },
+                    SealError::NotSealed { field, .. } => SealError::NotSealed { index, field },
+                    other => other,
+                })
+            }
+            Err(e) => return Err(SealError::Batch(e.to_string())),
+        }
+    }
+    if let Some(k) = &keys.random {
+        k.note_uses(sealed.random);
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(
+        parts
+            .iter()
+            .map(|p| p.as_ref().map_or_else(|b| b.len(), Vec::len))
+            .sum(),
+    );
+    for p in &parts {
+        match p {
+            Ok(v) => out.extend_from_slice(v),
+            Err(b) => out.extend_from_slice(b),
+        }
+    }
+    Ok(Some(Bytes::from(out)))
+}
+
+#[cfg(test)]
+mod tests;

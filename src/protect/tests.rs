@@ -1,0 +1,307 @@
+//! Sealing a produce's records and opening them on fetch, end to end over real batch bytes.
+
+use std::sync::atomic::AtomicU64;
+
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+
+use super::*;
+use crate::policy::protect::{compile, Mask, ProtectDoc, View};
+use crate::protocol::records::test_batch;
+
+fn protect(doc: &str, mask: Option<&str>) -> Protect {
+    let doc: ProtectDoc = serde_json::from_str(doc).unwrap();
+    compile(
+        &doc,
+        &[
+            ("email".into(), "pii".into()),
+            ("customer.phone".into(), "pii".into()),
+        ],
+        vec!["User:reader".into()],
+        mask,
+        false,
+    )
+    .unwrap()
+}
+
+fn key(kid: &str, byte: u8) -> Arc<DataKey> {
+    Arc::new(keys::DataKey::for_test(kid, [byte; 32], AtomicU64::new(0)))
+}
+
+fn values(set: &[u8]) -> Vec<String> {
+    let mut buf = Bytes::copy_from_slice(set);
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let batch = RecordBatchDecoder::decode(&mut buf).unwrap();
+        for r in batch.records {
+            out.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    out
+}
+
+const RECORDS: [&str; 3] = [
+    r#"{"id": 1, "email": "ann@x.example", "customer": {"phone": "+33 1", "tier": "gold"}}"#,
+    r#"{"id": 2, "email": null}"#,
+    r#"{"id": 3}"#,
+];
+
+fn produced(compression: Compression) -> Vec<u8> {
+    let specs: Vec<test_batch::Spec<'_>> = RECORDS
+        .iter()
+        .map(|r| (Some(&b"k"[..]), Some(r.as_bytes()), &[][..]))
+        .collect();
+    test_batch::encode(&specs, compression)
+}
+
+#[test]
+fn sealed_fields_hide_their_values_and_leave_every_other_byte() {
+    let p = protect(r#"{"pii": "encrypt"}"#, None);
+    let keys = SealKeys {
+        random: Some(key("20261201.aa", 1)),
+        deterministic: None,
+    };
+    for c in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let set = produced(c);
+        let sealed = seal_records(&set, "t", &p, &keys, 1 << 20, &mut Required::Enforce)
+            .unwrap()
+            .unwrap();
+        let vals = values(&sealed);
+        assert!(
+            !vals[0].contains("ann@x.example") && !vals[0].contains("+33 1"),
+            "{c:?}"
+        );
+        assert!(
+            vals[0].starts_with(r#"{"id": 1, "email": "mg1:20261201.aa:"#),
+            "{}",
+            vals[0]
+        );
+        assert!(vals[0].contains(r#", "tier": "gold"}}"#));
+        assert_eq!(vals[1], RECORDS[1], "null stays null");
+        assert_eq!(vals[2], RECORDS[2]);
+        // Same codec as sent.
+        let b = batches(&sealed).next().unwrap().unwrap();
+        assert_eq!(
+            b.attributes & 7,
+            batches(&set).next().unwrap().unwrap().attributes & 7
+        );
+    }
+}
+
+#[test]
+fn readers_get_the_plaintext_back_and_others_the_mask() {
+    let p = Arc::new(protect(r#"{"pii": "encrypt"}"#, Some("***")));
+    let ring = keys::KeyRing::for_test(vec![("t", key("20261201.aa", 1))]);
+    let keys = SealKeys {
+        random: ring.cached("t", "20261201.aa").unwrap().ok(),
+        deterministic: None,
+    };
+    let set = produced(Compression::Lz4);
+    let sealed = seal_records(&set, "t", &p, &keys, 1 << 20, &mut Required::Enforce)
+        .unwrap()
+        .unwrap();
+    let mut cx = fetch::tests_support::opener(Some(&ring));
+    let plain = fetch::tests_support::show_set(&mut cx, &sealed, "t", &p, View::Plain);
+    assert_eq!(values(&plain), RECORDS.to_vec());
+    let masked = fetch::tests_support::show_set(
+        &mut cx,
+        &sealed,
+        "t",
+        &p,
+        View::Masked(Mask::Text("***".into())),
+    );
+    assert_eq!(
+        values(&masked)[0],
+        r#"{"id": 1, "email": "***", "customer": {"phone": "***", "tier": "gold"}}"#
+    );
+    let hashed =
+        fetch::tests_support::show_set(&mut cx, &sealed, "t", &p, View::Masked(Mask::Hash));
+    // SHA-256 of `"ann@x.example"` (with its quotes).
+    let want = ring::digest::digest(&ring::digest::SHA256, br#""ann@x.example""#);
+    let hex: String = want.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert!(values(&hashed)[0].contains(&format!("sha256:{hex}")));
+}
+
+#[test]
+fn a_missing_key_is_asked_for_and_a_gone_key_masks_for_everyone() {
+    let p = Arc::new(protect(r#"{"pii": "encrypt"}"#, None));
+    let k = key("20261201.bb", 2);
+    let keys = SealKeys {
+        random: Some(k),
+        deterministic: None,
+    };
+    let sealed = seal_records(
+        &produced(Compression::None),
+        "t",
+        &p,
+        &keys,
+        1 << 20,
+        &mut Required::Enforce,
+    )
+    .unwrap()
+    .unwrap();
+    let empty = keys::KeyRing::for_test(vec![]);
+    let mut cx = fetch::tests_support::opener(Some(&empty));
+    let _ = fetch::tests_support::show_set(&mut cx, &sealed, "t", &p, View::Plain);
+    let mut need = fetch::tests_support::needed(&cx);
+    need.dedup();
+    assert_eq!(need, vec![("t".into(), "20261201.bb".into())]);
+    let mut settled = fetch::tests_support::settled(Some(&empty));
+    let shown = fetch::tests_support::show_set(&mut settled, &sealed, "t", &p, View::Plain);
+    assert_eq!(
+        values(&shown)[0],
+        r#"{"id": 1, "email": "***", "customer": {"phone": "***", "tier": "gold"}}"#
+    );
+}
+
+#[test]
+fn deterministic_fields_seal_equal_values_equally() {
+    let p = protect(r#"{"pii": "encrypt", "deterministic": ["email"]}"#, None);
+    let keys = SealKeys {
+        random: Some(key("20261201.aa", 1)),
+        deterministic: Some(key("d.cc", 3)),
+    };
+    let specs: Vec<test_batch::Spec<'_>> = vec![
+        (
+            None,
+            Some(&br#"{"email": "a@x", "customer": {"phone": "1"}}"#[..]),
+            &[][..],
+        ),
+        (
+            None,
+            Some(&br#"{"email": "a@x", "customer": {"phone": "1"}}"#[..]),
+            &[][..],
+        ),
+    ];
+    let sealed = seal_records(
+        &test_batch::encode(&specs, Compression::None),
+        "t",
+        &p,
+        &keys,
+        1 << 20,
+        &mut Required::Enforce,
+    )
+    .unwrap()
+    .unwrap();
+    let v = values(&sealed);
+    let email = |s: &str| s.split('"').nth(3).unwrap().to_string();
+    let phone = |s: &str| s.split('"').nth(9).unwrap().to_string();
+    assert_eq!(email(&v[0]), email(&v[1]));
+    assert!(email(&v[0]).starts_with("mg1:d.cc:"));
+    assert_ne!(phone(&v[0]), phone(&v[1]), "random mode");
+}
+
+#[test]
+fn what_cannot_be_sealed_or_is_not_sealed_is_refused_by_index() {
+    let p = protect(r#"{"pii": "encrypt"}"#, None);
+    let keys = SealKeys {
+        random: Some(key("k", 1)),
+        deterministic: None,
+    };
+    let specs: Vec<test_batch::Spec<'_>> = vec![
+        (None, Some(&br#"{"email": "a"}"#[..]), &[][..]),
+        (None, Some(&b"plain text with a@x"[..]), &[][..]),
+    ];
+    let set = test_batch::encode(&specs, Compression::Gzip);
+    assert!(matches!(
+        seal_records(&set, "t", &p, &keys, 1 << 20, &mut Required::Enforce),
+        Err(SealError::NotJson { index: 1, .. })
+    ));
+    assert_eq!(
+        seal_records(
+            &set,
+            "t",
+            &p,
+            &SealKeys::default(),
+            1 << 20,
+            &mut Required::Enforce
+        ),
+        Err(SealError::NoKey)
+    );
+    let required = protect(r#"{"pii": "require_encrypted"}"#, None);
+    let env = key("k", 1).cipher.seal(
+        "k",
+        envelope::FieldAt {
+            topic: "t",
+            path: "email",
+        },
+        b"\"a\"",
+        false,
+    );
+    let ok = format!(r#"{{"email": "{env}", "customer": {{"phone": null}}}}"#);
+    let specs: Vec<test_batch::Spec<'_>> = vec![
+        (None, Some(ok.as_bytes()), &[][..]),
+        (None, Some(&br#"{"email": "a@x"}"#[..]), &[][..]),
+    ];
+    let set = test_batch::encode(&specs, Compression::None);
+    assert_eq!(
+        seal_records(
+            &set,
+            "t",
+            &required,
+            &SealKeys::default(),
+            1 << 20,
+            &mut Required::Enforce
+        ),
+        Err(SealError::NotSealed {
+            index: 1,
+            field: "email".into()
+        })
+    );
+    assert_eq!(
+        seal_records(
+            &set[..0],
+            "t",
+            &required,
+            &SealKeys::default(),
+            1 << 20,
+            &mut Required::Enforce
+        ),
+        Ok(None)
+    );
+}
+
+#[test]
+fn a_confluent_framed_json_value_keeps_its_frame() {
+    let p = protect(r#"{"pii": "encrypt"}"#, None);
+    let keys = SealKeys {
+        random: Some(key("k", 1)),
+        deterministic: None,
+    };
+    let mut framed = vec![0u8, 0, 0, 0, 42];
+    framed.extend_from_slice(br#"{"email": "a@x"}"#);
+    let specs: Vec<test_batch::Spec<'_>> = vec![(None, Some(&framed[..]), &[][..])];
+    let sealed = seal_records(
+        &test_batch::encode(&specs, Compression::None),
+        "t",
+        &p,
+        &keys,
+        1 << 20,
+        &mut Required::Enforce,
+    )
+    .unwrap()
+    .unwrap();
+    let mut buf = sealed;
+    let b = RecordBatchDecoder::decode(&mut buf).unwrap();
+    let v = b.records[0].value.clone().unwrap();
+    assert_eq!(&v[..5], &[0, 0, 0, 0, 42]);
+    assert!(v[5..].starts_with(br#"{"email": "mg1:k:"#));
+}
+
+#[test]
+fn in_shadow_an_unsealed_required_field_is_noted_and_the_records_go_on() {
+    let p = protect(r#"{"pii": "require_encrypted"}"#, None);
+    let specs: Vec<test_batch::Spec<'_>> = vec![(None, Some(&br#"{"email": "a@x"}"#[..]), &[][..])];
+    let set = test_batch::encode(&specs, Compression::None);
+    let mut required = Required::Shadow(None);
+    assert_eq!(
+        seal_records(&set, "t", &p, &SealKeys::default(), 1 << 20, &mut required),
+        Ok(None)
+    );
+    assert_eq!(required, Required::Shadow(Some("email".into())));
+}
