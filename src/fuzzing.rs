@@ -12,6 +12,8 @@
 //! - [`policy_file`]: a policy file through the loader;
 //! - [`rule`]: a validity rule through the SQL and CEL compilers, then evaluated;
 //! - [`avro_value`]: a Confluent-framed value through the Avro projection and whole decoding;
+//! - [`protect_batch`]: a partition's records sealed as a protecting contract's, then shown to
+//!   a reader through a Fetch answer: the reader must get every value back byte for byte;
 //! - [`pipeline`]: a burst of pipelined requests of mixed sizes through the real connection task
 //!   at a small in-flight limit, against an upstream that answers each: every response must
 //!   arrive, in order (a connection that waits on a permit with unflushed requests hangs here).
@@ -374,6 +376,111 @@ pub fn record_batch(data: &[u8]) {
     let _ = crate::policy::judge::count_records(Some(data));
 }
 
+/// A partition's records sealed (`protect: encrypt`, one field deterministic), then shown to a
+/// reader and to a masked principal through a Fetch answer at v4 and v12 carrying them. Whatever
+/// the input: no panic, and when sealing succeeds the reader gets back exactly the values that
+/// were produced.
+pub fn protect_batch(data: &[u8]) {
+    use crate::policy::protect::{compile, Mask, View};
+    use crate::protect::fetch::{show_records, FetchViews, TopicView};
+    use crate::protect::keys::{DataKey, KeyRing};
+    use crate::protect::{seal_records, Required, SealKeys};
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    const TOPIC: &str = "fuzz.json.v1";
+    const MAX: usize = 8 << 20;
+    let doc = serde_json::from_str(r#"{"pii": "encrypt", "deterministic": ["currency"]}"#)
+        .expect("literal");
+    let classified = [
+        ("customer_id".to_string(), "pii".to_string()),
+        ("currency".to_string(), "pii".to_string()),
+        ("meta.ip".to_string(), "pii".to_string()),
+    ];
+    let protect = Arc::new(compile(&doc, &classified, vec![], None, false).expect("literal"));
+    let (random, det) = (
+        Arc::new(DataKey::fixed("20261201.aa", [1; 32])),
+        Arc::new(DataKey::fixed("d.bb", [2; 32])),
+    );
+    let ring = KeyRing::in_memory(vec![(TOPIC, random.clone()), (TOPIC, det.clone())]);
+    let keys = SealKeys {
+        random: Some(random),
+        deterministic: Some(det),
+    };
+    let view = |view| TopicView {
+        topic: TOPIC.into(),
+        protect: protect.clone(),
+        view,
+    };
+    let values = |set: &[u8]| -> Option<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::new();
+        for b in crate::protocol::records::batches(set) {
+            let b = b.ok()?;
+            for r in b.inflate(MAX).ok()?.iter() {
+                out.push(r.ok()?.value.map(<[u8]>::to_vec));
+            }
+        }
+        Some(out)
+    };
+    let sealed = seal_records(data, TOPIC, &protect, &keys, MAX, &mut Required::Enforce);
+    let set = match &sealed {
+        Ok(Some(s)) => s.clone(),
+        _ => bytes::Bytes::copy_from_slice(data),
+    };
+    if let Ok(Some(s)) = &sealed {
+        let shown = show_records(s, &view(View::Plain), Some(&ring), MAX);
+        let back = values(shown.as_deref().unwrap_or(s));
+        assert_eq!(back, values(data), "a reader gets back what was produced");
+    }
+    // The same records in Fetch answers, for a reader and a masked principal.
+    let views = [View::Plain, View::Masked(Mask::Hash)].map(|v| FetchViews {
+        topics: vec![view(v)],
+    });
+    for version in [4i16, 12] {
+        let mut p = PartitionData::default();
+        p.records = Some(set.clone());
+        let mut t = FetchableTopicResponse::default();
+        t.topic = TopicName(StrBytes::from_static_str(TOPIC));
+        t.partitions.push(p);
+        let mut r = FetchResponse::default();
+        r.responses.push(t);
+        let mut frame = bytes::BytesMut::new();
+        let header_version = ApiKey::Fetch.response_header_version(version);
+        let encoded = ResponseHeader::default()
+            .encode(&mut frame, header_version)
+            .and_then(|_| r.encode(&mut frame, version));
+        if encoded.is_err() {
+            continue;
+        }
+        let frame = frame.freeze();
+        for v in &views {
+            let _ = crate::protect::fetch::rewrite(
+                &frame,
+                version,
+                v,
+                &|_| None,
+                Some(&ring),
+                MAX,
+                true,
+            );
+        }
+    }
+    // And the raw input as a Fetch answer.
+    let raw = bytes::Bytes::copy_from_slice(data);
+    for version in [4i16, 12, 15] {
+        let _ = crate::protect::fetch::rewrite(
+            &raw,
+            version,
+            &views[0],
+            &|_| Some(TOPIC.into()),
+            Some(&ring),
+            MAX,
+            false,
+        );
+    }
+}
+
 /// A policy file's text through the loader (paths resolve next to the example policies).
 pub fn policy_file(data: &[u8]) {
     let text = String::from_utf8_lossy(data).into_owned();
@@ -513,7 +620,8 @@ mod tests {
     #[test]
     fn every_saved_fuzz_input_is_handled() {
         type Harness = fn(&[u8]);
-        let targets: [(&str, Harness); 6] = [
+        let targets: [(&str, Harness); 7] = [
+            ("protect_batch", protect_batch),
             ("pipeline", pipeline),
             ("request_path", request_path),
             ("record_batch", record_batch),
@@ -658,6 +766,7 @@ mod tests {
             let avro_batch = batch((0..4).map(avro).collect(), c);
             write("record_batch", &format!("json-{name}"), &json_batch);
             write("record_batch", &format!("avro-{name}"), &avro_batch);
+            write("protect_batch", &format!("json-{name}"), &json_batch);
             for version in [3i16, 9, 12] {
                 let produce = ProduceRequest::default()
                     .with_acks(-1)

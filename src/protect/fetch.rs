@@ -182,6 +182,24 @@ pub async fn rewrite_loading(
     frame
 }
 
+/// A partition's record set as `view` shows it; `None` when unchanged. A key not in memory
+/// counts as gone (`replay`, the fuzz harness: nothing to load).
+pub fn show_records(
+    set: &[u8],
+    view: &TopicView,
+    keys: Option<&KeyRing>,
+    max_inflate: usize,
+) -> Option<Vec<u8>> {
+    let mut need = Vec::new();
+    let mut o = Opener {
+        keys,
+        settled: true,
+        need: &mut need,
+        found: Vec::new(),
+    };
+    o.rewrite_set(set, view, max_inflate)
+}
+
 struct Opener<'k, 'n> {
     keys: Option<&'k KeyRing>,
     settled: bool,

@@ -381,22 +381,22 @@ impl KeyRing {
     }
 }
 
-#[cfg(test)]
 impl DataKey {
-    pub fn for_test(kid: &str, key: [u8; 32], uses: AtomicU64) -> Self {
+    /// A key from its bytes, never current (for tests and the fuzz harnesses).
+    pub fn fixed(kid: &str, key: [u8; 32]) -> Self {
         Self {
             kid: kid.into(),
             cipher: Cipher::new(&key),
             period: u64::MAX,
-            uses,
+            uses: AtomicU64::new(0),
         }
     }
 }
 
-#[cfg(test)]
 impl KeyRing {
-    /// A ring holding these keys in memory (over a directory that does not exist).
-    pub fn for_test(keys: Vec<(&str, Arc<DataKey>)>) -> Self {
+    /// A ring holding these keys in memory, over a directory that does not exist (for tests and
+    /// the fuzz harnesses).
+    pub fn in_memory(keys: Vec<(&str, Arc<DataKey>)>) -> Self {
         let kms = Kms::Local {
             kek: [0; 32],
             path: PathBuf::from("/nonexistent/kek"),

@@ -1,7 +1,5 @@
 //! Sealing a produce's records and opening them on fetch, end to end over real batch bytes.
 
-use std::sync::atomic::AtomicU64;
-
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
 use super::*;
@@ -24,7 +22,7 @@ fn protect(doc: &str, mask: Option<&str>) -> Protect {
 }
 
 fn key(kid: &str, byte: u8) -> Arc<DataKey> {
-    Arc::new(keys::DataKey::for_test(kid, [byte; 32], AtomicU64::new(0)))
+    Arc::new(keys::DataKey::fixed(kid, [byte; 32]))
 }
 
 fn values(set: &[u8]) -> Vec<String> {
@@ -96,7 +94,7 @@ fn sealed_fields_hide_their_values_and_leave_every_other_byte() {
 #[test]
 fn readers_get_the_plaintext_back_and_others_the_mask() {
     let p = Arc::new(protect(r#"{"pii": "encrypt"}"#, Some("***")));
-    let ring = keys::KeyRing::for_test(vec![("t", key("20261201.aa", 1))]);
+    let ring = keys::KeyRing::in_memory(vec![("t", key("20261201.aa", 1))]);
     let keys = SealKeys {
         random: ring.cached("t", "20261201.aa").unwrap().ok(),
         deterministic: None,
@@ -145,7 +143,7 @@ fn a_missing_key_is_asked_for_and_a_gone_key_masks_for_everyone() {
     )
     .unwrap()
     .unwrap();
-    let empty = keys::KeyRing::for_test(vec![]);
+    let empty = keys::KeyRing::in_memory(vec![]);
     let mut cx = fetch::tests_support::opener(Some(&empty));
     let _ = fetch::tests_support::show_set(&mut cx, &sealed, "t", &p, View::Plain);
     let mut need = fetch::tests_support::needed(&cx);
