@@ -21,6 +21,7 @@ Usage:
 """
 
 import argparse
+import base64
 import json
 import os
 import socket
@@ -140,7 +141,8 @@ def main():
     ap.add_argument("--rate", type=float, default=0,
                     help="fixed offered load for the latency runs (default: 50%% of direct saturation)")
     ap.add_argument("--arms", default="direct,meshgate,tansu-proxy",
-                    help="any of direct, meshgate, meshgate-contract, meshgate-avro, meshgate-reads, meshgate-zone, direct-tls, meshgate-tls, tansu-proxy")
+                    help="any of direct, meshgate, meshgate-contract, meshgate-avro, meshgate-reads, meshgate-zone, "
+                         "meshgate-pii, meshgate-pii-other, direct-tls, meshgate-tls, tansu-proxy")
     ap.add_argument("--policies", help="policy dir for the meshgate arm (default: none)")
     ap.add_argument("--topic-prefix", default="bench.load")
     ap.add_argument("--value-file", help="payloads, one per line (for contract arms)")
@@ -256,6 +258,38 @@ def main():
         start_meshgate("meshgate-zone", args.meshgate, policies)
         wait_for_port(zone_port)
         zone_bootstrap = f"127.0.0.1:{zone_port}"
+    pii_topics = []
+    if "meshgate-pii" in arms or "meshgate-pii-other" in arms:
+        # Field protection: the JSON contract of meshgate-contract with `customer_id` classified
+        # pii and encrypted, read back by a pii reader (the bench's anonymous principal), so the
+        # produce phase seals one field per record and the consume phase opens it.
+        # meshgate-pii-other is the same gateway process, on topics without a contract: what an
+        # unprotected topic costs beside protected ones.
+        policies = Path(tempfile.mkdtemp(prefix="pii-policies-"))
+        (policies / "schemas").mkdir()
+        (policies / "schemas" / "order.avsc").write_text(
+            (ROOT / "policies" / "contracts" / "schemas" / "order-events-v1.avsc").read_text())
+        docs = []
+        for i in range(args.pairs):
+            t = f"bench.pii{i}.v1"
+            pii_topics.append(t)
+            docs.append(f"contract:\n  name: bench-pii-{i}\n  owner: bench\n  topic: {t}\n"
+                        f"  schema: {{ format: json, file: schemas/order.avsc, "
+                        f"classification: {{customer_id: pii}} }}\n"
+                        f"  quality:\n    validity_rules: [order_total > 0, customer_id is not null]\n"
+                        f"  protect: {{pii: encrypt}}\n  pii_readers: [User:ANONYMOUS]\n")
+        (policies / "contracts.yaml").write_text("---\n".join(docs))
+        (logdir / "kek").write_text(base64.b64encode(os.urandom(32)).decode())
+        config = logdir / "pii-gateway.yaml"
+        config.write_text(f"protect:\n  key_dir: {logdir / 'keys'}\n"
+                          f"  kms: {{local_file: {logdir / 'kek'}}}\n")
+        start_meshgate("meshgate-pii", args.meshgate, policies, extra=("--config", str(config)))
+        if "meshgate-pii-other" in arms:
+            bootstrap["meshgate-pii-other"] = bootstrap["meshgate-pii"]
+            procs["meshgate-pii-other"] = procs["meshgate-pii"]
+        if not args.value_file:
+            args.value_file = str(logdir / "orders.jsonl")
+            write_json_orders(Path(args.value_file), args.size)
     avro_topics = []
     if "meshgate-avro" in arms:
         # An Avro contract (order fields + padding to about --size bytes, three rules) on a pool
@@ -346,6 +380,8 @@ def main():
             return reads_topics[rnd]
         if arm == "meshgate-zone":
             return zone_topics[rnd]
+        if arm == "meshgate-pii":
+            return pii_topics[rnd]
         return f"{args.topic_prefix}-{uuid.uuid4().hex[:8]}.v1"
 
     # Warm-up, unmeasured: the first run against a fresh broker is slow (page faults, JIT-free

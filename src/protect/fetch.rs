@@ -16,8 +16,9 @@
 //!   is shown to readers as it is and masked for the others.
 //!
 //! **Memory:** the answer is held once; each protected batch is inflated and rewritten on its
-//! own, and the new answer is assembled from the unchanged spans and the new batches, after
-//! which the old one is dropped.
+//! own, and the new answer is the old one's unchanged spans (slices, not copies) around the new
+//! record sets of the protected partitions: the answer plus its rewritten sets, never a second
+//! copy of the whole.
 
 use std::sync::Arc;
 
@@ -79,7 +80,9 @@ impl FetchViews {
 pub enum Outcome {
     /// No protected field was in it.
     Unchanged,
-    Rewritten(Bytes),
+    /// The new answer, as parts to write one after the other: the unchanged spans are slices
+    /// of the old answer (no copy), the rewritten records fields new buffers.
+    Rewritten(Vec<Bytes>),
     /// These (topic, kid) must be loaded first.
     NeedKeys(Vec<(Box<str>, Box<str>)>),
 }
@@ -100,7 +103,8 @@ pub fn rewrite(
         return Outcome::Unchanged;
     };
     let offset = frame.len() - body.len();
-    let mut edits: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::new();
+    // (the records field's range in the frame, its new length prefix, its new record set)
+    let mut edits: Vec<(std::ops::Range<usize>, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut need: Vec<(Box<str>, Box<str>)> = Vec::new();
     let mut cx = Opener {
         keys,
@@ -123,10 +127,9 @@ pub fn rewrite(
             return;
         };
         if let Some(set) = cx.rewrite_set(p.records, view, max_inflate) {
-            let mut field = Vec::with_capacity(set.len() + 5);
-            records_prefix(version, set.len(), &mut field);
-            field.extend_from_slice(&set);
-            edits.push((p.field.start + offset..p.field.end + offset, field));
+            let mut prefix = Vec::with_capacity(5);
+            records_prefix(version, set.len(), &mut prefix);
+            edits.push((p.field.start + offset..p.field.end + offset, prefix, set));
         }
     });
     if walked.is_none() {
@@ -140,21 +143,20 @@ pub fn rewrite(
     if edits.is_empty() {
         return Outcome::Unchanged;
     }
-    let removed: usize = edits.iter().map(|(r, _)| r.len()).sum();
-    let added: usize = edits.iter().map(|(_, v)| v.len()).sum();
-    let mut out = Vec::with_capacity(frame.len() - removed + added);
+    let mut parts = Vec::with_capacity(edits.len() * 3 + 1);
     let mut at = 0;
-    for (range, new) in &edits {
-        out.extend_from_slice(&frame[at..range.start]);
-        out.extend_from_slice(new);
+    for (range, prefix, set) in edits {
+        parts.push(frame.slice(at..range.start));
+        parts.push(Bytes::from(prefix));
+        parts.push(Bytes::from(set));
         at = range.end;
     }
-    out.extend_from_slice(&frame[at..]);
-    Outcome::Rewritten(Bytes::from(out))
+    parts.push(frame.slice(at..));
+    Outcome::Rewritten(parts)
 }
 
 /// Rewrites an answer, loading the keys it needs (at most twice) from `keys`; an answer that
-/// cannot be walked is returned as it came.
+/// cannot be walked is returned as it came. The answer as parts (see [`Outcome::Rewritten`]).
 pub async fn rewrite_loading(
     frame: Bytes,
     version: i16,
@@ -162,12 +164,12 @@ pub async fn rewrite_loading(
     ids: &(dyn Fn([u8; 16]) -> Option<String> + Sync),
     keys: Option<&KeyRing>,
     max_inflate: usize,
-) -> Bytes {
+) -> Vec<Bytes> {
     for round in 0..3 {
         let settled = round == 2;
         match rewrite(&frame, version, views, ids, keys, max_inflate, settled) {
-            Outcome::Unchanged => return frame,
-            Outcome::Rewritten(b) => return b,
+            Outcome::Unchanged => return vec![frame],
+            Outcome::Rewritten(parts) => return parts,
             Outcome::NeedKeys(need) => {
                 if let Some(keys) = keys {
                     for (topic, kid) in need {
@@ -179,7 +181,7 @@ pub async fn rewrite_loading(
             }
         }
     }
-    frame
+    vec![frame]
 }
 
 /// A partition's record set as `view` shows it; `None` when unchanged. A key not in memory

@@ -103,6 +103,9 @@ pub enum KeyError {
     Store(String),
     #[error(transparent)]
     Kms(#[from] KmsError),
+    /// The gateway has no `protect:` configuration.
+    #[error("no key store is configured (`protect:` of the gateway configuration)")]
+    NoStore,
 }
 
 enum Cached {

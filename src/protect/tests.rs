@@ -303,3 +303,140 @@ fn in_shadow_an_unsealed_required_field_is_noted_and_the_records_go_on() {
     );
     assert_eq!(required, Required::Shadow(Some("email".into())));
 }
+
+/// A Fetch answer at `version` with the sealed set on partition 0 of `t` (plus a partial batch
+/// cut at the size limit, and an aborted transaction), and an unprotected topic `u`.
+fn fetch_answer(version: i16, sealed: &[u8], other: &[u8]) -> Bytes {
+    use kafka_protocol::messages::fetch_response::{
+        AbortedTransaction, FetchableTopicResponse, PartitionData,
+    };
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut with_tail = sealed.to_vec();
+    with_tail.extend_from_slice(&sealed[..sealed.len() / 2]);
+    let mut r = FetchResponse::default();
+    if version >= 7 {
+        r.session_id = 77;
+    }
+    for (i, (name, set)) in [("t", &with_tail[..]), ("u", other)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut t = FetchableTopicResponse::default();
+        if version >= 13 {
+            t.topic_id = uuid::Uuid::from_bytes([i as u8 + 1; 16]);
+        } else {
+            t.topic = TopicName(StrBytes::from_static_str(name));
+        }
+        let mut p = PartitionData::default();
+        p.high_watermark = 1000 + i as i64;
+        p.last_stable_offset = 990;
+        p.aborted_transactions = Some(vec![AbortedTransaction::default()
+            .with_producer_id(kafka_protocol::messages::ProducerId(5))
+            .with_first_offset(3)]);
+        p.records = Some(Bytes::copy_from_slice(set));
+        t.partitions.push(p);
+        r.responses.push(t);
+    }
+    let mut out = bytes::BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(9)
+        .encode(
+            &mut out,
+            kafka_protocol::messages::ApiKey::Fetch.response_header_version(version),
+        )
+        .unwrap();
+    r.encode(&mut out, version).unwrap();
+    out.freeze()
+}
+
+#[test]
+fn a_fetch_answer_is_shown_partition_by_partition_and_the_rest_kept() {
+    use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+    let p = Arc::new(protect(r#"{"pii": "encrypt"}"#, None));
+    let k = key("20261201.aa", 1);
+    let ring = keys::KeyRing::in_memory(vec![("t", k.clone())]);
+    let seal = SealKeys {
+        random: Some(k),
+        deterministic: None,
+    };
+    let sealed = seal_records(
+        &produced(Compression::Zstd),
+        "t",
+        &p,
+        &seal,
+        1 << 20,
+        &mut Required::Enforce,
+    )
+    .unwrap()
+    .unwrap();
+    let other = produced(Compression::Gzip);
+    let views = fetch::FetchViews {
+        topics: vec![fetch::TopicView {
+            topic: "t".into(),
+            protect: p.clone(),
+            view: View::Plain,
+        }],
+    };
+    let ids = |id: [u8; 16]| match id[0] {
+        1 => Some("t".to_string()),
+        2 => Some("u".to_string()),
+        _ => None,
+    };
+    for version in [4i16, 11, 12, 13, 15] {
+        let frame = fetch_answer(version, &sealed, &other);
+        let fetch::Outcome::Rewritten(parts) =
+            fetch::rewrite(&frame, version, &views, &ids, Some(&ring), 1 << 20, false)
+        else {
+            panic!("v{version}: not rewritten");
+        };
+        let mut whole = Bytes::from(parts.concat());
+        let hv = ApiKey::Fetch.response_header_version(version);
+        assert_eq!(
+            ResponseHeader::decode(&mut whole, hv)
+                .unwrap()
+                .correlation_id,
+            9
+        );
+        let r = FetchResponse::decode(&mut whole, version).unwrap();
+        if version >= 7 {
+            assert_eq!(r.session_id, 77);
+        }
+        let t = &r.responses[0].partitions[0];
+        assert_eq!(t.high_watermark, 1000);
+        assert_eq!(t.last_stable_offset, 990);
+        assert_eq!(t.aborted_transactions.as_ref().unwrap()[0].producer_id.0, 5);
+        let set = t.records.clone().unwrap();
+        // Whole batches shown in plaintext, uncompressed; the partial tail as it came.
+        let first = batches(&set).next().unwrap().unwrap();
+        assert_eq!(first.attributes & 7, 0, "v{version}");
+        let mut b = set.clone();
+        let decoded = RecordBatchDecoder::decode(&mut b).unwrap();
+        let vals: Vec<String> = decoded
+            .records
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(vals, RECORDS.to_vec(), "v{version}");
+        assert_eq!(&set[first.bytes.len()..], &sealed[..sealed.len() / 2]);
+        // The unprotected topic's records are the bytes that came.
+        assert_eq!(
+            r.responses[1].partitions[0].records.as_deref(),
+            Some(&other[..])
+        );
+    }
+    // A principal who gets the ciphertext: nothing to do.
+    let none = fetch::FetchViews {
+        topics: vec![fetch::TopicView {
+            topic: "u".into(),
+            protect: p,
+            view: View::Plain,
+        }],
+    };
+    let frame = fetch_answer(12, &sealed, &other);
+    assert!(matches!(
+        fetch::rewrite(&frame, 12, &none, &ids, Some(&ring), 1 << 20, false),
+        fetch::Outcome::Unchanged
+    ));
+}

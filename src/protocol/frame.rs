@@ -228,6 +228,24 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> st
     write_frame_head(w, payload.len(), payload).await
 }
 
+/// Writes one frame whose payload is `parts`, one after the other (the size prefix first, with
+/// the first part). Does not flush.
+pub async fn write_frame_parts<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    parts: &[Bytes],
+) -> std::io::Result<()> {
+    let size = parts.iter().map(Bytes::len).sum();
+    let (first, rest) = match parts.split_first() {
+        Some((f, r)) => (&f[..], r),
+        None => (&[][..], &[][..]),
+    };
+    write_frame_head(w, size, first).await?;
+    for p in rest {
+        w.write_all(p).await?;
+    }
+    Ok(())
+}
+
 /// Writes the size prefix of a frame of `size` payload bytes and the first of them, `head`, in
 /// one write as [`write_frame`] does; the rest of the payload must follow. Does not flush.
 pub async fn write_frame_head<W: AsyncWrite + Unpin>(
@@ -245,6 +263,23 @@ pub async fn write_frame_head<W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_frame_of_parts_reads_back_as_one_frame() {
+        let mut out = Vec::new();
+        let parts = [
+            Bytes::from_static(b"ab"),
+            Bytes::new(),
+            Bytes::from_static(b"cde"),
+        ];
+        write_frame_parts(&mut out, &parts).await.unwrap();
+        assert_eq!(out, b"\0\0\0\x05abcde");
+        let (frames, _) = frames_of(&out, 100).await;
+        assert_eq!(frames, vec![Bytes::from_static(b"abcde")]);
+        out.clear();
+        write_frame_parts(&mut out, &[]).await.unwrap();
+        assert_eq!(out, b"\0\0\0\0");
+    }
 
     async fn frames_of(input: &[u8], max: usize) -> (Vec<Bytes>, Option<FrameError>) {
         let mut r = FrameReader::new(input, max);

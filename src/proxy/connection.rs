@@ -42,7 +42,7 @@ use super::Gateway;
 use crate::generation::Generation;
 use crate::policy::judge::RequestInflater;
 use crate::protocol::frame::Incoming;
-use crate::protocol::frame::{write_frame, write_frame_head};
+use crate::protocol::frame::{write_frame, write_frame_head, write_frame_parts};
 use crate::protocol::header::{
     peek_produce_acks, response_correlation_id, split_request, undecodable, HeaderError,
 };
@@ -143,8 +143,13 @@ impl Drop for Slot {
 enum SlotState {
     Awaiting,
     Ready(Bytes),
-    /// Being finished by a task: merged once its dead-letter writes are answered.
+    /// An answer written as these parts, one after the other (a protected Fetch answer).
+    ReadyParts(Vec<Bytes>),
+    /// Being finished by a task: merged once its dead-letter writes are answered, or a zone's
+    /// protected Fetch answer shown and renamed.
     Deferred(tokio::task::JoinHandle<Result<Bytes, ConnError>>),
+    /// Being finished by a task that shows a Fetch answer's protected fields, as parts.
+    DeferredParts(tokio::task::JoinHandle<Result<Vec<Bytes>, ConnError>>),
 }
 
 /// Proxies one client connection until either side closes, a protocol error, or shutdown.
@@ -587,13 +592,13 @@ fn fetch_views(
 }
 
 /// The answer to a Fetch with its protected fields shown as `views` says (keys loaded as
-/// needed; see `crate::protect::fetch`).
+/// needed; see `crate::protect::fetch`), as parts to write one after the other.
 async fn show_protected(
     gw: &Gateway,
     frame: Bytes,
     version: i16,
     views: &crate::protect::fetch::FetchViews,
-) -> Bytes {
+) -> Vec<Bytes> {
     let ids = |id: [u8; 16]| {
         gw.topic_ids
             .read()
@@ -1020,13 +1025,20 @@ where
                     }
                     (None, Some(views)) => {
                         // Opening or masking the protected fields runs beside this task, which
-                        // goes on reading answers; the queue's order holds (Deferred).
+                        // goes on reading answers; the queue's order holds (Deferred). The
+                        // answer leaves as parts: the old answer's spans around the new sets.
                         let bytes = rewrite_response(&slot.action, frame, gw.as_ref())?;
                         let (gw, renamed_for) = (gw.clone(), slot.renamed_for.clone());
-                        SlotState::Deferred(tokio::spawn(async move {
-                            let bytes = show_protected(&gw, bytes, version, &views).await;
-                            Ok(zone_answer(renamed_for.as_deref(), bytes, version)?)
-                        }))
+                        match renamed_for {
+                            None => SlotState::DeferredParts(tokio::spawn(async move {
+                                Ok(show_protected(&gw, bytes, version, &views).await)
+                            })),
+                            Some(zone) => SlotState::Deferred(tokio::spawn(async move {
+                                let parts = show_protected(&gw, bytes, version, &views).await;
+                                let whole = Bytes::from(parts.concat());
+                                Ok(zone_answer(Some(&zone), whole, version)?)
+                            })),
+                        }
                     }
                     (Some(settling), _) => {
                         let (gw, renamed_for) = (gw.clone(), slot.renamed_for.clone());
@@ -1145,25 +1157,33 @@ async fn write_ready_prefix<W: AsyncWrite + Unpin>(
     let mut wrote = false;
     loop {
         match queue.front_mut().map(|s| &mut s.state) {
-            Some(SlotState::Ready(_)) => {}
-            Some(SlotState::Deferred(task)) => {
-                // The front waits for its dead-letter writes; what is written so far goes out.
+            Some(SlotState::Ready(_) | SlotState::ReadyParts(_)) => {}
+            Some(SlotState::Deferred(_) | SlotState::DeferredParts(_)) => {
+                // The front waits for its dead-letter writes, or for its protected fields to be
+                // shown; what is written so far goes out.
                 if wrote {
                     client.flush().await.map_err(ConnError::ClientIo)?;
                 }
-                let bytes = task.await.map_err(ConnError::Judge)??;
-                queue.front_mut().expect("front exists").state = SlotState::Ready(bytes);
+                let front = queue.front_mut().expect("front exists");
+                front.state = match std::mem::replace(&mut front.state, SlotState::Awaiting) {
+                    SlotState::Deferred(task) => {
+                        SlotState::Ready(task.await.map_err(ConnError::Judge)??)
+                    }
+                    SlotState::DeferredParts(task) => {
+                        SlotState::ReadyParts(task.await.map_err(ConnError::Judge)??)
+                    }
+                    _ => unreachable!("checked above"),
+                };
             }
             _ => break,
         }
         let mut slot = queue.pop_front().expect("front exists");
-        let SlotState::Ready(bytes) = std::mem::replace(&mut slot.state, SlotState::Awaiting)
-        else {
-            unreachable!("checked above")
-        };
-        write_frame(client, &bytes)
-            .await
-            .map_err(ConnError::ClientIo)?;
+        match std::mem::replace(&mut slot.state, SlotState::Awaiting) {
+            SlotState::Ready(bytes) => write_frame(client, &bytes).await,
+            SlotState::ReadyParts(parts) => write_frame_parts(client, &parts).await,
+            _ => unreachable!("checked above"),
+        }
+        .map_err(ConnError::ClientIo)?;
         gw.metrics
             .api(slot.api_key)
             .duration

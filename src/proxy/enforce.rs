@@ -187,9 +187,10 @@ pub struct ProduceJob {
 /// Per protecting topic of a request: the keys its fields are sealed with, or why there are
 /// none (the partition is then refused with a retriable error: nothing is written in
 /// plaintext).
-pub type SealPlan = Vec<(Box<str>, Result<crate::protect::SealKeys, String>)>;
-
-const NO_KEY_STORE: &str = "no key store is configured (`protect:` of the gateway configuration)";
+pub type SealPlan = Vec<(
+    Box<str>,
+    Result<crate::protect::SealKeys, crate::protect::keys::KeyError>,
+)>;
 
 /// The topics of a request whose contracts encrypt fields, once each, with whether they need
 /// a deterministic key too.
@@ -224,7 +225,12 @@ pub fn seal_keys_ready(
         return Some(
             encrypting_topics(policies, decoded)
                 .into_iter()
-                .map(|(name, _)| (Box::from(name), Err(NO_KEY_STORE.to_string())))
+                .map(|(name, _)| {
+                    (
+                        Box::from(name),
+                        Err(crate::protect::keys::KeyError::NoStore),
+                    )
+                })
                 .collect(),
         );
     };
@@ -258,7 +264,7 @@ pub async fn seal_keys(
     let mut plan: SealPlan = Vec::new();
     for (name, det) in encrypting_topics(policies, decoded) {
         let Some(ring) = keys else {
-            plan.push((name.into(), Err(NO_KEY_STORE.into())));
+            plan.push((name.into(), Err(crate::protect::keys::KeyError::NoStore)));
             continue;
         };
         let random = ring.prepare(name, false).await;
@@ -272,7 +278,7 @@ pub async fn seal_keys(
                 random: Some(r),
                 deterministic: d,
             }),
-            (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         plan.push((name.into(), keys));
     }
