@@ -384,7 +384,7 @@ pub fn protect_batch(data: &[u8]) {
     use crate::policy::protect::{compile, Mask, View};
     use crate::protect::fetch::{show_records, FetchViews, TopicView};
     use crate::protect::keys::{DataKey, KeyRing};
-    use crate::protect::{seal_records, Required, SealKeys};
+    use crate::protect::{seal_records, Required, SealKeys, SealedSet};
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -412,6 +412,7 @@ pub fn protect_batch(data: &[u8]) {
         topic: TOPIC.into(),
         protect: protect.clone(),
         view,
+        stats: None,
     };
     let values = |set: &[u8]| -> Option<Vec<Option<Vec<u8>>>> {
         let mut out = Vec::new();
@@ -425,10 +426,10 @@ pub fn protect_batch(data: &[u8]) {
     };
     let sealed = seal_records(data, TOPIC, &protect, &keys, MAX, &mut Required::Enforce);
     let set = match &sealed {
-        Ok(Some(s)) => s.clone(),
+        Ok(SealedSet { set: Some(s), .. }) => s.clone(),
         _ => bytes::Bytes::copy_from_slice(data),
     };
-    if let Ok(Some(s)) = &sealed {
+    if let Ok(SealedSet { set: Some(s), .. }) = &sealed {
         let shown = show_records(s, &view(View::Plain), Some(&ring), MAX);
         let back = values(shown.as_deref().unwrap_or(s));
         assert_eq!(back, values(data), "a reader gets back what was produced");

@@ -77,6 +77,12 @@ pub struct ContractMetrics {
     /// `meshgate_produce_records_total{topic=<contract topic>, outcome}`.
     pub produce_accepted: IntCounter,
     pub produce_rejected: IntCounter,
+    /// `meshgate_contract_protected_fields_total{contract, op}`: fields sealed on produce, and on
+    /// fetch opened for a reader, masked, or unreadable (their key gone).
+    pub fields_sealed: IntCounter,
+    pub fields_opened: IntCounter,
+    pub fields_masked: IntCounter,
+    pub fields_unreadable: IntCounter,
     /// When the last record was accepted (ms since epoch); 0 when none yet.
     pub last_accepted_ms: AtomicU64,
     /// When this contract was first loaded (ms since epoch).
@@ -110,6 +116,7 @@ struct ContractFamilies {
     freshness: GaugeVec,
     sla_availability: GaugeVec,
     fetch_requests: IntCounterVec,
+    protected_fields: IntCounterVec,
     consumer_lag: GaugeVec,
     active_groups: GaugeVec,
     active_principals: GaugeVec,
@@ -598,6 +605,10 @@ impl Metrics {
                     bytes_in: self.bytes.with_label_values(&["in", topic]),
                     bytes_out: self.bytes.with_label_values(&["out", topic]),
                     fetch_requests: f.fetch_requests.with_label_values(&[name]),
+                    fields_sealed: f.protected_fields.with_label_values(&[name, "sealed"]),
+                    fields_opened: f.protected_fields.with_label_values(&[name, "opened"]),
+                    fields_masked: f.protected_fields.with_label_values(&[name, "masked"]),
+                    fields_unreadable: f.protected_fields.with_label_values(&[name, "unreadable"]),
                     produce_accepted: self.produce_records.with_label_values(&[topic, "accepted"]),
                     produce_rejected: self.produce_records.with_label_values(&[topic, "rejected"]),
                     last_accepted_ms: AtomicU64::new(0),
@@ -837,6 +848,11 @@ impl ContractFamilies {
                 "meshgate_contract_fetch_requests_total",
                 "Fetch answers that carried the contract's topic",
                 &c,
+            ),
+            protected_fields: counter(
+                "meshgate_contract_protected_fields_total",
+                "Protected fields of the contract's records (protect:): sealed on produce; on fetch opened for a pii reader, masked for another principal, or unreadable (their data key gone: shown masked)",
+                &["contract", "op"],
             ),
             consumer_lag: gauge(
                 "meshgate_contract_consumer_lag_records",

@@ -28,8 +28,9 @@ use kafka_protocol::messages::ApiKey;
 use super::envelope::{self, FieldAt};
 use super::json_fields::{self, Found};
 use super::keys::KeyRing;
+use crate::generation::Generation;
+use crate::metrics::ContractMetrics;
 use crate::policy::protect::{Mask, Protect, View};
-use crate::policy::PolicySet;
 use crate::protocol::fetch_walk::{records_prefix, walk_fetch, FetchEvent, TopicRef};
 use crate::protocol::header::split_response;
 use crate::protocol::records::batches;
@@ -40,6 +41,8 @@ pub struct TopicView {
     pub topic: Box<str>,
     pub protect: Arc<Protect>,
     pub view: View,
+    /// Where its fields are counted (`meshgate_contract_protected_fields_total`).
+    pub stats: Option<Arc<ContractMetrics>>,
 }
 
 /// The protected topics whose answers a principal's Fetch needs rewritten.
@@ -50,7 +53,7 @@ pub struct FetchViews {
 
 impl FetchViews {
     /// `None` when no topic of `set` needs an edit for `principal` (the answer passes as is).
-    pub fn for_principal(set: &PolicySet, principal: &str) -> Option<Self> {
+    pub fn for_principal(set: &Generation, principal: &str) -> Option<Self> {
         if !set.protects {
             return None;
         }
@@ -64,6 +67,7 @@ impl FetchViews {
                     topic: c.topic.as_str().into(),
                     protect: p.clone(),
                     view: p.view_for(principal)?,
+                    stats: set.stats(c).cloned(),
                 })
             })
             .collect();
@@ -111,6 +115,7 @@ pub fn rewrite(
         settled,
         need: &mut need,
         found: Vec::new(),
+        counts: Counts::default(),
     };
     let walked = walk_fetch(&body, version, |event| {
         let FetchEvent::Partition(topic, p) = event else {
@@ -126,7 +131,17 @@ pub fn rewrite(
         let Some(view) = name.as_deref().and_then(|n| views.get(n)) else {
             return;
         };
-        if let Some(set) = cx.rewrite_set(p.records, view, max_inflate) {
+        cx.counts = Counts::default();
+        let shown = cx.rewrite_set(p.records, view, max_inflate);
+        // Counted once the pass is final (no key left to load).
+        if settled || cx.need.is_empty() {
+            if let Some(m) = &view.stats {
+                m.fields_opened.inc_by(cx.counts.opened);
+                m.fields_masked.inc_by(cx.counts.masked);
+                m.fields_unreadable.inc_by(cx.counts.unreadable);
+            }
+        }
+        if let Some(set) = shown {
             let mut prefix = Vec::with_capacity(5);
             records_prefix(version, set.len(), &mut prefix);
             edits.push((p.field.start + offset..p.field.end + offset, prefix, set));
@@ -198,8 +213,17 @@ pub fn show_records(
         settled: true,
         need: &mut need,
         found: Vec::new(),
+        counts: Counts::default(),
     };
     o.rewrite_set(set, view, max_inflate)
+}
+
+/// Fields shown in one partition, by how.
+#[derive(Default)]
+struct Counts {
+    opened: u64,
+    masked: u64,
+    unreadable: u64,
 }
 
 struct Opener<'k, 'n> {
@@ -207,6 +231,7 @@ struct Opener<'k, 'n> {
     settled: bool,
     need: &'n mut Vec<(Box<str>, Box<str>)>,
     found: Vec<Found>,
+    counts: Counts,
 }
 
 impl Opener<'_, '_> {
@@ -282,30 +307,25 @@ impl Opener<'_, '_> {
             .then(|| std::str::from_utf8(&text[1..text.len() - 1]).ok())
             .flatten()
             .and_then(envelope::parse);
-        let gone = || {
-            mask_text(
-                view.protect
-                    .mask
-                    .as_ref()
-                    .unwrap_or(&Mask::Text("***".into())),
-                None,
-            )
-        };
         let Some(parsed) = parsed else {
             // Not sealed: readers see it; the others get the mask.
             return match &view.view {
                 View::Plain => None,
-                View::Masked(m) => Some(mask_text(m, Some(text))),
+                View::Masked(m) => {
+                    self.counts.masked += 1;
+                    Some(mask_text(m, Some(text)))
+                }
             };
         };
         if let View::Masked(Mask::Text(t)) = &view.view {
             // No key needed to hide it.
+            self.counts.masked += 1;
             return Some(json_string(t));
         }
         let key = match self.keys.and_then(|k| k.cached(at.topic, parsed.kid)) {
             Some(Ok(k)) => k,
-            Some(Err(())) => return Some(gone()),
-            None if self.settled || self.keys.is_none() => return Some(gone()),
+            Some(Err(())) => return Some(self.unreadable(view)),
+            None if self.settled || self.keys.is_none() => return Some(self.unreadable(view)),
             None => {
                 self.need.push((at.topic.into(), parsed.kid.into()));
                 return None;
@@ -313,10 +333,25 @@ impl Opener<'_, '_> {
         };
         match key.cipher.open(parsed, at) {
             Ok(plain) => Some(match &view.view {
-                View::Plain => plain,
-                View::Masked(m) => mask_text(m, Some(&plain)),
+                View::Plain => {
+                    self.counts.opened += 1;
+                    plain
+                }
+                View::Masked(m) => {
+                    self.counts.masked += 1;
+                    mask_text(m, Some(&plain))
+                }
             }),
-            Err(_) => Some(gone()),
+            Err(_) => Some(self.unreadable(view)),
+        }
+    }
+
+    /// The mask of a field whose key is gone or does not open it (`***` without a mask).
+    fn unreadable(&mut self, view: &TopicView) -> Vec<u8> {
+        self.counts.unreadable += 1;
+        match &view.protect.mask {
+            Some(m) => mask_text(m, None),
+            None => json_string("***"),
         }
     }
 }
@@ -381,12 +416,14 @@ pub(crate) mod tests_support {
             topic: topic.into(),
             protect: p.clone(),
             view,
+            stats: None,
         };
         let mut o = Opener {
             keys: cx.keys,
             settled: cx.settled,
             need: &mut cx.need,
             found: Vec::new(),
+            counts: Counts::default(),
         };
         o.rewrite_set(set, &tv, 1 << 20)
             .unwrap_or_else(|| set.to_vec())

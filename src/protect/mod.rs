@@ -166,8 +166,17 @@ fn seal_value(
     Ok(Some(out))
 }
 
+/// A partition's record set after sealing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSet {
+    /// The new record set; `None` when nothing changed (no field present, or only
+    /// `require_encrypted` fields).
+    pub set: Option<Bytes>,
+    /// Fields sealed.
+    pub fields: u64,
+}
+
 /// Seals (and checks) the protected fields of every record of a partition's record set.
-/// `Ok(None)` when nothing changed (no field present, or only `require_encrypted` fields).
 pub fn seal_records(
     records: &[u8],
     topic: &str,
@@ -175,7 +184,7 @@ pub fn seal_records(
     keys: &SealKeys,
     max_inflate: usize,
     required: &mut Required,
-) -> Result<Option<Bytes>, SealError> {
+) -> Result<SealedSet, SealError> {
     let mut found = Vec::new();
     let mut sealed = Sealed::default();
     let mut parts: Vec<Result<Vec<u8>, &[u8]>> = Vec::new();
@@ -203,8 +212,9 @@ pub fn seal_records(
     if let Some(k) = &keys.random {
         k.note_uses(sealed.random);
     }
+    let fields = sealed.random + sealed.deterministic;
     if !changed {
-        return Ok(None);
+        return Ok(SealedSet { set: None, fields });
     }
     let mut out = Vec::with_capacity(
         parts
@@ -218,7 +228,10 @@ pub fn seal_records(
             Err(b) => out.extend_from_slice(b),
         }
     }
-    Ok(Some(Bytes::from(out)))
+    Ok(SealedSet {
+        set: Some(Bytes::from(out)),
+        fields,
+    })
 }
 
 #[cfg(test)]

@@ -66,9 +66,9 @@ fn sealed_fields_hide_their_values_and_leave_every_other_byte() {
         Compression::Zstd,
     ] {
         let set = produced(c);
-        let sealed = seal_records(&set, "t", &p, &keys, 1 << 20, &mut Required::Enforce)
-            .unwrap()
-            .unwrap();
+        let done = seal_records(&set, "t", &p, &keys, 1 << 20, &mut Required::Enforce).unwrap();
+        assert_eq!(done.fields, 2, "email and phone of the first record");
+        let sealed = done.set.unwrap();
         let vals = values(&sealed);
         assert!(
             !vals[0].contains("ann@x.example") && !vals[0].contains("+33 1"),
@@ -102,6 +102,7 @@ fn readers_get_the_plaintext_back_and_others_the_mask() {
     let set = produced(Compression::Lz4);
     let sealed = seal_records(&set, "t", &p, &keys, 1 << 20, &mut Required::Enforce)
         .unwrap()
+        .set
         .unwrap();
     let mut cx = fetch::tests_support::opener(Some(&ring));
     let plain = fetch::tests_support::show_set(&mut cx, &sealed, "t", &p, View::Plain);
@@ -142,6 +143,7 @@ fn a_missing_key_is_asked_for_and_a_gone_key_masks_for_everyone() {
         &mut Required::Enforce,
     )
     .unwrap()
+    .set
     .unwrap();
     let empty = keys::KeyRing::in_memory(vec![]);
     let mut cx = fetch::tests_support::opener(Some(&empty));
@@ -185,6 +187,7 @@ fn deterministic_fields_seal_equal_values_equally() {
         &mut Required::Enforce,
     )
     .unwrap()
+    .set
     .unwrap();
     let v = values(&sealed);
     let email = |s: &str| s.split('"').nth(3).unwrap().to_string();
@@ -260,7 +263,10 @@ fn what_cannot_be_sealed_or_is_not_sealed_is_refused_by_index() {
             1 << 20,
             &mut Required::Enforce
         ),
-        Ok(None)
+        Ok(SealedSet {
+            set: None,
+            fields: 0
+        })
     );
 }
 
@@ -283,6 +289,7 @@ fn a_confluent_framed_json_value_keeps_its_frame() {
         &mut Required::Enforce,
     )
     .unwrap()
+    .set
     .unwrap();
     let mut buf = sealed;
     let b = RecordBatchDecoder::decode(&mut buf).unwrap();
@@ -299,7 +306,10 @@ fn in_shadow_an_unsealed_required_field_is_noted_and_the_records_go_on() {
     let mut required = Required::Shadow(None);
     assert_eq!(
         seal_records(&set, "t", &p, &SealKeys::default(), 1 << 20, &mut required),
-        Ok(None)
+        Ok(SealedSet {
+            set: None,
+            fields: 0
+        })
     );
     assert_eq!(required, Required::Shadow(Some("email".into())));
 }
@@ -370,13 +380,16 @@ fn a_fetch_answer_is_shown_partition_by_partition_and_the_rest_kept() {
         &mut Required::Enforce,
     )
     .unwrap()
+    .set
     .unwrap();
     let other = produced(Compression::Gzip);
+    let stats = crate::metrics::Metrics::new().contract("c", "t");
     let views = fetch::FetchViews {
         topics: vec![fetch::TopicView {
             topic: "t".into(),
             protect: p.clone(),
             view: View::Plain,
+            stats: Some(stats.clone()),
         }],
     };
     let ids = |id: [u8; 16]| match id[0] {
@@ -426,12 +439,16 @@ fn a_fetch_answer_is_shown_partition_by_partition_and_the_rest_kept() {
             Some(&other[..])
         );
     }
+    // Two fields opened per answer (the first record's email and phone), five answers.
+    assert_eq!(stats.fields_opened.get(), 10);
+    assert_eq!(stats.fields_masked.get() + stats.fields_unreadable.get(), 0);
     // A principal who gets the ciphertext: nothing to do.
     let none = fetch::FetchViews {
         topics: vec![fetch::TopicView {
             topic: "u".into(),
             protect: p,
             view: View::Plain,
+            stats: None,
         }],
     };
     let frame = fetch_answer(12, &sealed, &other);

@@ -696,7 +696,10 @@ fn seal_accepted(
             Effect::Shadow(_) => Required::Shadow(None),
         };
         match seal_records(set, &c.topic, p, keys, max_inflate, &mut required) {
-            Ok(new) => {
+            Ok(done) => {
+                if let Some(m) = j.stats {
+                    m.fields_sealed.inc_by(done.fields);
+                }
                 if let (Required::Shadow(Some(field)), Effect::Shadow(mode)) =
                     (&required, c.mode.effect(principal))
                 {
@@ -704,7 +707,7 @@ fn seal_accepted(
                         format!("a record's field `{field}` is not a meshgate envelope (protect: require_encrypted)")
                     });
                 }
-                if let Some(new) = new {
+                if let Some(new) = done.set {
                     sealed.insert((j.topic.clone(), j.index), new);
                 }
             }
