@@ -164,10 +164,10 @@ pub fn compile(
             ));
         }
     }
-    if avro && actions.iter().any(|(_, a)| *a == Action::Encrypt) {
+    if avro && !actions.is_empty() {
         errors.push(
-            "`protect: encrypt` seals fields of JSON values; this contract's values are Avro, \
-             whose schema cannot hold the ciphertext (not supported in this build)"
+            "`protect` works on fields of JSON values; this contract's values are Avro, whose \
+             schema cannot hold a ciphertext envelope (not supported in this build)"
                 .to_string(),
         );
     }
@@ -294,14 +294,7 @@ mod tests {
             "`protect` names no classification level"
         );
         assert!(err(r#"{"pii": "encrypt"}"#, None, true).contains("values are Avro"));
-        assert!(compile(
-            &doc(r#"{"pii": "require_encrypted"}"#),
-            &classified(),
-            vec![],
-            None,
-            true
-        )
-        .is_ok());
+        assert!(err(r#"{"pii": "require_encrypted"}"#, None, true).contains("values are Avro"));
         assert!(err(r#"{"pii": "encrypt"}"#, Some(""), false).contains("`mask_on_fetch` is empty"));
     }
 }

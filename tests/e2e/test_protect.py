@@ -183,8 +183,21 @@ def test_pii_is_ciphertext_on_the_topic_and_plaintext_only_for_its_readers(setup
         assert got["customer_id"] == "***"
         assert got.get("email") == ("***" if "email" in want else None), got
 
+    # Counted per contract: every non-null pii field sealed once, opened for alice, masked for bob.
+    metrics = s.gw.metrics()
+    fields = sum(1 for p in produced for f in ("customer_id", "email") if f in p)
+
+    def count(op):
+        line = next(l for l in metrics.splitlines()
+                    if l.startswith("meshgate_contract_protected_fields_total{")
+                    and f'op="{op}"' in l and f'contract="pii-{s.run}"' in l)
+        return float(line.rsplit(" ", 1)[1])
+    assert count("sealed") == fields
+    assert count("opened") >= fields and count("masked") >= fields
+    assert count("unreadable") == 0
+
     # No produced pii value is in the gateway's log or metrics.
-    text = s.gw.log_text() + s.gw.metrics()
+    text = s.gw.log_text() + metrics
     for p in produced:
         assert p["customer_id"] not in text and p.get("email", "@@") not in text
 
