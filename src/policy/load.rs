@@ -153,9 +153,8 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DirError
     Ok(())
 }
 
-/// Compiles already-read sources: (path, text) pairs.
-/// Test support: one policy file's text, compiled; panics on any error.
-#[cfg(test)]
+/// Test and fuzzing support: one policy file's text, compiled; panics on any error.
+#[cfg(any(test, fuzzing))]
 pub(crate) fn compile_text(file: &str, text: &str) -> PolicySet {
     let mut errors = Vec::new();
     let set = compile_sources(&[(PathBuf::from(file), text.to_string())], &mut errors);
