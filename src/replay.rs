@@ -52,6 +52,10 @@ pub enum ReplayError {
     },
     #[error("topic `{0}` does not exist")]
     NoTopic(String),
+    /// `--to` a topic whose contract encrypts fields: replay writes through its own producer,
+    /// which does not seal, so the records would land in plaintext.
+    #[error("--to `{0}`: its contract encrypts fields (`protect: encrypt`), and replay writes with its own producer, which does not seal them; produce to it through the gateway instead")]
+    Protected(String),
     #[error("partition {partition}: leader {leader} is not among the brokers")]
     NoLeader { partition: i32, leader: i32 },
     #[error("partition {partition}: the fetch made no progress at offset {offset}")]
@@ -110,6 +114,15 @@ const CHUNK: usize = 500;
 /// Reads and judges; with `req.to`, writes the records that pass to it. `set` is the policy set
 /// to judge under (typically the one about to be deployed, or the one in force).
 pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, ReplayError> {
+    if let Some(to) = req.to {
+        let encrypts = set
+            .contract_for(to)
+            .and_then(|c| c.protect.as_ref())
+            .is_some_and(|p| p.encrypts());
+        if encrypts {
+            return Err(ReplayError::Protected(to.to_string()));
+        }
+    }
     let mut bootstrap = Conn::connect(req.bootstrap, &req.settings).await?;
     let mut metadata = MetadataRequest::default();
     let mut t = MetadataRequestTopic::default();
@@ -467,4 +480,30 @@ async fn fetch(
     let part = resp.responses.first().and_then(|t| t.partitions.first());
     let part = answered(part, |p| p.error_code, topic, "Fetch")?;
     Ok(part.records.clone().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_replay_to_a_topic_whose_contract_encrypts_is_refused_before_anything_is_read() {
+        let set = crate::policy::load::compile_text(
+            "p.yaml",
+            "contract:\n  name: c\n  owner: o\n  topic: pii.v1\n  schema:\n    format: json\n    definition: {\"type\": \"record\", \"name\": \"R\", \"fields\": [{\"name\": \"email\", \"type\": \"string\"}]}\n    classification: {email: pii}\n  protect: {pii: encrypt}\n",
+        );
+        let req = Request {
+            // Nothing listens here: the refusal comes first.
+            bootstrap: "127.0.0.1:1",
+            topic: "src.v1",
+            last: None,
+            examples: 0,
+            settings: Settings::default(),
+            to: Some("pii.v1"),
+        };
+        match dry_run(&req, &set).await {
+            Err(ReplayError::Protected(t)) => assert_eq!(t, "pii.v1"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
 }
