@@ -154,6 +154,16 @@ pub fn compile(
             });
         }
     }
+    // A field inside another protected field is protected with it: only the outer one is kept
+    // (its span covers the inner one's).
+    let outer: Vec<Box<str>> = fields.iter().map(|f| f.dotted.clone()).collect();
+    fields.retain(|f| {
+        !outer.iter().any(|o| {
+            f.dotted.len() > o.len() + 1
+                && f.dotted.starts_with(&**o)
+                && f.dotted.as_bytes()[o.len()] == b'.'
+        })
+    });
     for d in &deterministic {
         if !fields
             .iter()
@@ -260,6 +270,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(hashed.mask, Some(Mask::Hash));
+    }
+
+    #[test]
+    fn a_field_inside_a_protected_field_is_protected_with_it() {
+        let classified = vec![
+            ("customer".to_string(), "pii".to_string()),
+            ("customer.phone".to_string(), "pii".to_string()),
+            ("customerx".to_string(), "pii".to_string()),
+        ];
+        let p = compile(
+            &doc(r#"{"pii": "encrypt"}"#),
+            &classified,
+            vec![],
+            None,
+            false,
+        )
+        .unwrap();
+        let kept: Vec<&str> = p.fields.iter().map(|f| &*f.dotted).collect();
+        assert_eq!(kept, vec!["customer", "customerx"]);
     }
 
     #[test]

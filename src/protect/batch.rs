@@ -53,7 +53,8 @@ pub fn rewrite_batch<E>(
         return Ok(None);
     }
     let inflated = batch.inflate(max_inflate)?;
-    let mut body = Vec::new();
+    let mut body = Vec::with_capacity(inflated.len() + inflated.len() / 4);
+    let mut r = Vec::new();
     let mut changed = false;
     for (index, record) in inflated.iter().enumerate() {
         let record = record?;
@@ -64,7 +65,7 @@ pub fn rewrite_batch<E>(
         changed |= new_value.is_some();
         let value = new_value.as_deref().or(record.value);
         let (header_count, headers) = record.raw_headers();
-        let mut r = Vec::with_capacity(record.size + value.map_or(0, <[u8]>::len));
+        r.clear();
         r.push(0); // record attributes (unused, always 0)
         put_varlong(&mut r, record.timestamp_delta);
         put_varlong(&mut r, record.offset_delta as i64);

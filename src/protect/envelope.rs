@@ -11,7 +11,9 @@
 //!   quotes, `42`, `{"x": 1}`), so that decryption gives back the exact bytes.
 //! - **Associated data:** `meshgate/pii/v1`, the topic, the field's dotted path and the kid,
 //!   joined by `\n`. A ciphertext moved to another field, topic or key does not open.
-//! - **Nonce:** 12 random bytes; in deterministic mode the first 12 bytes of
+//! - **Nonce:** unique under its key: 4 bytes chosen at random when the key is made and a 64-bit
+//!   count of the fields it sealed (a random-mode key seals only in the gateway process that made
+//!   it; see `keys`); in deterministic mode the first 12 bytes of
 //!   HMAC-SHA256(nonce key, associated data ‖ plaintext), where the nonce key is
 //!   HMAC-SHA256(data key, `meshgate/siv`). Equal plaintexts of one field under one key then give
 //!   equal envelopes (joinable, usable as a key) and that equality is all it leaks: which records
@@ -25,6 +27,7 @@ use base64::Engine as _;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
+use smallvec::SmallVec;
 
 /// What every envelope starts with.
 pub const PREFIX: &str = "mg1:";
@@ -59,8 +62,8 @@ pub struct FieldAt<'a> {
     pub path: &'a str,
 }
 
-fn aad(at: FieldAt<'_>, kid: &str) -> Vec<u8> {
-    let mut a = Vec::with_capacity(16 + at.topic.len() + at.path.len() + kid.len() + 3);
+fn aad(at: FieldAt<'_>, kid: &str) -> SmallVec<[u8; 192]> {
+    let mut a = SmallVec::new();
     a.extend_from_slice(b"meshgate/pii/v1\n");
     a.extend_from_slice(at.topic.as_bytes());
     a.push(b'\n');
@@ -118,7 +121,8 @@ impl Cipher {
         Self { key, siv }
     }
 
-    /// The envelope of `plaintext` (a JSON value's text) at `at`, under key `kid`.
+    /// The envelope of `plaintext` (a JSON value's text) at `at`, under key `kid`, with a
+    /// random nonce or (`deterministic`) one derived from the value.
     pub fn seal(
         &self,
         kid: &str,
@@ -126,46 +130,85 @@ impl Cipher {
         plaintext: &[u8],
         deterministic: bool,
     ) -> String {
-        let aad = aad(at, kid);
-        let mut nonce = [0u8; NONCE_LEN];
-        if deterministic {
-            let mut ctx = hmac::Context::with_key(&self.siv);
-            ctx.update(&aad);
-            ctx.update(plaintext);
-            nonce.copy_from_slice(&ctx.sign().as_ref()[..NONCE_LEN]);
+        let nonce = if deterministic {
+            NonceFrom::Value
         } else {
-            // The system's random source does not fail on the platforms meshgate runs on; if it
-            // ever did, a fixed nonce would be a disaster, so this is the one panic on purpose.
+            let mut n = [0u8; NONCE_LEN];
             SystemRandom::new()
-                .fill(&mut nonce)
+                .fill(&mut n)
                 .expect("the system random source");
-        }
-        let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+            NonceFrom::Given(n)
+        };
+        let mut out = Vec::new();
+        self.seal_into(kid, at, plaintext, nonce, &mut out);
+        String::from_utf8(out).expect("an envelope is ASCII")
+    }
+
+    /// Appends the envelope of `plaintext` at `at`, under key `kid`, to `out` (no allocation
+    /// for fields up to about 200 bytes).
+    pub fn seal_into(
+        &self,
+        kid: &str,
+        at: FieldAt<'_>,
+        plaintext: &[u8],
+        nonce: NonceFrom,
+        out: &mut Vec<u8>,
+    ) {
+        let aad = aad(at, kid);
+        let nonce = match nonce {
+            NonceFrom::Given(n) => n,
+            NonceFrom::Value => {
+                let mut ctx = hmac::Context::with_key(&self.siv);
+                ctx.update(&aad);
+                ctx.update(plaintext);
+                let mut n = [0u8; NONCE_LEN];
+                n.copy_from_slice(&ctx.sign().as_ref()[..NONCE_LEN]);
+                n
+            }
+        };
+        let mut buf: SmallVec<[u8; 256]> = SmallVec::new();
         buf.extend_from_slice(&nonce);
         buf.extend_from_slice(plaintext);
-        let (head, body) = buf.split_at_mut(NONCE_LEN);
         let tag = self
             .key
             .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(head.try_into().expect("12 bytes")),
-                Aad::from(&aad),
-                body,
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad[..]),
+                &mut buf[NONCE_LEN..],
             )
             .expect("AES-GCM seals any length meshgate hands it");
         buf.extend_from_slice(tag.as_ref());
-        let mut out = String::with_capacity(PREFIX.len() + kid.len() + 1 + buf.len() * 4 / 3 + 4);
-        out.push_str(PREFIX);
-        out.push_str(kid);
-        out.push(':');
-        URL_SAFE_NO_PAD.encode_string(&buf, &mut out);
-        out
+        out.extend_from_slice(PREFIX.as_bytes());
+        out.extend_from_slice(kid.as_bytes());
+        out.push(b':');
+        let start = out.len();
+        out.resize(start + buf.len().div_ceil(3) * 4, 0);
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(&buf, &mut out[start..])
+            .expect("sized for base64");
+        out.truncate(start + written);
     }
 
     /// The plaintext of an envelope sealed at `at`.
     pub fn open(&self, parsed: Parsed<'_>, at: FieldAt<'_>) -> Result<Vec<u8>, OpenError> {
-        let mut buf = URL_SAFE_NO_PAD
-            .decode(parsed.sealed)
+        let mut out = Vec::new();
+        self.open_into(parsed, at, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the plaintext of an envelope sealed at `at` to `out` (nothing on error).
+    pub fn open_into(
+        &self,
+        parsed: Parsed<'_>,
+        at: FieldAt<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), OpenError> {
+        let mut buf: SmallVec<[u8; 256]> = SmallVec::new();
+        buf.resize(parsed.sealed.len() * 3 / 4 + 3, 0);
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(parsed.sealed, &mut buf[..])
             .map_err(|_| OpenError::NotEnvelope)?;
+        buf.truncate(n);
         if buf.len() < NONCE_LEN + TAG_LEN {
             return Err(OpenError::NotEnvelope);
         }
@@ -175,15 +218,22 @@ impl Cipher {
             .key
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
+                Aad::from(&aad[..]),
                 &mut buf[NONCE_LEN..],
             )
-            .map_err(|_| OpenError::Forged)?
-            .len();
-        buf.copy_within(NONCE_LEN..NONCE_LEN + plain, 0);
-        buf.truncate(plain);
-        Ok(buf)
+            .map_err(|_| OpenError::Forged)?;
+        out.extend_from_slice(plain);
+        Ok(())
     }
+}
+
+/// Where a seal's nonce comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum NonceFrom {
+    /// This nonce, unique under the key (random mode: see `keys::DataKey`).
+    Given([u8; NONCE_LEN]),
+    /// Derived from the value (deterministic mode).
+    Value,
 }
 
 /// A key-encryption step shared by the local KMS backend: AES-256-GCM of a data key under a

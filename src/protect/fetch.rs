@@ -116,6 +116,7 @@ pub fn rewrite(
         need: &mut need,
         found: Vec::new(),
         counts: Counts::default(),
+        shown: Vec::new(),
     };
     let walked = walk_fetch(&body, version, |event| {
         let FetchEvent::Partition(topic, p) = event else {
@@ -214,6 +215,7 @@ pub fn show_records(
         need: &mut need,
         found: Vec::new(),
         counts: Counts::default(),
+        shown: Vec::new(),
     };
     o.rewrite_set(set, view, max_inflate)
 }
@@ -232,6 +234,8 @@ struct Opener<'k, 'n> {
     need: &'n mut Vec<(Box<str>, Box<str>)>,
     found: Vec<Found>,
     counts: Counts,
+    /// The field being shown (reused from field to field).
+    shown: Vec<u8>,
 }
 
 impl Opener<'_, '_> {
@@ -269,40 +273,40 @@ impl Opener<'_, '_> {
     fn show(&mut self, value: &[u8], view: &TopicView) -> Option<Vec<u8>> {
         let (frame, json) = super::unframe(value);
         json_fields::find(json, &view.protect.fields, &mut self.found).ok()?;
-        let mut edits: Vec<(Found, Vec<u8>)> = Vec::new();
         let found = std::mem::take(&mut self.found);
+        // The new value, made at the first edited field; `copied`: how much of `json` is in it.
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
         for f in &found {
             let field = &view.protect.fields[f.path];
             let text = &json[f.start..f.end];
-            if text == b"null" {
+            if text == b"null" || f.start < copied {
                 continue;
             }
             let at = FieldAt {
                 topic: &view.topic,
                 path: &field.dotted,
             };
-            if let Some(shown) = self.field(text, at, view) {
-                edits.push((*f, shown));
+            self.shown.clear();
+            if self.field(text, at, view) {
+                let out = out.get_or_insert_with(|| {
+                    let mut o = Vec::with_capacity(value.len() + 16);
+                    o.extend_from_slice(frame);
+                    o
+                });
+                out.extend_from_slice(&json[copied..f.start]);
+                out.extend_from_slice(&self.shown);
+                copied = f.end;
             }
         }
         self.found = found;
-        if edits.is_empty() {
-            return None;
-        }
-        let spliced = json_fields::splice(
-            json,
-            &edits
-                .iter()
-                .map(|(f, t)| (*f, t.as_slice()))
-                .collect::<Vec<_>>(),
-        );
-        let mut out = frame.to_vec();
-        out.extend_from_slice(&spliced);
+        let mut out = out?;
+        out.extend_from_slice(&json[copied..]);
         Some(out)
     }
 
-    /// One field's text as shown; `None` to leave it.
-    fn field(&mut self, text: &[u8], at: FieldAt<'_>, view: &TopicView) -> Option<Vec<u8>> {
+    /// One field as shown, written to `self.shown`; `false` to leave it as it is.
+    fn field(&mut self, text: &[u8], at: FieldAt<'_>, view: &TopicView) -> bool {
         let parsed = (text.len() >= 2 && text[0] == b'"' && text[text.len() - 1] == b'"')
             .then(|| std::str::from_utf8(&text[1..text.len() - 1]).ok())
             .flatten()
@@ -310,67 +314,77 @@ impl Opener<'_, '_> {
         let Some(parsed) = parsed else {
             // Not sealed: readers see it; the others get the mask.
             return match &view.view {
-                View::Plain => None,
+                View::Plain => false,
                 View::Masked(m) => {
                     self.counts.masked += 1;
-                    Some(mask_text(m, Some(text)))
+                    mask_text(m, Some(text), &mut self.shown);
+                    true
                 }
             };
         };
         if let View::Masked(Mask::Text(t)) = &view.view {
             // No key needed to hide it.
             self.counts.masked += 1;
-            return Some(json_string(t));
+            json_string(t, &mut self.shown);
+            return true;
         }
         let key = match self.keys.and_then(|k| k.cached(at.topic, parsed.kid)) {
             Some(Ok(k)) => k,
-            Some(Err(())) => return Some(self.unreadable(view)),
-            None if self.settled || self.keys.is_none() => return Some(self.unreadable(view)),
+            Some(Err(())) => return self.unreadable(view),
+            None if self.settled || self.keys.is_none() => return self.unreadable(view),
             None => {
                 self.need.push((at.topic.into(), parsed.kid.into()));
-                return None;
+                return false;
             }
         };
-        match key.cipher.open(parsed, at) {
-            Ok(plain) => Some(match &view.view {
-                View::Plain => {
+        match &view.view {
+            View::Plain => match key.cipher.open_into(parsed, at, &mut self.shown) {
+                Ok(()) => {
                     self.counts.opened += 1;
-                    plain
+                    true
                 }
-                View::Masked(m) => {
+                Err(_) => self.unreadable(view),
+            },
+            View::Masked(m) => match key.cipher.open(parsed, at) {
+                Ok(plain) => {
                     self.counts.masked += 1;
-                    mask_text(m, Some(&plain))
+                    mask_text(m, Some(&plain), &mut self.shown);
+                    true
                 }
-            }),
-            Err(_) => Some(self.unreadable(view)),
+                Err(_) => self.unreadable(view),
+            },
         }
     }
 
     /// The mask of a field whose key is gone or does not open it (`***` without a mask).
-    fn unreadable(&mut self, view: &TopicView) -> Vec<u8> {
+    fn unreadable(&mut self, view: &TopicView) -> bool {
         self.counts.unreadable += 1;
+        self.shown.clear();
         match &view.protect.mask {
-            Some(m) => mask_text(m, None),
-            None => json_string("***"),
+            Some(m) => mask_text(m, None, &mut self.shown),
+            None => json_string("***", &mut self.shown),
         }
+        true
     }
 }
 
-fn json_string(text: &str) -> Vec<u8> {
-    serde_json::to_vec(text).unwrap_or_else(|_| b"\"***\"".to_vec())
+fn json_string(text: &str, out: &mut Vec<u8>) {
+    if serde_json::to_writer(&mut *out, text).is_err() {
+        out.extend_from_slice(b"\"***\"");
+    }
 }
 
-/// The mask for a field whose plaintext is `plain` (`None`: unknown, as for a shredded key;
-/// a hash mask then gives `***`).
-fn mask_text(mask: &Mask, plain: Option<&[u8]>) -> Vec<u8> {
+/// Writes the mask for a field whose plaintext is `plain` (`None`: unknown, as for a shredded
+/// key; a hash mask then gives `***`).
+fn mask_text(mask: &Mask, plain: Option<&[u8]>, out: &mut Vec<u8>) {
     match (mask, plain) {
-        (Mask::Text(t), _) => json_string(t),
+        (Mask::Text(t), _) => json_string(t, out),
         (Mask::Hash, Some(p)) => {
             let digest = ring::digest::digest(&ring::digest::SHA256, p);
             let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            json_string(&format!("sha256:{hex}"))
+            json_string(&format!("sha256:{hex}"), out)
         }
-        (Mask::Hash, None) => json_string("***"),
+        (Mask::Hash, None) => json_string("***", out),
     }
 }
 
@@ -424,6 +438,7 @@ pub(crate) mod tests_support {
             need: &mut cx.need,
             found: Vec::new(),
             counts: Counts::default(),
+            shown: Vec::new(),
         };
         o.rewrite_set(set, &tv, 1 << 20)
             .unwrap_or_else(|| set.to_vec())

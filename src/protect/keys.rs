@@ -8,8 +8,9 @@
 //! - **Key ids:** `<period>.<8 hex>` (`20261201.3fa9c2d1` by day, `2026120113.…` by hour) or
 //!   `d.<8 hex>` (deterministic). The random part lets gateways sharing `key_dir` (and a restarted
 //!   gateway) each make their own key for a period without a lock between them.
-//! - **Rotation:** a new random-mode key at each period, and after 2^31 fields under one key
-//!   (AES-GCM with random 96-bit nonces stays far inside its 2^32 bound).
+//! - **Rotation:** a new random-mode key at each period, and after 2^31 fields under one key.
+//!   Random-mode nonces are a per-key random prefix and a count, so they never repeat under a
+//!   key; the bound keeps each key's data volume modest all the same.
 //! - **Crypto-shredding:** deleting a key file makes every field sealed under it unreadable, for
 //!   every reader. A gateway notices within `key_cache_secs` (each cached key's file is checked
 //!   again once that old); until then it may still open fields it has the key for.
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use super::envelope::{self, Cipher};
+use super::envelope::{self, Cipher, NonceFrom};
 use super::kms::{Kms, KmsError};
 
 /// How often the random-mode key changes.
@@ -83,13 +84,45 @@ pub struct DataKey {
     pub kid: Box<str>,
     pub cipher: Cipher,
     period: u64,
+    /// Fields sealed in random mode: the low 8 bytes of the next nonce.
     uses: AtomicU64,
+    /// The high 4 bytes of every random-mode nonce, chosen when the key was made.
+    nonce_prefix: [u8; 4],
 }
 
 impl DataKey {
-    /// Counts one sealed field.
-    pub fn note_uses(&self, n: u64) {
-        self.uses.fetch_add(n, Ordering::Relaxed);
+    /// Appends the envelope of `plaintext` at `at` to `out`. Random mode takes the next nonce
+    /// of this key (never repeated: only the process that made a key seals with it);
+    /// deterministic mode derives it from the value.
+    pub fn seal_into(
+        &self,
+        at: super::envelope::FieldAt<'_>,
+        plaintext: &[u8],
+        deterministic: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let nonce = if deterministic {
+            NonceFrom::Value
+        } else {
+            let n = self.uses.fetch_add(1, Ordering::Relaxed);
+            let mut nonce = [0u8; 12];
+            nonce[..4].copy_from_slice(&self.nonce_prefix);
+            nonce[4..].copy_from_slice(&n.to_be_bytes());
+            NonceFrom::Given(nonce)
+        };
+        self.cipher.seal_into(&self.kid, at, plaintext, nonce, out);
+    }
+
+    fn made(kid: &str, key: &[u8; 32], period: u64) -> Self {
+        let mut prefix = [0u8; 4];
+        prefix.copy_from_slice(&envelope::random_key()[..4]);
+        Self {
+            kid: kid.into(),
+            cipher: Cipher::new(key),
+            period,
+            uses: AtomicU64::new(0),
+            nonce_prefix: prefix,
+        }
     }
 }
 
@@ -307,12 +340,7 @@ impl KeyRing {
         .await
         .map_err(|e| KeyError::Store(format!("{}: {e}", path.display())))?;
         tracing::info!(topic, kid = %kid, kms = %self.kms.label(), "new data key");
-        let key = Arc::new(DataKey {
-            kid: kid.clone().into(),
-            cipher: Cipher::new(&dek),
-            period,
-            uses: AtomicU64::new(0),
-        });
+        let key = Arc::new(DataKey::made(&kid, &dek, period));
         self.remember(topic, &kid, Cached::Key(key.clone(), Instant::now()));
         Ok(key)
     }
@@ -369,14 +397,9 @@ impl KeyRing {
                     KeyError::Store(format!("{}: wrapped is not base64", path.display()))
                 })?;
                 let dek = self.kms.unwrap(&wrapped, &context(topic, kid)).await?;
-                Arc::new(DataKey {
-                    kid: kid.into(),
-                    cipher: Cipher::new(&dek),
-                    // A loaded key is never a current random-mode key again: new fields get a
-                    // key of this gateway's own making.
-                    period: u64::MAX,
-                    uses: AtomicU64::new(0),
-                })
+                // A loaded key is never a current random-mode key: new fields get a key of this
+                // gateway's own making (so its nonce count is this process's alone).
+                Arc::new(DataKey::made(kid, &dek, u64::MAX))
             }
         };
         self.remember(topic, kid, Cached::Key(key.clone(), Instant::now()));
@@ -387,12 +410,7 @@ impl KeyRing {
 impl DataKey {
     /// A key from its bytes, never current (for tests and the fuzz harnesses).
     pub fn fixed(kid: &str, key: [u8; 32]) -> Self {
-        Self {
-            kid: kid.into(),
-            cipher: Cipher::new(&key),
-            period: u64::MAX,
-            uses: AtomicU64::new(0),
-        }
+        Self::made(kid, &key, u64::MAX)
     }
 }
 
@@ -525,7 +543,7 @@ mod tests {
         let dir = tmp("uses");
         let a = ring(&dir, Duration::from_secs(60));
         let k = a.prepare("t", false).await.unwrap();
-        k.note_uses(MAX_USES);
+        k.uses.store(MAX_USES, Ordering::Relaxed);
         assert!(a.current_now("t", false).is_none());
         assert_ne!(a.prepare("t", false).await.unwrap().kid, k.kid);
         std::fs::write(dir.join("kek2"), STANDARD.encode([2u8; 32])).unwrap();

@@ -102,11 +102,15 @@ fn seal_value(
     let (frame, json) = unframe(value);
     json_fields::find(json, &protect.fields, found)
         .map_err(|reason| SealError::NotJson { index: 0, reason })?;
-    let mut edits: Vec<(Found, Vec<u8>)> = Vec::new();
+    // The new value, made at the first sealed field; `copied`: how much of `json` is in it.
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
     for f in found.iter() {
         let field = &protect.fields[f.path];
         let text = &json[f.start..f.end];
-        if text == b"null" {
+        // A field inside one already sealed is sealed with it (compile drops such paths; this
+        // keeps the splice in order whatever the input).
+        if text == b"null" || f.start < copied {
             continue;
         }
         match field.action {
@@ -138,32 +142,23 @@ fn seal_value(
                     topic,
                     path: &field.dotted,
                 };
-                let env = key.cipher.seal(&key.kid, at, text, field.deterministic);
-                let mut quoted = Vec::with_capacity(env.len() + 2);
-                quoted.push(b'"');
-                quoted.extend_from_slice(env.as_bytes());
-                quoted.push(b'"');
-                edits.push((*f, quoted));
+                let out = out.get_or_insert_with(|| {
+                    let mut o = Vec::with_capacity(value.len() + 96 * found.len());
+                    o.extend_from_slice(frame);
+                    o
+                });
+                out.extend_from_slice(&json[copied..f.start]);
+                out.push(b'"');
+                key.seal_into(at, text, field.deterministic, out);
+                out.push(b'"');
+                copied = f.end;
             }
         }
     }
-    if edits.is_empty() {
-        return Ok(None);
-    }
-    let spliced = json_fields::splice(
-        json,
-        &edits
-            .iter()
-            .map(|(f, t)| (*f, t.as_slice()))
-            .collect::<Vec<_>>(),
-    );
-    if frame.is_empty() {
-        return Ok(Some(spliced));
-    }
-    let mut out = Vec::with_capacity(frame.len() + spliced.len());
-    out.extend_from_slice(frame);
-    out.extend_from_slice(&spliced);
-    Ok(Some(out))
+    Ok(out.map(|mut o| {
+        o.extend_from_slice(&json[copied..]);
+        o
+    }))
 }
 
 /// A partition's record set after sealing.
@@ -208,9 +203,6 @@ pub fn seal_records(
             }
             Err(e) => return Err(SealError::Batch(e.to_string())),
         }
-    }
-    if let Some(k) = &keys.random {
-        k.note_uses(sealed.random);
     }
     let fields = sealed.random + sealed.deterministic;
     if !changed {
