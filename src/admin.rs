@@ -301,6 +301,17 @@ pub struct Product {
     pub odcs: Option<ProductOdcs>,
     /// Quality rules measured over a window (ODCS), with what was counted so far.
     pub slis: Vec<ProductSli>,
+    /// Field protection (`protect:`): who reads protected fields in plaintext, and what the
+    /// others see.
+    pub protection: Option<ProductProtection>,
+}
+
+#[derive(Serialize)]
+pub struct ProductProtection {
+    /// `pii_readers:`.
+    pub readers: Vec<String>,
+    /// `mask_on_fetch:` (`hash`, or the mask text); none: other readers get the ciphertext.
+    pub mask: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -388,6 +399,9 @@ pub struct ProductField {
     /// Its classification (`pii`, ...), if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classification: Option<String>,
+    /// How meshgate protects it (`encrypt`, `encrypt (deterministic)`, `require_encrypted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protection: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -682,6 +696,15 @@ fn product(c: &Contract, metrics: &Metrics) -> Product {
                             ty: f.shape.type_name(),
                             optional: f.optional || f.shape.accepts_null(),
                             classification: s.classification_of(&f.name).map(str::to_string),
+                            protection: c.protect.as_ref().and_then(|p| {
+                                use crate::policy::protect::Action;
+                                let pf = p.fields.iter().find(|pf| *pf.dotted == *f.name)?;
+                                Some(match (pf.action, pf.deterministic) {
+                                    (Action::Encrypt, false) => "encrypt",
+                                    (Action::Encrypt, true) => "encrypt (deterministic)",
+                                    (Action::RequireEncrypted, _) => "require_encrypted",
+                                })
+                            }),
                         })
                         .collect()
                 })
@@ -706,6 +729,13 @@ fn product(c: &Contract, metrics: &Metrics) -> Product {
             freshness_seconds: (last > 0).then(|| now_ms().saturating_sub(last) as f64 / 1000.0),
         },
         source: c.origin.to_string(),
+        protection: c.protect.as_ref().map(|p| ProductProtection {
+            readers: p.readers.iter().map(|r| r.to_string()).collect(),
+            mask: p.mask.as_ref().map(|m| match m {
+                crate::policy::protect::Mask::Hash => "hash".to_string(),
+                crate::policy::protect::Mask::Text(t) => t.to_string(),
+            }),
+        }),
         odcs: c.odcs.as_ref().map(|i| product_odcs(i, &c.origin.file)),
         slis: c
             .slis
@@ -790,7 +820,7 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
         if let Some(s) = &p.schema {
             let _ = write!(
                 h,
-                "<h3>Schema</h3><p>{} · version {} · {} compatibility</p><table><tr><th>field</th><th>type</th><th>optional</th><th>classification</th></tr>",
+                "<h3>Schema</h3><p>{} · version {} · {} compatibility</p><table><tr><th>field</th><th>type</th><th>optional</th><th>classification</th><th>protection</th></tr>",
                 s.format,
                 esc(s.version.as_deref().unwrap_or("—")),
                 s.compatibility
@@ -798,14 +828,27 @@ code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}</style></head><body>
             for f in &s.fields {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     esc(&f.name),
                     esc(&f.ty),
                     if f.optional { "yes" } else { "no" },
-                    esc(f.classification.as_deref().unwrap_or("—"))
+                    esc(f.classification.as_deref().unwrap_or("—")),
+                    f.protection.unwrap_or("—")
                 );
             }
             h.push_str("</table>");
+            if let Some(p) = &p.protection {
+                let _ = write!(
+                    h,
+                    "<p>Protected fields read in plaintext by: {}; others see: {}</p>",
+                    esc(&if p.readers.is_empty() {
+                        "nobody".to_string()
+                    } else {
+                        p.readers.join(", ")
+                    }),
+                    esc(p.mask.as_deref().unwrap_or("the ciphertext"))
+                );
+            }
         }
         h.push_str("<div class=\"grid\"><div><h3>SLA and quality</h3><table>");
         let _ = write!(

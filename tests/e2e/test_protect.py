@@ -196,8 +196,16 @@ def test_pii_is_ciphertext_on_the_topic_and_plaintext_only_for_its_readers(setup
     assert count("opened") >= fields and count("masked") >= fields
     assert count("unreadable") == 0
 
-    # No produced pii value is in the gateway's log or metrics.
-    text = s.gw.log_text() + metrics
+    # The catalog says which fields are protected, who reads them and what the others see.
+    product = next(p for p in json.loads(s.gw.admin("/catalog")[1])["data_products"]
+                   if p["topic"] == s.topic)
+    protection = {f["name"]: f.get("protection") for f in product["schema"]["fields"]}
+    assert protection == {"order_id": None, "customer_id": "encrypt", "email": "encrypt",
+                          "order_total": None}, protection
+    assert product["protection"] == {"readers": ["User:alice"], "mask": "***"}
+
+    # No produced pii value is in the gateway's log, metrics or catalog.
+    text = s.gw.log_text() + metrics + s.gw.admin("/catalog")[1]
     for p in produced:
         assert p["customer_id"] not in text and p.get("email", "@@") not in text
 
