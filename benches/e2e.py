@@ -83,9 +83,10 @@ def run_consumer(bootstrap, topic, records, conf=None):
 
 
 def run_producer(bootstrap, topic, args, mode, rate=None, value_file=None, conf=None):
+    conf = {**json.loads(args.producer_conf), **(conf or {})}
     cmd = ["taskset", "-c", "0", sys.executable, str(ROOT / "benches" / "producer.py"),
            "--bootstrap", bootstrap, "--topic", topic, "--size", str(args.size), "--mode", mode,
-           "--records", str(args.records), "--conf-json", json.dumps(conf or {})]
+           "--records", str(args.records), "--conf-json", json.dumps(conf)]
     if rate:
         cmd += ["--rate", str(rate), "--seconds", str(args.rate_seconds)]
     if value_file or args.value_file:
@@ -150,6 +151,10 @@ def main():
     ap.add_argument("--baseline-meshgate",
                     help="another meshgate binary (before a change), run as meshgate-baseline beside the "
                          "meshgate arm and as meshgate-contract-baseline beside meshgate-contract")
+    ap.add_argument("--producer-conf", default="{}",
+                    help="librdkafka settings for every arm's producer, as a JSON object; e.g. "
+                         "'{\"batch.size\": 900000}' for meshgate-pii, whose sealed batches grow "
+                         "past a default 1 MB batch's room under Kafka's max.message.bytes")
     ap.add_argument("--out", help="write the markdown table here too")
     ap.add_argument("--upstream", choices=["tansu", "kafka"], default="tansu")
     args = ap.parse_args()
@@ -294,7 +299,6 @@ def main():
     if "meshgate-avro" in arms:
         # An Avro contract (order fields + padding to about --size bytes, three rules) on a pool
         # of topics; values are Confluent-framed with the id meshgate's own registry serves.
-        import base64
         import io
         import urllib.request
         import fastavro
@@ -462,7 +466,8 @@ def main():
     stunnel_note = "" if kafka else " (and stunnel's, for TLS)"
     lines = [
         f"End-to-end produce bench: {args.size} B records, acks=all, idempotent, linger.ms=5, "
-        f"3 partitions, {args.pairs} alternating rounds; {broker_name} + producer on core 0, proxy on core 1.",
+        f"3 partitions, {args.pairs} alternating rounds; {broker_name} + producer on core 0, proxy on core 1"
+        + (f"; producer settings {args.producer_conf}" if args.producer_conf != "{}" else "") + ".",
         f"Machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",

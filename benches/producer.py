@@ -57,9 +57,12 @@ def main():
     latencies = []
     errors = [0]
 
+    error_names = {}
+
     def on_delivery(err, msg, t0):
         if err is not None:
             errors[0] += 1
+            error_names[err.name()] = error_names.get(err.name(), 0) + 1
         else:
             latencies.append(time.perf_counter() - t0)
 
@@ -110,6 +113,7 @@ def main():
         "records": n,
         "undelivered": remaining,
         "errors": errors[0],
+        "error_names": error_names,
         "seconds": elapsed,
         "records_per_s": n / elapsed,
         "mb_per_s": produced_bytes / elapsed / 1e6,

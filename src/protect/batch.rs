@@ -26,8 +26,10 @@ pub enum Output {
     Uncompressed,
 }
 
-/// A record value's edit: `Some` new value, `None` to keep it, or an error that refuses it.
-pub type ValueEdit<'a, E> = dyn FnMut(&[u8]) -> Result<Option<Vec<u8>>, E> + 'a;
+/// A record value's edit: writes the new value into the (empty) buffer it is handed and says
+/// `true`, or says `false` to keep the value; an error refuses the record. The buffer is reused
+/// from record to record.
+pub type ValueEdit<'a, E> = dyn FnMut(&[u8], &mut Vec<u8>) -> Result<bool, E> + 'a;
 
 /// Why a batch could not be rewritten.
 #[derive(Debug, thiserror::Error)]
@@ -49,59 +51,118 @@ pub fn rewrite_batch<E>(
     output: Output,
     edit: &mut ValueEdit<'_, E>,
 ) -> Result<Option<Vec<u8>>, BatchError<E>> {
-    if batch.is_control() {
-        return Ok(None);
-    }
-    let inflated = batch.inflate(max_inflate)?;
-    let mut body = Vec::with_capacity(inflated.len() + inflated.len() / 4);
-    let mut r = Vec::new();
-    let mut changed = false;
-    for (index, record) in inflated.iter().enumerate() {
-        let record = record?;
-        let new_value = match record.value {
-            Some(v) => edit(v).map_err(|error| BatchError::Edit { index, error })?,
-            None => None,
-        };
-        changed |= new_value.is_some();
-        let value = new_value.as_deref().or(record.value);
-        let (header_count, headers) = record.raw_headers();
-        r.clear();
-        r.push(0); // record attributes (unused, always 0)
-        put_varlong(&mut r, record.timestamp_delta);
-        put_varlong(&mut r, record.offset_delta as i64);
-        put_bytes(&mut r, record.key);
-        put_bytes(&mut r, value);
-        put_varlong(&mut r, header_count as i64);
-        r.extend_from_slice(headers);
-        put_varlong(&mut body, r.len() as i64);
-        body.extend_from_slice(&r);
-    }
-    if !changed {
-        return Ok(None);
-    }
-    let codec = batch.codec()?;
-    let (codec, payload) = match output {
-        Output::Uncompressed => (Codec::None, body),
-        Output::SameCodec => {
-            let xerial = batch.payload.starts_with(XERIAL_MAGIC);
-            (codec, compress(codec, xerial, &body)?)
-        }
-    };
-    Ok(Some(assemble(batch, codec, &payload)))
+    let mut out = Vec::new();
+    Ok(rewrite_batch_into(batch, max_inflate, output, edit, &mut out)?.then_some(out))
 }
 
-/// The batch header as sent, with a new length, codec and CRC, then `payload`.
-fn assemble(batch: &DeflatedBatch<'_>, codec: Codec, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&batch.bytes[..HEADER_LEN]);
-    out.extend_from_slice(payload);
+/// As [`rewrite_batch`], appending the new batch to `out`; `false` (and `out` as it was) when
+/// no value changed. Uncompressed, the records are written straight into `out`.
+pub fn rewrite_batch_into<E>(
+    batch: &DeflatedBatch<'_>,
+    max_inflate: usize,
+    output: Output,
+    edit: &mut ValueEdit<'_, E>,
+    out: &mut Vec<u8>,
+) -> Result<bool, BatchError<E>> {
+    if batch.is_control() {
+        return Ok(false);
+    }
+    let inflated = batch.inflate(max_inflate)?;
+    let codec = batch.codec()?;
+    let start = out.len();
+    let direct = output == Output::Uncompressed || codec == Codec::None;
+    let mut scratch = Vec::new();
+    if direct {
+        out.reserve(HEADER_LEN + inflated.len() + inflated.len() / 4);
+        out.extend_from_slice(&batch.bytes[..HEADER_LEN]);
+    } else {
+        scratch.reserve(inflated.len() + inflated.len() / 4);
+    }
+    let body = if direct { &mut *out } else { &mut scratch };
+    let mut changed = false;
+    let mut new_value = Vec::new();
+    for (index, record) in inflated.iter().enumerate() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                out.truncate(start);
+                return Err(e.into());
+            }
+        };
+        new_value.clear();
+        let edited = match record.value {
+            Some(v) => match edit(v, &mut new_value) {
+                Ok(e) => e,
+                Err(error) => {
+                    out.truncate(start);
+                    return Err(BatchError::Edit { index, error });
+                }
+            },
+            None => false,
+        };
+        changed |= edited;
+        let value = if edited {
+            Some(&new_value[..])
+        } else {
+            record.value
+        };
+        let (header_count, headers) = record.raw_headers();
+        // The length first, computed, then the fields.
+        let len = 1
+            + varlong_len(record.timestamp_delta)
+            + varlong_len(record.offset_delta as i64)
+            + bytes_len(record.key)
+            + bytes_len(value)
+            + varlong_len(header_count as i64)
+            + headers.len();
+        put_varlong(body, len as i64);
+        body.push(0); // record attributes (unused, always 0)
+        put_varlong(body, record.timestamp_delta);
+        put_varlong(body, record.offset_delta as i64);
+        put_bytes(body, record.key);
+        put_bytes(body, value);
+        put_varlong(body, header_count as i64);
+        body.extend_from_slice(headers);
+    }
+    if !changed {
+        out.truncate(start);
+        return Ok(false);
+    }
+    let codec = if direct {
+        Codec::None
+    } else {
+        let xerial = batch.payload.starts_with(XERIAL_MAGIC);
+        let payload = compress(codec, xerial, &scratch)?;
+        out.extend_from_slice(&batch.bytes[..HEADER_LEN]);
+        out.extend_from_slice(&payload);
+        codec
+    };
+    finish(batch, codec, &mut out[start..]);
+    Ok(true)
+}
+
+/// The encoded size of a zigzag varint.
+fn varlong_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - z.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+/// The encoded size of a record's nullable bytes field.
+fn bytes_len(v: Option<&[u8]>) -> usize {
+    match v {
+        None => 1,
+        Some(b) => varlong_len(b.len() as i64) + b.len(),
+    }
+}
+
+/// A batch written as the header as sent, then its new records: its length, codec and CRC set.
+fn finish(batch: &DeflatedBatch<'_>, codec: Codec, out: &mut [u8]) {
     let length = (out.len() - 12) as i32;
     out[8..12].copy_from_slice(&length.to_be_bytes());
     let attributes = (batch.attributes & !0x07) | codec_bits(codec);
     out[21..23].copy_from_slice(&attributes.to_be_bytes());
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
 }
 
 fn codec_bits(codec: Codec) -> i16 {
@@ -174,8 +235,12 @@ mod tests {
     use crate::protocol::records::{batches, test_batch};
     use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
-    fn upper(v: &[u8]) -> Result<Option<Vec<u8>>, ()> {
-        Ok((v.first() == Some(&b'x')).then(|| v.to_ascii_uppercase()))
+    fn upper(v: &[u8], out: &mut Vec<u8>) -> Result<bool, ()> {
+        if v.first() != Some(&b'x') {
+            return Ok(false);
+        }
+        out.extend(v.to_ascii_uppercase());
+        Ok(true)
     }
 
     #[test]
@@ -247,6 +312,32 @@ mod tests {
     }
 
     #[test]
+    fn encoded_sizes_are_what_the_encoder_writes() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            64,
+            -65,
+            8191,
+            8192,
+            i64::MAX,
+            i64::MIN,
+            1 << 40,
+        ] {
+            let mut buf = Vec::new();
+            put_varlong(&mut buf, v);
+            assert_eq!(varlong_len(v), buf.len(), "{v}");
+        }
+        for b in [None, Some(&b""[..]), Some(&[7u8; 300][..])] {
+            let mut buf = Vec::new();
+            put_bytes(&mut buf, b);
+            assert_eq!(bytes_len(b), buf.len());
+        }
+    }
+
+    #[test]
     fn repeated_headers_are_kept_in_order() {
         use crate::own_client::batch::{encode, OwnedRecord, Stamp};
         let b = |s: &str| bytes::Bytes::copy_from_slice(s.as_bytes());
@@ -312,7 +403,8 @@ mod tests {
             vec![(None, Some(b"ok"), &[]), (None, Some(b"bad"), &[])];
         let raw = test_batch::encode(&specs, Compression::Zstd);
         let batch = batches(&raw).next().unwrap().unwrap();
-        let mut refuse = |v: &[u8]| if v == b"bad" { Err("no") } else { Ok(None) };
+        let mut refuse =
+            |v: &[u8], _: &mut Vec<u8>| if v == b"bad" { Err("no") } else { Ok(false) };
         match rewrite_batch(&batch, 1 << 20, Output::SameCodec, &mut refuse) {
             Err(BatchError::Edit {
                 index: 1,

@@ -74,6 +74,42 @@ impl FetchViews {
         (!topics.is_empty()).then_some(Self { topics })
     }
 
+    /// Whether the answer to this Fetch request (`frame`, without its size prefix) may carry a
+    /// protected topic: it names one (by name, or by an id `ids` maps to one or does not know),
+    /// or it is an incremental fetch of a session (whose answer may carry any partition of the
+    /// session), or it does not decode. Otherwise the answer passes as it comes.
+    pub fn concern(
+        &self,
+        frame: &Bytes,
+        version: i16,
+        ids: &dyn Fn([u8; 16]) -> Option<String>,
+    ) -> bool {
+        use kafka_protocol::messages::FetchRequest;
+        use kafka_protocol::protocol::Decodable;
+        let Ok((_, mut body)) =
+            crate::protocol::header::split_request(frame, ApiKey::Fetch, version)
+        else {
+            return true;
+        };
+        let Ok(request) = FetchRequest::decode(&mut body, version) else {
+            return true;
+        };
+        if version >= 7 && request.session_epoch > 0 {
+            return true;
+        }
+        request.topics.iter().any(|t| {
+            let name = if version >= 13 {
+                match ids(*t.topic_id.as_bytes()) {
+                    Some(n) => n,
+                    None => return true,
+                }
+            } else {
+                t.topic.0.to_string()
+            };
+            self.get(&name).is_some()
+        })
+    }
+
     fn get(&self, topic: &str) -> Option<&TopicView> {
         self.topics.iter().find(|t| &*t.topic == topic)
     }
@@ -241,7 +277,7 @@ struct Opener<'k, 'n> {
 impl Opener<'_, '_> {
     /// The record set with its protected fields shown as `view` says; `None` when unchanged.
     fn rewrite_set(&mut self, set: &[u8], view: &TopicView, max_inflate: usize) -> Option<Vec<u8>> {
-        let mut out: Vec<u8> = Vec::new();
+        let mut out: Vec<u8> = Vec::with_capacity(set.len() + set.len() / 8);
         let mut changed = false;
         let mut rest = set;
         for batch in batches(set) {
@@ -249,18 +285,17 @@ impl Opener<'_, '_> {
                 // The trailing partial batch, or one that does not parse: as it came.
                 break;
             };
-            let mut edit = |v: &[u8]| -> Result<Option<Vec<u8>>, ()> { Ok(self.show(v, view)) };
+            let mut edit =
+                |v: &[u8], out: &mut Vec<u8>| -> Result<bool, ()> { Ok(self.show(v, view, out)) };
             let consumed = batch.bytes.len();
-            match super::batch::rewrite_batch(
+            match super::batch::rewrite_batch_into(
                 &batch,
                 max_inflate,
                 super::batch::Output::Uncompressed,
                 &mut edit,
+                &mut out,
             ) {
-                Ok(Some(new)) => {
-                    changed = true;
-                    out.extend_from_slice(&new);
-                }
+                Ok(true) => changed = true,
                 _ => out.extend_from_slice(batch.bytes),
             }
             rest = &rest[consumed..];
@@ -269,13 +304,15 @@ impl Opener<'_, '_> {
         changed.then_some(out)
     }
 
-    /// One value as the principal sees it; `None` when unchanged.
-    fn show(&mut self, value: &[u8], view: &TopicView) -> Option<Vec<u8>> {
+    /// One value as the principal sees it, written to `out`; `false` when unchanged.
+    fn show(&mut self, value: &[u8], view: &TopicView, out: &mut Vec<u8>) -> bool {
         let (frame, json) = super::unframe(value);
-        json_fields::find(json, &view.protect.fields, &mut self.found).ok()?;
+        if json_fields::find(json, &view.protect.fields, &mut self.found).is_err() {
+            return false;
+        }
         let found = std::mem::take(&mut self.found);
-        // The new value, made at the first edited field; `copied`: how much of `json` is in it.
-        let mut out: Option<Vec<u8>> = None;
+        // The new value, begun at the first edited field; `copied`: how much of `json` is in it.
+        let mut begun = false;
         let mut copied = 0;
         for f in &found {
             let field = &view.protect.fields[f.path];
@@ -289,20 +326,21 @@ impl Opener<'_, '_> {
             };
             self.shown.clear();
             if self.field(text, at, view) {
-                let out = out.get_or_insert_with(|| {
-                    let mut o = Vec::with_capacity(value.len() + 16);
-                    o.extend_from_slice(frame);
-                    o
-                });
+                if !begun {
+                    begun = true;
+                    out.reserve(value.len() + 16);
+                    out.extend_from_slice(frame);
+                }
                 out.extend_from_slice(&json[copied..f.start]);
                 out.extend_from_slice(&self.shown);
                 copied = f.end;
             }
         }
         self.found = found;
-        let mut out = out?;
-        out.extend_from_slice(&json[copied..]);
-        Some(out)
+        if begun {
+            out.extend_from_slice(&json[copied..]);
+        }
+        begun
     }
 
     /// One field as shown, written to `self.shown`; `false` to leave it as it is.

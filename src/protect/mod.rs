@@ -90,20 +90,30 @@ pub enum Required {
     Shadow(Option<Box<str>>),
 }
 
+/// What a partition is sealed for: its topic, its contract's protection and its keys.
+struct Sealing<'a> {
+    topic: &'a str,
+    protect: &'a Protect,
+    keys: &'a SealKeys,
+}
+
 fn seal_value(
+    &Sealing {
+        topic,
+        protect,
+        keys,
+    }: &Sealing<'_>,
     value: &[u8],
-    topic: &str,
-    protect: &Protect,
-    keys: &SealKeys,
     found: &mut Vec<Found>,
     sealed: &mut Sealed,
     required: &mut Required,
-) -> Result<Option<Vec<u8>>, SealError> {
+    out: &mut Vec<u8>,
+) -> Result<bool, SealError> {
     let (frame, json) = unframe(value);
     json_fields::find(json, &protect.fields, found)
         .map_err(|reason| SealError::NotJson { index: 0, reason })?;
-    // The new value, made at the first sealed field; `copied`: how much of `json` is in it.
-    let mut out: Option<Vec<u8>> = None;
+    // The new value, begun at the first sealed field; `copied`: how much of `json` is in it.
+    let mut begun = false;
     let mut copied = 0;
     for f in found.iter() {
         let field = &protect.fields[f.path];
@@ -142,11 +152,11 @@ fn seal_value(
                     topic,
                     path: &field.dotted,
                 };
-                let out = out.get_or_insert_with(|| {
-                    let mut o = Vec::with_capacity(value.len() + 96 * found.len());
-                    o.extend_from_slice(frame);
-                    o
-                });
+                if !begun {
+                    begun = true;
+                    out.reserve(value.len() + 96 * found.len());
+                    out.extend_from_slice(frame);
+                }
                 out.extend_from_slice(&json[copied..f.start]);
                 out.push(b'"');
                 key.seal_into(at, text, field.deterministic, out);
@@ -155,10 +165,10 @@ fn seal_value(
             }
         }
     }
-    Ok(out.map(|mut o| {
-        o.extend_from_slice(&json[copied..]);
-        o
-    }))
+    if begun {
+        out.extend_from_slice(&json[copied..]);
+    }
+    Ok(begun)
 }
 
 /// A partition's record set after sealing.
@@ -180,14 +190,20 @@ pub fn seal_records(
     max_inflate: usize,
     required: &mut Required,
 ) -> Result<SealedSet, SealError> {
+    let sealing = Sealing {
+        topic,
+        protect,
+        keys,
+    };
     let mut found = Vec::new();
     let mut sealed = Sealed::default();
     let mut parts: Vec<Result<Vec<u8>, &[u8]>> = Vec::new();
     let mut changed = false;
     for batch in batches(records) {
         let batch = batch.map_err(|e| SealError::Batch(e.to_string()))?;
-        let mut edit =
-            |v: &[u8]| seal_value(v, topic, protect, keys, &mut found, &mut sealed, required);
+        let mut edit = |v: &[u8], out: &mut Vec<u8>| {
+            seal_value(&sealing, v, &mut found, &mut sealed, required, out)
+        };
         match batch::rewrite_batch(&batch, max_inflate, batch::Output::SameCodec, &mut edit) {
             Ok(Some(new)) => {
                 changed = true;

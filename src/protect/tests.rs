@@ -457,3 +457,59 @@ fn a_fetch_answer_is_shown_partition_by_partition_and_the_rest_kept() {
         fetch::Outcome::Unchanged
     ));
 }
+
+#[test]
+fn only_a_fetch_that_may_carry_a_protected_topic_concerns_its_views() {
+    use kafka_protocol::messages::fetch_request::FetchTopic;
+    use kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let views = fetch::FetchViews {
+        topics: vec![fetch::TopicView {
+            topic: "t".into(),
+            protect: Arc::new(protect(r#"{"pii": "encrypt"}"#, None)),
+            view: View::Plain,
+            stats: None,
+        }],
+    };
+    let ids = |id: [u8; 16]| match id[0] {
+        1 => Some("t".to_string()),
+        2 => Some("u".to_string()),
+        _ => None,
+    };
+    let request = |version: i16, topic: u8, epoch: i32| {
+        let mut t = FetchTopic::default();
+        if version >= 13 {
+            t.topic_id = uuid::Uuid::from_bytes([topic; 16]);
+        } else {
+            t.topic = TopicName(StrBytes::from_static_str(if topic == 1 {
+                "t"
+            } else {
+                "u"
+            }));
+        }
+        let mut r = FetchRequest::default();
+        if version >= 7 {
+            r.session_epoch = epoch;
+        }
+        r.topics.push(t);
+        let h = RequestHeader::default()
+            .with_request_api_key(ApiKey::Fetch as i16)
+            .with_request_api_version(version);
+        crate::protocol::header::join_request(&h, ApiKey::Fetch, version, &r).unwrap()
+    };
+    for version in [4i16, 12] {
+        assert!(views.concern(&request(version, 1, 0), version, &ids));
+        assert!(!views.concern(&request(version, 2, 0), version, &ids));
+    }
+    assert!(views.concern(&request(13, 1, -1), 13, &ids));
+    assert!(!views.concern(&request(13, 2, -1), 13, &ids));
+    assert!(
+        views.concern(&request(13, 9, -1), 13, &ids),
+        "an unknown id may be protected"
+    );
+    assert!(
+        views.concern(&request(12, 2, 3), 12, &ids),
+        "an incremental fetch may carry any"
+    );
+    assert!(views.concern(&Bytes::from_static(&[0, 1, 2]), 12, &ids));
+}

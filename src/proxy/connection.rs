@@ -297,7 +297,15 @@ where
                         SlotState::Awaiting,
                         started,
                     );
-                    slot.fetch_views = fetch_views(&gw, api, &identity, policies.as_deref());
+                    let payload = raw.as_ref().map(|r| r.slice(4..));
+                    slot.fetch_views = fetch_views(
+                        &gw,
+                        api,
+                        header.api_version,
+                        &identity,
+                        policies.as_deref(),
+                        payload.as_ref(),
+                    );
                     if tx.send(slot).is_err() {
                         break; // the responses side has ended; it reports why
                     }
@@ -521,6 +529,11 @@ where
                 }
             }
         };
+        // What a Fetch answer may carry is decided by the request as it goes upstream.
+        let fetch_frame = to_forward
+            .as_ref()
+            .filter(|_| api == ApiKey::Fetch)
+            .cloned();
         if !acks_zero && !close_after {
             let Some(permit) = acquire_permit(&gw, &permits, &mut upstream).await? else {
                 break;
@@ -545,7 +558,14 @@ where
             slot.sasl = sasl_step;
             slot.settle = settle;
             slot.renamed_for = renamed_for;
-            slot.fetch_views = fetch_views(&gw, api, &identity, routed.as_deref());
+            slot.fetch_views = fetch_views(
+                &gw,
+                api,
+                header.api_version,
+                &identity,
+                routed.as_deref(),
+                fetch_frame.as_ref(),
+            );
             if tx.send(slot).is_err() {
                 break; // the responses side has ended; it reports why
             }
@@ -571,11 +591,16 @@ where
 /// How a Fetch answer is shown to this connection's principal, when some protected topic's
 /// fields need an edit for it (`crate::protect::fetch`); under `policies` when the request was
 /// routed under a generation, else the one in force.
+///
+/// Only when the answer may carry a protected topic (`FetchViews::concern`, from the request
+/// when it was read whole): any other answer passes as it comes, streamed when large.
 fn fetch_views(
     gw: &Gateway,
     api: ApiKey,
+    version: i16,
     identity: &Identity,
     policies: Option<&Generation>,
+    frame: Option<&Bytes>,
 ) -> Option<crate::protect::fetch::FetchViews> {
     if api != ApiKey::Fetch {
         return None;
@@ -588,7 +613,18 @@ fn fetch_views(
             &current
         }
     };
-    crate::protect::fetch::FetchViews::for_principal(set, &identity.principal())
+    let views = crate::protect::fetch::FetchViews::for_principal(set, &identity.principal())?;
+    let ids = |id: [u8; 16]| {
+        gw.topic_ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uuid::Uuid::from_bytes(id))
+            .cloned()
+    };
+    match frame {
+        Some(f) if !views.concern(f, version, &ids) => None,
+        _ => Some(views),
+    }
 }
 
 /// The answer to a Fetch with its protected fields shown as `views` says (keys loaded as

@@ -12,7 +12,7 @@ them per principal on the way out.
 - The key store unreachable: produce fails with a retriable error and nothing is written.
 - A key file deleted (crypto-shredding): its fields read as the mask, for alice too.
 - `require_encrypted`: plaintext refused, an envelope accepted.
-- No produced pii value appears in meshgate's log or metrics.
+- No produced pii value appears in meshgate's log, metrics, catalog or audit trail.
 """
 
 import base64
@@ -83,8 +83,10 @@ class Setup:
             CONTRACT.format(name=f"pii-{self.run}", topic=self.topic, sealed=self.sealed))
         kms = kms or f"{{local_file: {root / 'kek'}}}"
         config = root / "meshgate.yaml"
+        self.audit = root / "audit.jsonl"
         config.write_text(f"protect:\n  key_dir: {self.key_dir}\n  kms: {kms}\n"
-                          f"  key_cache_secs: {key_cache_secs}\n")
+                          f"  key_cache_secs: {key_cache_secs}\n"
+                          f"audit:\n  file: {self.audit}\n")
         # Two partitions: the Java driver's transactions write both.
         for t in (self.topic, self.sealed):
             create_topic(broker.bootstrap, t, partitions=2)
@@ -204,8 +206,12 @@ def test_pii_is_ciphertext_on_the_topic_and_plaintext_only_for_its_readers(setup
                           "order_total": None}, protection
     assert product["protection"] == {"readers": ["User:alice"], "mask": "***"}
 
-    # No produced pii value is in the gateway's log, metrics or catalog.
-    text = s.gw.log_text() + metrics + s.gw.admin("/catalog")[1]
+    # No produced pii value is in the gateway's log, metrics, catalog or audit trail (which
+    # holds every refusal, with its message, and is flushed within a second).
+    time.sleep(1.5)
+    audit = s.audit.read_text()
+    assert '"rule":"order_total > 0"' in audit.replace(": ", ":"), audit[-2000:]
+    text = s.gw.log_text() + metrics + s.gw.admin("/catalog")[1] + audit
     for p in produced:
         assert p["customer_id"] not in text and p.get("email", "@@") not in text
 
