@@ -146,10 +146,11 @@ enum Cached {
     Gone(Instant),
 }
 
-/// (topic, kid) → the key, or that its file is gone; each with when it was last checked.
-type Loaded = HashMap<(Box<str>, Box<str>), Cached>;
-/// (topic, deterministic) → the key new fields are sealed with.
-type Current = HashMap<(Box<str>, bool), Arc<DataKey>>;
+/// topic → kid → the key, or that its file is gone; each with when it was last checked (looked
+/// up by `&str`, with no allocation).
+type Loaded = HashMap<Box<str>, HashMap<Box<str>, Cached>>;
+/// topic → the keys new fields are sealed with: [random mode, deterministic mode].
+type Current = HashMap<Box<str>, [Option<Arc<DataKey>>; 2]>;
 
 /// The data keys of every protected topic.
 pub struct KeyRing {
@@ -218,17 +219,23 @@ impl KeyRing {
     /// The key new fields of `topic` are sealed with, without waiting: `None` when it must be
     /// made or renewed first ([`KeyRing::prepare`]).
     pub fn current_now(&self, topic: &str, deterministic: bool) -> Option<Arc<DataKey>> {
-        let map = self.current.read().unwrap_or_else(|p| p.into_inner());
-        let key = map.get(&(Box::from(topic), deterministic))?;
-        let fresh = deterministic
-            || (key.period == self.rotate.period(now_unix()).0
-                && key.uses.load(Ordering::Relaxed) < MAX_USES);
+        let key = self.current_of(topic, deterministic)?;
         // A key whose file was shredded is not used for new fields once noticed.
-        let alive = matches!(
-            self.loaded.read().unwrap_or_else(|p| p.into_inner()).get(&(Box::from(topic), key.kid.clone())),
-            Some(Cached::Key(_, at)) if at.elapsed() < self.recheck
-        );
-        (fresh && alive).then(|| key.clone())
+        let alive = matches!(self.cached(topic, &key.kid), Some(Ok(_)));
+        (self.fresh(&key, deterministic) && alive).then_some(key)
+    }
+
+    fn current_of(&self, topic: &str, deterministic: bool) -> Option<Arc<DataKey>> {
+        let map = self.current.read().unwrap_or_else(|p| p.into_inner());
+        map.get(topic)?[usize::from(deterministic)].clone()
+    }
+
+    /// Whether a current key may still seal: a deterministic key always, a random-mode one
+    /// within its period and its count.
+    fn fresh(&self, key: &DataKey, deterministic: bool) -> bool {
+        deterministic
+            || (key.period == now_unix() / self.rotate.seconds()
+                && key.uses.load(Ordering::Relaxed) < MAX_USES)
     }
 
     /// Makes sure [`KeyRing::current_now`] has a key for `topic`: loads the deterministic key
@@ -246,17 +253,8 @@ impl KeyRing {
             return Ok(k);
         }
         // The current key may only need its file checked again.
-        let existing = self
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(Box::from(topic), deterministic))
-            .cloned();
-        if let Some(k) = existing {
-            let fresh = deterministic
-                || (k.period == self.rotate.period(now_unix()).0
-                    && k.uses.load(Ordering::Relaxed) < MAX_USES);
-            if fresh {
+        if let Some(k) = self.current_of(topic, deterministic) {
+            if self.fresh(&k, deterministic) {
                 if let Ok(again) = self.load(topic, &k.kid).await {
                     self.set_current(topic, deterministic, again.clone());
                     return Ok(again);
@@ -281,10 +279,8 @@ impl KeyRing {
     }
 
     fn set_current(&self, topic: &str, deterministic: bool, key: Arc<DataKey>) {
-        self.current
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((Box::from(topic), deterministic), key);
+        let mut map = self.current.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(topic.into()).or_default()[usize::from(deterministic)] = Some(key);
     }
 
     /// The oldest deterministic key's id of `topic`, if one is stored.
@@ -347,17 +343,19 @@ impl KeyRing {
 
     fn remember(&self, topic: &str, kid: &str, entry: Cached) {
         let mut map = self.loaded.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_CACHED {
+        if map.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED {
             map.clear();
         }
-        map.insert((topic.into(), kid.into()), entry);
+        map.entry(topic.into())
+            .or_default()
+            .insert(kid.into(), entry);
     }
 
     /// The key `kid` of `topic` if it is in memory and was checked recently: `Some(Ok)`, or
     /// `Some(Err)` when its file is known to be gone; `None` when [`KeyRing::load`] must run.
     pub fn cached(&self, topic: &str, kid: &str) -> Option<Result<Arc<DataKey>, ()>> {
         let map = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        match map.get(&(Box::from(topic), Box::from(kid)))? {
+        match map.get(topic)?.get(kid)? {
             Cached::Key(k, at) if at.elapsed() < self.recheck => Some(Ok(k.clone())),
             Cached::Gone(at) if at.elapsed() < self.recheck => Some(Err(())),
             _ => None,
@@ -383,7 +381,8 @@ impl KeyRing {
             .loaded
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(Box::from(topic), Box::from(kid)))
+            .get(topic)
+            .and_then(|kids| kids.get(kid))
         {
             Some(Cached::Key(k, _)) => Some(k.clone()),
             _ => None,
