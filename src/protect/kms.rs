@@ -5,9 +5,8 @@
 //! - **HashiCorp Vault transit:** `POST {address}/v1/{mount}/encrypt/{key}` with the data key in
 //!   base64, and `.../decrypt/{key}` to unwrap, authenticated by `X-Vault-Token` (read from a
 //!   file). The key-encryption key never leaves Vault. Tested against Vault's documented HTTP
-//!   API with a recorded exchange (`tests`): a Vault server cannot be installed on the test
-//!   machine (no release binaries reachable, and building Vault from the Go module proxy is a
-//!   multi-gigabyte build).
+//!   API with a recorded exchange (`tests`), not a server: none can be installed on the test
+//!   machine within CI's budget (ARCHITECTURE.md, "Field protection", says what was tried).
 //!
 //! Every call has a timeout; a failure is a [`KmsError`], which the data path answers with a
 //! retriable error (produce) or a mask (fetch). Neither message carries key material.
