@@ -153,6 +153,7 @@ pub fn rewrite(
         found: Vec::new(),
         counts: Counts::default(),
         shown: Vec::new(),
+        last: None,
     };
     let walked = walk_fetch(&body, version, |event| {
         let FetchEvent::Partition(topic, p) = event else {
@@ -252,6 +253,7 @@ pub fn show_records(
         found: Vec::new(),
         counts: Counts::default(),
         shown: Vec::new(),
+        last: None,
     };
     o.rewrite_set(set, view, max_inflate)
 }
@@ -272,6 +274,8 @@ struct Opener<'k, 'n> {
     counts: Counts,
     /// The field being shown (reused from field to field).
     shown: Vec<u8>,
+    /// The last key that opened a field, with its topic (one answer's fields mostly share one).
+    last: Option<(Box<str>, Arc<super::keys::DataKey>)>,
 }
 
 impl Opener<'_, '_> {
@@ -366,8 +370,19 @@ impl Opener<'_, '_> {
             json_string(t, &mut self.shown);
             return true;
         }
-        let key = match self.keys.and_then(|k| k.cached(at.topic, parsed.kid)) {
-            Some(Ok(k)) => k,
+        // The key of the previous field, most often the same: no lock to take again.
+        let last = self
+            .last
+            .as_ref()
+            .filter(|(t, k)| **t == *at.topic && *k.kid == *parsed.kid)
+            .map(|(_, k)| Ok(k.clone()));
+        let key = match last.or_else(|| self.keys.and_then(|k| k.cached(at.topic, parsed.kid))) {
+            Some(Ok(k)) => {
+                if self.last.as_ref().is_none_or(|(_, l)| !Arc::ptr_eq(l, &k)) {
+                    self.last = Some((at.topic.into(), k.clone()));
+                }
+                k
+            }
             Some(Err(())) => return self.unreadable(view),
             None if self.settled || self.keys.is_none() => return self.unreadable(view),
             None => {
@@ -477,6 +492,7 @@ pub(crate) mod tests_support {
             found: Vec::new(),
             counts: Counts::default(),
             shown: Vec::new(),
+            last: None,
         };
         o.rewrite_set(set, &tv, 1 << 20)
             .unwrap_or_else(|| set.to_vec())
