@@ -49,20 +49,6 @@ pub fn find<P: AsRef<[Box<str>]>>(
     Ok(())
 }
 
-/// `json` with each found span replaced by its text, spans in document order.
-pub fn splice(json: &[u8], edits: &[(Found, &[u8])]) -> Vec<u8> {
-    let grown: usize = edits.iter().map(|(_, t)| t.len()).sum();
-    let mut out = Vec::with_capacity(json.len() + grown);
-    let mut at = 0;
-    for (f, text) in edits {
-        out.extend_from_slice(&json[at..f.start]);
-        out.extend_from_slice(text);
-        at = f.end;
-    }
-    out.extend_from_slice(&json[at..]);
-    out
-}
-
 struct Scan<'a> {
     b: &'a [u8],
     i: usize,
@@ -310,14 +296,5 @@ mod tests {
         let deep = format!("{{\"a\": {}1{}}}", "[".repeat(100), "]".repeat(100));
         assert_eq!(texts(&deep, &["a"]), Err(ScanError::TooDeep));
         assert_eq!(texts("[]", &["a"]), Err(ScanError::NotObject));
-    }
-
-    #[test]
-    fn splicing_replaces_only_the_spans() {
-        let json = br#"{"a": 1, "b": "two", "c": 3}"#;
-        let mut found = Vec::new();
-        find(json, &paths(&["a", "c"]), &mut found).unwrap();
-        let out = splice(json, &[(found[0], b"\"X\""), (found[1], b"null")]);
-        assert_eq!(out, br#"{"a": "X", "b": "two", "c": null}"#);
     }
 }
