@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 import pii_envelope
 from clients import create_topic
-from conftest import ROOT, start_gateway
+from conftest import ROOT, port_block, start_gateway, wait_for_port
 
 CONTRACT = """
 contract:
@@ -71,7 +71,7 @@ def sasl(user):
 
 
 class Setup:
-    def __init__(self, broker, logdir, root: Path, kms=None, key_cache_secs=1):
+    def __init__(self, broker, logdir, root: Path, kms=None, key_cache_secs=1, zone=False):
         self.run = uuid.uuid4().hex[:8]
         self.topic, self.sealed = f"pii.t{self.run}.v1", f"pii.sealed{self.run}.v1"
         self.key_dir = root / "keys"
@@ -81,6 +81,15 @@ class Setup:
         policies.mkdir()
         (policies / "pii.yaml").write_text(
             CONTRACT.format(name=f"pii-{self.run}", topic=self.topic, sealed=self.sealed))
+        self.zone = None
+        if zone:
+            # A partner zone sharing the protected topic under an alias, to alice and bob.
+            port = port_block(10)
+            (policies / "zone.yaml").write_text(
+                f"zone:\n  name: z{self.run}\n  listen: 127.0.0.1:{port}\n"
+                f"  principals: [User:alice, User:bob]\n"
+                f"  shares:\n    - {{topic: {self.topic}, as: partner.pii}}\n")
+            self.zone = f"127.0.0.1:{port}"
         kms = kms or f"{{local_file: {root / 'kek'}}}"
         config = root / "meshgate.yaml"
         self.audit = root / "audit.jsonl"
@@ -93,6 +102,8 @@ class Setup:
         sasl_addr = f"127.0.0.1:{broker.cluster.nodes[0].ports['SASL_PLAINTEXT']}"
         self.gw = start_gateway(sasl_addr, logdir, policies=policies,
                                 extra_args=["--config", str(config)])
+        if self.zone:
+            wait_for_port(int(self.zone.rsplit(":", 1)[1]))
         self.broker = broker
 
     def produce(self, user, topic, values, codec="none", timeout_ms=30000):
@@ -107,9 +118,11 @@ class Setup:
         p.flush(timeout_ms / 1000 + 15)
         return reports
 
-    def read(self, topic, user=None, n=0, timeout=20, settle=2.0):
-        """Every value of the topic: through meshgate as `user`, or from the broker directly."""
-        conf = {"bootstrap.servers": self.gw.bootstrap if user else self.broker.bootstrap,
+    def read(self, topic, user=None, n=0, timeout=20, settle=2.0, bootstrap=None):
+        """Every value of the topic: through meshgate as `user` (on `bootstrap` when given), or
+        from the broker directly."""
+        conf = {"bootstrap.servers": bootstrap or (self.gw.bootstrap if user else
+                                                    self.broker.bootstrap),
                 "group.id": f"pii-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest",
                 "enable.auto.commit": False, **(sasl(user) if user else {})}
         c = Consumer(conf)
@@ -286,5 +299,21 @@ def test_an_unreachable_key_store_fails_produce_retriably_and_writes_nothing(bro
                    for _, e in reports), reports
         assert s.read(s.topic, n=0, timeout=6) == []
         assert 'rule="protect"' in s.gw.metrics()
+    finally:
+        s.stop()
+
+
+def test_a_partner_zone_shows_protected_fields_as_the_contract_says(broker, logdir, tmp_path):
+    """Through a partner zone's listener, by alias: the pii reader gets plaintext, another
+    partner principal the mask (the answer is shown, then renamed back to the alias)."""
+    s = Setup(broker, logdir, tmp_path, zone=True)
+    try:
+        values = [order(i, "zone") for i in range(4)]
+        assert all(e is None for _, e in s.produce("alice", s.topic, values))
+        produced = [json.loads(v) for v in values]
+        assert s.read("partner.pii", user="alice", n=4, bootstrap=s.zone) == produced
+        masked = s.read("partner.pii", user="bob", n=4, bootstrap=s.zone)
+        assert [m["customer_id"] for m in masked] == ["***"] * 4, masked
+        assert [m["order_id"] for m in masked] == [p["order_id"] for p in produced]
     finally:
         s.stop()
