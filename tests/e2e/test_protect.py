@@ -13,6 +13,7 @@ them per principal on the way out.
 - A key file deleted (crypto-shredding): its fields read as the mask, for alice too.
 - `require_encrypted`: plaintext refused, an envelope accepted.
 - No produced pii value appears in meshgate's log, metrics, catalog or audit trail.
+- Through a partner zone, by alias: the pii reader gets plaintext, another partner the mask.
 """
 
 import base64
