@@ -614,13 +614,7 @@ fn fetch_views(
         }
     };
     let views = crate::protect::fetch::FetchViews::for_principal(set, &identity.principal())?;
-    let ids = |id: [u8; 16]| {
-        gw.topic_ids
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&uuid::Uuid::from_bytes(id))
-            .cloned()
-    };
+    let ids = |id: [u8; 16]| gw.topic_name(id);
     match frame {
         Some(f) if !views.concern(f, version, &ids) => None,
         _ => Some(views),
@@ -635,13 +629,7 @@ async fn show_protected(
     version: i16,
     views: &crate::protect::fetch::FetchViews,
 ) -> Vec<Bytes> {
-    let ids = |id: [u8; 16]| {
-        gw.topic_ids
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&uuid::Uuid::from_bytes(id))
-            .cloned()
-    };
+    let ids = |id: [u8; 16]| gw.topic_name(id);
     crate::protect::fetch::rewrite_loading(
         frame,
         version,

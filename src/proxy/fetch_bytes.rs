@@ -71,12 +71,7 @@ pub fn count_response(
             fetch_record_bytes(&body, version, |topic, bytes, watermarks| {
                 let name = match topic {
                     TopicRef::Name(n) => Some(n.to_string()),
-                    TopicRef::Id(id) => gw
-                        .topic_ids
-                        .read()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&uuid::Uuid::from_bytes(id))
-                        .cloned(),
+                    TopicRef::Id(id) => gw.topic_name(id),
                 };
                 let Some(contract) = name.as_deref().and_then(|n| policies.contract_for(n)) else {
                     return;

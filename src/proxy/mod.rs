@@ -182,6 +182,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The name of the topic with this id, as learned from Metadata answers (`topic_ids`).
+    pub fn topic_name(&self, id: [u8; 16]) -> Option<String> {
+        self.topic_ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uuid::Uuid::from_bytes(id))
+            .cloned()
+    }
+
     /// A gateway for the organisation's listener (`zone: None`) or for one partner zone; the
     /// zones' gateways share the metrics, policies, shutdown, audit trail and own producer.
     #[allow(clippy::too_many_arguments)]
