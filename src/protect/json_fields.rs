@@ -66,9 +66,7 @@ impl Scan<'_> {
     }
 
     fn expect(&mut self, c: u8) -> Result<(), ScanError> {
-        self.ws();
-        if self.peek() == Some(c) {
-            self.i += 1;
+        if self.eat(c) {
             Ok(())
         } else {
             Err(ScanError::Malformed(self.i))
@@ -109,21 +107,13 @@ impl Scan<'_> {
             Some(b'{') => self.object::<Vec<Box<str>>>(&[], &[], depth, &mut Vec::new()),
             Some(b'[') => {
                 self.i += 1;
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
+                if self.eat(b']') {
                     return Ok(());
                 }
                 loop {
                     self.value(depth + 1)?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(ScanError::Malformed(self.i)),
+                    if self.closes(b']')? {
+                        return Ok(());
                     }
                 }
             }
@@ -159,9 +149,7 @@ impl Scan<'_> {
             return Err(ScanError::TooDeep);
         }
         self.i += 1; // `{`
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.i += 1;
+        if self.eat(b'}') {
             return Ok(());
         }
         let mut deeper = Vec::new();
@@ -208,15 +196,30 @@ impl Scan<'_> {
                     end: self.i,
                 });
             }
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(ScanError::Malformed(self.i)),
+            if self.closes(b'}')? {
+                return Ok(());
             }
+        }
+    }
+
+    /// Skips white space, then `c` if it is next; whether it was.
+    fn eat(&mut self, c: u8) -> bool {
+        self.ws();
+        let next = self.peek() == Some(c);
+        if next {
+            self.i += 1;
+        }
+        next
+    }
+
+    /// After an element of an array or object: `,` (more follow: `false`) or `close` (`true`).
+    fn closes(&mut self, close: u8) -> Result<bool, ScanError> {
+        if self.eat(b',') {
+            Ok(false)
+        } else if self.eat(close) {
+            Ok(true)
+        } else {
+            Err(ScanError::Malformed(self.i))
         }
     }
 }
