@@ -25,6 +25,24 @@ fn key(kid: &str, byte: u8) -> Arc<DataKey> {
     Arc::new(keys::DataKey::fixed(kid, [byte; 32]))
 }
 
+/// Random-mode keys only.
+fn random(key: Arc<DataKey>) -> SealKeys {
+    SealKeys {
+        random: Some(key),
+        deterministic: None,
+    }
+}
+
+/// `set` sealed as a produce to topic `t` is, `require_encrypted` enforced.
+fn seal(set: &[u8], p: &Protect, keys: &SealKeys) -> Result<SealedSet, SealError> {
+    seal_records(set, "t", p, keys, 1 << 20, &mut Required::Enforce)
+}
+
+/// `set` sealed, when something in it must be.
+fn sealed(set: &[u8], p: &Protect, keys: &SealKeys) -> Bytes {
+    seal(set, p, keys).unwrap().set.unwrap()
+}
+
 fn values(set: &[u8]) -> Vec<String> {
     let mut buf = Bytes::copy_from_slice(set);
     let mut out = Vec::new();
@@ -54,10 +72,7 @@ fn produced(compression: Compression) -> Vec<u8> {
 #[test]
 fn sealed_fields_hide_their_values_and_leave_every_other_byte() {
     let p = protect(r#"{"pii": "encrypt"}"#, None);
-    let keys = SealKeys {
-        random: Some(key("20261201.aa", 1)),
-        deterministic: None,
-    };
+    let keys = random(key("20261201.aa", 1));
     for c in [
         Compression::None,
         Compression::Gzip,
@@ -66,7 +81,7 @@ fn sealed_fields_hide_their_values_and_leave_every_other_byte() {
         Compression::Zstd,
     ] {
         let set = produced(c);
-        let done = seal_records(&set, "t", &p, &keys, 1 << 20, &mut Required::Enforce).unwrap();
+        let done = seal(&set, &p, &keys).unwrap();
         assert_eq!(done.fields, 2, "email and phone of the first record");
         let sealed = done.set.unwrap();
         let vals = values(&sealed);
@@ -95,15 +110,9 @@ fn sealed_fields_hide_their_values_and_leave_every_other_byte() {
 fn readers_get_the_plaintext_back_and_others_the_mask() {
     let p = Arc::new(protect(r#"{"pii": "encrypt"}"#, Some("***")));
     let ring = keys::KeyRing::in_memory(vec![("t", key("20261201.aa", 1))]);
-    let keys = SealKeys {
-        random: ring.cached("t", "20261201.aa").unwrap().ok(),
-        deterministic: None,
-    };
+    let keys = random(ring.cached("t", "20261201.aa").unwrap().unwrap());
     let set = produced(Compression::Lz4);
-    let sealed = seal_records(&set, "t", &p, &keys, 1 << 20, &mut Required::Enforce)
-        .unwrap()
-        .set
-        .unwrap();
+    let sealed = sealed(&set, &p, &keys);
     let mut cx = fetch::tests_support::opener(Some(&ring));
     let plain = fetch::tests_support::show_set(&mut cx, &sealed, "t", &p, View::Plain);
     assert_eq!(values(&plain), RECORDS.to_vec());
@@ -130,21 +139,8 @@ fn readers_get_the_plaintext_back_and_others_the_mask() {
 fn a_missing_key_is_asked_for_and_a_gone_key_masks_for_everyone() {
     let p = Arc::new(protect(r#"{"pii": "encrypt"}"#, None));
     let k = key("20261201.bb", 2);
-    let keys = SealKeys {
-        random: Some(k),
-        deterministic: None,
-    };
-    let sealed = seal_records(
-        &produced(Compression::None),
-        "t",
-        &p,
-        &keys,
-        1 << 20,
-        &mut Required::Enforce,
-    )
-    .unwrap()
-    .set
-    .unwrap();
+    let keys = random(k);
+    let sealed = sealed(&produced(Compression::None), &p, &keys);
     let empty = keys::KeyRing::in_memory(vec![]);
     let mut cx = fetch::tests_support::opener(Some(&empty));
     let _ = fetch::tests_support::show_set(&mut cx, &sealed, "t", &p, View::Plain);
@@ -178,17 +174,7 @@ fn deterministic_fields_seal_equal_values_equally() {
             &[][..],
         ),
     ];
-    let sealed = seal_records(
-        &test_batch::encode(&specs, Compression::None),
-        "t",
-        &p,
-        &keys,
-        1 << 20,
-        &mut Required::Enforce,
-    )
-    .unwrap()
-    .set
-    .unwrap();
+    let sealed = sealed(&test_batch::encode(&specs, Compression::None), &p, &keys);
     let v = values(&sealed);
     let email = |s: &str| s.split('"').nth(3).unwrap().to_string();
     let phone = |s: &str| s.split('"').nth(9).unwrap().to_string();
@@ -200,30 +186,17 @@ fn deterministic_fields_seal_equal_values_equally() {
 #[test]
 fn what_cannot_be_sealed_or_is_not_sealed_is_refused_by_index() {
     let p = protect(r#"{"pii": "encrypt"}"#, None);
-    let keys = SealKeys {
-        random: Some(key("k", 1)),
-        deterministic: None,
-    };
+    let keys = random(key("k", 1));
     let specs: Vec<test_batch::Spec<'_>> = vec![
         (None, Some(&br#"{"email": "a"}"#[..]), &[][..]),
         (None, Some(&b"plain text with a@x"[..]), &[][..]),
     ];
     let set = test_batch::encode(&specs, Compression::Gzip);
     assert!(matches!(
-        seal_records(&set, "t", &p, &keys, 1 << 20, &mut Required::Enforce),
+        seal(&set, &p, &keys),
         Err(SealError::NotJson { index: 1, .. })
     ));
-    assert_eq!(
-        seal_records(
-            &set,
-            "t",
-            &p,
-            &SealKeys::default(),
-            1 << 20,
-            &mut Required::Enforce
-        ),
-        Err(SealError::NoKey)
-    );
+    assert_eq!(seal(&set, &p, &SealKeys::default()), Err(SealError::NoKey));
     let required = protect(r#"{"pii": "require_encrypted"}"#, None);
     let env = key("k", 1).cipher.seal(
         "k",
@@ -241,28 +214,14 @@ fn what_cannot_be_sealed_or_is_not_sealed_is_refused_by_index() {
     ];
     let set = test_batch::encode(&specs, Compression::None);
     assert_eq!(
-        seal_records(
-            &set,
-            "t",
-            &required,
-            &SealKeys::default(),
-            1 << 20,
-            &mut Required::Enforce
-        ),
+        seal(&set, &required, &SealKeys::default()),
         Err(SealError::NotSealed {
             index: 1,
             field: "email".into()
         })
     );
     assert_eq!(
-        seal_records(
-            &set[..0],
-            "t",
-            &required,
-            &SealKeys::default(),
-            1 << 20,
-            &mut Required::Enforce
-        ),
+        seal(&set[..0], &required, &SealKeys::default()),
         Ok(SealedSet {
             set: None,
             fields: 0
@@ -273,24 +232,11 @@ fn what_cannot_be_sealed_or_is_not_sealed_is_refused_by_index() {
 #[test]
 fn a_confluent_framed_json_value_keeps_its_frame() {
     let p = protect(r#"{"pii": "encrypt"}"#, None);
-    let keys = SealKeys {
-        random: Some(key("k", 1)),
-        deterministic: None,
-    };
+    let keys = random(key("k", 1));
     let mut framed = vec![0u8, 0, 0, 0, 42];
     framed.extend_from_slice(br#"{"email": "a@x"}"#);
     let specs: Vec<test_batch::Spec<'_>> = vec![(None, Some(&framed[..]), &[][..])];
-    let sealed = seal_records(
-        &test_batch::encode(&specs, Compression::None),
-        "t",
-        &p,
-        &keys,
-        1 << 20,
-        &mut Required::Enforce,
-    )
-    .unwrap()
-    .set
-    .unwrap();
+    let sealed = sealed(&test_batch::encode(&specs, Compression::None), &p, &keys);
     let mut buf = sealed;
     let b = RecordBatchDecoder::decode(&mut buf).unwrap();
     let v = b.records[0].value.clone().unwrap();
@@ -367,21 +313,8 @@ fn a_fetch_answer_is_shown_partition_by_partition_and_the_rest_kept() {
     let p = Arc::new(protect(r#"{"pii": "encrypt"}"#, None));
     let k = key("20261201.aa", 1);
     let ring = keys::KeyRing::in_memory(vec![("t", k.clone())]);
-    let seal = SealKeys {
-        random: Some(k),
-        deterministic: None,
-    };
-    let sealed = seal_records(
-        &produced(Compression::Zstd),
-        "t",
-        &p,
-        &seal,
-        1 << 20,
-        &mut Required::Enforce,
-    )
-    .unwrap()
-    .set
-    .unwrap();
+    let seal = random(k);
+    let sealed = sealed(&produced(Compression::Zstd), &p, &seal);
     let other = produced(Compression::Gzip);
     let stats = crate::metrics::Metrics::new().contract("c", "t");
     let views = fetch::FetchViews {
