@@ -6,15 +6,15 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use meshgate::policy::protect::{compile, View};
 use meshgate::protect::fetch::{show_records, TopicView};
 use meshgate::protect::keys::{DataKey, KeyRing};
 use meshgate::protect::{seal_records, Required, SealKeys};
+
+mod support;
 
 const RECORDS: usize = 500;
 
@@ -28,34 +28,10 @@ fn order(i: usize) -> String {
 }
 
 fn batch(compression: Compression) -> Bytes {
-    let records: Vec<Record> = (0..RECORDS)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: 1,
-            producer_epoch: 0,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_764_000_000_000,
-            key: None,
-            value: Some(Bytes::from(order(i))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
+    support::batch(
+        (0..RECORDS).map(|i| (None, Bytes::from(order(i)))),
+        compression,
     )
-    .expect("encodes");
-    buf.freeze()
 }
 
 fn bench(c: &mut Criterion) {
@@ -85,31 +61,20 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("protect");
     for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4)] {
         let plain = batch(compression);
+        let seal = || {
+            seal_records(
+                &plain,
+                "t",
+                &protect,
+                &keys,
+                64 << 20,
+                &mut Required::Enforce,
+            )
+            .expect("seals")
+        };
         g.throughput(Throughput::Elements(RECORDS as u64));
-        g.bench_function(format!("seal/{name}"), |b| {
-            b.iter(|| {
-                seal_records(
-                    &plain,
-                    "t",
-                    &protect,
-                    &keys,
-                    64 << 20,
-                    &mut Required::Enforce,
-                )
-                .expect("seals")
-            })
-        });
-        let sealed = seal_records(
-            &plain,
-            "t",
-            &protect,
-            &keys,
-            64 << 20,
-            &mut Required::Enforce,
-        )
-        .expect("seals")
-        .set
-        .expect("sealed");
+        g.bench_function(format!("seal/{name}"), |b| b.iter(seal));
+        let sealed = seal().set.expect("sealed");
         g.bench_function(format!("open/{name}"), |b| {
             b.iter(|| show_records(&sealed, &view, Some(&ring), 64 << 20).expect("opened"))
         });

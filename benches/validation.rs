@@ -6,15 +6,15 @@
 
 use std::path::PathBuf;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use meshgate::policy::judge::{Limits, PartitionVerdict};
 use meshgate::policy::load::load_dir;
 use meshgate::policy::PolicySet;
 use meshgate::schema::avro_data::Decoders;
+
+mod support;
 
 const RECORDS_PER_BATCH: usize = 500;
 
@@ -29,56 +29,21 @@ fn order(i: usize) -> String {
     )
 }
 
-/// Record `i` of an idempotent producer's batch.
-fn record(i: usize, key: Option<Bytes>, value: Bytes) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: 1,
-        producer_epoch: 0,
-        timestamp_type: TimestampType::Creation,
-        offset: i as i64,
-        sequence: i as i32,
-        timestamp: 1_764_000_000_000,
-        key,
-        value: Some(value),
-        headers: Default::default(),
-    }
-}
-
 fn batch(compression: Compression) -> Bytes {
     batch_with(compression, 0)
 }
 
 /// A batch where every `invalid_every`-th record breaks `order_total > 0` (0: none does).
 fn batch_with(compression: Compression, invalid_every: usize) -> Bytes {
-    let records: Vec<Record> = (0..RECORDS_PER_BATCH)
-        .map(|i| {
-            let value = if invalid_every > 0 && i % invalid_every == 0 {
-                order(i).replace("\"order_total\":", "\"order_total\":-")
-            } else {
-                order(i)
-            };
-            record(
-                i,
-                Some(Bytes::from(format!("o-{i:08}"))),
-                Bytes::from(value),
-            )
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    let records = (0..RECORDS_PER_BATCH).map(|i| {
+        let value = if invalid_every > 0 && i % invalid_every == 0 {
+            order(i).replace("\"order_total\":", "\"order_total\":-")
+        } else {
+            order(i)
+        };
+        (Some(Bytes::from(format!("o-{i:08}"))), Bytes::from(value))
+    });
+    support::batch(records, compression)
 }
 
 /// One pass of the judge over the batch, which must accept every record.
@@ -135,7 +100,7 @@ fn bench_avro(c: &mut Criterion) {
     let decoders = set.compile_decoders();
     let id = set.registry.versions("shop.orders.v1-value").unwrap()[0].id;
     let schema = apache_avro::Schema::parse_str(&schema_text).unwrap();
-    let records: Vec<Record> = (0..RECORDS_PER_BATCH)
+    let records: Vec<(Option<Bytes>, Bytes)> = (0..RECORDS_PER_BATCH)
         .map(|i| {
             let some = |s: String| Value::Union(1, Box::new(Value::String(s)));
             let v = Value::Record(vec![
@@ -156,20 +121,10 @@ fn bench_avro(c: &mut Criterion) {
             let mut value = vec![0u8];
             value.extend_from_slice(&id.to_be_bytes());
             value.extend(apache_avro::to_avro_datum(&schema, v).unwrap());
-            record(i, None, Bytes::from(value))
+            (None, Bytes::from(value))
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    let bytes = buf.freeze();
+    let bytes = support::batch(records, Compression::None);
     let limits = Limits::default();
     let mut group = c.benchmark_group("avro_contract");
     group.throughput(Throughput::Elements(RECORDS_PER_BATCH as u64));
