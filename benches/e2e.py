@@ -133,6 +133,26 @@ def make_pki(logdir: Path) -> dict:
     return out
 
 
+def json_contract_policies(kind: str, pairs: int, schema_extra: str = "", extra: str = ""):
+    """A policy directory with the JSON order contract (the example schema and the seed's two
+    rules) on one topic per round, `bench.<kind><round>.v1`; `schema_extra` goes into its
+    `schema:` mapping and `extra` after its rules. Returns the directory and the topics."""
+    policies = Path(tempfile.mkdtemp(prefix=f"{kind}-policies-"))
+    (policies / "schemas").mkdir()
+    (policies / "schemas" / "order.avsc").write_text(
+        (ROOT / "policies" / "contracts" / "schemas" / "order-events-v1.avsc").read_text())
+    topics, docs = [], []
+    for i in range(pairs):
+        t = f"bench.{kind}{i}.v1"
+        topics.append(t)
+        docs.append(f"contract:\n  name: bench-{kind}-{i}\n  owner: bench\n  topic: {t}\n"
+                    f"  schema: {{ format: json, file: schemas/order.avsc{schema_extra} }}\n"
+                    f"  quality:\n    validity_rules: [order_total > 0, customer_id is not null]\n"
+                    f"{extra}")
+    (policies / "contracts.yaml").write_text("---\n".join(docs))
+    return policies, topics
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=1024)
@@ -206,18 +226,7 @@ def main():
     if "meshgate-contract" in arms or "meshgate-contract-baseline" in arms:
         # A JSON contract (the example schema and the seed's two rules) on a pool of topics, one
         # per round, and JSON order values for every arm so that all arms carry the same bytes.
-        policies = Path(tempfile.mkdtemp(prefix="contract-policies-"))
-        (policies / "schemas").mkdir()
-        (policies / "schemas" / "order.avsc").write_text(
-            (ROOT / "policies" / "contracts" / "schemas" / "order-events-v1.avsc").read_text())
-        docs = []
-        for i in range(args.pairs):
-            t = f"bench.contract{i}.v1"
-            contract_topics.append(t)
-            docs.append(f"contract:\n  name: bench-{i}\n  owner: bench\n  topic: {t}\n"
-                        f"  schema: {{ format: json, file: schemas/order.avsc }}\n"
-                        f"  quality:\n    validity_rules: [order_total > 0, customer_id is not null]\n")
-        (policies / "contracts.yaml").write_text("---\n".join(docs))
+        policies, contract_topics = json_contract_policies("contract", args.pairs)
         for arm, binary in [("meshgate-contract", args.meshgate),
                             ("meshgate-contract-baseline", args.baseline_meshgate)]:
             if arm not in arms:
@@ -270,20 +279,9 @@ def main():
         # produce phase seals one field per record and the consume phase opens it.
         # meshgate-pii-other is the same gateway process, on topics without a contract: what an
         # unprotected topic costs beside protected ones.
-        policies = Path(tempfile.mkdtemp(prefix="pii-policies-"))
-        (policies / "schemas").mkdir()
-        (policies / "schemas" / "order.avsc").write_text(
-            (ROOT / "policies" / "contracts" / "schemas" / "order-events-v1.avsc").read_text())
-        docs = []
-        for i in range(args.pairs):
-            t = f"bench.pii{i}.v1"
-            pii_topics.append(t)
-            docs.append(f"contract:\n  name: bench-pii-{i}\n  owner: bench\n  topic: {t}\n"
-                        f"  schema: {{ format: json, file: schemas/order.avsc, "
-                        f"classification: {{customer_id: pii}} }}\n"
-                        f"  quality:\n    validity_rules: [order_total > 0, customer_id is not null]\n"
-                        f"  protect: {{pii: encrypt}}\n  pii_readers: [User:ANONYMOUS]\n")
-        (policies / "contracts.yaml").write_text("---\n".join(docs))
+        policies, pii_topics = json_contract_policies(
+            "pii", args.pairs, schema_extra=", classification: {customer_id: pii}",
+            extra="  protect: {pii: encrypt}\n  pii_readers: [User:ANONYMOUS]\n")
         (logdir / "kek").write_text(base64.b64encode(os.urandom(32)).decode())
         config = logdir / "pii-gateway.yaml"
         config.write_text(f"protect:\n  key_dir: {logdir / 'keys'}\n"
