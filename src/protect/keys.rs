@@ -16,8 +16,9 @@
 //!   again once that old); until then it may still open fields it has the key for.
 //! - **Wrapping context** (local backend): `meshgate/dek/v1\n<topic>\n<kid>`.
 //!
-//! The data path never waits on a file or the KMS under a lock: lookups are a read lock on a
-//! map; loading and creating are async, outside it.
+//! No map lock is held across a file read or a KMS call: lookups take a read lock on a map;
+//! loading and creating are async, outside it. Making a key is serialised by an async mutex
+//! (`creating`), which a request meets only when its topic's key must be made or checked again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
