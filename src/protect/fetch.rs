@@ -162,11 +162,11 @@ pub fn rewrite(
         if p.records.is_empty() {
             return;
         }
-        let name = match topic {
-            TopicRef::Name(n) => Some(n.to_string()),
-            TopicRef::Id(id) => ids(id),
+        let view = match topic {
+            TopicRef::Name(n) => views.get(n),
+            TopicRef::Id(id) => ids(id).and_then(|n| views.get(&n)),
         };
-        let Some(view) = name.as_deref().and_then(|n| views.get(n)) else {
+        let Some(view) = view else {
             return;
         };
         cx.counts = Counts::default();
