@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("seal/{name}"), |b| b.iter(seal));
         let sealed = seal().set.expect("sealed");
         g.bench_function(format!("open/{name}"), |b| {
-            b.iter(|| show_records(&sealed, &view, Some(&ring), 64 << 20).expect("opened"))
+            b.iter(|| show_records(&sealed, &view, Some(&ring), 64 << 20, None).expect("opened"))
         });
     }
     g.finish();

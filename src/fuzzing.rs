@@ -430,7 +430,7 @@ pub fn protect_batch(data: &[u8]) {
         _ => bytes::Bytes::copy_from_slice(data),
     };
     if let Ok(SealedSet { set: Some(s), .. }) = &sealed {
-        let shown = show_records(s, &view(View::Plain), Some(&ring), MAX);
+        let shown = show_records(s, &view(View::Plain), Some(&ring), MAX, None);
         let back = values(shown.as_deref().unwrap_or(s));
         assert_eq!(back, values(data), "a reader gets back what was produced");
     }

@@ -146,15 +146,7 @@ pub fn rewrite(
     // (the records field's range in the frame, its new length prefix, its new record set)
     let mut edits: Vec<(std::ops::Range<usize>, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut need: Vec<(Box<str>, Box<str>)> = Vec::new();
-    let mut cx = Opener {
-        keys,
-        settled,
-        need: &mut need,
-        found: Vec::new(),
-        counts: Counts::default(),
-        shown: Vec::new(),
-        last: None,
-    };
+    let mut cx = Opener::new(keys, settled, &mut need);
     let walked = walk_fetch(&body, version, |event| {
         let FetchEvent::Partition(topic, p) = event else {
             return;
@@ -237,25 +229,19 @@ pub async fn rewrite_loading(
     vec![frame]
 }
 
-/// A partition's record set as `view` shows it; `None` when unchanged. A key not in memory
-/// counts as gone (`replay`, the fuzz harness: nothing to load).
+/// A partition's record set as `view` shows it; `None` when unchanged. With `need`, the keys
+/// not in memory are noted there (their fields left as they are); without, such a key counts
+/// as gone (the fuzz harness, the bench: nothing to load).
 pub fn show_records(
     set: &[u8],
     view: &TopicView,
     keys: Option<&KeyRing>,
     max_inflate: usize,
+    need: Option<&mut Vec<(Box<str>, Box<str>)>>,
 ) -> Option<Vec<u8>> {
-    let mut need = Vec::new();
-    let mut o = Opener {
-        keys,
-        settled: true,
-        need: &mut need,
-        found: Vec::new(),
-        counts: Counts::default(),
-        shown: Vec::new(),
-        last: None,
-    };
-    o.rewrite_set(set, view, max_inflate)
+    let mut none = Vec::new();
+    let settled = need.is_none();
+    Opener::new(keys, settled, need.unwrap_or(&mut none)).rewrite_set(set, view, max_inflate)
 }
 
 /// Fields shown in one partition, by how.
@@ -278,7 +264,23 @@ struct Opener<'k, 'n> {
     last: Option<(Box<str>, Arc<super::keys::DataKey>)>,
 }
 
-impl Opener<'_, '_> {
+impl<'k, 'n> Opener<'k, 'n> {
+    fn new(
+        keys: Option<&'k KeyRing>,
+        settled: bool,
+        need: &'n mut Vec<(Box<str>, Box<str>)>,
+    ) -> Self {
+        Opener {
+            keys,
+            settled,
+            need,
+            found: Vec::new(),
+            counts: Counts::default(),
+            shown: Vec::new(),
+            last: None,
+        }
+    }
+
     /// The record set with its protected fields shown as `view` says; `None` when unchanged.
     fn rewrite_set(&mut self, set: &[u8], view: &TopicView, max_inflate: usize) -> Option<Vec<u8>> {
         let mut out: Vec<u8> = Vec::with_capacity(set.len() + set.len() / 8);
@@ -438,63 +440,5 @@ fn mask_text(mask: &Mask, plain: Option<&[u8]>, out: &mut Vec<u8>) {
             json_string(&format!("sha256:{hex}"), out)
         }
         (Mask::Hash, None) => json_string("***", out),
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests_support {
-    use super::*;
-
-    pub struct Cx<'k> {
-        need: Vec<(Box<str>, Box<str>)>,
-        keys: Option<&'k KeyRing>,
-        settled: bool,
-    }
-
-    pub fn opener(keys: Option<&KeyRing>) -> Cx<'_> {
-        Cx {
-            need: Vec::new(),
-            keys,
-            settled: false,
-        }
-    }
-
-    pub fn settled(keys: Option<&KeyRing>) -> Cx<'_> {
-        Cx {
-            need: Vec::new(),
-            keys,
-            settled: true,
-        }
-    }
-
-    pub fn needed(cx: &Cx<'_>) -> Vec<(Box<str>, Box<str>)> {
-        cx.need.clone()
-    }
-
-    /// A record set as `view` shows it (unchanged when nothing needs an edit).
-    pub fn show_set(
-        cx: &mut Cx<'_>,
-        set: &[u8],
-        topic: &str,
-        p: &Arc<Protect>,
-        view: View,
-    ) -> Vec<u8> {
-        let tv = TopicView {
-            topic: topic.into(),
-            protect: p.clone(),
-            view,
-            stats: None,
-        };
-        let mut o = Opener {
-            keys: cx.keys,
-            settled: cx.settled,
-            need: &mut cx.need,
-            found: Vec::new(),
-            counts: Counts::default(),
-            shown: Vec::new(),
-            last: None,
-        };
-        o.rewrite_set(set, &tv, 1 << 20)
-            .unwrap_or_else(|| set.to_vec())
     }
 }
