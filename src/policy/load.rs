@@ -497,10 +497,13 @@ fn cross_check(set: &mut PolicySet, errors: &mut Vec<PolicyError>) {
         .contracts
         .iter()
         .any(|c| c.consumers.is_some() && !c.mode.is_off());
-    set.protects = set
+    set.protecting = set
         .contracts
         .iter()
-        .any(|c| c.protect.is_some() && !c.mode.is_off());
+        .enumerate()
+        .filter(|(_, c)| c.protect.is_some() && !c.mode.is_off())
+        .map(|(i, _)| i)
+        .collect();
     set.named_principals = set
         .contracts
         .iter()
@@ -1845,7 +1848,7 @@ mod tests {
         let good = "  protect: {pii: encrypt, deterministic: [email]}\n  pii_readers: [User:fraud]\n  mask_on_fetch: '***'\n";
         let (set, errs) = compile(&[("c.yaml", &contract("json", good))]);
         assert!(errs.is_empty(), "{errs:?}");
-        assert!(set.protects);
+        assert_eq!(set.protecting, vec![0]);
         let p = set.contracts[0].protect.as_ref().unwrap();
         assert_eq!(&*p.fields[0].dotted, "email");
         assert!(p.fields[0].deterministic);

@@ -106,9 +106,9 @@ pub struct PolicySet {
     /// Whether any contract in force restricts who reads (`consumers:`): only then are the
     /// consuming APIs read whole and judged.
     pub restricts_consumers: bool,
-    /// Whether any contract in force protects fields (`protect:`): only then are Fetch answers
-    /// looked at for principals whose view needs an edit.
-    pub protects: bool,
+    /// The contracts in force that protect fields (`protect:`), by index: a Fetch looks only at
+    /// these, and only when there are some.
+    pub protecting: Vec<usize>,
     /// The principals contracts name (`producers:`, `consumers:`): the chargeback's principal
     /// labels (any other is `_other`).
     pub named_principals: std::collections::HashSet<Box<str>>,
@@ -385,6 +385,11 @@ pub struct RuleInForce<'a> {
 }
 
 impl PolicySet {
+    /// Whether any contract in force protects fields.
+    pub fn protects(&self) -> bool {
+        !self.protecting.is_empty()
+    }
+
     /// Every rule in force, with the labels its refusals carry: naming, require_contract and the
     /// topic rules, the produce rules, then each contract's producers, schema and validity rules.
     pub fn rules_in_force(&self) -> Vec<RuleInForce<'_>> {

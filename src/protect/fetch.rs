@@ -54,14 +54,11 @@ pub struct FetchViews {
 impl FetchViews {
     /// `None` when no topic of `set` needs an edit for `principal` (the answer passes as is).
     pub fn for_principal(set: &Generation, principal: &str) -> Option<Self> {
-        if !set.protects {
-            return None;
-        }
         let topics: Vec<TopicView> = set
-            .contracts
+            .protecting
             .iter()
-            .filter(|c| !c.mode.is_off())
-            .filter_map(|c| {
+            .filter_map(|&i| {
+                let c = &set.contracts[i];
                 let p = c.protect.as_ref()?;
                 Some(TopicView {
                     topic: c.topic.as_str().into(),

@@ -401,7 +401,7 @@ where
                     audit,
                     seal: Vec::new(),
                 };
-                if job.policies.protects {
+                if job.policies.protects() {
                     let keys = gw.keys.as_deref();
                     job.seal = match enforce::seal_keys_ready(&job.policies, &job.decoded, keys) {
                         Some(plan) => plan,

@@ -476,7 +476,7 @@ pub fn produce(
         .charge(policies.chargeback_principal(principal), &charges);
     all_or_nothing(&mut judged, client, &cx.all_or_nothing_clients);
     // Field protection, on what the rules accepted (they judged the plaintext).
-    let sealed = if policies.protects {
+    let sealed = if policies.protects() {
         seal_accepted(&mut judged, seal, principal, cx.limits.max_inflated_bytes)
     } else {
         HashMap::new()
