@@ -198,6 +198,45 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(Ok(()))
     }
 
+    /// The next `n` bytes of the frame being read, buffered but not taken. The caller knows
+    /// they belong to the frame (it has counted what is left of it), so `n` is bounded by the
+    /// frame's declared size, which was checked against the maximum.
+    pub async fn peek(&mut self, n: usize) -> Result<&[u8], FrameError> {
+        while self.buf.len() < n {
+            self.buf
+                .reserve((n - self.buf.len()).clamp(READ_CHUNK, READ_CHUNK * 16));
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return Err(FrameError::Truncated {
+                    buffered: self.buf.len(),
+                });
+            }
+        }
+        Ok(&self.buf[..n])
+    }
+
+    /// Takes the next `n` bytes of the frame being read (see [`FrameReader::peek`]).
+    pub async fn take(&mut self, n: usize) -> Result<Bytes, FrameError> {
+        self.peek(n).await?;
+        Ok(self.buf.split_to(n).freeze())
+    }
+
+    /// Reads and drops the next `n` bytes of the frame being read, holding at most one read's
+    /// worth of them.
+    pub async fn discard(&mut self, mut n: usize) -> Result<(), FrameError> {
+        while n > 0 {
+            if self.buf.is_empty() {
+                self.buf.reserve(n.min(READ_CHUNK * 4));
+                if self.inner.read_buf(&mut self.buf).await? == 0 {
+                    return Err(FrameError::Truncated { buffered: 0 });
+                }
+            }
+            let k = self.buf.len().min(n);
+            self.buf.advance(k);
+            n -= k;
+        }
+        Ok(())
+    }
+
     /// True when a complete frame is already buffered, so the caller may defer a flush.
     pub fn has_buffered_frame(&self) -> bool {
         matches!(self.declared_size(), Some(Ok(n)) if self.buf.len() >= 4 + n)

@@ -5,6 +5,7 @@
 //! writing frames on the stream it is handed.
 
 pub mod client;
+pub mod fetch_stream;
 pub mod fetch_walk;
 pub mod frame;
 pub mod header;
