@@ -15,6 +15,11 @@
 //! - A protected field that is not an envelope (a record from before the contract protected it)
 //!   is shown to readers as it is and masked for the others.
 //!
+//! An answer that streams (over 256 KiB, at the head of the connection's queue) is shown by
+//! [`StreamShower`] one batch at a time as it passes, at its size
+//! ([`crate::protocol::fetch_stream`]); the rest of this module's notes are about an answer held
+//! whole.
+//!
 //! **Memory:** the answer is held once; each protected batch is inflated and rewritten on its
 //! own, and the new answer is the old one's unchanged spans (slices, not copies) around the new
 //! record sets of the protected partitions: the answer plus its rewritten sets, never a second
@@ -25,15 +30,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 
+use super::batch::Output;
 use super::envelope::{self, FieldAt};
 use super::json_fields::{self, Found};
 use super::keys::KeyRing;
 use crate::generation::Generation;
 use crate::metrics::ContractMetrics;
 use crate::policy::protect::{Mask, Protect, View};
+use crate::protocol::fetch_stream::SetEditor;
 use crate::protocol::fetch_walk::{records_prefix, walk_fetch, FetchEvent, TopicRef};
 use crate::protocol::header::split_response;
-use crate::protocol::records::batches;
+use crate::protocol::records::{batches, Codec, DeflatedBatch};
 
 /// How one protected topic is shown to the fetching principal.
 #[derive(Debug, Clone)]
@@ -142,8 +149,7 @@ pub fn rewrite(
     let offset = frame.len() - body.len();
     // (the records field's range in the frame, its new length prefix, its new record set)
     let mut edits: Vec<(std::ops::Range<usize>, Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut need: Vec<(Box<str>, Box<str>)> = Vec::new();
-    let mut cx = Opener::new(keys, settled, &mut need);
+    let mut cx = Opener::new(keys, settled);
     let walked = walk_fetch(&body, version, |event| {
         let FetchEvent::Partition(topic, p) = event else {
             return;
@@ -177,6 +183,7 @@ pub fn rewrite(
     if walked.is_none() {
         return Outcome::Unchanged;
     }
+    let mut need = cx.need;
     if !need.is_empty() {
         need.sort();
         need.dedup();
@@ -236,9 +243,92 @@ pub fn show_records(
     max_inflate: usize,
     need: Option<&mut Vec<(Box<str>, Box<str>)>>,
 ) -> Option<Vec<u8>> {
-    let mut none = Vec::new();
-    let settled = need.is_none();
-    Opener::new(keys, settled, need.unwrap_or(&mut none)).rewrite_set(set, view, max_inflate)
+    let mut cx = Opener::new(keys, need.is_none());
+    let shown = cx.rewrite_set(set, view, max_inflate);
+    if let Some(need) = need {
+        need.append(&mut cx.need);
+    }
+    shown
+}
+
+/// Shows the protected record sets of a Fetch answer that streams to the client
+/// ([`crate::protocol::fetch_stream`]), one batch at a time. A batch that names a key not in
+/// memory waits while the key is loaded, then is shown; a key that still cannot be had counts
+/// as gone (the mask). A compressed batch is compressed again with its codec: shown
+/// uncompressed, it would seldom fit the room a streamed answer keeps for its set.
+pub struct StreamShower<'a> {
+    views: &'a FetchViews,
+    ids: &'a (dyn Fn([u8; 16]) -> Option<String> + Sync),
+    max_inflate: usize,
+    opener: Opener<'a>,
+    current: Option<&'a TopicView>,
+}
+
+impl<'a> StreamShower<'a> {
+    pub fn new(
+        views: &'a FetchViews,
+        ids: &'a (dyn Fn([u8; 16]) -> Option<String> + Sync),
+        keys: Option<&'a KeyRing>,
+        max_inflate: usize,
+    ) -> Self {
+        StreamShower {
+            views,
+            ids,
+            max_inflate,
+            opener: Opener::new(keys, keys.is_none()),
+            current: None,
+        }
+    }
+}
+
+impl SetEditor for StreamShower<'_> {
+    fn wants(&mut self, topic: TopicRef<'_>) -> bool {
+        self.current = match topic {
+            TopicRef::Name(n) => self.views.get(n),
+            TopicRef::Id(id) => (self.ids)(id).and_then(|n| self.views.get(&n)),
+        };
+        self.current.is_some()
+    }
+
+    async fn batch(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some(view) = self.current else {
+            return false;
+        };
+        let Some(Ok(batch)) = batches(bytes).next() else {
+            return false;
+        };
+        let output = match batch.codec() {
+            Ok(Codec::None) => Output::Uncompressed,
+            Ok(_) => Output::SameCodec,
+            Err(_) => return false,
+        };
+        let cx = &mut self.opener;
+        for settled in [cx.keys.is_none(), true] {
+            cx.settled = settled;
+            cx.need.clear();
+            cx.counts = Counts::default();
+            out.clear();
+            let shown = cx.rewrite_batch(&batch, view, self.max_inflate, output, out);
+            if settled || cx.need.is_empty() {
+                if let Some(m) = &view.stats {
+                    m.fields_opened.inc_by(cx.counts.opened);
+                    m.fields_masked.inc_by(cx.counts.masked);
+                    m.fields_unreadable.inc_by(cx.counts.unreadable);
+                }
+                return shown;
+            }
+            if let Some(keys) = cx.keys {
+                cx.need.sort();
+                cx.need.dedup();
+                for (topic, kid) in std::mem::take(&mut cx.need) {
+                    if let Err(e) = keys.load(&topic, &kid).await {
+                        tracing::debug!(topic = %topic, kid = %kid, error = %e, "data key not loaded; its fields are masked");
+                    }
+                }
+            }
+        }
+        false
+    }
 }
 
 /// Fields shown in one partition, by how.
@@ -249,10 +339,11 @@ struct Counts {
     unreadable: u64,
 }
 
-struct Opener<'k, 'n> {
+struct Opener<'k> {
     keys: Option<&'k KeyRing>,
     settled: bool,
-    need: &'n mut Vec<(Box<str>, Box<str>)>,
+    /// The (topic, kid) of keys not in memory that a field needed (when not `settled`).
+    need: Vec<(Box<str>, Box<str>)>,
     found: Vec<Found>,
     counts: Counts,
     /// The field being shown (reused from field to field).
@@ -261,16 +352,12 @@ struct Opener<'k, 'n> {
     last: Option<(Box<str>, Arc<super::keys::DataKey>)>,
 }
 
-impl<'k, 'n> Opener<'k, 'n> {
-    fn new(
-        keys: Option<&'k KeyRing>,
-        settled: bool,
-        need: &'n mut Vec<(Box<str>, Box<str>)>,
-    ) -> Self {
+impl<'k> Opener<'k> {
+    fn new(keys: Option<&'k KeyRing>, settled: bool) -> Self {
         Opener {
             keys,
             settled,
-            need,
+            need: Vec::new(),
             found: Vec::new(),
             counts: Counts::default(),
             shown: Vec::new(),
@@ -288,23 +375,34 @@ impl<'k, 'n> Opener<'k, 'n> {
                 // The trailing partial batch, or one that does not parse: as it came.
                 break;
             };
-            let mut edit =
-                |v: &[u8], out: &mut Vec<u8>| -> Result<bool, ()> { Ok(self.show(v, view, out)) };
             let consumed = batch.bytes.len();
-            match super::batch::rewrite_batch_into(
-                &batch,
-                max_inflate,
-                super::batch::Output::Uncompressed,
-                &mut edit,
-                &mut out,
-            ) {
-                Ok(true) => changed = true,
-                _ => out.extend_from_slice(batch.bytes),
+            if self.rewrite_batch(&batch, view, max_inflate, Output::Uncompressed, &mut out) {
+                changed = true;
+            } else {
+                out.extend_from_slice(batch.bytes);
             }
             rest = &rest[consumed..];
         }
         out.extend_from_slice(rest);
         changed.then_some(out)
+    }
+
+    /// One batch with its protected fields shown as `view` says, appended to `out`; `false`
+    /// (and `out` as it was) when unchanged or when it does not parse.
+    fn rewrite_batch(
+        &mut self,
+        batch: &DeflatedBatch<'_>,
+        view: &TopicView,
+        max_inflate: usize,
+        output: Output,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let mut edit =
+            |v: &[u8], out: &mut Vec<u8>| -> Result<bool, ()> { Ok(self.show(v, view, out)) };
+        matches!(
+            super::batch::rewrite_batch_into(batch, max_inflate, output, &mut edit, out),
+            Ok(true)
+        )
     }
 
     /// One value as the principal sees it, written to `out`; `false` when unchanged.

@@ -967,6 +967,9 @@ where
     let mut client = BufWriter::with_capacity(64 * 1024, client_w);
     let mut queue: VecDeque<Slot> = VecDeque::new();
     let mut requests_open = true;
+    // Whether protected Fetch answers are held whole rather than streamed (see
+    // `stream_response`): once a streamed one could not keep a set's first batch.
+    let mut hold_protected = false;
     loop {
         if !requests_open && queue.is_empty() {
             break;
@@ -989,10 +992,19 @@ where
                 let frame = match incoming {
                     Incoming::Whole(raw) => raw.slice(4..),
                     Incoming::Head { size, head } => {
-                        if streams_at_front(&mut queue, &mut rx, &head)? {
+                        let front = streams_at_front(&mut queue, &mut rx, &head)?;
+                        if front == Front::Pass || (front == Front::Show && !hold_protected) {
                             let slot = queue.pop_front().expect("checked: the front");
-                            stream_response(&gw, &mut reader, &mut client, size, head, slot, &identity)
-                                .await?;
+                            let cut_first =
+                                stream_response(&gw, &mut reader, &mut client, size, head, slot, &identity)
+                                    .await?;
+                            if cut_first {
+                                // A shown batch outgrew its set: that partition read nothing.
+                                // From now on this connection's protected answers are held
+                                // whole, where a set may grow, so the retry gets its records.
+                                hold_protected = true;
+                                tracing::debug!("a protected batch outgrew its streamed set; protected answers are now held whole");
+                            }
                             // Answers ready behind it (meshgate's own) go now, not at the next
                             // event.
                             write_ready_prefix(&gw, &mut queue, &mut client).await?;
@@ -1092,21 +1104,34 @@ pub(crate) const STREAM_ABOVE: usize = 256 << 10;
 /// What is read of a streamed response before deciding: its correlation id.
 const RESPONSE_HEAD: usize = 4;
 
-/// Whether the response whose head this is belongs to the queue's front slot and can pass as
-/// its bytes: no response edit, no watch, no SASL step, no dead letters. Slots still in the
-/// channel are taken first (a slot is always sent before its request is written).
+/// How a large response may stream to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Front {
+    /// It belongs to the queue's front slot and passes as its bytes (read, when accounting
+    /// needs it, as they go).
+    Pass,
+    /// It belongs to the front slot and is a Fetch answer whose protected fields are shown as
+    /// it goes (`crate::protocol::fetch_stream`, `crate::protect::fetch::StreamShower`).
+    Show,
+    /// It must be held whole: it is not the front's, or its slot edits it otherwise.
+    Hold,
+}
+
+/// Whether the response whose head this is belongs to the queue's front slot and can stream:
+/// no response edit, no watch, no SASL step, no dead letters, no zone renaming. Slots still in
+/// the channel are taken first (a slot is always sent before its request is written).
 fn streams_at_front(
     queue: &mut VecDeque<Slot>,
     rx: &mut mpsc::UnboundedReceiver<Slot>,
     head: &Bytes,
-) -> Result<bool, ConnError> {
+) -> Result<Front, ConnError> {
     let correlation_id = response_correlation_id(head).map_err(UpstreamFault::Response)?;
     if find_awaiting(queue, correlation_id).is_none() {
         while let Ok(slot) = rx.try_recv() {
             queue.push_back(slot);
         }
     }
-    Ok(queue.front().is_some_and(|s| {
+    let streams = queue.front().is_some_and(|s| {
         s.correlation_id == correlation_id
             && matches!(s.state, SlotState::Awaiting)
             && matches!(s.action, ResponseAction::Passthrough)
@@ -1114,13 +1139,19 @@ fn streams_at_front(
             && s.sasl.is_none()
             && s.settle.is_none()
             && s.renamed_for.is_none()
-            && s.fetch_views.is_none()
-    }))
+    });
+    Ok(match queue.front() {
+        Some(s) if streams && s.fetch_views.is_some() => Front::Show,
+        Some(_) if streams => Front::Pass,
+        _ => Front::Hold,
+    })
 }
 
-/// Streams a large passthrough response to the client as it arrives. The bytes are copied aside
-/// only when the answer must be read afterwards (a Fetch answer while contracts or a zone count
-/// fetched bytes); the accounting then runs on the copy, after the client has them.
+/// Streams a large response to the client as it arrives. A Fetch answer that accounting must
+/// read (contracts in force, or a zone's listener) is walked as it goes
+/// (`crate::protocol::fetch_stream`), never copied aside; one with protected fields to show
+/// (`slot.fetch_views`) has them shown batch by batch, keeping its size. Returns whether a
+/// shown set could not keep its first batch (the caller then holds protected answers whole).
 async fn stream_response<R, W>(
     gw: &Gateway,
     reader: &mut FrameReader<R>,
@@ -1129,41 +1160,70 @@ async fn stream_response<R, W>(
     head: Bytes,
     slot: Slot,
     identity: &Identity,
-) -> Result<(), ConnError>
+) -> Result<bool, ConnError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    use crate::protocol::fetch_stream::{stream_fetch, NoEdit, StreamError};
     write_frame_head(client, size, &head)
         .await
         .map_err(ConnError::ClientIo)?;
-    let read_after = super::fetch_bytes::reads_answer(gw, slot.api_key);
-    let mut copy = read_after.then(|| {
-        let mut b = bytes::BytesMut::with_capacity(size);
-        b.extend_from_slice(&head);
-        b
-    });
-    reader
-        .forward_rest_copying(size - head.len(), client, copy.as_mut())
-        .await
-        .map_err(UpstreamFault::Frame)?
-        .map_err(ConnError::ClientIo)?;
-    match copy {
-        Some(frame) => super::fetch_bytes::count_response(
-            gw,
-            slot.api_key,
-            slot.api_version,
-            &frame.freeze(),
-            identity,
-        ),
-        None => gw.metrics.bytes_out_other.inc_by(size as u64 + 4),
+    let stream_error = |e: StreamError| match e {
+        StreamError::Upstream(e) => ConnError::from(UpstreamFault::Frame(e)),
+        StreamError::Client(e) => ConnError::ClientIo(e),
+    };
+    let left = size - head.len();
+    let mut cut_first = false;
+    if slot.fetch_views.is_some() || super::fetch_bytes::reads_answer(gw, slot.api_key) {
+        let policies = gw.policies.current_arc();
+        let mut account = super::fetch_bytes::FetchAccount::new(gw, &policies, identity);
+        let count = account.counts_records();
+        let each = |t: crate::protocol::fetch_walk::TopicRef<'_>, b, n, w: &[(i32, i64)]| {
+            account.topic(t, b, n, w)
+        };
+        let streamed = match &slot.fetch_views {
+            Some(views) => {
+                let ids = |id: [u8; 16]| gw.topic_name(id);
+                let mut shower = crate::protect::fetch::StreamShower::new(
+                    views,
+                    &ids,
+                    gw.keys.as_deref(),
+                    gw.judge.limits.max_inflated_bytes,
+                );
+                let version = slot.api_version;
+                stream_fetch(reader, client, left, version, count, &mut shower, each).await
+            }
+            None => {
+                stream_fetch(
+                    reader,
+                    client,
+                    left,
+                    slot.api_version,
+                    count,
+                    &mut NoEdit,
+                    each,
+                )
+                .await
+            }
+        }
+        .map_err(stream_error)?;
+        cut_first = streamed.cut_first;
+        account.finish(size as u64 + 4, streamed.walked);
+    } else {
+        reader
+            .forward_rest(left, client)
+            .await
+            .map_err(UpstreamFault::Frame)?
+            .map_err(ConnError::ClientIo)?;
+        gw.metrics.bytes_out_other.inc_by(size as u64 + 4);
     }
     gw.metrics
         .api(slot.api_key)
         .duration
         .observe(slot.started.elapsed().as_secs_f64());
     gw.metrics.responses_streamed.inc();
-    Ok(())
+    Ok(cut_first)
 }
 
 fn find_awaiting(queue: &VecDeque<Slot>, correlation_id: i32) -> Option<usize> {

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 
 use super::Gateway;
+use crate::generation::Generation;
 pub use crate::protocol::fetch_walk::TopicRef;
 use crate::protocol::fetch_walk::{walk_fetch, FetchEvent};
 use crate::protocol::header::split_response;
@@ -26,7 +27,8 @@ pub fn reads_answer(gw: &Gateway, api_key: i16) -> bool {
 
 /// Counts one upstream response frame (without its size prefix) as bytes out; for a Fetch
 /// answer, also notes for each contract topic in it the partitions' high watermarks and that
-/// the connection's principal read it (`usage`).
+/// the connection's principal read it (`usage`). A streamed answer is counted as it is walked,
+/// with [`FetchAccount`] directly.
 pub fn count_response(
     gw: &Gateway,
     api_key: i16,
@@ -39,81 +41,131 @@ pub fn count_response(
         gw.metrics.bytes_out_other.inc_by(total);
         return;
     }
-    if let Some(zone) = &gw.zone {
-        // What the partner read: the record bytes and records of every topic in the answer
-        // (a zone's answers carry shared topics only).
-        let (mut bytes, mut records) = (0u64, 0u64);
-        let walked = split_response(frame, ApiKey::Fetch, version)
-            .ok()
-            .and_then(|(_, body)| {
-                fetch_records(&body, version, |_, b, n, _| {
-                    bytes += b;
-                    records += n;
-                })
-            });
-        if walked.is_some() {
-            gw.metrics.zones.fetched(zone, bytes, records);
-        }
-    }
-    let policies = gw.policies.current();
-    if policies.contracts.is_empty() {
+    let policies = gw.policies.current_arc();
+    let mut account = FetchAccount::new(gw, &policies, identity);
+    if !account.reads() {
         gw.metrics.bytes_out_other.inc_by(total);
         return;
     }
-    let mut attributed = 0u64;
     let walked = split_response(frame, ApiKey::Fetch, version)
         .ok()
         .and_then(|(_, body)| {
-            let now = std::time::Instant::now();
-            // Read once, and only when a contract topic is in the answer.
-            let mut principal = None;
-            let mut charges: Vec<(&std::sync::Arc<str>, crate::chargeback::Tally)> = Vec::new();
-            fetch_record_bytes(&body, version, |topic, bytes, watermarks| {
-                let name = match topic {
-                    TopicRef::Name(n) => Some(n.to_string()),
-                    TopicRef::Id(id) => gw.topic_name(id),
-                };
-                let Some(contract) = name.as_deref().and_then(|n| policies.contract_for(n)) else {
-                    return;
-                };
-                if let Some(m) = policies.stats(contract) {
-                    m.bytes_out.inc_by(bytes);
-                    m.fetch_requests.inc();
-                    attributed += bytes;
-                }
-                let usage = &gw.metrics.usage;
-                let principal = principal.get_or_insert_with(|| identity.principal());
-                usage.saw_fetch(&contract.topic, principal, now);
-                match charges
-                    .iter_mut()
-                    .find(|(t, _)| std::sync::Arc::ptr_eq(t, &contract.team))
-                {
-                    Some((_, t)) => t.bytes_out += bytes,
-                    None => charges.push((
-                        &contract.team,
-                        crate::chargeback::Tally {
-                            bytes_out: bytes,
-                            fetch_requests: 1,
-                            ..Default::default()
-                        },
-                    )),
-                }
-                for &(partition, high_watermark) in watermarks {
-                    usage.saw_end(&contract.topic, partition, high_watermark);
-                }
-            })?;
-            if let Some(principal) = &principal {
-                gw.metrics
-                    .charge(policies.chargeback_principal(principal), &charges);
-            }
-            Some(())
+            fetch_records(&body, version, |t, b, n, w| account.topic(t, b, n, w))
         });
-    if walked.is_none() {
-        tracing::debug!(version, "Fetch response not walkable; counted as _other");
+    account.finish(total, walked.is_some());
+}
+
+/// One Fetch answer's accounting, topic by topic as its walk meets them: the partner zone's
+/// bytes and records; per contract topic its bytes out, fetch requests, the principal's use and
+/// the partitions' high watermarks (`usage`), and the owning team's chargeback; the rest of the
+/// frame under `_other`.
+pub struct FetchAccount<'a> {
+    gw: &'a Gateway,
+    policies: &'a Generation,
+    identity: &'a super::identity::Identity,
+    now: std::time::Instant,
+    /// Read once, and only when a contract topic is in the answer.
+    principal: Option<std::sync::Arc<str>>,
+    charges: Vec<(&'a std::sync::Arc<str>, crate::chargeback::Tally)>,
+    attributed: u64,
+    /// The zone's (record bytes, records).
+    zone: (u64, u64),
+}
+
+impl<'a> FetchAccount<'a> {
+    pub fn new(
+        gw: &'a Gateway,
+        policies: &'a Generation,
+        identity: &'a super::identity::Identity,
+    ) -> Self {
+        FetchAccount {
+            gw,
+            policies,
+            identity,
+            now: std::time::Instant::now(),
+            principal: None,
+            charges: Vec::new(),
+            attributed: 0,
+            zone: (0, 0),
+        }
     }
-    gw.metrics
-        .bytes_out_other
-        .inc_by(total.saturating_sub(attributed));
+
+    /// Whether the answer's topics are read at all: on a zone's listener or with contracts.
+    pub fn reads(&self) -> bool {
+        self.gw.zone.is_some() || !self.policies.contracts.is_empty()
+    }
+
+    /// Whether records must be counted (a zone's traffic): the rest needs bytes only.
+    pub fn counts_records(&self) -> bool {
+        self.gw.zone.is_some()
+    }
+
+    /// One topic of the answer: its record bytes, records and (partition, high watermark)s.
+    pub fn topic(&mut self, topic: TopicRef<'_>, bytes: u64, records: u64, marks: &[(i32, i64)]) {
+        self.zone.0 += bytes;
+        self.zone.1 += records;
+        if self.policies.contracts.is_empty() {
+            return;
+        }
+        let gw = self.gw;
+        let name = match topic {
+            TopicRef::Name(n) => self.policies.contract_for(n),
+            TopicRef::Id(id) => gw
+                .topic_name(id)
+                .and_then(|n| self.policies.contract_for(&n)),
+        };
+        let Some(contract) = name else {
+            return;
+        };
+        if let Some(m) = self.policies.stats(contract) {
+            m.bytes_out.inc_by(bytes);
+            m.fetch_requests.inc();
+            self.attributed += bytes;
+        }
+        let usage = &gw.metrics.usage;
+        let identity = self.identity;
+        let principal = self.principal.get_or_insert_with(|| identity.principal());
+        usage.saw_fetch(&contract.topic, principal, self.now);
+        match self
+            .charges
+            .iter_mut()
+            .find(|(t, _)| std::sync::Arc::ptr_eq(t, &contract.team))
+        {
+            Some((_, t)) => t.bytes_out += bytes,
+            None => self.charges.push((
+                &contract.team,
+                crate::chargeback::Tally {
+                    bytes_out: bytes,
+                    fetch_requests: 1,
+                    ..Default::default()
+                },
+            )),
+        }
+        for &(partition, high_watermark) in marks {
+            usage.saw_end(&contract.topic, partition, high_watermark);
+        }
+    }
+
+    /// The answer's end: `total` bytes on the wire (size prefix included), and whether its
+    /// walk reached the end (a zone's traffic is counted only then).
+    pub fn finish(self, total: u64, walked: bool) {
+        let gw = self.gw;
+        if let Some(zone) = &gw.zone {
+            if walked {
+                gw.metrics.zones.fetched(zone, self.zone.0, self.zone.1);
+            }
+        }
+        if let Some(principal) = &self.principal {
+            gw.metrics
+                .charge(self.policies.chargeback_principal(principal), &self.charges);
+        }
+        if !walked {
+            tracing::debug!("Fetch response not walkable; counted as _other");
+        }
+        gw.metrics
+            .bytes_out_other
+            .inc_by(total.saturating_sub(self.attributed));
+    }
 }
 
 /// Walks a Fetch response body (v4 to v15), calling `each` with every topic's record bytes and

@@ -14,6 +14,7 @@ them per principal on the way out.
 - `require_encrypted`: plaintext refused, an envelope accepted.
 - No produced pii value appears in meshgate's log, metrics, catalog or audit trail.
 - Through a partner zone, by alias: the pii reader gets plaintext, another partner the mask.
+- Answers over 256 KiB are shown as they stream; librdkafka and the Java client read them.
 """
 
 import base64
@@ -107,11 +108,11 @@ class Setup:
             wait_for_port(int(self.zone.rsplit(":", 1)[1]))
         self.broker = broker
 
-    def produce(self, user, topic, values, codec="none", timeout_ms=30000):
+    def produce(self, user, topic, values, codec="none", timeout_ms=30000, conf=None):
         """Delivery reports: (value, error or None), in order."""
         p = Producer({"bootstrap.servers": self.gw.bootstrap, "enable.idempotence": True,
                       "compression.type": codec, "linger.ms": 20,
-                      "message.timeout.ms": timeout_ms, **sasl(user)})
+                      "message.timeout.ms": timeout_ms, **sasl(user), **(conf or {})})
         reports = []
         for v in values:
             p.produce(topic, value=v.encode(), partition=0,
@@ -250,6 +251,46 @@ def test_the_java_transactional_producer_and_read_committed_consumer_work_throug
     # On the topic: envelopes, under the transaction's markers.
     stored = s.read(s.topic, n=4)
     assert stored and all(v["customer_id"].startswith("mg1:") for v in stored), stored
+
+
+def test_large_answers_are_shown_as_they_stream_to_librdkafka_and_java(setup):
+    """Fetch answers over 256 KiB are shown as they stream: each protected set keeps its length
+    and ends in a filler batch the clients skip. Both clients read every record exactly once:
+    alice in plaintext, bob masked."""
+    from kafka_cluster import USERS, classpath, java
+    s = setup
+    produced = []
+    for codec in ("none", "lz4"):
+        values = [json.dumps({**json.loads(order(i, codec)),
+                              "order_id": f"{codec}-{i}-" + "n" * 900}) for i in range(2500)]
+        # Batches of about 200 KB: a sealed one stays under the broker's 1 MB message limit,
+        # and each 1 MB set of a Fetch answer holds several.
+        reports = s.produce("alice", s.topic, values, codec=codec, timeout_ms=60000,
+                            conf={"batch.size": 200000})
+        assert [e for _, e in reports] == [None] * len(values), reports[:3]
+        produced += [json.loads(v) for v in values]
+
+    def streamed():
+        line = next(l for l in s.gw.metrics().splitlines()
+                    if l.startswith("meshgate_responses_streamed_total"))
+        return float(line.rsplit(" ", 1)[1])
+    before = streamed()
+    assert s.read(s.topic, user="alice", n=len(produced), timeout=60) == produced
+    assert streamed() > before, "no answer was streamed: the test reads nothing it means to"
+    masked = s.read(s.topic, user="bob", n=len(produced), timeout=60)
+    assert [m["order_id"] for m in masked] == [p["order_id"] for p in produced]
+    assert {m["customer_id"] for m in masked} == {"***"} and {m["email"] for m in masked} == {"***"}
+
+    env = {**os.environ, "MESHGATE_SASL_USER": "alice",
+           "MESHGATE_SASL_PASSWORD": dict(USERS)["alice"]}
+    out = subprocess.run(
+        [java(), "-cp", classpath(), str(ROOT / "tests" / "clients" / "java" / "ClientCheck.java"),
+         "consume-assigned", s.gw.bootstrap, s.topic, str(len(produced)), "from-zero"],
+        capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "error" not in r, r
+    assert [json.loads(v) for v in r["values"]] == produced
 
 
 def test_a_shredded_key_masks_its_fields_for_every_reader(setup):
