@@ -69,16 +69,16 @@ def start(cmd, core, log):
                             stderr=subprocess.STDOUT)
 
 
-def run_consumer(bootstrap, topic, records, conf=None):
+def run_consumer(bootstrap, topic, records, conf=None, passes=1):
     cmd = ["taskset", "-c", "0", sys.executable, str(ROOT / "benches" / "consumer.py"),
            "--bootstrap", bootstrap, "--topic", topic, "--records", str(records),
-           "--conf-json", json.dumps(conf or {})]
+           "--conf-json", json.dumps(conf or {}), "--passes", str(passes)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    if result["records"] < records:
-        raise RuntimeError(f"consumed {result['records']} of {records}")
+    if result["records"] < records * passes:
+        raise RuntimeError(f"consumed {result['records']} of {records * passes}")
     return result
 
 
@@ -158,6 +158,9 @@ def main():
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--consume-passes", type=int, default=1,
+                    help="read the produced records back this many times in the consume phase "
+                         "(a longer, steadier measurement)")
     ap.add_argument("--rate-seconds", type=float, default=8)
     ap.add_argument("--rate", type=float, default=0,
                     help="fixed offered load for the latency runs (default: 50%% of direct saturation)")
@@ -425,9 +428,11 @@ def main():
                 k0 = cpu_seconds(pid) if pid else None
                 if arm == "meshgate-zone":
                     # The partner's read: the zone's listener, the alias.
-                    cr = run_consumer(zone_bootstrap, f"partner.zone{rnd}", args.records)
+                    cr = run_consumer(zone_bootstrap, f"partner.zone{rnd}", args.records,
+                                      passes=args.consume_passes)
                 else:
-                    cr = run_consumer(bootstrap[arm], topic, args.records, conf=client_conf.get(arm))
+                    cr = run_consumer(bootstrap[arm], topic, args.records, conf=client_conf.get(arm),
+                                      passes=args.consume_passes)
                 if pid:
                     cons_cpu[arm].append((cpu_seconds(pid) - k0) / (cr["bytes"] / 1e9))
                 cons[arm].append(cr)
@@ -497,7 +502,8 @@ def main():
                      f"{p999:.2f} | {crps:.0f} | {cratio} | {c} | {kc} | {m} | {med(core0[arm]):.2f} |")
     rate_note = int(args.rate or (0.5 * sat["direct"][0]["records_per_s"] if "direct" in sat else 10_000))
     lines += ["", "Consume: one librdkafka consumer (core 0) reads the saturate phase's records back "
-                  "through the same arm; its rate runs from the first record to the last. "
+                  f"through the same arm ({args.consume_passes} time(s) over); its rate runs from the "
+                  "first record to the last. "
                   f"proxy CPU covers the produce phase, proxy consume CPU the consume phase (per GB "
                   f"of record bytes read). Core 0 CPU is {broker_name}'s{stunnel_note} and "
                   "the producer's over the produce phase: it shows what an arm costs the broker's core.",
