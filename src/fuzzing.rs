@@ -398,7 +398,7 @@ pub fn protect_batch(data: &[u8]) {
         ("currency".to_string(), "pii".to_string()),
         ("meta.ip".to_string(), "pii".to_string()),
     ];
-    let protect = Arc::new(compile(&doc, &classified, vec![], None, false).expect("literal"));
+    let protect = Arc::new(compile(&doc, &classified, vec![], None).expect("literal"));
     let (random, det) = (
         Arc::new(DataKey::fixed("20261201.aa", [1; 32])),
         Arc::new(DataKey::fixed("d.bb", [2; 32])),
@@ -413,6 +413,7 @@ pub fn protect_batch(data: &[u8]) {
         protect: protect.clone(),
         view,
         stats: None,
+        avro: None,
     };
     let values = |set: &[u8]| -> Option<Vec<Option<Vec<u8>>>> {
         let mut out = Vec::new();
@@ -424,7 +425,14 @@ pub fn protect_batch(data: &[u8]) {
         }
         Some(out)
     };
-    let sealed = seal_records(data, TOPIC, &protect, &keys, MAX, &mut Required::Enforce);
+    let sealed = seal_records(
+        data,
+        TOPIC,
+        (&protect, crate::protect::Layout::Json),
+        &keys,
+        MAX,
+        &mut Required::Enforce,
+    );
     let set = match &sealed {
         Ok(SealedSet { set: Some(s), .. }) => s.clone(),
         _ => bytes::Bytes::copy_from_slice(data),
@@ -437,6 +445,7 @@ pub fn protect_batch(data: &[u8]) {
     // The same records in Fetch answers, for a reader and a masked principal.
     let views = [View::Plain, View::Masked(Mask::Hash)].map(|v| FetchViews {
         topics: vec![view(v)],
+        schemas: None,
     });
     for version in [4i16, 12] {
         let mut p = PartitionData::default();

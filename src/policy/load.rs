@@ -1270,6 +1270,13 @@ impl Cx<'_> {
                 avro,
                 projected_paths(&rules, &compiled_slis, &required_fields),
             )
+            .protecting(
+                protect
+                    .iter()
+                    .flat_map(|p| &p.fields)
+                    .map(|f| f.path.clone().into_boxed_slice())
+                    .collect(),
+            )
         });
         let json_projection = match schema.as_ref().and_then(|s| s.json.as_ref()) {
             Some(JsonCheck::Avro(shape)) => {
@@ -1342,16 +1349,29 @@ impl Cx<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let avro = schema.is_some_and(|s| s.format == Format::Avro);
         let compiled = crate::policy::protect::compile(
             &doc.value,
             &classified,
             readers,
             mask.as_ref().map(|m| m.value.as_str()),
-            avro,
         );
         match compiled {
             Ok(p) => {
+                // An Avro field is sealed in place: its type must hold the envelope's text.
+                if let Some(avro) = schema.and_then(|s| s.avro.as_ref()) {
+                    let mut unfit = false;
+                    for f in &p.fields {
+                        let path: Vec<&str> = f.path.iter().map(|s| &**s).collect();
+                        if let Err(why) = crate::schema::avro_data::protectable(&avro.model, &path)
+                        {
+                            self.err(line, format!("contract `{contract}`: `protect`: {why}"));
+                            unfit = true;
+                        }
+                    }
+                    if unfit {
+                        return None;
+                    }
+                }
                 if p.encrypts() && on_reject.is_some() {
                     self.err(
                         line,
@@ -1857,7 +1877,6 @@ mod tests {
 
         let cases = [
             ("json", "  protect: {pii: hide}\n", "c.yaml:8: contract `c`: `protect.pii` is `encrypt` or `require_encrypted`"),
-            ("avro", "  protect: {pii: encrypt}\n", "c.yaml:8: contract `c`: `protect` works on fields of JSON values"),
             ("json", "  pii_readers: [User:x]\n", "c.yaml:8: contract `c`: `pii_readers` needs `protect:`"),
             ("json", "  protect: {pii: encrypt}\n  pii_readers: [x]\n", "c.yaml:9: contract `c`: pii_reader `x` is not a principal"),
             ("json", "  protect: {pii: encrypt}\n  on_reject: {dead_letter: t.dlq}\n", "c.yaml:8: contract `c`: `on_reject.dead_letter` with `protect: encrypt` is not supported"),
@@ -1869,6 +1888,26 @@ mod tests {
                 "{want}: {errs:#?}"
             );
         }
+
+        // Avro: a string field is sealed in place, and the reader projects it for its span.
+        let (set, errs) = compile(&[("c.yaml", &contract("avro", good))]);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(set.protecting, vec![0]);
+        // A long cannot hold an envelope.
+        let long = contract("avro", "  protect: {pii: encrypt}\n").replace(
+            "\"type\": \"string\", \"classification\"",
+            "\"type\": \"long\", \"classification\"",
+        );
+        let (set, errs) = compile(&[("c.yaml", &long)]);
+        assert_eq!(
+            errs,
+            vec![
+                "c.yaml:8: contract `c`: `protect`: field `email` is long; an Avro field holds \
+                  a ciphertext only as a string or bytes (or either with null)"
+                    .to_string()
+            ]
+        );
+        assert!(set.contracts.is_empty());
     }
 
     #[test]

@@ -108,7 +108,6 @@ pub fn compile(
     classified: &[(String, String)],
     readers: Vec<Box<str>>,
     mask: Option<&str>,
-    avro: bool,
 ) -> Result<Protect, Vec<String>> {
     let mut errors = Vec::new();
     let mut actions: Vec<(&str, Action)> = Vec::new();
@@ -174,13 +173,6 @@ pub fn compile(
             ));
         }
     }
-    if avro && !actions.is_empty() {
-        errors.push(
-            "`protect` works on fields of JSON values; this contract's values are Avro, whose \
-             schema cannot hold a ciphertext envelope (not supported in this build)"
-                .to_string(),
-        );
-    }
     let mask = match mask {
         None => None,
         Some("hash") => Some(Mask::Hash),
@@ -226,7 +218,6 @@ mod tests {
             &classified(),
             vec!["User:fraud".into()],
             Some("***"),
-            false,
         )
         .unwrap();
         let got: Vec<(&str, Action, bool)> = p
@@ -252,21 +243,13 @@ mod tests {
             p.view_for("User:bi"),
             Some(View::Masked(Mask::Text("***".into())))
         );
-        let no_mask = compile(
-            &doc(r#"{"pii": "encrypt"}"#),
-            &classified(),
-            vec![],
-            None,
-            false,
-        )
-        .unwrap();
+        let no_mask = compile(&doc(r#"{"pii": "encrypt"}"#), &classified(), vec![], None).unwrap();
         assert_eq!(no_mask.view_for("User:bi"), None, "ciphertext as stored");
         let hashed = compile(
             &doc(r#"{"pii": "encrypt"}"#),
             &classified(),
             vec![],
             Some("hash"),
-            false,
         )
         .unwrap();
         assert_eq!(hashed.mask, Some(Mask::Hash));
@@ -279,51 +262,35 @@ mod tests {
             ("customer.phone".to_string(), "pii".to_string()),
             ("customerx".to_string(), "pii".to_string()),
         ];
-        let p = compile(
-            &doc(r#"{"pii": "encrypt"}"#),
-            &classified,
-            vec![],
-            None,
-            false,
-        )
-        .unwrap();
+        let p = compile(&doc(r#"{"pii": "encrypt"}"#), &classified, vec![], None).unwrap();
         let kept: Vec<&str> = p.fields.iter().map(|f| &*f.dotted).collect();
         assert_eq!(kept, vec!["customer", "customerx"]);
     }
 
     #[test]
     fn mistakes_are_named() {
-        let err = |d: &str, mask: Option<&str>, avro: bool| {
-            compile(&doc(d), &classified(), vec![], mask, avro)
+        let err = |d: &str, mask: Option<&str>| {
+            compile(&doc(d), &classified(), vec![], mask)
                 .unwrap_err()
                 .join(" | ")
         };
         assert_eq!(
-            err(r#"{"pii": "hide"}"#, None, false),
+            err(r#"{"pii": "hide"}"#, None),
             "`protect.pii` is `encrypt` or `require_encrypted`, not \"hide\""
         );
         assert_eq!(
-            err(r#"{"secret": "encrypt"}"#, None, false),
+            err(r#"{"secret": "encrypt"}"#, None),
             "`protect.secret`: no field of the contract's schema is classified `secret`"
         );
         assert_eq!(
-            err(
-                r#"{"pii": "encrypt", "deterministic": ["note"]}"#,
-                None,
-                false
-            ),
+            err(r#"{"pii": "encrypt", "deterministic": ["note"]}"#, None),
             "`protect.deterministic`: `note` is not a field this contract encrypts"
         );
         assert_eq!(
-            err(r#"{"deterministic": "email"}"#, None, false),
+            err(r#"{"deterministic": "email"}"#, None),
             "`protect.deterministic` is a list of field paths"
         );
-        assert_eq!(
-            err("{}", None, false),
-            "`protect` names no classification level"
-        );
-        assert!(err(r#"{"pii": "encrypt"}"#, None, true).contains("values are Avro"));
-        assert!(err(r#"{"pii": "require_encrypted"}"#, None, true).contains("values are Avro"));
-        assert!(err(r#"{"pii": "encrypt"}"#, Some(""), false).contains("`mask_on_fetch` is empty"));
+        assert_eq!(err("{}", None), "`protect` names no classification level");
+        assert!(err(r#"{"pii": "encrypt"}"#, Some("")).contains("`mask_on_fetch` is empty"));
     }
 }

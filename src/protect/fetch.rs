@@ -30,6 +30,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 
+use super::avro_fields::{self, FindError, Finder, Lookup, Spot, WriterSource};
 use super::batch::Output;
 use super::envelope::{self, FieldAt};
 use super::json_fields::{self, Found};
@@ -41,6 +42,7 @@ use crate::protocol::fetch_stream::SetEditor;
 use crate::protocol::fetch_walk::{records_prefix, walk_fetch, FetchEvent, TopicRef};
 use crate::protocol::header::split_response;
 use crate::protocol::records::{batches, Codec, DeflatedBatch};
+use crate::schema::registry_client::RegistryClient;
 
 /// How one protected topic is shown to the fetching principal.
 #[derive(Debug, Clone)]
@@ -50,17 +52,84 @@ pub struct TopicView {
     pub view: View,
     /// Where its fields are counted (`meshgate_contract_protected_fields_total`).
     pub stats: Option<Arc<ContractMetrics>>,
+    /// For a contract whose values are Avro: its index in the generation of
+    /// [`FetchViews::schemas`] (its projections are by contract and writer).
+    pub avro: Option<usize>,
+}
+
+/// Where the views of Avro contracts find the projection of a value's writer schema.
+#[derive(Clone)]
+pub struct Schemas {
+    /// The generation the views were made from: its decoders and contracts.
+    pub generation: Arc<Generation>,
+    /// The external registry, for writer ids the generation was not loaded with.
+    pub registry: Option<Arc<RegistryClient>>,
+}
+
+impl std::fmt::Debug for Schemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schemas")
+            .field("generation", &self.generation.number)
+            .field("registry", &self.registry.is_some())
+            .finish()
+    }
+}
+
+/// One Avro contract's writers, as a Fetch looks them up: the decoders compiled at load, then
+/// those of writers the registry client has cached (compiled once per generation); an id the
+/// client has not cached is [`Lookup::Later`] (fetched, then the pass runs again).
+struct ViewWriters<'a> {
+    schemas: &'a Schemas,
+    contract: usize,
+}
+
+impl WriterSource for ViewWriters<'_> {
+    fn projection(&self, id: u32) -> Lookup {
+        let generation = &self.schemas.generation;
+        let found = |c: &crate::schema::avro_data::Compiled| match c {
+            Ok(p) => Lookup::Found(p.clone()),
+            Err(_) => Lookup::Unknown,
+        };
+        if let Some(c) = generation.decoders.compiled_at_load(self.contract, id) {
+            return found(c);
+        }
+        let (Some(registry), Some(reader)) = (
+            self.schemas.registry.as_deref(),
+            generation
+                .contracts
+                .get(self.contract)
+                .and_then(|c| c.avro_reader.as_ref()),
+        ) else {
+            return Lookup::Unknown;
+        };
+        match registry.cached(id) {
+            Some(Some(writer)) => found(&generation.decoders.resolve(
+                self.contract,
+                reader,
+                id,
+                &writer,
+            )),
+            Some(None) => Lookup::Unknown,
+            None => Lookup::Later,
+        }
+    }
 }
 
 /// The protected topics whose answers a principal's Fetch needs rewritten.
 #[derive(Debug, Clone)]
 pub struct FetchViews {
     pub topics: Vec<TopicView>,
+    /// Set when a view is of an Avro contract.
+    pub schemas: Option<Schemas>,
 }
 
 impl FetchViews {
     /// `None` when no topic of `set` needs an edit for `principal` (the answer passes as is).
-    pub fn for_principal(set: &Generation, principal: &str) -> Option<Self> {
+    pub fn for_principal(
+        set: &Arc<Generation>,
+        principal: &str,
+        registry: Option<&Arc<RegistryClient>>,
+    ) -> Option<Self> {
         let topics: Vec<TopicView> = set
             .protecting
             .iter()
@@ -72,10 +141,15 @@ impl FetchViews {
                     protect: p.clone(),
                     view: p.view_for(principal)?,
                     stats: set.stats(c).cloned(),
+                    avro: c.avro_reader.as_ref().map(|_| i),
                 })
             })
             .collect();
-        (!topics.is_empty()).then_some(Self { topics })
+        let schemas = topics.iter().any(|t| t.avro.is_some()).then(|| Schemas {
+            generation: set.clone(),
+            registry: registry.cloned(),
+        });
+        (!topics.is_empty()).then_some(Self { topics, schemas })
     }
 
     /// Whether the answer to this Fetch request (`frame`, without its size prefix) may carry a
@@ -127,8 +201,64 @@ pub enum Outcome {
     /// The new answer, as parts to write one after the other: the unchanged spans are slices
     /// of the old answer (no copy), the rewritten records fields new buffers.
     Rewritten(Vec<Bytes>),
-    /// These (topic, kid) must be loaded first.
-    NeedKeys(Vec<(Box<str>, Box<str>)>),
+    /// These must be loaded first.
+    Need(Needs),
+}
+
+/// What a pass needs loaded before it can show every field.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// (topic, kid) of data keys not in memory.
+    pub keys: Vec<(Box<str>, Box<str>)>,
+    /// Writer schema ids the registry client has not cached.
+    pub schemas: Vec<u32>,
+}
+
+impl Needs {
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.schemas.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.schemas.clear();
+    }
+
+    fn dedup(&mut self) {
+        self.keys.sort();
+        self.keys.dedup();
+        self.schemas.sort_unstable();
+        self.schemas.dedup();
+    }
+
+    /// Loads what is needed: keys from `keys`, writer schemas from `schemas`' registry. What
+    /// cannot be had is left out; the next pass counts its fields as gone (keys) or leaves them
+    /// as stored (schemas).
+    async fn load(&mut self, keys: Option<&KeyRing>, schemas: Option<&Schemas>) {
+        self.dedup();
+        if let Some(keys) = keys {
+            for (topic, kid) in self.keys.drain(..) {
+                if let Err(e) = keys.load(&topic, &kid).await {
+                    tracing::debug!(topic = %topic, kid = %kid, error = %e, "data key not loaded; its fields are masked");
+                }
+            }
+        }
+        if let Some(registry) = schemas.and_then(|s| s.registry.as_deref()) {
+            let ids = std::mem::take(&mut self.schemas);
+            let fetched = futures_util::future::join_all(
+                ids.iter()
+                    .take(crate::proxy::enforce::MAX_REGISTRY_FETCHES_PER_REQUEST)
+                    .map(|&id| registry.fetch(id)),
+            )
+            .await;
+            for (id, f) in ids.iter().zip(fetched) {
+                if let crate::schema::registry_client::Fetched::Unavailable(e) = f {
+                    tracing::debug!(id, error = %e, "writer schema not fetched; its protected fields are left as stored");
+                }
+            }
+        }
+        self.clear();
+    }
 }
 
 /// One pass over a Fetch answer (`frame`, without its size prefix). `ids` names topics of
@@ -149,7 +279,7 @@ pub fn rewrite(
     let offset = frame.len() - body.len();
     // (the records field's range in the frame, its new length prefix, its new record set)
     let mut edits: Vec<(std::ops::Range<usize>, Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut cx = Opener::new(keys, settled);
+    let mut cx = Opener::new(keys, views.schemas.as_ref(), settled);
     let walked = walk_fetch(&body, version, |event| {
         let FetchEvent::Partition(topic, p) = event else {
             return;
@@ -166,7 +296,7 @@ pub fn rewrite(
         };
         cx.counts = Counts::default();
         let shown = cx.rewrite_set(p.records, view, max_inflate);
-        // Counted once the pass is final (no key left to load).
+        // Counted once the pass is final (nothing left to load).
         if settled || cx.need.is_empty() {
             if let Some(m) = &view.stats {
                 m.fields_opened.inc_by(cx.counts.opened);
@@ -185,9 +315,8 @@ pub fn rewrite(
     }
     let mut need = cx.need;
     if !need.is_empty() {
-        need.sort();
         need.dedup();
-        return Outcome::NeedKeys(need);
+        return Outcome::Need(need);
     }
     if edits.is_empty() {
         return Outcome::Unchanged;
@@ -219,15 +348,7 @@ pub async fn rewrite_loading(
         match rewrite(&frame, version, views, ids, keys, max_inflate, settled) {
             Outcome::Unchanged => return vec![frame],
             Outcome::Rewritten(parts) => return parts,
-            Outcome::NeedKeys(need) => {
-                if let Some(keys) = keys {
-                    for (topic, kid) in need {
-                        if let Err(e) = keys.load(&topic, &kid).await {
-                            tracing::debug!(topic = %topic, kid = %kid, error = %e, "data key not loaded; its fields are masked");
-                        }
-                    }
-                }
-            }
+            Outcome::Need(mut need) => need.load(keys, views.schemas.as_ref()).await,
         }
     }
     vec![frame]
@@ -243,10 +364,10 @@ pub fn show_records(
     max_inflate: usize,
     need: Option<&mut Vec<(Box<str>, Box<str>)>>,
 ) -> Option<Vec<u8>> {
-    let mut cx = Opener::new(keys, need.is_none());
+    let mut cx = Opener::new(keys, None, need.is_none());
     let shown = cx.rewrite_set(set, view, max_inflate);
     if let Some(need) = need {
-        need.append(&mut cx.need);
+        need.append(&mut cx.need.keys);
     }
     shown
 }
@@ -275,7 +396,7 @@ impl<'a> StreamShower<'a> {
             views,
             ids,
             max_inflate,
-            opener: Opener::new(keys, keys.is_none()),
+            opener: Opener::new(keys, views.schemas.as_ref(), keys.is_none()),
             current: None,
         }
     }
@@ -303,7 +424,7 @@ impl SetEditor for StreamShower<'_> {
             Err(_) => return false,
         };
         let cx = &mut self.opener;
-        for settled in [cx.keys.is_none(), true] {
+        for settled in [cx.keys.is_none() && self.views.schemas.is_none(), true] {
             cx.settled = settled;
             cx.need.clear();
             cx.counts = Counts::default();
@@ -317,15 +438,9 @@ impl SetEditor for StreamShower<'_> {
                 }
                 return shown;
             }
-            if let Some(keys) = cx.keys {
-                cx.need.sort();
-                cx.need.dedup();
-                for (topic, kid) in std::mem::take(&mut cx.need) {
-                    if let Err(e) = keys.load(&topic, &kid).await {
-                        tracing::debug!(topic = %topic, kid = %kid, error = %e, "data key not loaded; its fields are masked");
-                    }
-                }
-            }
+            let mut need = std::mem::take(&mut cx.need);
+            need.load(cx.keys, cx.schemas).await;
+            cx.need = need;
         }
         false
     }
@@ -341,10 +456,15 @@ struct Counts {
 
 struct Opener<'k> {
     keys: Option<&'k KeyRing>,
+    schemas: Option<&'k Schemas>,
     settled: bool,
-    /// The (topic, kid) of keys not in memory that a field needed (when not `settled`).
-    need: Vec<(Box<str>, Box<str>)>,
+    /// What a field needed that is not in memory (when not `settled`).
+    need: Needs,
     found: Vec<Found>,
+    avro: Finder,
+    spots: Vec<Spot>,
+    /// A field's plaintext, before its Avro length prefix.
+    plain: Vec<u8>,
     counts: Counts,
     /// The field being shown (reused from field to field).
     shown: Vec<u8>,
@@ -353,12 +473,16 @@ struct Opener<'k> {
 }
 
 impl<'k> Opener<'k> {
-    fn new(keys: Option<&'k KeyRing>, settled: bool) -> Self {
+    fn new(keys: Option<&'k KeyRing>, schemas: Option<&'k Schemas>, settled: bool) -> Self {
         Opener {
             keys,
+            schemas,
             settled,
-            need: Vec::new(),
+            need: Needs::default(),
             found: Vec::new(),
+            avro: Finder::default(),
+            spots: Vec::new(),
+            plain: Vec::new(),
             counts: Counts::default(),
             shown: Vec::new(),
             last: None,
@@ -407,6 +531,68 @@ impl<'k> Opener<'k> {
 
     /// One value as the principal sees it, written to `out`; `false` when unchanged.
     fn show(&mut self, value: &[u8], view: &TopicView, out: &mut Vec<u8>) -> bool {
+        match view.avro {
+            Some(contract) => self.show_avro(value, view, contract, out),
+            None => self.show_json(value, view, out),
+        }
+    }
+
+    /// An Avro value: each present field replaced in place (see [`avro_fields`]). A value whose
+    /// fields cannot be found (its writer unknown, or it does not decode) is left as stored.
+    fn show_avro(
+        &mut self,
+        value: &[u8],
+        view: &TopicView,
+        contract: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(schemas) = self.schemas else {
+            return false;
+        };
+        let writers = ViewWriters { schemas, contract };
+        let found = match self
+            .avro
+            .find(value, contract, &view.protect.fields, &writers)
+        {
+            Ok(found) => found,
+            Err(FindError::Later(id)) => {
+                if !self.settled {
+                    self.need.schemas.push(id);
+                }
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let mut spots = std::mem::take(&mut self.spots);
+        spots.clear();
+        spots.extend_from_slice(found);
+        let mut begun = false;
+        let mut copied = 0;
+        for spot in &spots {
+            let field = &view.protect.fields[spot.field];
+            let at = FieldAt {
+                topic: &view.topic,
+                path: &field.dotted,
+            };
+            self.shown.clear();
+            if self.field(&value[spot.span.bytes..spot.span.end], Fmt::Avro, at, view) {
+                if !begun {
+                    begun = true;
+                    out.reserve(value.len() + 16);
+                }
+                out.extend_from_slice(&value[copied..spot.span.start]);
+                out.extend_from_slice(&self.shown);
+                copied = spot.span.end;
+            }
+        }
+        self.spots = spots;
+        if begun {
+            out.extend_from_slice(&value[copied..]);
+        }
+        begun
+    }
+
+    fn show_json(&mut self, value: &[u8], view: &TopicView, out: &mut Vec<u8>) -> bool {
         let (frame, json) = super::unframe(value);
         if json_fields::find(json, &view.protect.fields, &mut self.found).is_err() {
             return false;
@@ -426,7 +612,7 @@ impl<'k> Opener<'k> {
                 path: &field.dotted,
             };
             self.shown.clear();
-            if self.field(text, at, view) {
+            if self.field(text, Fmt::Json, at, view) {
                 if !begun {
                     begun = true;
                     out.reserve(value.len() + 16);
@@ -444,11 +630,16 @@ impl<'k> Opener<'k> {
         begun
     }
 
-    /// One field as shown, written to `self.shown`; `false` to leave it as it is.
-    fn field(&mut self, text: &[u8], at: FieldAt<'_>, view: &TopicView) -> bool {
-        let parsed = (text.len() >= 2 && text[0] == b'"' && text[text.len() - 1] == b'"')
-            .then(|| std::str::from_utf8(&text[1..text.len() - 1]).ok())
-            .flatten()
+    /// One field as shown, written to `self.shown` in `fmt`; `false` to leave it as it is.
+    /// `text`: the field as stored (JSON: its text; Avro: its bytes, without the prefix).
+    fn field(&mut self, text: &[u8], fmt: Fmt, at: FieldAt<'_>, view: &TopicView) -> bool {
+        let inner = match fmt {
+            Fmt::Json => (text.len() >= 2 && text[0] == b'"' && text[text.len() - 1] == b'"')
+                .then(|| &text[1..text.len() - 1]),
+            Fmt::Avro => Some(text),
+        };
+        let parsed = inner
+            .and_then(|t| std::str::from_utf8(t).ok())
             .and_then(envelope::parse);
         let Some(parsed) = parsed else {
             // Not sealed: readers see it; the others get the mask.
@@ -456,7 +647,7 @@ impl<'k> Opener<'k> {
                 View::Plain => false,
                 View::Masked(m) => {
                     self.counts.masked += 1;
-                    mask_text(m, Some(text), &mut self.shown);
+                    mask_text(m, Some(text), fmt, &mut self.shown);
                     true
                 }
             };
@@ -464,7 +655,7 @@ impl<'k> Opener<'k> {
         if let View::Masked(Mask::Text(t)) = &view.view {
             // No key needed to hide it.
             self.counts.masked += 1;
-            json_string(t, &mut self.shown);
+            string_value(t, fmt, &mut self.shown);
             return true;
         }
         // The key of the previous field, most often the same: no lock to take again.
@@ -480,41 +671,71 @@ impl<'k> Opener<'k> {
                 }
                 k
             }
-            Some(Err(())) => return self.unreadable(view),
-            None if self.settled || self.keys.is_none() => return self.unreadable(view),
+            Some(Err(())) => return self.unreadable(view, fmt),
+            None if self.settled || self.keys.is_none() => return self.unreadable(view, fmt),
             None => {
-                self.need.push((at.topic.into(), parsed.kid.into()));
+                self.need.keys.push((at.topic.into(), parsed.kid.into()));
                 return false;
             }
         };
         match &view.view {
-            View::Plain => match key.cipher.open_into(parsed, at, &mut self.shown) {
-                Ok(()) => {
-                    self.counts.opened += 1;
-                    true
+            View::Plain => {
+                // JSON: the plaintext is the field's JSON text, spliced as it is; Avro: its
+                // bytes, after a new length prefix.
+                let opened = match fmt {
+                    Fmt::Json => key.cipher.open_into(parsed, at, &mut self.shown),
+                    Fmt::Avro => {
+                        self.plain.clear();
+                        let opened = key.cipher.open_into(parsed, at, &mut self.plain);
+                        if opened.is_ok() {
+                            avro_fields::write_value(&self.plain, &mut self.shown);
+                        }
+                        opened
+                    }
+                };
+                match opened {
+                    Ok(()) => {
+                        self.counts.opened += 1;
+                        true
+                    }
+                    Err(_) => self.unreadable(view, fmt),
                 }
-                Err(_) => self.unreadable(view),
-            },
+            }
             View::Masked(m) => match key.cipher.open(parsed, at) {
                 Ok(plain) => {
                     self.counts.masked += 1;
-                    mask_text(m, Some(&plain), &mut self.shown);
+                    mask_text(m, Some(&plain), fmt, &mut self.shown);
                     true
                 }
-                Err(_) => self.unreadable(view),
+                Err(_) => self.unreadable(view, fmt),
             },
         }
     }
 
     /// The mask of a field whose key is gone or does not open it (`***` without a mask).
-    fn unreadable(&mut self, view: &TopicView) -> bool {
+    fn unreadable(&mut self, view: &TopicView, fmt: Fmt) -> bool {
         self.counts.unreadable += 1;
         self.shown.clear();
         match &view.protect.mask {
-            Some(m) => mask_text(m, None, &mut self.shown),
-            None => json_string("***", &mut self.shown),
+            Some(m) => mask_text(m, None, fmt, &mut self.shown),
+            None => string_value("***", fmt, &mut self.shown),
         }
         true
+    }
+}
+
+/// How a shown field is written: as JSON text, or as an Avro string or bytes value.
+#[derive(Debug, Clone, Copy)]
+enum Fmt {
+    Json,
+    Avro,
+}
+
+/// Writes `text` as a string value in `fmt`.
+fn string_value(text: &str, fmt: Fmt, out: &mut Vec<u8>) {
+    match fmt {
+        Fmt::Json => json_string(text, out),
+        Fmt::Avro => avro_fields::write_value(text.as_bytes(), out),
     }
 }
 
@@ -525,15 +746,16 @@ fn json_string(text: &str, out: &mut Vec<u8>) {
 }
 
 /// Writes the mask for a field whose plaintext is `plain` (`None`: unknown, as for a shredded
-/// key; a hash mask then gives `***`).
-fn mask_text(mask: &Mask, plain: Option<&[u8]>, out: &mut Vec<u8>) {
+/// key; a hash mask then gives `***`). The hash is of the plaintext as stored: a JSON field's
+/// text, an Avro field's bytes.
+fn mask_text(mask: &Mask, plain: Option<&[u8]>, fmt: Fmt, out: &mut Vec<u8>) {
     match (mask, plain) {
-        (Mask::Text(t), _) => json_string(t, out),
+        (Mask::Text(t), _) => string_value(t, fmt, out),
         (Mask::Hash, Some(p)) => {
             let digest = ring::digest::digest(&ring::digest::SHA256, p);
             let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            json_string(&format!("sha256:{hex}"), out)
+            string_value(&format!("sha256:{hex}"), fmt, out)
         }
-        (Mask::Hash, None) => json_string("***", out),
+        (Mask::Hash, None) => string_value("***", fmt, out),
     }
 }

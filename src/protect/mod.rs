@@ -5,17 +5,21 @@
 //! - [`kms`]: key-encryption keys, local file or HashiCorp Vault transit.
 //! - [`keys`]: data keys per topic and period, stored wrapped; crypto-shredding.
 //! - [`json_fields`]: the byte spans of fields in a JSON value, found without decoding it.
+//! - [`avro_fields`]: the byte spans of fields in a Confluent-framed Avro value, found by the
+//!   contract's projection for its writer, and replaced in place.
 //! - [`batch`]: record batches rewritten value by value, same offsets and producer stamp, new CRC.
 //! - [`fetch`]: Fetch answers rewritten partition by partition.
 //!
 //! **Produce** ([`seal_records`]): after the judge accepted a partition (validity rules ran on
 //! the plaintext), each record's protected fields are sealed and the batch is re-encoded with its
-//! own codec. A value that is not a JSON object refuses the partition (its fields cannot be
-//! found, so nothing is written that might hold them in plaintext); a null field stays null.
+//! own codec. A value whose fields cannot be found (not a JSON object; for an Avro contract, not
+//! framed, of a writer the contract cannot read, or not decoding) refuses the partition, so
+//! nothing is written that might hold them in plaintext; a null field stays null.
 //!
 //! Nothing here logs, and no error carries a field's value: errors name records by index and
 //! fields by path.
 
+pub mod avro_fields;
 pub mod batch;
 pub mod envelope;
 pub mod fetch;
@@ -45,6 +49,8 @@ pub struct SealKeys {
 pub enum SealError {
     #[error("record {index}: {reason}, so its protected fields cannot be found")]
     NotJson { index: usize, reason: ScanError },
+    #[error("record {index}: {reason}, so its protected fields cannot be found")]
+    NotAvro { index: usize, reason: String },
     #[error(
         "record {index}: field `{field}` is not a meshgate envelope (protect: require_encrypted)"
     )]
@@ -90,26 +96,105 @@ pub enum Required {
     Shadow(Option<Box<str>>),
 }
 
-/// What a partition is sealed for: its topic, its contract's protection and its keys.
+/// Where a topic's values keep their protected fields.
+#[derive(Clone, Copy)]
+pub enum Layout<'a> {
+    /// JSON text, raw or Confluent-framed (the 5-byte frame is kept).
+    Json,
+    /// Confluent-framed Avro, read through the contract's projection for each writer.
+    Avro(&'a dyn avro_fields::WriterSource),
+}
+
+/// What a partition is sealed for: its topic, its contract's protection, its keys and its
+/// values' layout.
 struct Sealing<'a> {
     topic: &'a str,
     protect: &'a Protect,
     keys: &'a SealKeys,
+    layout: Layout<'a>,
+}
+
+/// What one value's sealing keeps between values (no allocation per value once warm).
+#[derive(Default)]
+struct Scratch {
+    found: Vec<Found>,
+    avro: avro_fields::Finder,
+    /// One field's envelope (Avro: written before its length prefix is known).
+    envelope: Vec<u8>,
+}
+
+/// One present field: `Ok(true)` when its envelope was written to `envelope`, `Ok(false)` to
+/// leave it (`require_encrypted`, noted or refused there).
+fn seal_field(
+    sealing: &Sealing<'_>,
+    field: &crate::policy::protect::ProtectedField,
+    plain: &[u8],
+    already_sealed: impl FnOnce() -> bool,
+    sealed: &mut Sealed,
+    required: &mut Required,
+    envelope: &mut Vec<u8>,
+) -> Result<bool, SealError> {
+    match field.action {
+        Action::RequireEncrypted => {
+            if !already_sealed() {
+                match required {
+                    Required::Enforce => {
+                        return Err(SealError::NotSealed {
+                            index: 0,
+                            field: field.dotted.clone(),
+                        })
+                    }
+                    Required::Shadow(first) => {
+                        first.get_or_insert_with(|| field.dotted.clone());
+                    }
+                }
+            }
+            Ok(false)
+        }
+        Action::Encrypt => {
+            let key = if field.deterministic {
+                sealed.deterministic += 1;
+                &sealing.keys.deterministic
+            } else {
+                sealed.random += 1;
+                &sealing.keys.random
+            };
+            let key = key.as_ref().ok_or(SealError::NoKey)?;
+            let at = FieldAt {
+                topic: sealing.topic,
+                path: &field.dotted,
+            };
+            key.seal_into(at, plain, field.deterministic, envelope);
+            Ok(true)
+        }
+    }
 }
 
 fn seal_value(
-    &Sealing {
-        topic,
-        protect,
-        keys,
-    }: &Sealing<'_>,
+    sealing: &Sealing<'_>,
     value: &[u8],
-    found: &mut Vec<Found>,
+    scratch: &mut Scratch,
     sealed: &mut Sealed,
     required: &mut Required,
     out: &mut Vec<u8>,
 ) -> Result<bool, SealError> {
+    match sealing.layout {
+        Layout::Json => seal_json(sealing, value, scratch, sealed, required, out),
+        Layout::Avro(writers) => seal_avro(sealing, writers, value, scratch, sealed, required, out),
+    }
+}
+
+fn seal_json(
+    sealing: &Sealing<'_>,
+    value: &[u8],
+    scratch: &mut Scratch,
+    sealed: &mut Sealed,
+    required: &mut Required,
+    out: &mut Vec<u8>,
+) -> Result<bool, SealError> {
+    let protect = sealing.protect;
     let (frame, json) = unframe(value);
+    let found = &mut scratch.found;
     json_fields::find(json, &protect.fields, found)
         .map_err(|reason| SealError::NotJson { index: 0, reason })?;
     // The new value, begun at the first sealed field; `copied`: how much of `json` is in it.
@@ -123,50 +208,80 @@ fn seal_value(
         if text == b"null" || f.start < copied {
             continue;
         }
-        match field.action {
-            Action::RequireEncrypted => {
-                if !is_envelope(text) {
-                    match required {
-                        Required::Enforce => {
-                            return Err(SealError::NotSealed {
-                                index: 0,
-                                field: field.dotted.clone(),
-                            })
-                        }
-                        Required::Shadow(first) => {
-                            first.get_or_insert_with(|| field.dotted.clone());
-                        }
-                    }
-                }
-            }
-            Action::Encrypt => {
-                let key = if field.deterministic {
-                    sealed.deterministic += 1;
-                    &keys.deterministic
-                } else {
-                    sealed.random += 1;
-                    &keys.random
-                };
-                let key = key.as_ref().ok_or(SealError::NoKey)?;
-                let at = FieldAt {
-                    topic,
-                    path: &field.dotted,
-                };
-                if !begun {
-                    begun = true;
-                    out.reserve(value.len() + 96 * found.len());
-                    out.extend_from_slice(frame);
-                }
-                out.extend_from_slice(&json[copied..f.start]);
-                out.push(b'"');
-                key.seal_into(at, text, field.deterministic, out);
-                out.push(b'"');
-                copied = f.end;
-            }
+        scratch.envelope.clear();
+        let envelope = &mut scratch.envelope;
+        if !seal_field(
+            sealing,
+            field,
+            text,
+            || is_envelope(text),
+            sealed,
+            required,
+            envelope,
+        )? {
+            continue;
         }
+        if !begun {
+            begun = true;
+            out.reserve(value.len() + 96 * found.len());
+            out.extend_from_slice(frame);
+        }
+        out.extend_from_slice(&json[copied..f.start]);
+        out.push(b'"');
+        out.extend_from_slice(envelope);
+        out.push(b'"');
+        copied = f.end;
     }
     if begun {
         out.extend_from_slice(&json[copied..]);
+    }
+    Ok(begun)
+}
+
+/// An Avro value: each present field's bytes sealed in place (see [`avro_fields`]).
+fn seal_avro(
+    sealing: &Sealing<'_>,
+    writers: &dyn avro_fields::WriterSource,
+    value: &[u8],
+    scratch: &mut Scratch,
+    sealed: &mut Sealed,
+    required: &mut Required,
+    out: &mut Vec<u8>,
+) -> Result<bool, SealError> {
+    let protect = sealing.protect;
+    let spots = scratch
+        .avro
+        .find(value, 0, &protect.fields, writers)
+        .map_err(|e| SealError::NotAvro {
+            index: 0,
+            reason: e.to_string(),
+        })?;
+    let mut begun = false;
+    let mut copied = 0;
+    for spot in spots {
+        let field = &protect.fields[spot.field];
+        let bytes = &value[spot.span.bytes..spot.span.end];
+        let is_sealed = || {
+            std::str::from_utf8(bytes)
+                .ok()
+                .and_then(envelope::parse)
+                .is_some()
+        };
+        scratch.envelope.clear();
+        let envelope = &mut scratch.envelope;
+        if !seal_field(sealing, field, bytes, is_sealed, sealed, required, envelope)? {
+            continue;
+        }
+        if !begun {
+            begun = true;
+            out.reserve(value.len() + 96 * spots.len());
+        }
+        out.extend_from_slice(&value[copied..spot.span.start]);
+        avro_fields::write_value(envelope, out);
+        copied = spot.span.end;
+    }
+    if begun {
+        out.extend_from_slice(&value[copied..]);
     }
     Ok(begun)
 }
@@ -185,7 +300,7 @@ pub struct SealedSet {
 pub fn seal_records(
     records: &[u8],
     topic: &str,
-    protect: &Protect,
+    (protect, layout): (&Protect, Layout<'_>),
     keys: &SealKeys,
     max_inflate: usize,
     required: &mut Required,
@@ -194,15 +309,16 @@ pub fn seal_records(
         topic,
         protect,
         keys,
+        layout,
     };
-    let mut found = Vec::new();
+    let mut scratch = Scratch::default();
     let mut sealed = Sealed::default();
     let mut parts: Vec<Result<Vec<u8>, &[u8]>> = Vec::new();
     let mut changed = false;
     for batch in batches(records) {
         let batch = batch.map_err(|e| SealError::Batch(e.to_string()))?;
         let mut edit = |v: &[u8], out: &mut Vec<u8>| {
-            seal_value(&sealing, v, &mut found, &mut sealed, required, out)
+            seal_value(&sealing, v, &mut scratch, &mut sealed, required, out)
         };
         match batch::rewrite_batch(&batch, max_inflate, batch::Output::SameCodec, &mut edit) {
             Ok(Some(new)) => {
@@ -213,6 +329,7 @@ pub fn seal_records(
             Err(batch::BatchError::Edit { index, error }) => {
                 return Err(match error {
                     SealError::NotJson { reason, .. } => SealError::NotJson { index, reason },
+                    SealError::NotAvro { reason, .. } => SealError::NotAvro { index, reason },
                     SealError::NotSealed { field, .. } => SealError::NotSealed { index, field },
                     other => other,
                 })

@@ -16,7 +16,6 @@ fn protect(doc: &str, mask: Option<&str>) -> Protect {
         ],
         vec!["User:reader".into()],
         mask,
-        false,
     )
     .unwrap()
 }
@@ -35,7 +34,14 @@ fn random(key: Arc<DataKey>) -> SealKeys {
 
 /// `set` sealed as a produce to topic `t` is, `require_encrypted` enforced.
 fn seal(set: &[u8], p: &Protect, keys: &SealKeys) -> Result<SealedSet, SealError> {
-    seal_records(set, "t", p, keys, 1 << 20, &mut Required::Enforce)
+    seal_records(
+        set,
+        "t",
+        (p, Layout::Json),
+        keys,
+        1 << 20,
+        &mut Required::Enforce,
+    )
 }
 
 /// `set` sealed, when something in it must be.
@@ -57,6 +63,7 @@ fn show(
         protect: p.clone(),
         view,
         stats: None,
+        avro: None,
     };
     fetch::show_records(set, &view, Some(keys), 1 << 20, need).unwrap_or_else(|| set.to_vec())
 }
@@ -272,7 +279,14 @@ fn in_shadow_an_unsealed_required_field_is_noted_and_the_records_go_on() {
     let set = test_batch::encode(&specs, Compression::None);
     let mut required = Required::Shadow(None);
     assert_eq!(
-        seal_records(&set, "t", &p, &SealKeys::default(), 1 << 20, &mut required),
+        seal_records(
+            &set,
+            "t",
+            (&p, Layout::Json),
+            &SealKeys::default(),
+            1 << 20,
+            &mut required
+        ),
         Ok(SealedSet {
             set: None,
             fields: 0
@@ -344,7 +358,9 @@ fn a_fetch_answer_is_shown_partition_by_partition_and_the_rest_kept() {
             protect: p.clone(),
             view: View::Plain,
             stats: Some(stats.clone()),
+            avro: None,
         }],
+        schemas: None,
     };
     let ids = |id: [u8; 16]| match id[0] {
         1 => Some("t".to_string()),
@@ -403,7 +419,9 @@ fn a_fetch_answer_is_shown_partition_by_partition_and_the_rest_kept() {
             protect: p,
             view: View::Plain,
             stats: None,
+            avro: None,
         }],
+        schemas: None,
     };
     let frame = fetch_answer(12, &sealed, &other);
     assert!(matches!(
@@ -423,7 +441,9 @@ fn only_a_fetch_that_may_carry_a_protected_topic_concerns_its_views() {
             protect: Arc::new(protect(r#"{"pii": "encrypt"}"#, None)),
             view: View::Plain,
             stats: None,
+            avro: None,
         }],
+        schemas: None,
     };
     let ids = |id: [u8; 16]| match id[0] {
         1 => Some("t".to_string()),
@@ -538,7 +558,9 @@ async fn a_streamed_answer_is_shown_batch_by_batch_at_its_size_loading_keys_as_i
             protect: p.clone(),
             view,
             stats: Some(stats.clone()),
+            avro: None,
         }],
+        schemas: None,
     };
     let shown_set = |out: &[u8], version: i16| {
         let mut b = Bytes::copy_from_slice(&out[4..]);
@@ -613,4 +635,192 @@ fn k_kid(set: &[u8]) -> String {
     let v = &values(&set[..batches(set).next().unwrap().unwrap().bytes.len()])[0];
     let at = v.find("mg1:").unwrap();
     v[at + 4..].split(':').next().unwrap().to_string()
+}
+
+const AVRO_POLICY: &str = r#"contract:
+  name: c
+  owner: o
+  topic: t
+  schema:
+    format: avro
+    definition: {"type": "record", "name": "R", "fields": [{"name": "id", "type": "long"}, {"name": "email", "type": ["null", "string"], "default": null, "classification": "pii"}, {"name": "card", "type": "bytes", "classification": "pii"}, {"name": "note", "type": "string"}]}
+  protect: {pii: encrypt}
+  pii_readers: [User:reader]
+  mask_on_fetch: '***'
+"#;
+
+/// The records of topic `t` in a Fetch answer, as values.
+fn answer_values(parts: &[Bytes], version: i16) -> Vec<Vec<u8>> {
+    use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+    let mut whole = parts.concat();
+    let mut buf = Bytes::from(std::mem::take(&mut whole));
+    ResponseHeader::decode(&mut buf, ApiKey::Fetch.response_header_version(version)).unwrap();
+    let r = FetchResponse::decode(&mut buf, version).unwrap();
+    let mut set = r.responses[0].partitions[0].records.clone().unwrap();
+    let mut out = Vec::new();
+    while let Ok(batch) = RecordBatchDecoder::decode(&mut set) {
+        out.extend(batch.records.into_iter().map(|r| r.value.unwrap().to_vec()));
+    }
+    out
+}
+
+#[test]
+fn avro_fields_are_sealed_in_place_and_shown_per_principal_under_the_same_writer_schema() {
+    use crate::policy::judge::{ContractWriters, Writers};
+    use apache_avro::types::Value as A;
+    let set = crate::policy::load::compile_text("c.yaml", AVRO_POLICY);
+    let generation = Arc::new(crate::generation::Generation::new(
+        set,
+        &crate::metrics::Metrics::new(),
+    ));
+    let c = &generation.contracts[0];
+    let p = c.protect.clone().unwrap();
+    let schema = &c.schema.as_ref().unwrap().avro.as_ref().unwrap().decoder;
+    let id = generation
+        .registry
+        .versions("t-value")
+        .unwrap()
+        .last()
+        .unwrap()
+        .id;
+    let record = |i: i64, email: Option<&str>, card: &[u8]| {
+        let v = A::Record(vec![
+            ("id".into(), A::Long(i)),
+            (
+                "email".into(),
+                match email {
+                    Some(e) => A::Union(1, Box::new(A::String(e.into()))),
+                    None => A::Union(0, Box::new(A::Null)),
+                },
+            ),
+            ("card".into(), A::Bytes(card.to_vec())),
+            ("note".into(), A::String("kept".into())),
+        ]);
+        let mut framed = vec![0];
+        framed.extend_from_slice(&id.to_be_bytes());
+        framed.extend(apache_avro::to_avro_datum(schema, v.clone()).unwrap());
+        (framed, v)
+    };
+    let originals = [
+        record(1, Some("ann@x.example"), b"4111-1111"),
+        record(2, None, b""),
+        record(3, Some(&"long-address@".repeat(20)), &[0xff; 200]),
+    ];
+    let specs: Vec<test_batch::Spec<'_>> = originals
+        .iter()
+        .map(|(v, _)| (Some(&b"k"[..]), Some(&v[..]), &[][..]))
+        .collect();
+    let produced = test_batch::encode(&specs, Compression::Lz4);
+    let writers = ContractWriters {
+        writers: Writers {
+            decoders: &generation.decoders,
+            external: None,
+        },
+        contract: 0,
+    };
+    let k = key("20261201.aa", 1);
+    let done = seal_records(
+        &produced,
+        "t",
+        (&p, Layout::Avro(&writers)),
+        &random(k.clone()),
+        1 << 20,
+        &mut Required::Enforce,
+    )
+    .unwrap();
+    assert_eq!(
+        done.fields, 5,
+        "two fields of two records, the card of the second"
+    );
+    let sealed = done.set.unwrap();
+    // Read straight from the topic with the writer schema: envelopes in place, the rest as sent.
+    let decode = |v: &[u8]| {
+        assert_eq!(&v[..5], &originals[0].0[..5], "the frame is kept");
+        apache_avro::from_avro_datum(schema, &mut &v[5..], None).unwrap()
+    };
+    let stored: Vec<A> = values_raw(&sealed).iter().map(|v| decode(v)).collect();
+    let A::Record(first) = &stored[0] else {
+        panic!()
+    };
+    let A::Union(1, email) = &first[1].1 else {
+        panic!("{:?}", first[1])
+    };
+    let A::String(email) = &**email else { panic!() };
+    assert!(email.starts_with("mg1:20261201.aa:"), "{email}");
+    let A::Bytes(card) = &first[2].1 else {
+        panic!()
+    };
+    assert!(card.starts_with(b"mg1:20261201.aa:"));
+    assert_eq!(first[0].1, A::Long(1));
+    assert_eq!(first[3].1, A::String("kept".into()));
+    let A::Record(second) = &stored[1] else {
+        panic!()
+    };
+    assert_eq!(
+        second[1].1,
+        A::Union(0, Box::new(A::Null)),
+        "null stays null"
+    );
+
+    // Through a Fetch: the reader gets the bytes produced back; another principal the mask.
+    let ring = keys::KeyRing::in_memory(vec![("t", k)]);
+    let ids = |_: [u8; 16]| None;
+    for (principal, want) in [("User:reader", None), ("User:bi", Some("***"))] {
+        let views = fetch::FetchViews::for_principal(&generation, principal, None).unwrap();
+        let frame = fetch_answer(12, &sealed, &produced);
+        let fetch::Outcome::Rewritten(parts) =
+            fetch::rewrite(&frame, 12, &views, &ids, Some(&ring), 1 << 20, false)
+        else {
+            panic!("{principal}: not rewritten");
+        };
+        let shown = answer_values(&parts, 12);
+        assert_eq!(shown.len(), 3);
+        for (got, (framed, original)) in shown.iter().zip(&originals) {
+            match want {
+                None => assert_eq!(got, framed, "{principal} reads what was produced"),
+                Some(mask) => {
+                    let A::Record(fields) = decode(got) else {
+                        panic!()
+                    };
+                    let A::Record(orig) = original else { panic!() };
+                    assert_eq!(fields[0], orig[0]);
+                    assert_eq!(fields[3], orig[3]);
+                    match &orig[1].1 {
+                        A::Union(0, _) => assert_eq!(fields[1].1, orig[1].1),
+                        _ => assert_eq!(fields[1].1, A::Union(1, Box::new(A::String(mask.into())))),
+                    }
+                    assert_eq!(fields[2].1, A::Bytes(mask.as_bytes().to_vec()));
+                }
+            }
+        }
+    }
+
+    // A value the contract cannot read refuses the partition: nothing goes out in plaintext.
+    let mut unknown = originals[0].0.clone();
+    unknown[1..5].copy_from_slice(&999u32.to_be_bytes());
+    let specs: Vec<test_batch::Spec<'_>> = vec![(None, Some(&unknown[..]), &[][..])];
+    let err = seal_records(
+        &test_batch::encode(&specs, Compression::None),
+        "t",
+        (&p, Layout::Avro(&writers)),
+        &random(key("20261201.aa", 1)),
+        1 << 20,
+        &mut Required::Enforce,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "record 0: the contract cannot read writer schema id 999, so its protected fields cannot be found"
+    );
+}
+
+fn values_raw(set: &[u8]) -> Vec<Vec<u8>> {
+    let mut buf = Bytes::copy_from_slice(set);
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let batch = RecordBatchDecoder::decode(&mut buf).unwrap();
+        out.extend(batch.records.into_iter().map(|r| r.value.unwrap().to_vec()));
+    }
+    out
 }

@@ -303,7 +303,7 @@ where
                         api,
                         header.api_version,
                         &identity,
-                        policies.as_deref(),
+                        policies.as_ref(),
                         payload.as_ref(),
                     );
                     if tx.send(slot).is_err() {
@@ -563,7 +563,7 @@ where
                 api,
                 header.api_version,
                 &identity,
-                routed.as_deref(),
+                routed.as_ref(),
                 fetch_frame.as_ref(),
             );
             if tx.send(slot).is_err() {
@@ -599,7 +599,7 @@ fn fetch_views(
     api: ApiKey,
     version: i16,
     identity: &Identity,
-    policies: Option<&Generation>,
+    policies: Option<&Arc<Generation>>,
     frame: Option<&Bytes>,
 ) -> Option<crate::protect::fetch::FetchViews> {
     if api != ApiKey::Fetch {
@@ -610,10 +610,14 @@ fn fetch_views(
         Some(p) => p,
         None => {
             current = gw.policies.current();
-            &current
+            &*current
         }
     };
-    let views = crate::protect::fetch::FetchViews::for_principal(set, &identity.principal())?;
+    let views = crate::protect::fetch::FetchViews::for_principal(
+        set,
+        &identity.principal(),
+        gw.registry.as_ref(),
+    )?;
     let ids = |id: [u8; 16]| gw.topic_name(id);
     match frame {
         Some(f) if !views.concern(f, version, &ids) => None,

@@ -477,7 +477,16 @@ pub fn produce(
     all_or_nothing(&mut judged, client, &cx.all_or_nothing_clients);
     // Field protection, on what the rules accepted (they judged the plaintext).
     let sealed = if policies.protects() {
-        seal_accepted(&mut judged, seal, principal, cx.limits.max_inflated_bytes)
+        let writers = Writers {
+            decoders: &policies.decoders,
+            external,
+        };
+        seal_accepted(
+            &mut judged,
+            seal,
+            (principal, writers),
+            cx.limits.max_inflated_bytes,
+        )
     } else {
         HashMap::new()
     };
@@ -647,11 +656,12 @@ pub fn produce(
 fn seal_accepted(
     judged: &mut [JudgedPartition<'_>],
     seal: &SealPlan,
-    principal: &str,
+    (principal, writers): (&str, Writers<'_>),
     max_inflate: usize,
 ) -> HashMap<(StrBytes, i32), Bytes> {
+    use crate::policy::judge::ContractWriters;
     use crate::policy::mode::Effect;
-    use crate::protect::{seal_records, Required, SealError, SealKeys};
+    use crate::protect::{seal_records, Layout, Required, SealError, SealKeys};
     let mut sealed = HashMap::new();
     let none = SealKeys::default();
     for j in judged.iter_mut() {
@@ -695,7 +705,15 @@ fn seal_accepted(
             Effect::Enforce => Required::Enforce,
             Effect::Shadow(_) => Required::Shadow(None),
         };
-        match seal_records(set, &c.topic, p, keys, max_inflate, &mut required) {
+        let avro = ContractWriters {
+            writers,
+            contract: c.index,
+        };
+        let layout = match c.avro_reader {
+            Some(_) => Layout::Avro(&avro),
+            None => Layout::Json,
+        };
+        match seal_records(set, &c.topic, (p, layout), keys, max_inflate, &mut required) {
             Ok(done) => {
                 if let Some(m) = j.stats {
                     m.fields_sealed.inc_by(done.fields);
@@ -718,7 +736,7 @@ fn seal_accepted(
                         "require_encrypted",
                         Some(*index),
                     ),
-                    SealError::NotJson { index, .. } => (
+                    SealError::NotJson { index, .. } | SealError::NotAvro { index, .. } => (
                         crate::policy::judge::INVALID_RECORD,
                         "protect",
                         Some(*index),

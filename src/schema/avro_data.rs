@@ -21,7 +21,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use apache_avro::types::Value;
 
-use super::avro_compat;
+use super::avro_compat::{self, Avro, Named, NamedType};
 use super::avro_project::{Path, Projected, Projection};
 use super::error::{SchemaError, ValueError};
 use crate::fields::{RecordFields, Val};
@@ -74,11 +74,24 @@ pub struct AvroReader {
     /// The field paths the rules (and completeness) read; `None` when a rule reads the whole
     /// record (CEL), which then is decoded in full after the projection has validated it.
     paths: Option<Vec<Path>>,
+    /// The fields `protect:` seals and shows: projected too, for their spans
+    /// ([`Projection::spans`]), whether or not a rule reads them.
+    protected: Vec<Path>,
 }
 
 impl AvroReader {
     pub fn new(schema: Arc<AvroSchema>, paths: Option<Vec<Path>>) -> Self {
-        AvroReader { schema, paths }
+        AvroReader {
+            schema,
+            paths,
+            protected: Vec::new(),
+        }
+    }
+
+    /// The same reader, also projecting the fields `protect:` names.
+    pub fn protecting(mut self, protected: Vec<Path>) -> Self {
+        self.protected = protected;
+        self
     }
 
     /// Compiles the decoder for records written with schema `id`: the compatibility check, then
@@ -90,7 +103,10 @@ impl AvroReader {
                 reason: SchemaError::Unreadable(e.to_string()),
             })
             .and_then(|()| {
-                let paths: Vec<&[Box<str>]> = self.paths.iter().flatten().map(|p| &**p).collect();
+                let paths: Vec<&[Box<str>]> = (self.paths.iter().flatten())
+                    .chain(&self.protected)
+                    .map(|p| &**p)
+                    .collect();
                 Projection::compile(&writer.model, &self.schema.model, &paths)
                     .map(Arc::new)
                     .map_err(|reason| ValueError::Unreadable { id, reason })
@@ -100,6 +116,63 @@ impl AvroReader {
     /// The full name of the record the contract reads, when its schema is a named type.
     fn root_name(&self) -> Option<&str> {
         root_name(&self.schema.model)
+    }
+}
+
+/// Whether the field at `path` of `model` can hold a ciphertext envelope in place: a string or
+/// bytes, or a union of those with null (a null stays null). `Err` says what it is instead.
+pub fn protectable(model: &avro_compat::Schema, path: &[&str]) -> Result<(), String> {
+    use avro_compat::Resolved;
+    let mut at = &model.root;
+    for (i, segment) in path.iter().enumerate() {
+        let record = match model.resolve(at) {
+            Resolved::Named(NamedType {
+                def: Named::Record { fields },
+                ..
+            }) => Some(fields),
+            // A nullable record: its one non-null branch.
+            Resolved::Plain(Avro::Union(branches)) => {
+                let mut non_null = branches.iter().filter(|b| **b != Avro::Null);
+                match (non_null.next().map(|b| model.resolve(b)), non_null.next()) {
+                    (
+                        Some(Resolved::Named(NamedType {
+                            def: Named::Record { fields },
+                            ..
+                        })),
+                        None,
+                    ) => Some(fields),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let field = record
+            .and_then(|fields| fields.iter().find(|f| f.name == *segment))
+            .ok_or_else(|| format!("`{}` is not a field of the schema", path[..=i].join(".")))?;
+        at = &field.schema;
+    }
+    let fits = |a: &Avro| {
+        matches!(
+            model.resolve(a),
+            Resolved::Plain(Avro::String | Avro::Bytes)
+        )
+    };
+    let ok = match at {
+        Avro::Union(branches) => {
+            branches.iter().any(|b| *b != Avro::Null)
+                && branches.iter().all(|b| *b == Avro::Null || fits(b))
+        }
+        other => fits(other),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "field `{}` is {}; an Avro field holds a ciphertext only as a string or bytes \
+             (or either with null)",
+            path.join("."),
+            avro_compat::type_name(&model.resolve(at))
+        ))
     }
 }
 

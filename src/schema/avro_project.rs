@@ -184,6 +184,50 @@ impl RecordFields for Projected<'_> {
 /// Why a record does not decode.
 pub type DecodeError = &'static str;
 
+/// Where a string or bytes value lies in a body: its length prefix, then its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The length prefix's first byte.
+    pub start: usize,
+    /// The value's first byte (after the prefix).
+    pub bytes: usize,
+    /// One past its last byte.
+    pub end: usize,
+}
+
+/// What a walk fills per slot: the values rules read, or where string values lie.
+trait Slots<'a> {
+    /// Whether `put` wants `at` (the judge's walk does not pay for finding it).
+    const SPANS: bool;
+    /// `at`: the bytes left before the value's length prefix, before its bytes, and after them,
+    /// when it was written as a string or bytes.
+    fn put(&mut self, slot: usize, val: Val<'a>, at: Option<[usize; 3]>);
+}
+
+impl<'a> Slots<'a> for [Val<'a>] {
+    const SPANS: bool = false;
+    fn put(&mut self, slot: usize, val: Val<'a>, _: Option<[usize; 3]>) {
+        self[slot] = val;
+    }
+}
+
+struct Spans<'o> {
+    /// The body's length: a cursor's bytes left turn into offsets from its start.
+    len: usize,
+    out: &'o mut Vec<Option<Span>>,
+}
+
+impl<'a> Slots<'a> for Spans<'_> {
+    const SPANS: bool = true;
+    fn put(&mut self, slot: usize, _: Val<'a>, at: Option<[usize; 3]>) {
+        self.out[slot] = at.map(|[before, value, after]| Span {
+            start: self.len - before,
+            bytes: self.len - value,
+            end: self.len - after,
+        });
+    }
+}
+
 impl Projection {
     /// Compiles the decoder for records written with `writer`, read as `reader`, keeping `paths`
     /// (duplicates are kept once). The pair must already have passed the compatibility check; an
@@ -222,7 +266,7 @@ impl Projection {
     pub fn decode<'a>(&'a self, body: &'a [u8]) -> Result<Projected<'a>, DecodeError> {
         let mut vals: SmallVec<[Val<'a>; 12]> = SmallVec::from_elem(Val::Missing, self.paths.len());
         let mut cur = Cursor { buf: body };
-        self.exec(&self.root, &mut cur, &mut vals, 0)?;
+        self.exec(&self.root, &mut cur, &mut vals[..], 0)?;
         if !cur.buf.is_empty() {
             return Err("bytes are left over after the record");
         }
@@ -232,17 +276,52 @@ impl Projection {
         })
     }
 
-    fn exec<'a>(
+    /// The slot of `path` in this projection's paths (what [`Projection::spans`] fills).
+    pub fn slot(&self, path: &[Box<str>]) -> Option<usize> {
+        self.paths.iter().position(|p| **p == *path)
+    }
+
+    /// Validates one Avro body as [`Projection::decode`] does, and notes in `out` (one entry per
+    /// slot, `None` elsewhere) where each slot's value lies in `body` when the writer wrote it as
+    /// a string or bytes: the range covers its length prefix and its bytes, so a caller can
+    /// splice a new value of either type in its place. A null (a union's null branch), a
+    /// reader default, and any other type leave `None`.
+    pub fn spans(&self, body: &[u8], out: &mut Vec<Option<Span>>) -> Result<(), DecodeError> {
+        out.clear();
+        out.resize(self.paths.len(), None);
+        let mut slots = Spans {
+            len: body.len(),
+            out,
+        };
+        let mut cur = Cursor { buf: body };
+        self.exec(&self.root, &mut cur, &mut slots, 0)?;
+        if !cur.buf.is_empty() {
+            return Err("bytes are left over after the record");
+        }
+        Ok(())
+    }
+
+    fn exec<'a, S: Slots<'a> + ?Sized>(
         &'a self,
         node: &'a Node,
         cur: &mut Cursor<'a>,
-        out: &mut [Val<'a>],
+        out: &mut S,
         depth: u32,
     ) -> Result<(), DecodeError> {
         match node {
             Node::Skip(s) => self.skip(s, cur, depth),
             Node::Leaf { slot, read } => {
-                out[*slot] = self.read(read, cur, depth)?;
+                let before = cur.buf.len();
+                let value = match read {
+                    Read::Str | Read::Bytes if S::SPANS => {
+                        let mut prefix = Cursor { buf: cur.buf };
+                        prefix.long()?;
+                        Some(prefix.buf.len())
+                    }
+                    _ => None,
+                };
+                let val = self.read(read, cur, depth)?;
+                out.put(*slot, val, value.map(|v| [before, v, cur.buf.len()]));
                 Ok(())
             }
             Node::Record {
@@ -255,10 +334,10 @@ impl Projection {
                     self.exec(f, cur, out, depth)?;
                 }
                 for (slot, c) in defaults.iter() {
-                    out[*slot] = c.val();
+                    out.put(*slot, c.val(), None);
                 }
                 if let Some(slot) = whole {
-                    out[*slot] = Val::Other;
+                    out.put(*slot, Val::Other, None);
                 }
                 Ok(())
             }

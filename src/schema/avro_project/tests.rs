@@ -473,3 +473,87 @@ fn hostile_records_are_refused_without_exhausting_anything() {
         Some("bytes are left over after the record")
     );
 }
+
+#[test]
+fn spans_find_string_and_bytes_values_through_unions_renames_and_padded_prefixes() {
+    let writer = schema(
+        r#"{"type":"record","name":"R","fields":[
+        {"name":"id","type":"long"},
+        {"name":"old_email","type":["null","string"]},
+        {"name":"blob","type":"bytes"},
+        {"name":"inner","type":{"type":"record","name":"I","fields":[{"name":"ssn","type":"string"}]}},
+        {"name":"n","type":"int"}]}"#,
+    );
+    let reader = schema(
+        r#"{"type":"record","name":"R","fields":[
+        {"name":"id","type":"long"},
+        {"name":"email","aliases":["old_email"],"type":["null","string"]},
+        {"name":"blob","type":"bytes"},
+        {"name":"inner","type":{"type":"record","name":"I","fields":[{"name":"ssn","type":"string"}]}},
+        {"name":"n","type":"int"},
+        {"name":"added","type":"string","default":"d"}]}"#,
+    );
+    let paths: Vec<Path> = ["email", "blob", "inner.ssn", "n", "added"]
+        .iter()
+        .map(|n| p(n))
+        .collect();
+    let refs: Vec<&[Box<str>]> = paths.iter().map(|p| &**p).collect();
+    let projection = Projection::compile(&writer, &reader, &refs).unwrap();
+    let record = |email: Option<&[u8]>, padded: bool| {
+        let mut body = Vec::new();
+        zigzag(&mut body, 42);
+        match email {
+            None => zigzag(&mut body, 0),
+            Some(e) => {
+                zigzag(&mut body, 1);
+                if padded {
+                    // A length written in two bytes where one would do: still valid Avro.
+                    body.extend_from_slice(&[((e.len() as u8) << 1) | 0x80, 0]);
+                } else {
+                    zigzag(&mut body, e.len() as i64);
+                }
+                body.extend_from_slice(e);
+            }
+        }
+        zigzag(&mut body, 3);
+        body.extend_from_slice(&[0, 1, 2]);
+        zigzag(&mut body, 11);
+        body.extend_from_slice(b"123-45-6789");
+        zigzag(&mut body, 5);
+        body
+    };
+    let mut out = Vec::new();
+    let body = record(Some(b"a@b.c"), false);
+    projection.spans(&body, &mut out).unwrap();
+    let text = |s: Option<Span>| s.map(|s| &body[s.bytes..s.end]);
+    assert_eq!(
+        text(out[projection.slot(&p("email")).unwrap()]),
+        Some(&b"a@b.c"[..])
+    );
+    assert_eq!(text(out[1]), Some(&[0u8, 1, 2][..]));
+    assert_eq!(text(out[2]), Some(&b"123-45-6789"[..]));
+    assert_eq!(out[3], None, "an int has no span");
+    assert_eq!(out[4], None, "a reader default is not in the record");
+    let email = out[0].unwrap();
+    assert_eq!(email.bytes - email.start, 1, "the prefix is one byte");
+    assert_eq!(body[email.start], 10, "the prefix is the zigzag length");
+
+    let padded = record(Some(b"a@b.c"), true);
+    projection.spans(&padded, &mut out).unwrap();
+    let email = out[0].unwrap();
+    assert_eq!(
+        (email.bytes - email.start, &padded[email.bytes..email.end]),
+        (2, &b"a@b.c"[..])
+    );
+
+    let null = record(None, false);
+    projection.spans(&null, &mut out).unwrap();
+    assert_eq!(out[0], None, "a null has no span");
+    assert!(out[2].is_some());
+
+    // What decode refuses, spans refuses.
+    let mut bad = body.clone();
+    bad.push(0);
+    assert!(projection.spans(&bad, &mut out).is_err());
+    assert!(projection.spans(&body[..body.len() - 3], &mut out).is_err());
+}
