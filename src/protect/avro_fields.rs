@@ -71,10 +71,18 @@ pub struct Spot {
 /// once warm.
 #[derive(Default)]
 pub struct Finder {
-    /// ((contract, writer id), its projection, the slot of each protected field in it)
-    last: Option<((usize, u32), Arc<Projection>, Vec<Option<usize>>)>,
+    last: Option<Writer>,
     spans: Vec<Option<Span>>,
     spots: Vec<Spot>,
+}
+
+/// A writer's projection as one contract uses it.
+struct Writer {
+    /// (contract, writer schema id)
+    key: (usize, u32),
+    projection: Arc<Projection>,
+    /// The slot of each protected field in the projection.
+    slots: Vec<Option<usize>>,
 }
 
 /// The frame's length: magic byte and schema id.
@@ -92,20 +100,23 @@ impl Finder {
         writers: &dyn WriterSource,
     ) -> Result<&[Spot], FindError> {
         let (id, body) = crate::schema::avro_data::unframe(value).ok_or(FindError::NotFramed)?;
-        if self
-            .last
-            .as_ref()
-            .is_none_or(|(last, _, _)| *last != (contract, id))
-        {
+        if self.last.as_ref().is_none_or(|w| w.key != (contract, id)) {
             let projection = match writers.projection(id) {
                 Lookup::Found(p) => p,
                 Lookup::Unknown => return Err(FindError::UnknownWriter(id)),
                 Lookup::Later => return Err(FindError::Later(id)),
             };
             let slots = fields.iter().map(|f| projection.slot(&f.path)).collect();
-            self.last = Some(((contract, id), projection, slots));
+            self.last = Some(Writer {
+                key: (contract, id),
+                projection,
+                slots,
+            });
         }
-        let Some((_, projection, slots)) = &self.last else {
+        let Some(Writer {
+            projection, slots, ..
+        }) = &self.last
+        else {
             return Err(FindError::UnknownWriter(id));
         };
         projection
