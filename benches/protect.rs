@@ -12,7 +12,7 @@ use kafka_protocol::records::Compression;
 use meshgate::policy::protect::{compile, View};
 use meshgate::protect::fetch::{show_records, TopicView};
 use meshgate::protect::keys::{DataKey, KeyRing};
-use meshgate::protect::{seal_records, Required, SealKeys};
+use meshgate::protect::{seal_records, Layout, Required, SealKeys};
 
 mod support;
 
@@ -37,14 +37,7 @@ fn batch(compression: Compression) -> Bytes {
 fn bench(c: &mut Criterion) {
     let doc = serde_json::from_str(r#"{"pii": "encrypt"}"#).expect("literal");
     let protect = Arc::new(
-        compile(
-            &doc,
-            &[("customer_id".into(), "pii".into())],
-            vec![],
-            None,
-            false,
-        )
-        .expect("compiles"),
+        compile(&doc, &[("customer_id".into(), "pii".into())], vec![], None).expect("compiles"),
     );
     let key = Arc::new(DataKey::fixed("20261201.aa", [7; 32]));
     let keys = SealKeys {
@@ -57,6 +50,7 @@ fn bench(c: &mut Criterion) {
         protect: protect.clone(),
         view: View::Plain,
         stats: None,
+        avro: None,
     };
     let mut g = c.benchmark_group("protect");
     for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4)] {
@@ -65,7 +59,7 @@ fn bench(c: &mut Criterion) {
             seal_records(
                 &plain,
                 "t",
-                &protect,
+                (&protect, Layout::Json),
                 &keys,
                 64 << 20,
                 &mut Required::Enforce,
