@@ -239,22 +239,6 @@ pub struct Writers<'a> {
     pub external: Option<&'a ExternalWriters>,
 }
 
-/// The writers of one contract, as field protection looks them up: those the judge had.
-pub struct ContractWriters<'a> {
-    pub writers: Writers<'a>,
-    pub contract: usize,
-}
-
-impl crate::protect::avro_fields::WriterSource for ContractWriters<'_> {
-    fn projection(&self, id: u32) -> crate::protect::avro_fields::Lookup {
-        use crate::protect::avro_fields::Lookup;
-        match self.writers.prepared(self.contract, id) {
-            Some(Ok(p)) => Lookup::Found(p),
-            _ => Lookup::Unknown,
-        }
-    }
-}
-
 impl Writers<'_> {
     /// The decoder compiled before judging for `id` read by contract `contract`. No lock.
     pub fn prepared(&self, contract: usize, id: u32) -> Option<avro_data::Compiled> {

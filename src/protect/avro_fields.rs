@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use crate::policy::judge::Writers;
 use crate::policy::protect::ProtectedField;
 use crate::schema::avro_project::{Projection, Span};
 
@@ -31,6 +32,22 @@ pub enum Lookup {
 /// Where the projections of one contract's writers come from.
 pub trait WriterSource {
     fn projection(&self, id: u32) -> Lookup;
+}
+
+/// The writers of one contract as the judge had them for a produce request: those it compiled
+/// before judging (fetched from the registry for this request) or at load.
+pub struct ContractWriters<'a> {
+    pub writers: Writers<'a>,
+    pub contract: usize,
+}
+
+impl WriterSource for ContractWriters<'_> {
+    fn projection(&self, id: u32) -> Lookup {
+        match self.writers.prepared(self.contract, id) {
+            Some(Ok(p)) => Lookup::Found(p),
+            _ => Lookup::Unknown,
+        }
+    }
 }
 
 /// Why a value's protected fields cannot be found.

@@ -8,10 +8,14 @@
 //!   is copied as it came. A trailing partial batch (a broker cuts the last one at the size
 //!   limit) and a batch that does not parse are copied as they came: they hold envelopes, never
 //!   plaintext.
-//! - **Keys:** an envelope whose key is not in memory makes the pass report the keys it needs
-//!   ([`Outcome::NeedKeys`]); the caller loads them and runs the pass again. A key that is gone
+//! - **Keys and writers:** an envelope whose key is not in memory, or an Avro value whose writer
+//!   schema is not (an external registry's id not yet fetched), makes the pass report what it
+//!   needs ([`Outcome::Need`]); the caller loads it and runs the pass again. A key that is gone
 //!   (shredded) or does not open the envelope gives the mask, for readers too (`***` when the
 //!   contract has no mask).
+//! - An Avro contract's fields are found through its projection for the value's writer schema
+//!   ([`super::avro_fields`]) and replaced in place, so the record still decodes with the schema
+//!   it names.
 //! - A protected field that is not an envelope (a record from before the contract protected it)
 //!   is shown to readers as it is and masked for the others.
 //!
@@ -247,7 +251,7 @@ impl Needs {
             let ids = std::mem::take(&mut self.schemas);
             let fetched = futures_util::future::join_all(
                 ids.iter()
-                    .take(crate::proxy::enforce::MAX_REGISTRY_FETCHES_PER_REQUEST)
+                    .take(crate::schema::registry_client::MAX_FETCHES_PER_REQUEST)
                     .map(|&id| registry.fetch(id)),
             )
             .await;

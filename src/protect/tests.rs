@@ -667,7 +667,8 @@ fn answer_values(parts: &[Bytes], version: i16) -> Vec<Vec<u8>> {
 
 #[test]
 fn avro_fields_are_sealed_in_place_and_shown_per_principal_under_the_same_writer_schema() {
-    use crate::policy::judge::{ContractWriters, Writers};
+    use crate::policy::judge::Writers;
+    use crate::protect::avro_fields::ContractWriters;
     use apache_avro::types::Value as A;
     let set = crate::policy::load::compile_text("c.yaml", AVRO_POLICY);
     let generation = Arc::new(crate::generation::Generation::new(

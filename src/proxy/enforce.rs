@@ -659,8 +659,8 @@ fn seal_accepted(
     (principal, writers): (&str, Writers<'_>),
     max_inflate: usize,
 ) -> HashMap<(StrBytes, i32), Bytes> {
-    use crate::policy::judge::ContractWriters;
     use crate::policy::mode::Effect;
+    use crate::protect::avro_fields::ContractWriters;
     use crate::protect::{seal_records, Layout, Required, SealError, SealKeys};
     let mut sealed = HashMap::new();
     let none = SealKeys::default();
@@ -999,19 +999,14 @@ pub(crate) fn encode_request<M: Encodable>(
     join_request(header, api, version, body).map_err(|e| undecodable(api, version, e))
 }
 
-/// Distinct unknown schema ids one request may make meshgate fetch from an external registry.
-/// Records naming ids past the cap fail their partition with a retriable error, so a request
-/// cannot turn the gateway into a registry scanner; the producer's retry finds them cached.
-pub const MAX_REGISTRY_FETCHES_PER_REQUEST: usize = 16;
-
 /// Fetches, from the external registry, the writer schemas a produce request names on the
 /// Avro-contract topics its principal may produce to. Ids already cached cost no fetch; at most
-/// [`MAX_REGISTRY_FETCHES_PER_REQUEST`] are fetched, concurrently.
+/// [`crate::schema::registry_client::MAX_FETCHES_PER_REQUEST`] are fetched, concurrently.
 pub async fn fetch_writers(
     client: &crate::schema::registry_client::RegistryClient,
     ids: Vec<u32>,
 ) -> ExternalWriters {
-    use crate::schema::registry_client::{Fetched, RegistryError};
+    use crate::schema::registry_client::{Fetched, RegistryError, MAX_FETCHES_PER_REQUEST};
     let mut out = ExternalWriters::default();
     let mut to_fetch = Vec::new();
     for id in ids {
@@ -1020,12 +1015,10 @@ pub async fn fetch_writers(
                 out.known.insert(id, schema);
             }
             Some(None) => {}
-            None if to_fetch.len() < MAX_REGISTRY_FETCHES_PER_REQUEST => to_fetch.push(id),
+            None if to_fetch.len() < MAX_FETCHES_PER_REQUEST => to_fetch.push(id),
             None => {
-                out.unavailable.insert(
-                    id,
-                    RegistryError::TooManyIds(MAX_REGISTRY_FETCHES_PER_REQUEST),
-                );
+                out.unavailable
+                    .insert(id, RegistryError::TooManyIds(MAX_FETCHES_PER_REQUEST));
             }
         }
     }
