@@ -15,6 +15,8 @@ them per principal on the way out.
 - No produced pii value appears in meshgate's log, metrics, catalog or audit trail.
 - Through a partner zone, by alias: the pii reader gets plaintext, another partner the mask.
 - Answers over 256 KiB are shown as they stream; librdkafka and the Java client read them.
+- An Avro contract: string fields sealed in place, the records still decoding with the schema
+  they name (Confluent's AvroDeserializer, from the broker directly and through meshgate).
 """
 
 import base64
@@ -63,6 +65,25 @@ contract:
   protect: {{pii: require_encrypted}}
 """
 
+AVRO_CONTRACT = """
+contract:
+  name: {name}
+  owner: privacy-team
+  topic: {topic}
+  schema:
+    format: avro
+    definition: {{"type": "record", "name": "Order", "namespace": "shop", "fields": [
+      {{"name": "order_id", "type": "string"}},
+      {{"name": "customer_id", "type": "string", "classification": "pii"}},
+      {{"name": "email", "type": ["null", "string"], "default": null, "classification": "pii"}},
+      {{"name": "order_total", "type": "double"}}]}}
+  quality:
+    validity_rules: ["order_total > 0"]
+  protect: {{pii: encrypt}}
+  pii_readers: [User:alice]
+  mask_on_fetch: "***"
+"""
+
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
 
@@ -73,7 +94,8 @@ def sasl(user):
 
 
 class Setup:
-    def __init__(self, broker, logdir, root: Path, kms=None, key_cache_secs=1, zone=False):
+    def __init__(self, broker, logdir, root: Path, kms=None, key_cache_secs=1, zone=False,
+                 avro=False):
         self.run = uuid.uuid4().hex[:8]
         self.topic, self.sealed = f"pii.t{self.run}.v1", f"pii.sealed{self.run}.v1"
         self.key_dir = root / "keys"
@@ -82,6 +104,7 @@ class Setup:
         policies = root / "policies"
         policies.mkdir()
         (policies / "pii.yaml").write_text(
+            AVRO_CONTRACT.format(name=f"pii-{self.run}", topic=self.topic) if avro else
             CONTRACT.format(name=f"pii-{self.run}", topic=self.topic, sealed=self.sealed))
         self.zone = None
         if zone:
@@ -109,20 +132,22 @@ class Setup:
         self.broker = broker
 
     def produce(self, user, topic, values, codec="none", timeout_ms=30000, conf=None):
-        """Delivery reports: (value, error or None), in order."""
+        """Delivery reports: (value, error or None), in order. `values`: text, or bytes."""
         p = Producer({"bootstrap.servers": self.gw.bootstrap, "enable.idempotence": True,
                       "compression.type": codec, "linger.ms": 20,
                       "message.timeout.ms": timeout_ms, **sasl(user), **(conf or {})})
         reports = []
         for v in values:
-            p.produce(topic, value=v.encode(), partition=0,
-                      on_delivery=lambda err, m: reports.append((m.value().decode(), err)))
+            raw = isinstance(v, bytes)
+            p.produce(topic, value=v if raw else v.encode(), partition=0,
+                      on_delivery=lambda err, m, raw=raw: reports.append(
+                          (m.value() if raw else m.value().decode(), err)))
         p.flush(timeout_ms / 1000 + 15)
         return reports
 
-    def read(self, topic, user=None, n=0, timeout=20, settle=2.0, bootstrap=None):
+    def read(self, topic, user=None, n=0, timeout=20, settle=2.0, bootstrap=None, decode=json.loads):
         """Every value of the topic: through meshgate as `user` (on `bootstrap` when given), or
-        from the broker directly."""
+        from the broker directly; each passed through `decode`."""
         conf = {"bootstrap.servers": bootstrap or (self.gw.bootstrap if user else
                                                     self.broker.bootstrap),
                 "group.id": f"pii-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest",
@@ -142,7 +167,7 @@ class Setup:
                 if m.error():
                     assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
                     continue
-                values.append(json.loads(m.value()))
+                values.append(decode(m.value()))
         finally:
             c.close()
         return values
@@ -357,5 +382,61 @@ def test_a_partner_zone_shows_protected_fields_as_the_contract_says(broker, logd
         masked = s.read("partner.pii", user="bob", n=4, bootstrap=s.zone)
         assert [m["customer_id"] for m in masked] == ["***"] * 4, masked
         assert [m["order_id"] for m in masked] == [p["order_id"] for p in produced]
+    finally:
+        s.stop()
+
+
+def test_avro_fields_are_sealed_in_place_and_read_with_the_schema_they_name(broker, logdir, tmp_path):
+    """An Avro contract's pii fields (a string, a nullable string) are sealed in place: the
+    stored records still decode with the writer schema they name, and hold envelopes that an
+    independent implementation opens to the bytes produced. Through meshgate alice reads what
+    was produced, bob the mask, both with Confluent's AvroDeserializer."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    s = Setup(broker, logdir, tmp_path, avro=True)
+    try:
+        sr = SchemaRegistryClient({"url": f"http://127.0.0.1:{s.gw.admin_port}/registry"})
+        ctx = SerializationContext(s.topic, MessageField.VALUE)
+        serialize = AvroSerializer(sr, conf={"auto.register.schemas": False,
+                                             "use.latest.version": True})
+        deserialize = AvroDeserializer(sr)
+        produced = []
+        for codec in ("none", "zstd"):
+            values = [json.loads(order(i, codec, email=i % 2 == 0)) for i in range(6)]
+            for v in values:
+                v.setdefault("email", None)
+            reports = s.produce("alice", s.topic, [serialize(v, ctx) for v in values], codec=codec)
+            assert [e for _, e in reports] == [None] * len(values), reports
+            refused = {**values[0], "order_id": f"{codec}-refused", "order_total": 0.0}
+            [(_, error)] = s.produce("alice", s.topic, [serialize(refused, ctx)], codec=codec)
+            assert error is not None and error.code() == KafkaError.INVALID_RECORD, error
+            produced += values
+
+        avro = lambda raw: deserialize(raw, ctx)
+        # On the topic, bypassing meshgate: valid records of the schema they name, envelopes
+        # where pii was, opened by pii_envelope.py to the bytes produced.
+        stored = s.read(s.topic, n=len(produced), decode=avro)
+        assert len(stored) == len(produced), (len(stored), len(produced))
+        for want, got in zip(produced, stored):
+            assert (got["order_id"], got["order_total"]) == (want["order_id"], want["order_total"])
+            for field in ("customer_id", "email"):
+                if want[field] is None:
+                    assert got[field] is None, got
+                    continue
+                assert got[field].startswith("mg1:") and want[field] not in got[field], got
+                plain = pii_envelope.open_bytes(got[field], s.topic, field, s.key_dir, s.kek)
+                assert plain == want[field].encode()
+
+        # Through meshgate: alice reads exactly what was produced, each record once; bob masks.
+        assert s.read(s.topic, user="alice", n=len(produced), decode=avro) == produced
+        masked = s.read(s.topic, user="bob", n=len(produced), decode=avro)
+        assert [m["order_id"] for m in masked] == [p["order_id"] for p in produced]
+        for want, got in zip(produced, masked):
+            assert got["customer_id"] == "***"
+            assert got["email"] == ("***" if want["email"] else None), got
+        text = s.gw.log_text() + s.gw.metrics() + s.audit.read_text()
+        for p in produced:
+            assert p["customer_id"] not in text
     finally:
         s.stop()
