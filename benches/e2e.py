@@ -502,8 +502,8 @@ def main():
                      f"{p999:.2f} | {crps:.0f} | {cratio} | {c} | {kc} | {m} | {med(core0[arm]):.2f} |")
     rate_note = int(args.rate or (0.5 * sat["direct"][0]["records_per_s"] if "direct" in sat else 10_000))
     lines += ["", "Consume: one librdkafka consumer (core 0) reads the saturate phase's records back "
-                  f"through the same arm ({args.consume_passes} time(s) over); its rate runs from the "
-                  "first record to the last. "
+                  f"through the same arm ({args.consume_passes} time(s) over); its rate counts each "
+                  "pass from its first record to its last. "
                   f"proxy CPU covers the produce phase, proxy consume CPU the consume phase (per GB "
                   f"of record bytes read). Core 0 CPU is {broker_name}'s{stunnel_note} and "
                   "the producer's over the produce phase: it shows what an arm costs the broker's core.",
