@@ -12,8 +12,9 @@
 //! - [`policy_file`]: a policy file through the loader;
 //! - [`rule`]: a validity rule through the SQL and CEL compilers, then evaluated;
 //! - [`avro_value`]: a Confluent-framed value through the Avro projection and whole decoding;
-//! - [`protect_batch`]: a partition's records sealed as a protecting contract's, then shown to
-//!   a reader through a Fetch answer: the reader must get every value back byte for byte;
+//! - [`protect_batch`]: a partition's records sealed as a protecting JSON contract's and as a
+//!   protecting Avro contract's, then shown to a reader through a Fetch answer: the reader must
+//!   get every value back byte for byte;
 //! - [`pipeline`]: a burst of pipelined requests of mixed sizes through the real connection task
 //!   at a small in-flight limit, against an upstream that answers each: every response must
 //!   arrive, in order (a connection that waits on a permit with unflushed requests hangs here).
@@ -385,12 +386,8 @@ pub fn protect_batch(data: &[u8]) {
     use crate::protect::fetch::{show_records, FetchViews, TopicView};
     use crate::protect::keys::{DataKey, KeyRing};
     use crate::protect::{seal_records, Required, SealKeys, SealedSet};
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-    use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
-    use kafka_protocol::protocol::{Encodable, StrBytes};
 
     const TOPIC: &str = "fuzz.json.v1";
-    const MAX: usize = 8 << 20;
     let doc = serde_json::from_str(r#"{"pii": "encrypt", "deterministic": ["currency"]}"#)
         .expect("literal");
     let classified = [
@@ -415,16 +412,6 @@ pub fn protect_batch(data: &[u8]) {
         stats: None,
         avro: None,
     };
-    let values = |set: &[u8]| -> Option<Vec<Option<Vec<u8>>>> {
-        let mut out = Vec::new();
-        for b in crate::protocol::records::batches(set) {
-            let b = b.ok()?;
-            for r in b.inflate(MAX).ok()?.iter() {
-                out.push(r.ok()?.value.map(<[u8]>::to_vec));
-            }
-        }
-        Some(out)
-    };
     let sealed = seal_records(
         data,
         TOPIC,
@@ -439,8 +426,12 @@ pub fn protect_batch(data: &[u8]) {
     };
     if let Ok(SealedSet { set: Some(s), .. }) = &sealed {
         let shown = show_records(s, &view(View::Plain), Some(&ring), MAX, None);
-        let back = values(shown.as_deref().unwrap_or(s));
-        assert_eq!(back, values(data), "a reader gets back what was produced");
+        let back = set_values(shown.as_deref().unwrap_or(s));
+        assert_eq!(
+            back,
+            set_values(data),
+            "a reader gets back what was produced"
+        );
     }
     // The same records in Fetch answers, for a reader and a masked principal.
     let views = [View::Plain, View::Masked(Mask::Hash)].map(|v| FetchViews {
@@ -448,22 +439,9 @@ pub fn protect_batch(data: &[u8]) {
         schemas: None,
     });
     for version in [4i16, 12] {
-        let mut p = PartitionData::default();
-        p.records = Some(set.clone());
-        let mut t = FetchableTopicResponse::default();
-        t.topic = TopicName(StrBytes::from_static_str(TOPIC));
-        t.partitions.push(p);
-        let mut r = FetchResponse::default();
-        r.responses.push(t);
-        let mut frame = bytes::BytesMut::new();
-        let header_version = ApiKey::Fetch.response_header_version(version);
-        let encoded = ResponseHeader::default()
-            .encode(&mut frame, header_version)
-            .and_then(|_| r.encode(&mut frame, version));
-        if encoded.is_err() {
+        let Some(frame) = fetch_answer(TOPIC, &set, version) else {
             continue;
-        }
-        let frame = frame.freeze();
+        };
         for v in &views {
             let _ = crate::protect::fetch::rewrite(
                 &frame,
@@ -488,6 +466,153 @@ pub fn protect_batch(data: &[u8]) {
             MAX,
             false,
         );
+    }
+    protect_avro(data);
+}
+
+/// The largest batch the protection harnesses inflate.
+const MAX: usize = 8 << 20;
+
+/// The values of a record set, or `None` when any of it does not parse.
+fn set_values(set: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
+    let mut out = Vec::new();
+    for b in crate::protocol::records::batches(set) {
+        let b = b.ok()?;
+        for r in b.inflate(MAX).ok()?.iter() {
+            out.push(r.ok()?.value.map(<[u8]>::to_vec));
+        }
+    }
+    Some(out)
+}
+
+/// A Fetch answer (header included) carrying `set` as partition 0 of `topic`.
+fn fetch_answer(topic: &str, set: &bytes::Bytes, version: i16) -> Option<bytes::Bytes> {
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let mut p = PartitionData::default();
+    p.records = Some(set.clone());
+    let mut t = FetchableTopicResponse::default();
+    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partitions.push(p);
+    let mut r = FetchResponse::default();
+    r.responses.push(t);
+    let mut frame = bytes::BytesMut::new();
+    ResponseHeader::default()
+        .encode(&mut frame, ApiKey::Fetch.response_header_version(version))
+        .and_then(|_| r.encode(&mut frame, version))
+        .ok()?;
+    Some(frame.freeze())
+}
+
+/// The values of a Fetch answer's first partition, from the parts a rewrite gave.
+fn answer_values(parts: &[bytes::Bytes], version: i16) -> Option<Vec<Option<Vec<u8>>>> {
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = bytes::Bytes::from(parts.concat());
+    ResponseHeader::decode(&mut buf, ApiKey::Fetch.response_header_version(version)).ok()?;
+    let r = FetchResponse::decode(&mut buf, version).ok()?;
+    set_values(r.responses.first()?.partitions.first()?.records.as_ref()?)
+}
+
+/// The topic of [`protect_generation`]'s Avro contract.
+pub const PROTECT_AVRO_TOPIC: &str = "fuzz.avro-pii.v1";
+
+/// An Avro contract over the fuzz order schema with two fields classified pii (`order_id`, a
+/// string, and `customer_id`, a string or null), encrypted on produce, opened for `User:reader`
+/// and masked for everyone else.
+pub fn protect_generation() -> &'static Arc<crate::generation::Generation> {
+    static SET: OnceLock<Arc<crate::generation::Generation>> = OnceLock::new();
+    SET.get_or_init(|| {
+        let avsc = std::fs::read_to_string(root().join("tests/fixtures/fuzz/policies/order.avsc"))
+            .expect("the fuzz order schema");
+        let mut schema: serde_json::Value = serde_json::from_str(&avsc).expect("JSON");
+        for f in schema["fields"].as_array_mut().expect("fields") {
+            if f["name"] == "order_id" || f["name"] == "customer_id" {
+                f["classification"] = "pii".into();
+            }
+        }
+        let text = format!(
+            "contract:\n  name: fuzz-avro-pii\n  owner: fuzz-team\n  topic: {PROTECT_AVRO_TOPIC}\n  \
+             schema: {{format: avro, definition: {schema}}}\n  protect: {{pii: encrypt}}\n  \
+             pii_readers: [User:reader]\n  mask_on_fetch: '***'\n"
+        );
+        let set = crate::policy::load::compile_text("protect.yaml", &text);
+        assert!(set.contracts[0].protect.is_some(), "the fuzz contract protects");
+        Arc::new(crate::generation::Generation::new(set, &Metrics::new()))
+    })
+}
+
+/// The Avro half of [`protect_batch`]: the records sealed as [`protect_generation`]'s contract's
+/// (their fields found through its projection for each value's writer), then shown through Fetch
+/// answers to its reader, who must get back every value byte for byte, and to another principal.
+fn protect_avro(data: &[u8]) {
+    use crate::policy::judge::Writers;
+    use crate::protect::avro_fields::ContractWriters;
+    use crate::protect::fetch::{rewrite, FetchViews, Outcome};
+    use crate::protect::keys::{DataKey, KeyRing};
+    use crate::protect::{seal_records, Layout, Required, SealKeys, SealedSet};
+
+    let generation = protect_generation();
+    let protect = generation.contracts[0].protect.clone().expect("protects");
+    let writers = ContractWriters {
+        writers: Writers {
+            decoders: &generation.decoders,
+            external: None,
+        },
+        contract: 0,
+    };
+    let key = Arc::new(DataKey::fixed("20261201.cc", [3; 32]));
+    let ring = KeyRing::in_memory(vec![(PROTECT_AVRO_TOPIC, key.clone())]);
+    let keys = SealKeys {
+        random: Some(key),
+        deterministic: None,
+    };
+    let sealed = seal_records(
+        data,
+        PROTECT_AVRO_TOPIC,
+        (&protect, Layout::Avro(&writers)),
+        &keys,
+        MAX,
+        &mut Required::Enforce,
+    );
+    let set = match &sealed {
+        Ok(SealedSet { set: Some(s), .. }) => s.clone(),
+        _ => bytes::Bytes::copy_from_slice(data),
+    };
+    let no_ids = |_: [u8; 16]| None;
+    for principal in ["User:reader", "User:other"] {
+        let views =
+            FetchViews::for_principal(generation, principal, None).expect("the topic is protected");
+        for version in [4i16, 12] {
+            let Some(frame) = fetch_answer(PROTECT_AVRO_TOPIC, &set, version) else {
+                continue;
+            };
+            let shown = rewrite(&frame, version, &views, &no_ids, Some(&ring), MAX, true);
+            if principal == "User:reader" && matches!(sealed, Ok(SealedSet { set: Some(_), .. })) {
+                let Outcome::Rewritten(parts) = shown else {
+                    panic!("sealed records are opened for their reader")
+                };
+                assert_eq!(
+                    answer_values(&parts, version),
+                    set_values(data),
+                    "a reader gets back what was produced"
+                );
+            }
+        }
+        // And the raw input as a Fetch answer.
+        let raw = bytes::Bytes::copy_from_slice(data);
+        for version in [4i16, 12, 15] {
+            let _ = rewrite(
+                &raw,
+                version,
+                &views,
+                &|_| Some(PROTECT_AVRO_TOPIC.into()),
+                Some(&ring),
+                MAX,
+                false,
+            );
+        }
     }
 }
 
@@ -681,6 +806,47 @@ mod tests {
         }
     }
 
+    /// The Avro protection seeds are sealed by the harness's contract (their writer id is its
+    /// schema's), so that mutations explore sealing and opening rather than the refusal of an
+    /// unknown writer.
+    #[test]
+    fn avro_protection_seeds_are_sealed() {
+        use crate::policy::judge::Writers;
+        use crate::protect::avro_fields::ContractWriters;
+        use crate::protect::keys::DataKey;
+        use crate::protect::{seal_records, Layout, Required, SealKeys};
+        let generation = protect_generation();
+        let protect = generation.contracts[0].protect.clone().unwrap();
+        let writers = ContractWriters {
+            writers: Writers {
+                decoders: &generation.decoders,
+                external: None,
+            },
+            contract: 0,
+        };
+        let keys = SealKeys {
+            random: Some(Arc::new(DataKey::fixed("20261201.cc", [3; 32]))),
+            deterministic: None,
+        };
+        let dir = root().join("tests/fixtures/fuzz/protect_batch/seeds");
+        for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+            let bytes = std::fs::read(dir.join(format!("avro-{codec}"))).unwrap();
+            let done = seal_records(
+                &bytes,
+                PROTECT_AVRO_TOPIC,
+                (&protect, Layout::Avro(&writers)),
+                &keys,
+                MAX,
+                &mut Required::Enforce,
+            )
+            .unwrap_or_else(|e| panic!("avro-{codec}: {e:?}"));
+            assert_eq!(
+                done.fields, 8,
+                "avro-{codec}: two fields in each of four records"
+            );
+        }
+    }
+
     /// Writes the seed corpora (`cargo test --lib write_fuzz_seeds -- --ignored`): real requests,
     /// batches with every codec, framed Avro values, policy files and rules.
     #[test]
@@ -710,7 +876,12 @@ mod tests {
             &std::fs::read_to_string(base.join("policies/order.avsc")).unwrap(),
         )
         .unwrap();
-        let avro = |i: usize| {
+        let pii_id = protect_generation()
+            .registry
+            .versions(&format!("{PROTECT_AVRO_TOPIC}-value"))
+            .unwrap()[0]
+            .id;
+        let avro_as = |id: u32, i: usize| {
             use apache_avro::types::Value;
             let some = |s: String| Value::Union(1, Box::new(Value::String(s)));
             let v = Value::Record(vec![
@@ -726,10 +897,11 @@ mod tests {
                 ("shipping_country".into(), some("FR".into())),
             ]);
             let mut out = vec![0u8];
-            out.extend_from_slice(&avro_id.to_be_bytes());
+            out.extend_from_slice(&id.to_be_bytes());
             out.extend(apache_avro::to_avro_datum(&schema, v).unwrap());
             out
         };
+        let avro = |i: usize| avro_as(avro_id, i);
         let batch = |values: Vec<Vec<u8>>, compression: Compression| {
             let keys: Vec<String> = (0..values.len()).map(|i| format!("k-{i}")).collect();
             let trace: &[(&str, &[u8])] = &[("trace-id", b"t")];
@@ -777,6 +949,8 @@ mod tests {
             write("record_batch", &format!("json-{name}"), &json_batch);
             write("record_batch", &format!("avro-{name}"), &avro_batch);
             write("protect_batch", &format!("json-{name}"), &json_batch);
+            let pii_batch = batch((0..4).map(|i| avro_as(pii_id, i)).collect(), c);
+            write("protect_batch", &format!("avro-{name}"), &pii_batch);
             for version in [3i16, 9, 12] {
                 let produce = ProduceRequest::default()
                     .with_acks(-1)
