@@ -61,13 +61,12 @@ pub enum RegistryError {
 
 /// How long a 404 is believed.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(30);
-/// The largest registry response body read.
 /// Distinct unknown schema ids one request (a Produce, or a Fetch whose answer shows protected
 /// Avro fields) may make meshgate fetch from an external registry. Records naming ids past the
 /// cap fail their partition with a retriable error, so a request cannot turn the gateway into a
 /// registry scanner; the client's retry finds them cached.
 pub const MAX_FETCHES_PER_REQUEST: usize = 16;
-
+/// The largest registry response body read.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct RegistryClient {
