@@ -385,7 +385,7 @@ pub fn protect_batch(data: &[u8]) {
     use crate::policy::protect::{compile, Mask, View};
     use crate::protect::fetch::{show_records, FetchViews, TopicView};
     use crate::protect::keys::{DataKey, KeyRing};
-    use crate::protect::{seal_records, Required, SealKeys, SealedSet};
+    use crate::protect::{SealKeys, SealedSet};
 
     const TOPIC: &str = "fuzz.json.v1";
     let doc = serde_json::from_str(r#"{"pii": "encrypt", "deterministic": ["currency"]}"#)
@@ -412,18 +412,7 @@ pub fn protect_batch(data: &[u8]) {
         stats: None,
         avro: None,
     };
-    let sealed = seal_records(
-        data,
-        TOPIC,
-        (&protect, crate::protect::Layout::Json),
-        &keys,
-        MAX,
-        &mut Required::Enforce,
-    );
-    let set = match &sealed {
-        Ok(SealedSet { set: Some(s), .. }) => s.clone(),
-        _ => bytes::Bytes::copy_from_slice(data),
-    };
+    let (sealed, set) = seal(data, TOPIC, (&protect, crate::protect::Layout::Json), &keys);
     if let Ok(SealedSet { set: Some(s), .. }) = &sealed {
         let shown = show_records(s, &view(View::Plain), Some(&ring), MAX, None);
         let back = set_values(shown.as_deref().unwrap_or(s));
@@ -472,6 +461,26 @@ pub fn protect_batch(data: &[u8]) {
 
 /// The largest batch the protection harnesses inflate.
 const MAX: usize = 8 << 20;
+
+/// `data` sealed as `topic`'s (enforced, at the harnesses' bound), and the record set a Fetch
+/// then carries: the sealed one, or the input as it came when nothing was sealed.
+fn seal(
+    data: &[u8],
+    topic: &str,
+    sealing: (&crate::policy::protect::Protect, crate::protect::Layout<'_>),
+    keys: &crate::protect::SealKeys,
+) -> (
+    Result<crate::protect::SealedSet, crate::protect::SealError>,
+    bytes::Bytes,
+) {
+    use crate::protect::{seal_records, Required, SealedSet};
+    let sealed = seal_records(data, topic, sealing, keys, MAX, &mut Required::Enforce);
+    let set = match &sealed {
+        Ok(SealedSet { set: Some(s), .. }) => s.clone(),
+        _ => bytes::Bytes::copy_from_slice(data),
+    };
+    (sealed, set)
+}
 
 /// The values of a record set, or `None` when any of it does not parse.
 fn set_values(set: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
@@ -543,53 +552,66 @@ pub fn protect_generation() -> &'static Arc<crate::generation::Generation> {
     })
 }
 
+/// What [`protect_avro`] seals with: [`protect_generation`]'s contract, its writers as the judge
+/// has them at load, and one data key.
+struct AvroSealing {
+    protect: Arc<crate::policy::protect::Protect>,
+    writers: crate::protect::avro_fields::ContractWriters<'static>,
+    keys: crate::protect::SealKeys,
+    ring: crate::protect::keys::KeyRing,
+}
+
+fn avro_sealing() -> AvroSealing {
+    use crate::protect::keys::{DataKey, KeyRing};
+    let generation = protect_generation();
+    let key = Arc::new(DataKey::fixed("20261201.cc", [3; 32]));
+    AvroSealing {
+        protect: generation.contracts[0].protect.clone().expect("protects"),
+        writers: crate::protect::avro_fields::ContractWriters {
+            writers: crate::policy::judge::Writers {
+                decoders: &generation.decoders,
+                external: None,
+            },
+            contract: 0,
+        },
+        ring: KeyRing::in_memory(vec![(PROTECT_AVRO_TOPIC, key.clone())]),
+        keys: crate::protect::SealKeys {
+            random: Some(key),
+            deterministic: None,
+        },
+    }
+}
+
 /// The Avro half of [`protect_batch`]: the records sealed as [`protect_generation`]'s contract's
 /// (their fields found through its projection for each value's writer), then shown through Fetch
 /// answers to its reader, who must get back every value byte for byte, and to another principal.
 fn protect_avro(data: &[u8]) {
-    use crate::policy::judge::Writers;
-    use crate::protect::avro_fields::ContractWriters;
     use crate::protect::fetch::{rewrite, FetchViews, Outcome};
-    use crate::protect::keys::{DataKey, KeyRing};
-    use crate::protect::{seal_records, Layout, Required, SealKeys, SealedSet};
+    use crate::protect::{Layout, SealedSet};
 
-    let generation = protect_generation();
-    let protect = generation.contracts[0].protect.clone().expect("protects");
-    let writers = ContractWriters {
-        writers: Writers {
-            decoders: &generation.decoders,
-            external: None,
-        },
-        contract: 0,
-    };
-    let key = Arc::new(DataKey::fixed("20261201.cc", [3; 32]));
-    let ring = KeyRing::in_memory(vec![(PROTECT_AVRO_TOPIC, key.clone())]);
-    let keys = SealKeys {
-        random: Some(key),
-        deterministic: None,
-    };
-    let sealed = seal_records(
+    let AvroSealing {
+        protect,
+        writers,
+        keys,
+        ring,
+    } = avro_sealing();
+    let (sealed, set) = seal(
         data,
         PROTECT_AVRO_TOPIC,
         (&protect, Layout::Avro(&writers)),
         &keys,
-        MAX,
-        &mut Required::Enforce,
     );
-    let set = match &sealed {
-        Ok(SealedSet { set: Some(s), .. }) => s.clone(),
-        _ => bytes::Bytes::copy_from_slice(data),
-    };
+    let was_sealed = matches!(sealed, Ok(SealedSet { set: Some(_), .. }));
     let no_ids = |_: [u8; 16]| None;
     for principal in ["User:reader", "User:other"] {
-        let views =
-            FetchViews::for_principal(generation, principal, None).expect("the topic is protected");
+        let views = FetchViews::for_principal(protect_generation(), principal, None)
+            .expect("the topic is protected");
         for version in [4i16, 12] {
             let Some(frame) = fetch_answer(PROTECT_AVRO_TOPIC, &set, version) else {
                 continue;
             };
             let shown = rewrite(&frame, version, &views, &no_ids, Some(&ring), MAX, true);
-            if principal == "User:reader" && matches!(sealed, Ok(SealedSet { set: Some(_), .. })) {
+            if principal == "User:reader" && was_sealed {
                 let Outcome::Rewritten(parts) = shown else {
                     panic!("sealed records are opened for their reader")
                 };
@@ -811,35 +833,15 @@ mod tests {
     /// unknown writer.
     #[test]
     fn avro_protection_seeds_are_sealed() {
-        use crate::policy::judge::Writers;
-        use crate::protect::avro_fields::ContractWriters;
-        use crate::protect::keys::DataKey;
-        use crate::protect::{seal_records, Layout, Required, SealKeys};
-        let generation = protect_generation();
-        let protect = generation.contracts[0].protect.clone().unwrap();
-        let writers = ContractWriters {
-            writers: Writers {
-                decoders: &generation.decoders,
-                external: None,
-            },
-            contract: 0,
-        };
-        let keys = SealKeys {
-            random: Some(Arc::new(DataKey::fixed("20261201.cc", [3; 32]))),
-            deterministic: None,
-        };
+        use crate::protect::Layout;
+        let s = avro_sealing();
         let dir = root().join("tests/fixtures/fuzz/protect_batch/seeds");
         for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
             let bytes = std::fs::read(dir.join(format!("avro-{codec}"))).unwrap();
-            let done = seal_records(
-                &bytes,
-                PROTECT_AVRO_TOPIC,
-                (&protect, Layout::Avro(&writers)),
-                &keys,
-                MAX,
-                &mut Required::Enforce,
-            )
-            .unwrap_or_else(|e| panic!("avro-{codec}: {e:?}"));
+            let sealing = (&*s.protect, Layout::Avro(&s.writers));
+            let done = seal(&bytes, PROTECT_AVRO_TOPIC, sealing, &s.keys)
+                .0
+                .unwrap_or_else(|e| panic!("avro-{codec}: {e:?}"));
             assert_eq!(
                 done.fields, 8,
                 "avro-{codec}: two fields in each of four records"
