@@ -88,7 +88,10 @@ def main():
         (policies / "schemas" / "order.avsc").write_text(schema)
         docs = []
         for i in [*map(str, range(args.pairs)), "warm"]:
-            on_reject = (f"  on_reject: {{ dead_letter: bench.dlq{i}.v1 }}\n"
+            # The bound is set far above the bench's rate: past it a partition is refused as
+            # without a dead-letter topic, which would measure the bound, not the writes.
+            on_reject = (f"  on_reject: {{ dead_letter: bench.dlq{i}.v1, "
+                         "max_records_per_second: 1000000, max_bytes_per_second: 1000000000 }\n"
                          if arm == "contract-dlq" else "")
             docs.append(f"contract:\n  name: bench-{i}\n  owner: bench\n  topic: bench.dl{i}.v1\n"
                         "  schema: { format: json, file: schemas/order.avsc }\n" + on_reject +
