@@ -44,8 +44,6 @@ fn key_ring(
     config: &GatewayConfig,
     policies: &PolicyStore,
 ) -> Result<Option<Arc<crate::protect::keys::KeyRing>>, AppError> {
-    use crate::config::ProtectKms;
-    use crate::protect::kms::Kms;
     let Some(p) = &config.protect else {
         let current = policies.current();
         let encrypting = current
@@ -57,6 +55,16 @@ fn key_ring(
             None => Ok(None),
         };
     };
+    key_ring_of(p).map(Some)
+}
+
+/// The data keys of a configured `protect:` (the gateway's, or `meshgate replay --dry-run
+/// --config`'s).
+pub fn key_ring_of(
+    p: &crate::config::ProtectConfig,
+) -> Result<Arc<crate::protect::keys::KeyRing>, AppError> {
+    use crate::config::ProtectKms;
+    use crate::protect::kms::Kms;
     let kms = match &p.kms {
         ProtectKms::LocalFile(path) => Kms::local(path)?,
         ProtectKms::Vault {
@@ -68,12 +76,12 @@ fn key_ring(
         } => Kms::vault(address, mount, key, token_file, *timeout)?,
     };
     tracing::info!(key_dir = %p.key_dir.display(), kms = %kms.label(), "field protection keys");
-    Ok(Some(Arc::new(crate::protect::keys::KeyRing::new(
+    Ok(Arc::new(crate::protect::keys::KeyRing::new(
         p.key_dir.clone(),
         kms,
         p.rotate,
         p.key_cache,
-    ))))
+    )))
 }
 
 /// Why the metadata refresher could not learn the upstream's brokers.

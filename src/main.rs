@@ -138,6 +138,11 @@ struct ReplayArgs {
     /// The CA bundle to trust for --tls [default: the system trust store].
     #[arg(long, value_name = "PEM", requires = "tls")]
     tls_ca: Option<PathBuf>,
+    /// The gateway's config file: with --dry-run, its `protect:` data keys open the protected
+    /// fields of a JSON contract's topic, so that the rules judge the plaintext, as on produce.
+    /// (Not with --to: a replay writes records as stored, never opened.)
+    #[arg(long, value_name = "FILE", conflicts_with = "to")]
+    config: Option<PathBuf>,
     /// Authenticate with SASL as this user.
     #[arg(long, value_name = "USER", requires = "sasl_password_file")]
     sasl_user: Option<String>,
@@ -400,6 +405,37 @@ fn replay(args: ReplayArgs) -> ExitCode {
         },
         _ => None,
     };
+    let keys = match &args.config {
+        None => None,
+        Some(path) => {
+            let config = match ConfigFile::load(path)
+                .map_err(|e| vec![e])
+                .and_then(|f| f.build(Overrides::default()))
+            {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("meshgate replay: config: {e}");
+                    }
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(protect) = &config.protect else {
+                eprintln!(
+                    "meshgate replay: {}: no `protect:` keys to open protected fields with",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            };
+            match meshgate::app::key_ring_of(protect) {
+                Ok(ring) => Some(ring),
+                Err(e) => {
+                    eprintln!("meshgate replay: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     let request = meshgate::replay::Request {
         bootstrap: &args.bootstrap,
         topic: &args.from,
@@ -415,6 +451,7 @@ fn replay(args: ReplayArgs) -> ExitCode {
             ..Default::default()
         },
         to: args.to.as_deref(),
+        keys: keys.as_deref(),
     };
     match runtime.block_on(meshgate::replay::dry_run(&request, &set)) {
         Ok(run) if args.json => {

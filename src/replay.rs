@@ -15,6 +15,11 @@
 //!   batch the producer really wrote), then each record alone (`judge_record`: key, headers, size,
 //!   schema, validity rules). A batch-level refusal counts every record of the batch under its
 //!   rule. Shadowed rules count as accepted, as they would on the wire.
+//! - **Protected fields** (a contract with `protect:`) are stored as envelopes. With the
+//!   gateway's keys (`Request::keys`, from `--config`) a dry run of a JSON contract's topic opens
+//!   them first (`protect::fetch::opened_for_judging`), so its rules judge the plaintext as the
+//!   gateway did on produce; otherwise they judge the envelopes, and `DryRun::protected` says so.
+//!   A replay `--to` never opens them.
 //! - **Examples** name the partition, the offset and the refusal's message: rule, field and type,
 //!   never a record's value.
 //! - **Connections** are plain TCP, or TLS with `--tls` (server names verified, against
@@ -28,6 +33,7 @@ use crate::own_client::producer::{Producer, WriteError};
 use crate::own_client::{ClientError, Conn, Settings};
 use crate::policy::judge::{Limits, PartitionVerdict, RequestInflater};
 use crate::policy::PolicySet;
+use crate::protect::keys::KeyRing;
 use crate::protocol::records::{batches, RecordView};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -93,6 +99,20 @@ pub struct DryRun {
     pub to: Option<String>,
     /// Records written to `to`.
     pub moved: u64,
+    /// For a topic whose contract protects fields: how its envelopes were judged.
+    pub protected: Option<Envelopes>,
+}
+
+/// How a dry run judged the protected fields of the topic it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Envelopes {
+    /// Opened with the gateway's keys: the rules saw the plaintext (the mask where a key is
+    /// gone).
+    Opened,
+    /// As stored, `mg1:` envelopes: no keys were given (`--config`), or the contract is Avro, or
+    /// the run writes (`--to`). A rule about a protected field's value may count envelopes.
+    AsStored,
 }
 
 /// What one replay reads, and how many examples it keeps per rule.
@@ -106,6 +126,10 @@ pub struct Request<'a> {
     pub settings: Settings,
     /// Write the records that pass to this topic (else judge only).
     pub to: Option<&'a str>,
+    /// The gateway's data keys (`protect:` of its config): with them a dry run opens the
+    /// protected fields of a JSON contract's topic before judging, as the gateway judged the
+    /// plaintext on produce. Never used with `to` (what is written stays as stored).
+    pub keys: Option<&'a KeyRing>,
 }
 
 /// Records written per produce call at most.
@@ -175,6 +199,21 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
         to: req.to.map(str::to_string),
         ..DryRun::default()
     };
+    // A dry run opens the envelopes of a JSON contract's topic when it has the keys.
+    let protected = set
+        .contract_for(req.topic)
+        .and_then(|c| Some((c, c.protect.as_ref()?)));
+    let opener = match (protected, req.to, req.keys) {
+        (Some((c, p)), None, Some(keys)) if c.avro_reader.is_none() => {
+            out.protected = Some(Envelopes::Opened);
+            Some((p, keys))
+        }
+        (Some(_), _, _) => {
+            out.protected = Some(Envelopes::AsStored);
+            None
+        }
+        (None, _, _) => None,
+    };
     let mut leaders: HashMap<i32, Conn> = HashMap::new();
     for (partition, leader) in partitions {
         let addr = brokers
@@ -198,7 +237,17 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
         let mut chunk: Vec<OwnedRecord> = Vec::new();
         let mut chunk_hint = partition;
         while next < end {
-            let records = fetch(conn, req.topic, partition, next).await?;
+            let mut records = fetch(conn, req.topic, partition, next).await?;
+            if let Some((protect, keys)) = opener {
+                let max = Limits::default().max_inflated_bytes;
+                if let Some(open) = crate::protect::fetch::opened_for_judging(
+                    &records, req.topic, protect, keys, max,
+                )
+                .await
+                {
+                    records = Bytes::from(open);
+                }
+            }
             let before = next;
             for batch in batches(&records).map_while(Result::ok) {
                 if batch.is_control() {
@@ -398,6 +447,19 @@ impl DryRun {
                 );
             }
             None => {
+                match self.protected {
+                    Some(Envelopes::Opened) => {
+                        let _ = writeln!(s, "protected fields: opened with the gateway's keys");
+                    }
+                    Some(Envelopes::AsStored) => {
+                        let _ = writeln!(
+                            s,
+                            "protected fields: judged as stored (envelopes); give --config with \
+                             the gateway's `protect:` keys to judge a JSON contract's plaintext"
+                        );
+                    }
+                    None => {}
+                }
                 let _ = writeln!(s, "would accept: {}", self.accepted);
                 let _ = writeln!(s, "would reject: {}", self.rejected);
             }
@@ -500,6 +562,7 @@ mod tests {
             examples: 0,
             settings: Settings::default(),
             to: Some("pii.v1"),
+            keys: None,
         };
         match dry_run(&req, &set).await {
             Err(ReplayError::Protected(t)) => assert_eq!(t, "pii.v1"),

@@ -376,6 +376,40 @@ pub fn show_records(
     shown
 }
 
+/// A partition's record set with the protected fields of a JSON contract opened, for judging
+/// what is stored (`meshgate replay --dry-run`): the keys it names are loaded from `keys` first;
+/// a field whose key cannot be had reads as the mask `***`. `None` when nothing changes (no
+/// envelope, or values that are not JSON). Avro contracts are left as stored: their writer
+/// schemas come from a gateway's registry, which a command-line run does not have.
+pub async fn opened_for_judging(
+    set: &[u8],
+    topic: &str,
+    protect: &Arc<Protect>,
+    keys: &KeyRing,
+    max_inflate: usize,
+) -> Option<Vec<u8>> {
+    let view = TopicView {
+        topic: topic.into(),
+        protect: protect.clone(),
+        view: View::Plain,
+        stats: None,
+        avro: None,
+    };
+    let mut need = Vec::new();
+    let shown = show_records(set, &view, Some(keys), max_inflate, Some(&mut need));
+    if need.is_empty() {
+        return shown;
+    }
+    need.sort();
+    need.dedup();
+    for (topic, kid) in need {
+        if let Err(e) = keys.load(&topic, &kid).await {
+            tracing::warn!(topic = %topic, kid = %kid, error = %e, "data key not loaded; its fields are judged as the mask");
+        }
+    }
+    show_records(set, &view, Some(keys), max_inflate, None)
+}
+
 /// Shows the protected record sets of a Fetch answer that streams to the client
 /// ([`crate::protocol::fetch_stream`]), one batch at a time. A batch that names a key not in
 /// memory waits while the key is loaded, then is shown; a key that still cannot be had counts

@@ -183,6 +183,40 @@ fn a_missing_key_is_asked_for_and_a_gone_key_masks_for_everyone() {
     );
 }
 
+#[tokio::test]
+async fn a_dry_run_judges_the_plaintext_and_the_mask_where_a_key_is_gone() {
+    let p = Arc::new(protect(r#"{"pii": "encrypt"}"#, Some("***")));
+    let ring = keys::KeyRing::in_memory(vec![("t", key("20261201.aa", 1))]);
+    let keys = random(ring.cached("t", "20261201.aa").unwrap().unwrap());
+    let sealed = sealed(&produced(Compression::Zstd), &p, &keys);
+    assert_ne!(values(&sealed), RECORDS.to_vec());
+    let opened = fetch::opened_for_judging(&sealed, "t", &p, &ring, 1 << 20)
+        .await
+        .expect("envelopes to open");
+    assert_eq!(values(&opened), RECORDS.to_vec());
+    // Offsets are kept: the dry run resumes from them.
+    let offsets = |set: &[u8]| -> Vec<i64> {
+        let mut buf = Bytes::copy_from_slice(set);
+        let batch = RecordBatchDecoder::decode(&mut buf).unwrap();
+        batch.records.iter().map(|r| r.offset).collect()
+    };
+    assert_eq!(offsets(&opened), offsets(&sealed));
+    // A key that cannot be loaded (this ring has no key store): the mask, never the envelope.
+    let empty = keys::KeyRing::in_memory(vec![]);
+    let masked = fetch::opened_for_judging(&sealed, "t", &p, &empty, 1 << 20)
+        .await
+        .expect("envelopes replaced");
+    assert_eq!(
+        values(&masked)[0],
+        r#"{"id": 1, "email": "***", "customer": {"phone": "***", "tier": "gold"}}"#
+    );
+    // Nothing sealed: nothing to change.
+    let plain = produced(Compression::None);
+    assert!(fetch::opened_for_judging(&plain, "t", &p, &ring, 1 << 20)
+        .await
+        .is_none());
+}
+
 #[test]
 fn deterministic_fields_seal_equal_values_equally() {
     let p = protect(r#"{"pii": "encrypt", "deterministic": ["email"]}"#, None);

@@ -116,7 +116,7 @@ class Setup:
                 f"  shares:\n    - {{topic: {self.topic}, as: partner.pii}}\n")
             self.zone = f"127.0.0.1:{port}"
         kms = kms or f"{{local_file: {root / 'kek'}}}"
-        config = root / "meshgate.yaml"
+        config = self.config = root / "meshgate.yaml"
         self.audit = root / "audit.jsonl"
         config.write_text(f"protect:\n  key_dir: {self.key_dir}\n  kms: {kms}\n"
                           f"  key_cache_secs: {key_cache_secs}\n"
@@ -333,6 +333,47 @@ def test_a_shredded_key_masks_its_fields_for_every_reader(setup):
     assert [v["customer_id"] for v in after] == ["***"] * 3, after
     assert [v["email"] for v in after] == ["***"] * 3
     assert [v["order_id"] for v in after] == ["shred-0", "shred-1", "shred-2"]
+
+
+def test_a_dry_run_with_the_gateways_keys_judges_the_plaintext_of_protected_fields(setup, tmp_path):
+    """`meshgate replay --dry-run` on a protected topic: without keys a rule about a protected
+    field sees the stored envelopes (and says so); with the gateway's config it sees the
+    plaintext, as the gateway did on produce. No plaintext reaches its output."""
+    s = setup
+    values = [order(i, "dry") for i in range(5)]
+    assert [e for _, e in s.produce("alice", s.topic, values)] == [None] * 5
+    change = tmp_path / "change"
+    change.mkdir()
+    text = CONTRACT.format(name=f"pii-{s.run}", topic=s.topic, sealed=s.sealed).replace(
+        'validity_rules: ["order_total > 0"]',
+        'validity_rules: ["order_total > 0", "email LIKE \'%@example.org\'"]')
+    assert "LIKE" in text
+    (change / "pii.yaml").write_text(text)
+    binary = os.environ.get("MESHGATE_BIN") or str(ROOT / "target" / "debug" / "meshgate")
+    cmd = [binary, "replay", "--dry-run", "--from", s.topic, "--policies", str(change),
+           "--bootstrap", s.broker.bootstrap, "--last", "100", "--json"]
+    stored = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    result = json.loads(stored.stdout)
+    assert result["protected"] == "as_stored", result
+    assert (result["records"], result["rejected"]) == (5, 5), result
+    assert [r["rule"] for r in result["by_rule"]] == ["email LIKE '%@example.org'"], result
+
+    opened = subprocess.run([*cmd, "--config", str(s.config)], capture_output=True, text=True,
+                            timeout=60)
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+    result = json.loads(opened.stdout)
+    assert result["protected"] == "opened", result
+    assert (result["records"], result["accepted"], result["rejected"]) == (5, 5, 0), result
+    for v in map(json.loads, values):
+        for out in (stored, opened):
+            assert v["email"] not in out.stdout + out.stderr
+            assert v["customer_id"] not in out.stdout + out.stderr
+    # --config is for a dry run only: a replay that writes never opens envelopes.
+    refused = subprocess.run([binary, "replay", "--from", s.topic, "--to", "x.v1", "--policies",
+                              str(change), "--config", str(s.config)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "cannot be used with" in refused.stderr, refused.stderr
 
 
 def test_require_encrypted_refuses_plaintext_and_takes_envelopes(setup):
