@@ -206,7 +206,7 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
     let opener = match (protected, req.to, req.keys) {
         (Some((c, p)), None, Some(keys)) if c.avro_reader.is_none() => {
             out.protected = Some(Envelopes::Opened);
-            Some((p, keys))
+            Some((p, keys, Limits::default().max_inflated_bytes))
         }
         (Some(_), _, _) => {
             out.protected = Some(Envelopes::AsStored);
@@ -238,8 +238,7 @@ pub async fn dry_run(req: &Request<'_>, set: &PolicySet) -> Result<DryRun, Repla
         let mut chunk_hint = partition;
         while next < end {
             let mut records = fetch(conn, req.topic, partition, next).await?;
-            if let Some((protect, keys)) = opener {
-                let max = Limits::default().max_inflated_bytes;
+            if let Some((protect, keys, max)) = opener {
                 if let Some(open) = crate::protect::fetch::opened_for_judging(
                     &records, req.topic, protect, keys, max,
                 )

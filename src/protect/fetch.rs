@@ -395,18 +395,12 @@ pub async fn opened_for_judging(
         stats: None,
         avro: None,
     };
-    let mut need = Vec::new();
-    let shown = show_records(set, &view, Some(keys), max_inflate, Some(&mut need));
+    let mut need = Needs::default();
+    let shown = show_records(set, &view, Some(keys), max_inflate, Some(&mut need.keys));
     if need.is_empty() {
         return shown;
     }
-    need.sort();
-    need.dedup();
-    for (topic, kid) in need {
-        if let Err(e) = keys.load(&topic, &kid).await {
-            tracing::warn!(topic = %topic, kid = %kid, error = %e, "data key not loaded; its fields are judged as the mask");
-        }
-    }
+    need.load(Some(keys), None).await;
     show_records(set, &view, Some(keys), max_inflate, None)
 }
 
