@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "benches"))
 from conftest import port_block, wait_for_port  # noqa: E402
 from clients import create_topic  # noqa: E402
 from e2e import cpu_seconds, delete_topic, start  # noqa: E402
-from kafka_cluster import KafkaCluster  # noqa: E402
+from kafka_cluster import KafkaCluster, classpath, java  # noqa: E402
 
 
 def write_orders(path: Path, size: int):
@@ -50,7 +50,15 @@ def write_orders(path: Path, size: int):
             f.write(json.dumps(base) + "\n")
 
 
-def produce(bootstrap, topic, records, size, values, idempotence=True):
+def produce(bootstrap, topic, records, size, values, idempotence=True, client="librdkafka"):
+    if client == "java":
+        cmd = ["taskset", "-c", "0", java(), "-Xmx512m", "-cp", classpath(),
+               str(ROOT / "benches" / "support" / "SaturatingProducer.java"), bootstrap, topic,
+               str(records), str(values)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if out.returncode != 0:
+            raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
+        return json.loads(out.stdout.strip().splitlines()[-1])
     cmd = ["taskset", "-c", "0", sys.executable, str(ROOT / "benches" / "producer.py"),
            "--bootstrap", bootstrap, "--topic", topic, "--size", str(size), "--mode", "saturate",
            "--records", str(records), "--value-file", str(values),
@@ -71,6 +79,9 @@ def main():
     ap.add_argument("--no-idempotence", action="store_true",
                     help="a plain producer: librdkafka's idempotent producer drains and bumps its "
                          "epoch after every refused batch, which swamps what is measured here")
+    ap.add_argument("--client", choices=["librdkafka", "java"], default="librdkafka",
+                    help="java: kafka-clients (benches/support/SaturatingProducer.java), "
+                         "idempotent as its defaults are")
     args = ap.parse_args()
 
     logdir = Path(tempfile.mkdtemp(prefix="bench-dlq-"))
@@ -109,7 +120,7 @@ def main():
     create_topic(direct, "bench.dlqwarm.v1", partitions=1)
     for arm in arms:
         produce(bootstrap[arm], "bench.dlwarm.v1", 20_000, args.size, values,
-                not args.no_idempotence)
+                not args.no_idempotence, args.client)
     delete_topic(direct, "bench.dlwarm.v1")
     delete_topic(direct, "bench.dlqwarm.v1")
     time.sleep(2)
@@ -127,7 +138,7 @@ def main():
                     create_topic(direct, f"bench.dlq{rnd}.v1", partitions=1)
                 c0 = cpu_seconds(procs[arm].pid)
                 r = produce(bootstrap[arm], topic, args.records, args.size, values,
-                            not args.no_idempotence)
+                            not args.no_idempotence, args.client)
                 cpu[arm].append((cpu_seconds(procs[arm].pid) - c0) / (r["bytes"] / 1e9))
                 rates[arm].append(r["records_per_s"])
                 refused[arm].append(r["errors"] / r["records"])
@@ -144,8 +155,11 @@ def main():
                 time.sleep(1)
         import urllib.request
         with urllib.request.urlopen(f"http://127.0.0.1:{admins['contract-dlq']}/metrics") as r:
-            m = {l.split(" ")[0]: float(l.split(" ")[1]) for l in r.read().decode().splitlines()
-                 if l.startswith("meshgate_dead_letter_write_seconds_")}
+            samples = [l for l in r.read().decode().splitlines()
+                       if l.startswith("meshgate_dead_letter_write_seconds_")]
+            m = {l.split(" ")[0]: float(l.split(" ")[1]) for l in samples}
+            buckets = [(l.split('le="')[1].split('"')[0], int(float(l.split(" ")[1])))
+                       for l in samples if "_bucket{" in l]
         write_ms = 1000 * m["meshgate_dead_letter_write_seconds_sum"] / max(1, m["meshgate_dead_letter_write_seconds_count"])
     finally:
         for p in procs.values():
@@ -156,7 +170,8 @@ def main():
         "# Dead-letter topic cost: the same contract with and without `on_reject`",
         "",
         f"`python3 benches/dead_letter.py --records {args.records} --size {args.size} --pairs {args.pairs}"
-        f"{' --no-idempotence' if args.no_idempotence else ''}`"
+        f"{' --no-idempotence' if args.no_idempotence else ''}"
+        f"{' --client java' if args.client == 'java' else ''}`"
         " (release build; Kafka + producer on core 0, meshgate on core 1; 1% of records invalid).",
         "",
         "| arm | records/s (median) | refused records (median) | meshgate CPU s/GB (median) |",
@@ -171,7 +186,9 @@ def main():
         f"{', '.join(f'{r:.3f}' for r in ratios)}; median **{statistics.median(ratios):.3f}**.",
         f"Records written to the dead-letter topic per round: {', '.join(map(str, dead))} "
         f"(of {args.records} produced; the invalid ones are 1%).",
-        f"Mean dead-letter write (meshgate_dead_letter_write_seconds): {write_ms:.2f} ms.",
+        f"Mean dead-letter write (meshgate_dead_letter_write_seconds): {write_ms:.2f} ms; "
+        "writes done within (s), warm-up included: "
+        + ", ".join(f"{le}: {n}" for le, n in buckets) + ".",
     ]
     text = "\n".join(lines) + "\n"
     print(text)
