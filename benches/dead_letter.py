@@ -10,6 +10,8 @@ Arms:
   contract      the contract, no dead-letter topic: refused batches get INVALID_RECORD
   contract-dlq  the same contract with `on_reject: {dead_letter: ...}` (respond: error): the same
                 answers, and the refused records are written to the dead-letter topic first
+                (--spool: to the gateway's dead-letter spool, `own_client.spool`, which writes
+                the topic in the background; the round's CPU is read once it has)
 
 The payloads are 100 JSON orders of about --size bytes, one with `order_total` -1 (1%), cycled.
 librdkafka (acks=all, idempotence, linger.ms=5, batch.size 64 KiB) sends about 64 records per
@@ -69,6 +71,19 @@ def produce(bootstrap, topic, records, size, values, idempotence=True, client="l
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def spool_drained(admin, timeout=120):
+    """Waits until the gateway's dead-letter spool has written everything to its topics."""
+    import urllib.request
+    end = time.time() + timeout
+    while time.time() < end:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics") as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("meshgate_dead_letter_spool_bytes ") and float(line.split()[1]) == 0:
+                    return
+        time.sleep(0.2)
+    raise TimeoutError("the dead-letter spool did not drain")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
@@ -82,6 +97,8 @@ def main():
     ap.add_argument("--client", choices=["librdkafka", "java"], default="librdkafka",
                     help="java: kafka-clients (benches/support/SaturatingProducer.java), "
                          "idempotent as its defaults are")
+    ap.add_argument("--spool", action="store_true",
+                    help="the dead-letter arm answers once the records are in its local spool")
     args = ap.parse_args()
 
     logdir = Path(tempfile.mkdtemp(prefix="bench-dlq-"))
@@ -109,8 +126,13 @@ def main():
                         "  quality:\n    validity_rules: [order_total > 0, customer_id is not null]\n")
         (policies / "contracts.yaml").write_text("---\n".join(docs))
         port, admin = port_block(300), port_block(1)
+        extra = []
+        if args.spool and arm == "contract-dlq":
+            (logdir / "gateway.yaml").write_text(f"own_client:\n  spool:\n    dir: {logdir / 'spool'}\n")
+            extra = ["--config", str(logdir / "gateway.yaml")]
         procs[arm] = start([args.meshgate, "run", "--listen", f"127.0.0.1:{port}", "--admin",
-                            f"127.0.0.1:{admin}", "--upstream", direct, "--policies", str(policies)],
+                            f"127.0.0.1:{admin}", "--upstream", direct, "--policies", str(policies),
+                            *extra],
                            1, logdir / f"{arm}.log")
         wait_for_port(port)
         bootstrap[arm] = f"127.0.0.1:{port}"
@@ -121,6 +143,8 @@ def main():
     for arm in arms:
         produce(bootstrap[arm], "bench.dlwarm.v1", 20_000, args.size, values,
                 not args.no_idempotence, args.client)
+    if args.spool:
+        spool_drained(admins["contract-dlq"])
     delete_topic(direct, "bench.dlwarm.v1")
     delete_topic(direct, "bench.dlqwarm.v1")
     time.sleep(2)
@@ -139,6 +163,8 @@ def main():
                 c0 = cpu_seconds(procs[arm].pid)
                 r = produce(bootstrap[arm], topic, args.records, args.size, values,
                             not args.no_idempotence, args.client)
+                if args.spool and arm == "contract-dlq":
+                    spool_drained(admins[arm])
                 cpu[arm].append((cpu_seconds(procs[arm].pid) - c0) / (r["bytes"] / 1e9))
                 rates[arm].append(r["records_per_s"])
                 refused[arm].append(r["errors"] / r["records"])
@@ -171,7 +197,8 @@ def main():
         "",
         f"`python3 benches/dead_letter.py --records {args.records} --size {args.size} --pairs {args.pairs}"
         f"{' --no-idempotence' if args.no_idempotence else ''}"
-        f"{' --client java' if args.client == 'java' else ''}`"
+        f"{' --client java' if args.client == 'java' else ''}"
+        f"{' --spool' if args.spool else ''}`"
         " (release build; Kafka + producer on core 0, meshgate on core 1; 1% of records invalid).",
         "",
         "| arm | records/s (median) | refused records (median) | meshgate CPU s/GB (median) |",

@@ -32,6 +32,8 @@ pub enum AppError {
     Admin(#[from] admin::AdminSetupError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Spool(#[from] crate::own_client::spool::SpoolError),
     #[error("protect.kms: {0}")]
     Kms(#[from] crate::protect::kms::KmsError),
     #[error("contract `{0}` encrypts fields (`protect: encrypt`), which needs `protect:` (key_dir and kms) in the gateway configuration")]
@@ -186,6 +188,22 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
         }
         None => None,
     };
+    let dead_letters = match config.own_client.spool.clone() {
+        Some(spool) => {
+            let dir = spool.dir.clone();
+            let spool = crate::own_client::spool::Spool::open(
+                spool,
+                producer.clone(),
+                crate::own_client::spool::SpoolCounters {
+                    waiting_bytes: metrics.dead_letter_spool_bytes.clone(),
+                    records: metrics.dead_letter_records.clone(),
+                },
+            )?;
+            tracing::info!(dir = %dir.display(), "dead letters go through the spool");
+            crate::proxy::dead_letter::Sink::Spooled(spool)
+        }
+        None => crate::proxy::dead_letter::Sink::Direct(producer.clone()),
+    };
     let zone_base = config.clone();
     let gateway = Gateway::new(
         config,
@@ -194,7 +212,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
         shutdown.clone(),
         security,
         audit.clone(),
-        producer.clone(),
+        dead_letters.clone(),
         keys.clone(),
         None,
     );
@@ -210,7 +228,7 @@ pub async fn start(config: GatewayConfig) -> Result<Running, AppError> {
             shutdown.clone(),
             security,
             audit.clone(),
-            producer.clone(),
+            dead_letters.clone(),
             keys.clone(),
             Some(Arc::from(zone.name.as_str())),
         );

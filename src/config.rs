@@ -77,7 +77,8 @@ pub struct ConfigFile {
     /// The audit trail: `{file, max_bytes, keep}` (JSON lines, hash-chained, rotated).
     pub audit: Option<AuditFile>,
     /// meshgate's own connections to the cluster (its dead-letter producer), in its own name:
-    /// `{sasl: {mechanism, username, password_file}, tls_cert, tls_key, write_timeout_secs}`.
+    /// `{sasl: {mechanism, username, password_file}, tls_cert, tls_key, write_timeout_secs,
+    /// spool: {dir, max_bytes, fsync}}`.
     /// TLS itself and its CA are `upstream_tls`'s.
     pub own_client: Option<OwnClientFile>,
     /// Field protection's keys: `{key_dir, kms: {local_file} | {vault: {...}}, rotate,
@@ -155,6 +156,20 @@ pub struct OwnClientFile {
     /// Seconds a dead-letter write may take, retries included, before the client is answered
     /// with a retriable error (default 20; below the clients' 30 s request timeout).
     pub write_timeout_secs: Option<u64>,
+    /// The dead-letter spool: refused records kept on local disk and answered at once, written
+    /// to their topics in the background (`crate::own_client::spool`).
+    pub spool: Option<SpoolFile>,
+}
+
+/// `own_client.spool:` of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolFile {
+    pub dir: PathBuf,
+    /// Bytes that may wait for delivery (default 256 MiB).
+    pub max_bytes: Option<u64>,
+    /// `fdatasync` after each append round (default false).
+    pub fsync: Option<bool>,
 }
 
 /// `own_client.sasl:` of the config file. The password is read from a file, never written in
@@ -176,6 +191,8 @@ pub struct OwnClient {
     /// (certificate, key) for mutual TLS.
     pub tls_identity: Option<(PathBuf, PathBuf)>,
     pub write_timeout: Duration,
+    /// The dead-letter spool, when configured.
+    pub spool: Option<crate::own_client::spool::SpoolConfig>,
 }
 
 impl Default for OwnClient {
@@ -184,6 +201,7 @@ impl Default for OwnClient {
             sasl: None,
             tls_identity: None,
             write_timeout: Duration::from_secs(20),
+            spool: None,
         }
     }
 }
@@ -581,6 +599,20 @@ impl ConfigFile {
             (None, None) => {}
             _ => errors.push(invalid("own_client", "tls_cert and tls_key go together")),
         }
+        if let Some(spool) = own.spool {
+            let max_bytes = spool.max_bytes.unwrap_or(256 << 20);
+            if max_bytes < 1 << 20 {
+                errors.push(invalid(
+                    "own_client.spool.max_bytes",
+                    "must be at least 1048576 (1 MiB)",
+                ));
+            }
+            own_client.spool = Some(crate::own_client::spool::SpoolConfig {
+                dir: spool.dir,
+                max_bytes,
+                fsync: spool.fsync.unwrap_or(false),
+            });
+        }
 
         let protect = self.protect.and_then(|p| {
             let rotate = match p.rotate.as_deref() {
@@ -783,6 +815,44 @@ mod tests {
             format!("{errors:?}").contains("all_or_nothing_client_ids"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn the_dead_letter_spool_is_off_unless_configured_and_its_bound_is_checked() {
+        let c = ConfigFile::default().build(Overrides::default()).unwrap();
+        assert_eq!(c.own_client.spool, None);
+        let file =
+            ConfigFile::parse("own_client:\n  spool: { dir: /var/spool/mg }\n", "g.yaml").unwrap();
+        let spool = file.build(Overrides::default()).unwrap().own_client.spool;
+        assert_eq!(
+            spool,
+            Some(crate::own_client::spool::SpoolConfig {
+                dir: PathBuf::from("/var/spool/mg"),
+                max_bytes: 256 << 20,
+                fsync: false,
+            })
+        );
+        let small = ConfigFile::parse(
+            "own_client:\n  spool: { dir: d, max_bytes: 1000, fsync: true }\n",
+            "g.yaml",
+        )
+        .unwrap();
+        let errors = small.build(Overrides::default()).unwrap_err();
+        assert!(
+            format!("{errors:?}").contains("own_client.spool.max_bytes"),
+            "{errors:?}"
+        );
+        // Keys are checked: a misspelt one is an error with its line.
+        match ConfigFile::parse(
+            "own_client:\n  spool:\n    dir: d\n    fsnyc: true\n",
+            "g.yaml",
+        ) {
+            Err(ConfigError::Parse { line, reason, .. }) => {
+                assert_eq!(line, 4, "{reason}");
+                assert!(reason.contains("fsnyc"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub(crate) fn gateway_over(dir: &std::path::Path, max_in_flight: Option<usize>) 
         tokio_util::sync::CancellationToken::new(),
         Security::default(),
         None,
-        producer,
+        producer.into(),
         None,
         None,
     )

@@ -247,6 +247,8 @@ pub struct Metrics {
     /// From handing a letter to the own producer to its answer: what a dead-lettered partition
     /// adds to its request's latency.
     pub dead_letter_write: Histogram,
+    /// Bytes of the dead-letter spool that wait for delivery to their topics.
+    pub dead_letter_spool_bytes: IntGauge,
     pub produce_records: IntCounterVec,
     pub bytes: IntCounterVec,
     /// `meshgate_bytes_total` handles for traffic no contract claims.
@@ -476,6 +478,11 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let dead_letter_spool_bytes = IntGauge::new(
+            "meshgate_dead_letter_spool_bytes",
+            "Bytes of the dead-letter spool (own_client.spool) not yet written to their dead-letter topics",
+        )
+        .expect("valid metric");
         let chargeback_bytes = IntCounterVec::new(
             Opts::new(
                 "meshgate_chargeback_bytes_total",
@@ -519,6 +526,7 @@ impl Metrics {
             Box::new(policy_would_reject_last.clone()),
             Box::new(audit_events.clone()),
             Box::new(dead_letter_records.clone()),
+            Box::new(dead_letter_spool_bytes.clone()),
             Box::new(dead_letter_partitions.clone()),
             Box::new(dead_letter_write.clone()),
             Box::new(chargeback_bytes.clone()),
@@ -578,6 +586,7 @@ impl Metrics {
             dead_letter_records,
             dead_letter_partitions,
             dead_letter_write,
+            dead_letter_spool_bytes,
             produce_accepted_other: produce_records.with_label_values(&["_other", "accepted"]),
             produce_rejected_other: produce_records.with_label_values(&["_other", "rejected"]),
             produce_records,

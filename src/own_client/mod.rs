@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod producer;
 pub mod scram;
+pub mod spool;
 
 use std::collections::HashMap;
 use std::fmt;

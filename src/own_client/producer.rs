@@ -56,6 +56,12 @@ pub enum WriteError {
     },
     #[error("not written within {secs:.1} s: {last}")]
     TimedOut { secs: f64, last: String },
+    /// The dead-letter spool holds its bound of undelivered bytes.
+    #[error("the dead-letter spool is full ({waiting} of {max} bytes wait for delivery)")]
+    SpoolFull { waiting: u64, max: u64 },
+    /// The dead-letter spool could not append.
+    #[error("the dead-letter spool cannot append: {0}")]
+    Spool(String),
 }
 
 /// Where records were written.
@@ -602,7 +608,7 @@ fn advance(seq: i32, count: usize) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -627,7 +633,7 @@ mod tests {
 
     /// A one-broker fake cluster that answers what the own producer asks, with scripted Produce
     /// error codes (one per Produce request, then 0), and records every batch's stamp.
-    mod fake {
+    pub(crate) mod fake {
         use std::sync::{Arc, Mutex};
 
         use bytes::Bytes;

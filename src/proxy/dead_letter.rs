@@ -1,6 +1,8 @@
 //! Dead-letter topics: refused records written to the contract's `on_reject.dead_letter` topic
 //! through meshgate's own idempotent producer ([`crate::own_client::producer`]), before the
-//! producer is answered.
+//! producer is answered. With `own_client.spool` configured ([`Sink::Spooled`]), "written" means
+//! appended to meshgate's local dead-letter spool ([`crate::own_client::spool`]), which writes
+//! the topic in the background and keeps the letters across restarts until it has.
 //!
 //! **What is dead-lettered.** A partition of a contract topic refused with INVALID_RECORD by a
 //! rule about its records (schema, validity rules, produce rules). Not: refusals about who writes
@@ -25,8 +27,9 @@
 //!   for acks=0 — but only for a batch with no producer id (idempotent producers would see their
 //!   sequence numbers skip, OUT_OF_ORDER_SEQUENCE_NUMBER on the next batch) and never for a
 //!   transactional batch. Those get INVALID_RECORD; the downgrade is counted.
-//! - Not written (no such topic, a refused write, no answer within `own_client.write_timeout_secs`):
-//!   REQUEST_TIMED_OUT, retriable, so that the producer sends the batch again and nothing is lost.
+//! - Not written (no such topic, a refused write, no answer within `own_client.write_timeout_secs`;
+//!   with the spool: a full spool or a failed append): REQUEST_TIMED_OUT, retriable, so that the
+//!   producer sends the batch again and nothing is lost.
 //! - Over the contract's bound (`max_records_per_second`, `max_bytes_per_second`, a token bucket
 //!   with one second of burst): refused as without a dead-letter topic, and counted.
 //!
@@ -47,6 +50,7 @@ pub use crate::generation::DeadLetterBudget as Budget;
 use crate::metrics::Metrics;
 use crate::own_client::batch::OwnedRecord;
 use crate::own_client::producer::{Producer, WriteError, Written};
+use crate::own_client::spool::{Spool, Spooled};
 use crate::policy::judge::{Rejection, TopicPlan, Writers, INVALID_RECORD, REQUEST_TIMED_OUT};
 use crate::policy::{Contract, OnReject, PolicySet, Respond};
 use crate::protocol::records::batches;
@@ -300,7 +304,58 @@ pub fn prepare(
     }))
 }
 
-type Answer = oneshot::Receiver<Result<Written, WriteError>>;
+/// Where letters go: straight to their topic through the own producer (answered once written
+/// there), or through the dead-letter spool in front of it (answered once on meshgate's disk;
+/// see [`crate::own_client::spool`]).
+#[derive(Clone)]
+pub enum Sink {
+    Direct(Producer),
+    Spooled(Spool),
+}
+
+impl From<Producer> for Sink {
+    fn from(p: Producer) -> Self {
+        Sink::Direct(p)
+    }
+}
+
+/// Where a letter landed.
+enum Landed {
+    Topic(Written),
+    Spool(Spooled),
+}
+
+enum Answer {
+    Direct(oneshot::Receiver<Result<Written, WriteError>>),
+    Spooled(oneshot::Receiver<Result<Spooled, WriteError>>),
+}
+
+impl Answer {
+    async fn landed(self) -> Result<Landed, WriteError> {
+        match self {
+            Answer::Direct(a) => a
+                .await
+                .unwrap_or(Err(WriteError::Stopped))
+                .map(Landed::Topic),
+            Answer::Spooled(a) => a
+                .await
+                .unwrap_or(Err(WriteError::Stopped))
+                .map(Landed::Spool),
+        }
+    }
+}
+
+impl Sink {
+    fn write(&self, letter: &Letter, records: Vec<OwnedRecord>) -> Answer {
+        let (topic, hint) = (letter.dead_letter.clone(), letter.key.1);
+        match self {
+            Sink::Direct(p) => Answer::Direct(p.write(topic, hint, records)),
+            Sink::Spooled(s) => {
+                Answer::Spooled(s.write(letter.contract_topic.clone(), topic, hint, records))
+            }
+        }
+    }
+}
 
 /// A response owed once the letters of its request are written.
 pub struct Settling {
@@ -314,7 +369,7 @@ pub struct Settling {
 impl Settling {
     /// Hands every letter to the producer.
     pub fn send(
-        producer: &Producer,
+        sink: &Sink,
         metrics: Arc<Metrics>,
         merge: ProduceMerge,
         letters: Vec<Letter>,
@@ -324,7 +379,7 @@ impl Settling {
             .map(|mut l| {
                 let records = std::mem::take(&mut l.records);
                 let count = records.len();
-                let answer = producer.write(l.dead_letter.clone(), l.key.1, records);
+                let answer = sink.write(&l, records);
                 (l, count, answer)
             })
             .collect();
@@ -340,16 +395,28 @@ impl Settling {
     /// answer the request with.
     pub async fn settle(mut self) -> ProduceMerge {
         for (letter, count, answer) in self.waits {
-            let result = answer.await.unwrap_or(Err(WriteError::Stopped));
+            let result = answer.landed().await;
             self.metrics
                 .dead_letter_write
                 .observe(self.sent.elapsed().as_secs_f64());
             let (outcome, reason) = match &result {
-                Ok(w) => {
-                    let place = format!(
-                        "dead-lettered to `{}` partition {} offset {}",
-                        letter.dead_letter, w.partition, w.base_offset
-                    );
+                Ok(landed) => {
+                    let (place, outcome) = match landed {
+                        Landed::Topic(w) => (
+                            format!(
+                                "dead-lettered to `{}` partition {} offset {}",
+                                letter.dead_letter, w.partition, w.base_offset
+                            ),
+                            "written",
+                        ),
+                        Landed::Spool(at) => (
+                            format!(
+                                "spooled for dead-letter topic `{}` (segment {} offset {})",
+                                letter.dead_letter, at.segment, at.offset
+                            ),
+                            "spooled",
+                        ),
+                    };
                     let answer = if letter.acknowledge {
                         self.merge.acknowledge(&letter.key);
                         "acknowledged"
@@ -365,7 +432,7 @@ impl Settling {
                         .dead_letter_partitions
                         .with_label_values(&[&letter.contract_topic, answer])
                         .inc();
-                    ("written", place)
+                    (outcome, place)
                 }
                 Err(e) => {
                     let why = format!(

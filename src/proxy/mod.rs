@@ -167,9 +167,9 @@ pub struct Gateway {
     pub health: Arc<health::Health>,
     /// The audit trail, when configured.
     pub audit: Option<crate::audit::AuditLog>,
-    /// meshgate's own producer, for dead-letter topics. Idle (no connection) until a contract
-    /// with `on_reject` refuses records.
-    pub dead_letters: crate::own_client::producer::Producer,
+    /// Where dead letters go: meshgate's own producer (idle, no connection, until a contract
+    /// with `on_reject` refuses records), or the spool in front of it.
+    pub dead_letters: dead_letter::Sink,
     /// Field protection's data keys (`protect:` of the configuration), shared by every
     /// listener's gateway.
     pub keys: Option<Arc<crate::protect::keys::KeyRing>>,
@@ -201,7 +201,7 @@ impl Gateway {
         shutdown: CancellationToken,
         security: Security,
         audit: Option<crate::audit::AuditLog>,
-        dead_letters: crate::own_client::producer::Producer,
+        dead_letters: dead_letter::Sink,
         keys: Option<Arc<crate::protect::keys::KeyRing>>,
         zone: Option<Arc<str>>,
     ) -> Arc<Self> {

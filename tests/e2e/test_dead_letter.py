@@ -100,7 +100,7 @@ def read_all(bootstrap, topic, partitions=1, conf=None, isolation="read_uncommit
 
 def metric(gw, name, **labels):
     for line in gw.metrics().splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -395,3 +395,74 @@ def test_replay_moves_the_dead_letters_that_pass_now_and_leaves_the_rest(broker,
         assert m.headers() == [("h", b"v")], m.headers()
         assert m.partition() == 0 and m.timestamp()[1] == 1_700_000_000_123
     assert len(read_all(broker.bootstrap, dlq)) == 4, "the dead-letter topic is left as it was"
+
+
+def wait_for(what, check, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_spool_answers_at_once_and_delivers_after_a_meshgate_crash(broker, logdir, tmp_path):
+    """With `own_client.spool`, a refused record is answered INVALID_RECORD once it is on
+    meshgate's disk, even while its dead-letter topic cannot be written (here: it does not exist
+    yet). meshgate is then killed (SIGKILL, no drain); the topic is created; a new meshgate on the
+    same spool directory writes every spooled record to it exactly once, with its headers, and a
+    third start writes nothing again."""
+    run = uuid.uuid4().hex[:8]
+    topic, dlq = f"dl.spool{run}.v1", f"dl.spool{run}.dlq"
+    policies = policy_dir(tmp_path, contract("dl-spool", topic, dlq))
+    spool = tmp_path / "spool"
+    config = tmp_path / "gateway.yaml"
+    config.write_text(f"own_client:\n  spool:\n    dir: {spool}\n    max_bytes: 1048576\n")
+    args = ["--config", str(config)]
+    create_topic(broker.bootstrap, topic, partitions=1)
+    gw = start_gateway(broker.bootstrap, logdir, policies=policies, extra_args=args)
+    try:
+        records = [(f"k{i}".encode(), order(run, i, 2.0 if i % 2 else -1.0),
+                    [("trace", f"t{i}".encode())]) for i in range(8)]
+        errors = send(gw.bootstrap, topic, records, conf={"enable.idempotence": True, "retries": 5})
+        for i, err in enumerate(errors):
+            if i % 2:
+                assert err is None, (i, err)
+            else:
+                # Spooled, so answered as dead-lettered: not the retriable error a direct write
+                # to a missing topic gets.
+                assert err.code() == KafkaError.INVALID_RECORD, (i, err)
+        assert metric(gw, "meshgate_dead_letter_records_total", topic=topic, outcome="spooled") == 4
+        assert metric(gw, "meshgate_dead_letter_spool_bytes") > 0
+        assert metric(gw, "meshgate_dead_letter_records_total", topic=topic, outcome="written") == 0
+    finally:
+        gw.proc.kill()
+        gw.proc.wait()
+    create_topic(broker.bootstrap, dlq, partitions=1)
+    gw = start_gateway(broker.bootstrap, logdir, policies=policies, extra_args=args)
+    try:
+        assert "previous run left" in gw.log_text()
+        wait_for("the spool to drain", lambda: metric(
+            gw, "meshgate_dead_letter_records_total", topic=topic, outcome="written") == 4)
+        assert metric(gw, "meshgate_dead_letter_spool_bytes") == 0
+    finally:
+        assert gw.stop() == 0
+    dead = read_all(broker.bootstrap, dlq)
+    assert [m.key() for m in dead] == [b"k0", b"k2", b"k4", b"k6"]
+    for m in dead:
+        i = int(m.key()[1:])
+        assert m.value() == records[i][1]
+        assert m.timestamp()[1] == 1_700_000_000_123
+        headers = dict(m.headers())
+        assert headers["trace"] == f"t{i}".encode()
+        assert sorted(k for k in headers if k.startswith("meshgate.")) == sorted(HEADERS)
+    assert sorted(m.key() for m in read_all(broker.bootstrap, topic)) == [b"k1", b"k3", b"k5", b"k7"]
+    # A third start finds nothing left to deliver.
+    gw = start_gateway(broker.bootstrap, logdir, policies=policies, extra_args=args)
+    try:
+        assert metric(gw, "meshgate_dead_letter_spool_bytes") == 0
+        assert "previous run left" not in gw.log_text()
+    finally:
+        assert gw.stop() == 0
+    assert len(read_all(broker.bootstrap, dlq)) == 4
