@@ -99,6 +99,7 @@ def main():
                          "idempotent as its defaults are")
     ap.add_argument("--spool", action="store_true",
                     help="the dead-letter arm answers once the records are in its local spool")
+    ap.add_argument("--fsync", action="store_true", help="with --spool: fsync: true")
     args = ap.parse_args()
 
     logdir = Path(tempfile.mkdtemp(prefix="bench-dlq-"))
@@ -128,7 +129,8 @@ def main():
         port, admin = port_block(300), port_block(1)
         extra = []
         if args.spool and arm == "contract-dlq":
-            (logdir / "gateway.yaml").write_text(f"own_client:\n  spool:\n    dir: {logdir / 'spool'}\n")
+            (logdir / "gateway.yaml").write_text(
+                f"own_client:\n  spool:\n    dir: {logdir / 'spool'}\n    fsync: {str(args.fsync).lower()}\n")
             extra = ["--config", str(logdir / "gateway.yaml")]
         procs[arm] = start([args.meshgate, "run", "--listen", f"127.0.0.1:{port}", "--admin",
                             f"127.0.0.1:{admin}", "--upstream", direct, "--policies", str(policies),
@@ -198,7 +200,7 @@ def main():
         f"`python3 benches/dead_letter.py --records {args.records} --size {args.size} --pairs {args.pairs}"
         f"{' --no-idempotence' if args.no_idempotence else ''}"
         f"{' --client java' if args.client == 'java' else ''}"
-        f"{' --spool' if args.spool else ''}`"
+        f"{' --spool' if args.spool else ''}{' --fsync' if args.fsync else ''}`"
         " (release build; Kafka + producer on core 0, meshgate on core 1; 1% of records invalid).",
         "",
         "| arm | records/s (median) | refused records (median) | meshgate CPU s/GB (median) |",

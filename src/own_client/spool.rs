@@ -29,16 +29,19 @@
 //! survive). A torn frame at a segment's end (a crash mid-append) is cut off at start-up; it was
 //! never answered as written.
 //!
-//! **Threads.** Appends go through one writer thread (blocking file I/O, batched: every append
-//! waiting when it wakes is one `write`), deliveries through one task on the runtime.
+//! **Threads.** An append is a `write(2)` on the caller's task under the spool's mutex (to the
+//! page cache: microseconds; handing it to a thread of its own cost two context switches per
+//! letter, more than the write), and `fdatasync` on the blocking pool when `fsync` is set.
+//! Deliveries go through one task on the runtime, which
+//! waits [`LINGER`] after a letter reaches an idle spool so that one write carries the letters
+//! of a burst, and notes its progress on the blocking pool.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -50,11 +53,11 @@ use crate::protocol::records::batches;
 
 /// A segment is rolled once it holds this many bytes.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
-/// Appends waiting for the writer thread at most; beyond, [`WriteError::Busy`] at once.
-const QUEUE: usize = 4096;
 /// Letters handed to the producer at once by the delivery task.
 const DELIVER_AT_ONCE: usize = 256;
 const MARKER: &str = "delivered";
+/// How long the delivery task waits after a letter arrives to an idle spool, gathering more.
+const LINGER: Duration = Duration::from_millis(20);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -98,15 +101,27 @@ pub enum SpoolError {
 /// The appending side: cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
-    tx: SyncSender<Append>,
+    inner: Arc<Appender>,
 }
 
-struct Append {
-    contract_topic: Arc<str>,
-    topic: Arc<str>,
-    hint: i32,
-    records: Vec<OwnedRecord>,
-    reply: oneshot::Sender<Result<Spooled, WriteError>>,
+/// The current segment, appended to under the spool's lock.
+struct Appender {
+    dir: PathBuf,
+    fsync: bool,
+    max_bytes: u64,
+    /// Frame bytes appended and not yet delivered (the delivery task takes them off).
+    waiting: Arc<AtomicU64>,
+    current: Mutex<Current>,
+    /// Held (locked) for as long as a handle lives.
+    _lock: File,
+}
+
+struct Current {
+    file: Arc<File>,
+    segment: u64,
+    size: u64,
+    /// The delivery task's queue; sent to under the lock, so its order is the file's.
+    entries: tokio::sync::mpsc::UnboundedSender<Entry>,
 }
 
 /// A spooled letter on its way to its topic.
@@ -122,8 +137,7 @@ struct Entry {
 
 impl Spool {
     /// Opens (or creates) the spool directory, takes its lock, reads back the letters a previous
-    /// run left undelivered, and starts the writer thread and the delivery task (on the current
-    /// runtime).
+    /// run left undelivered, and starts the delivery task (on the current runtime).
     pub fn open(
         config: SpoolConfig,
         producer: Producer,
@@ -160,23 +174,20 @@ impl Spool {
         let segment = recovered.next_segment;
         let path = segment_path(&dir, segment);
         let file = open_segment(&path).map_err(io(&path))?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let (entries_tx, entries_rx) = tokio::sync::mpsc::unbounded_channel();
-        let writer = Writer {
+        let appender = Appender {
             dir: dir.clone(),
-            file,
-            segment,
-            size: 0,
             fsync: config.fsync,
             max_bytes: config.max_bytes,
             waiting: waiting.clone(),
-            entries: entries_tx,
+            current: Mutex::new(Current {
+                file: Arc::new(file),
+                segment,
+                size: 0,
+                entries: entries_tx,
+            }),
             _lock: lock,
         };
-        std::thread::Builder::new()
-            .name("meshgate-spool".into())
-            .spawn(move || writer.run(rx))
-            .map_err(io(&dir))?;
         let delivery = Delivery {
             dir,
             fsync: config.fsync,
@@ -186,10 +197,14 @@ impl Spool {
             queue: recovered.entries.into(),
         };
         tokio::spawn(delivery.run(entries_rx));
-        Ok(Spool { tx })
+        Ok(Spool {
+            inner: Arc::new(appender),
+        })
     }
 
-    /// Spools `records` for `topic`; the answer comes once they are on disk, or cannot be.
+    /// Spools `records` for `topic`: appends their frame to the current segment (a `write(2)`
+    /// on the caller's thread: page cache, microseconds); the answer is ready at once, or, with
+    /// `fsync`, once `fdatasync` on the blocking pool returns.
     pub fn write(
         &self,
         contract_topic: Arc<str>,
@@ -198,21 +213,84 @@ impl Spool {
         records: Vec<OwnedRecord>,
     ) -> oneshot::Receiver<Result<Spooled, WriteError>> {
         let (reply, answer) = oneshot::channel();
-        let append = Append {
+        let frame = encode_frame(&contract_topic, &topic, hint, &records);
+        let entry = Entry {
+            at: Spooled {
+                segment: 0,
+                offset: 0,
+            },
+            frame_bytes: frame.len() as u64,
             contract_topic,
             topic,
             hint,
             records,
-            reply,
+            done: false,
         };
-        if let Err(e) = self.tx.try_send(append) {
-            let (a, why) = match e {
-                TrySendError::Full(a) => (a, WriteError::Busy),
-                TrySendError::Disconnected(a) => (a, WriteError::Stopped),
-            };
-            let _ = a.reply.send(Err(why));
+        match self.inner.append(&frame, entry) {
+            Ok((at, file)) if self.inner.fsync => {
+                drop(tokio::task::spawn_blocking(move || {
+                    let synced = file
+                        .sync_data()
+                        .map(|()| at)
+                        .map_err(|e| WriteError::Spool(e.to_string()));
+                    let _ = reply.send(synced);
+                }));
+            }
+            result => {
+                let _ = reply.send(result.map(|(at, _)| at));
+            }
         }
         answer
+    }
+}
+
+impl Appender {
+    /// Appends one frame and hands its letter to the delivery task; (where, the file to sync).
+    fn append(&self, frame: &[u8], mut entry: Entry) -> Result<(Spooled, Arc<File>), WriteError> {
+        let len = frame.len() as u64;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = self.waiting.load(Ordering::Relaxed);
+        if waiting.saturating_add(len) > self.max_bytes {
+            return Err(WriteError::SpoolFull {
+                waiting,
+                max: self.max_bytes,
+            });
+        }
+        if current.size > 0 && current.size + len > SEGMENT_BYTES {
+            let next = current.segment + 1;
+            let file = open_segment(&segment_path(&self.dir, next))
+                .map_err(|e| WriteError::Spool(e.to_string()))?;
+            current.file = Arc::new(file);
+            current.segment = next;
+            current.size = 0;
+        }
+        if let Err(e) = (&*current.file).write_all(frame) {
+            if let Some(suppressed) = crate::log_budget::allowed() {
+                tracing::error!(segment = current.segment, error = %e, suppressed_since_last = suppressed, "dead-letter spool: append failed; the letter is refused with a retriable error");
+            }
+            // Nothing half-written may stay: cut back to the last whole frame, or go on in a
+            // new segment when even that fails.
+            if current.file.set_len(current.size).is_err() {
+                let next = current.segment + 1;
+                if let Ok(file) = open_segment(&segment_path(&self.dir, next)) {
+                    current.file = Arc::new(file);
+                    current.segment = next;
+                    current.size = 0;
+                }
+            }
+            return Err(WriteError::Spool(e.to_string()));
+        }
+        current.size += len;
+        self.waiting.fetch_add(len, Ordering::Relaxed);
+        let at = Spooled {
+            segment: current.segment,
+            offset: current.size,
+        };
+        entry.at = at;
+        // The delivery task ends only once every handle is gone, so this send cannot fail
+        // while `self` lives.
+        let _ = current.entries.send(entry);
+        Ok((at, current.file.clone()))
     }
 }
 
@@ -427,137 +505,6 @@ fn read_frames(data: &[u8], start: usize) -> (Vec<(usize, usize, Letter)>, usize
     (out, at)
 }
 
-struct Writer {
-    dir: PathBuf,
-    file: File,
-    segment: u64,
-    size: u64,
-    fsync: bool,
-    max_bytes: u64,
-    waiting: Arc<AtomicU64>,
-    entries: tokio::sync::mpsc::UnboundedSender<Entry>,
-    /// Held (locked) for as long as the writer runs.
-    _lock: File,
-}
-
-impl Writer {
-    fn run(mut self, rx: Receiver<Append>) {
-        let mut round = Vec::new();
-        loop {
-            match rx.recv() {
-                Ok(a) => round.push(a),
-                Err(_) => return,
-            }
-            loop {
-                match rx.try_recv() {
-                    Ok(a) => round.push(a),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
-                if round.len() >= QUEUE {
-                    break;
-                }
-            }
-            self.append(std::mem::take(&mut round));
-        }
-    }
-
-    /// Appends a round of letters: one `write` per segment touched, then answers each.
-    fn append(&mut self, round: Vec<Append>) {
-        let mut buf = BytesMut::new();
-        let mut placed: Vec<(Append, Spooled, u64)> = Vec::with_capacity(round.len());
-        for a in round {
-            let frame = encode_frame(&a.contract_topic, &a.topic, a.hint, &a.records);
-            let len = frame.len() as u64;
-            let waiting = self.waiting.load(Ordering::Relaxed);
-            if waiting.saturating_add(len) > self.max_bytes {
-                let _ = a.reply.send(Err(WriteError::SpoolFull {
-                    waiting,
-                    max: self.max_bytes,
-                }));
-                continue;
-            }
-            if self.size > 0 && self.size + buf.len() as u64 + len > SEGMENT_BYTES {
-                // What is buffered goes to the current segment; this frame starts the next.
-                if !self.flush(&mut buf, &mut placed) {
-                    let _ = a.reply.send(Err(WriteError::Spool("cannot write".into())));
-                    continue;
-                }
-                if let Err(e) = self.roll() {
-                    let _ = a.reply.send(Err(WriteError::Spool(e.to_string())));
-                    continue;
-                }
-            }
-            self.waiting.fetch_add(len, Ordering::Relaxed);
-            buf.put_slice(&frame);
-            let at = Spooled {
-                segment: self.segment,
-                offset: self.size + buf.len() as u64,
-            };
-            placed.push((a, at, len));
-        }
-        self.flush(&mut buf, &mut placed);
-    }
-
-    /// Writes `buf` to the current segment and answers `placed`; false if the write failed
-    /// (then every placed letter is answered with the error and nothing of `buf` stays).
-    fn flush(&mut self, buf: &mut BytesMut, placed: &mut Vec<(Append, Spooled, u64)>) -> bool {
-        if placed.is_empty() {
-            return true;
-        }
-        let result = self.file.write_all(buf).and_then(|()| {
-            if self.fsync {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        match result {
-            Ok(()) => {
-                self.size += buf.len() as u64;
-                for (a, at, len) in placed.drain(..) {
-                    let _ = a.reply.send(Ok(at));
-                    let _ = self.entries.send(Entry {
-                        at,
-                        frame_bytes: len,
-                        contract_topic: a.contract_topic,
-                        topic: a.topic,
-                        hint: a.hint,
-                        records: a.records,
-                        done: false,
-                    });
-                }
-                buf.clear();
-                true
-            }
-            Err(e) => {
-                if let Some(suppressed) = crate::log_budget::allowed() {
-                    tracing::error!(segment = self.segment, error = %e, suppressed_since_last = suppressed, "dead-letter spool: append failed; the letters are refused with a retriable error");
-                }
-                // Nothing half-written may stay: cut back to the last whole frame, or move on
-                // to a new segment when even that fails.
-                let cut = self.file.set_len(self.size);
-                if cut.is_err() {
-                    let _ = self.roll();
-                }
-                for (a, _, len) in placed.drain(..) {
-                    self.waiting.fetch_sub(len, Ordering::Relaxed);
-                    let _ = a.reply.send(Err(WriteError::Spool(e.to_string())));
-                }
-                buf.clear();
-                false
-            }
-        }
-    }
-
-    fn roll(&mut self) -> std::io::Result<()> {
-        let next = self.segment + 1;
-        self.file = open_segment(&segment_path(&self.dir, next))?;
-        self.segment = next;
-        self.size = 0;
-        Ok(())
-    }
-}
-
 struct Delivery {
     dir: PathBuf,
     fsync: bool,
@@ -579,12 +526,15 @@ impl Delivery {
                     Some(e) => self.queue.push_back(e),
                     None => return,
                 }
+                // The letters are safe on disk: a short wait lets one write carry every letter
+                // refused meanwhile, rather than one broker request (and note) per letter.
+                tokio::time::sleep(LINGER).await;
             }
             while let Ok(e) = rx.try_recv() {
                 self.queue.push_back(e);
             }
             let failed = self.deliver_some().await;
-            if let Err(e) = self.note_delivered() {
+            if let Err(e) = self.note_delivered().await {
                 if let Some(suppressed) = crate::log_budget::allowed() {
                     tracing::error!(dir = %self.dir.display(), error = %e, suppressed_since_last = suppressed, "dead-letter spool: cannot note what was delivered; those letters may be written again after a restart");
                 }
@@ -635,7 +585,7 @@ impl Delivery {
 
     /// Drops the delivered letters at the queue's head, notes how far delivery got, and removes
     /// the segments wholly behind it.
-    fn note_delivered(&mut self) -> std::io::Result<()> {
+    async fn note_delivered(&mut self) -> std::io::Result<()> {
         let mut last = None;
         while self.queue.front().is_some_and(|e| e.done) {
             let Some(e) = self.queue.pop_front() else {
@@ -648,14 +598,20 @@ impl Delivery {
             .waiting_bytes
             .set(self.waiting.load(Ordering::Relaxed) as i64);
         let Some(at) = last else { return Ok(()) };
-        write_marker(&self.dir, at, self.fsync)?;
-        for segment in segments(&self.dir)? {
-            if segment >= at.segment {
-                break;
+        let (dir, fsync) = (self.dir.clone(), self.fsync);
+        // File system calls, off the runtime's threads.
+        tokio::task::spawn_blocking(move || {
+            write_marker(&dir, at, fsync)?;
+            for segment in segments(&dir)? {
+                if segment >= at.segment {
+                    break;
+                }
+                fs::remove_file(segment_path(&dir, segment))?;
             }
-            fs::remove_file(segment_path(&self.dir, segment))?;
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 }
 
@@ -836,14 +792,14 @@ mod tests {
             ]),
         };
         // The head is not written: nothing is noted, nothing removed, though later ones are.
-        delivery.note_delivered().unwrap();
+        delivery.note_delivered().await.unwrap();
         assert_eq!(delivery.queue.len(), 4);
         assert!(!d.join(MARKER).exists());
         assert_eq!(segments(&d).unwrap(), [1, 2, 3]);
         // Once it is, the note moves past every written letter in a row, and the segments
         // wholly behind it go.
         delivery.queue[0].done = true;
-        delivery.note_delivered().unwrap();
+        delivery.note_delivered().await.unwrap();
         assert_eq!(delivery.queue.len(), 1);
         assert_eq!(
             read_marker(&d).unwrap(),

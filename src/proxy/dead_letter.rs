@@ -143,7 +143,6 @@ pub fn prepare(
     let Some(data) = records else {
         return Prepared::Ineligible;
     };
-    let (mut idempotent, mut transactional) = (false, false);
     let text = |s: &str| Some(Bytes::from(s.to_string()));
     let shared: Vec<(Bytes, Option<Bytes>)> = vec![
         (
@@ -200,50 +199,68 @@ pub fn prepare(
     } else {
         i32::MAX
     };
-    let mut index: i32 = -1;
-    let mut out: Vec<(OwnedRecord, Option<Problem>)> = Vec::new();
-    let mut any_own = false;
-    for batch in batches(data) {
-        let Ok(batch) = batch else {
-            return Prepared::Ineligible;
-        };
-        idempotent |= batch.producer_id >= 0;
-        transactional |= batch.is_transactional();
-        if batch.is_control() {
-            continue;
-        }
-        let Ok(inflated) = batch.inflate(64 << 20) else {
-            return Prepared::Ineligible;
-        };
-        // Records of an uncompressed batch are sliced from the request without copying.
-        let compressed = inflated.shared().is_some();
-        let owned = |b: &[u8]| {
-            if compressed {
-                Bytes::copy_from_slice(b)
-            } else {
-                data.slice_ref(b)
+    // One pass over the partition's records: each listed one judged alone; the others are
+    // materialized only when `keep_all` (they are dropped for respond: error unless no record
+    // breaks a rule alone). None: unreadable records.
+    let collect = |keep_all: bool| {
+        let (mut idempotent, mut transactional, mut any_own) = (false, false, false);
+        let mut index: i32 = -1;
+        let mut out: Vec<(OwnedRecord, Option<Problem>)> = Vec::new();
+        for batch in batches(data) {
+            let batch = batch.ok()?;
+            idempotent |= batch.producer_id >= 0;
+            transactional |= batch.is_transactional();
+            if batch.is_control() {
+                continue;
             }
-        };
-        for r in inflated.iter() {
-            let Ok(r) = r else {
-                return Prepared::Ineligible;
+            let inflated = batch.inflate(64 << 20).ok()?;
+            // Records of an uncompressed batch are sliced from the request without copying.
+            let compressed = inflated.shared().is_some();
+            let owned = |b: &[u8]| {
+                if compressed {
+                    Bytes::copy_from_slice(b)
+                } else {
+                    data.slice_ref(b)
+                }
             };
-            index = index.saturating_add(1);
-            let problem = if listed.contains(&index) || index >= look_from {
-                cx.set.judge_record_with(cx.plan, &r, cx.writers)
-            } else {
-                None
-            };
-            any_own |= problem.is_some();
-            let record = OwnedRecord {
-                key: r.key.map(owned),
-                value: r.value.map(owned),
-                headers: r.headers().map(|(k, v)| (owned(k), v.map(owned))).collect(),
-                timestamp: batch.base_timestamp.saturating_add(r.timestamp_delta),
-            };
-            out.push((record, problem));
+            for r in inflated.iter() {
+                let r = r.ok()?;
+                index = index.saturating_add(1);
+                let problem = if listed.contains(&index) || index >= look_from {
+                    cx.set.judge_record_with(cx.plan, &r, cx.writers)
+                } else {
+                    None
+                };
+                any_own |= problem.is_some();
+                if problem.is_none() && !keep_all {
+                    continue;
+                }
+                let record = OwnedRecord {
+                    key: r.key.map(owned),
+                    value: r.value.map(owned),
+                    headers: r.headers().map(|(k, v)| (owned(k), v.map(owned))).collect(),
+                    timestamp: batch.base_timestamp.saturating_add(r.timestamp_delta),
+                };
+                out.push((record, problem));
+            }
         }
+        Some((out, any_own, idempotent, transactional))
+    };
+    // Every record is needed for respond: success (an acknowledged partition letters them all)
+    // and when no record is judged alone (a batch-level refusal); else only the listed ones,
+    // unless none of them breaks a rule alone after all.
+    let keep_all =
+        on_reject.respond == Respond::Success || (listed.is_empty() && look_from == i32::MAX);
+    let Some(mut pass) = collect(keep_all) else {
+        return Prepared::Ineligible;
+    };
+    if !keep_all && !pass.1 {
+        let Some(all) = collect(true) else {
+            return Prepared::Ineligible;
+        };
+        pass = all;
     }
+    let (mut out, any_own, idempotent, transactional) = pass;
     let acknowledge = on_reject.respond == Respond::Success && !idempotent && !transactional;
     // respond: error keeps only the records that broke a rule (all, for a batch-level refusal).
     if !acknowledge && any_own {
@@ -500,6 +517,17 @@ contract:
 
     /// Judges one batch under the policy as the gateway does, then prepares its letter.
     fn letter(respond: &str, values: &[&str], producer_id: i64, records_per_sec: u64) -> Prepared {
+        letter_with(respond, values, producer_id, records_per_sec, |_| {})
+    }
+
+    /// As `letter`, with the judge's rejection edited first.
+    fn letter_with(
+        respond: &str,
+        values: &[&str],
+        producer_id: i64,
+        records_per_sec: u64,
+        edit: impl FnOnce(&mut Rejection),
+    ) -> Prepared {
         let set = crate::policy::load::compile_text("p.yaml", &POLICY.replace("RESPOND", respond));
         let generation = crate::generation::Generation::new(set, &Metrics::new());
         const HEADER: &[(&str, &[u8])] = &[("h", b"1")];
@@ -518,7 +546,7 @@ contract:
         let plan = generation
             .plan_topic_as("shop.orders.v1", "User:app")
             .unwrap();
-        let rejection = match generation.judge_partition(
+        let mut rejection = match generation.judge_partition(
             &plan,
             -1,
             Some(&data),
@@ -528,6 +556,7 @@ contract:
             PartitionVerdict::Reject { rejection, .. } => rejection,
             PartitionVerdict::Accept { .. } => return Prepared::Ineligible,
         };
+        edit(&mut rejection);
         let contract = generation.contract_for("shop.orders.v1").unwrap().clone();
         let mut on_reject = contract.on_reject.clone().unwrap();
         on_reject.max_records_per_second = records_per_sec;
@@ -618,6 +647,34 @@ contract:
         };
         assert!(!l.acknowledge && l.success_refused);
         assert_eq!(l.records.len(), 1);
+    }
+
+    #[test]
+    fn when_no_listed_record_breaks_a_rule_alone_every_record_is_lettered() {
+        let refused = |l: &Letter| -> Vec<Vec<u8>> {
+            l.records
+                .iter()
+                .map(|r| header(r, "meshgate.refused").unwrap().to_vec())
+                .collect()
+        };
+        // A batch-level refusal lists no record: all of them go, as refused with their batch.
+        let Prepared::Letter(l) = letter_with("error", &[GOOD, BAD, GOOD], -1, 1000, |r| {
+            r.record_errors.clear()
+        }) else {
+            panic!("expected a letter");
+        };
+        assert_eq!(
+            refused(&l),
+            [b"batch".to_vec(), b"batch".to_vec(), b"batch".to_vec()]
+        );
+        // The listed record passes alone (a rule about the batch named it): all of them go.
+        let Prepared::Letter(l) = letter_with("error", &[GOOD, BAD, GOOD], -1, 1000, |r| {
+            r.record_errors = vec![(0, "listed".into())]
+        }) else {
+            panic!("expected a letter");
+        };
+        assert_eq!(l.records.len(), 3);
+        assert_eq!(l.records[1].value.as_deref(), Some(BAD.as_bytes()));
     }
 
     #[test]
