@@ -57,7 +57,7 @@ pub const SEGMENT_BYTES: u64 = 16 << 20;
 const DELIVER_AT_ONCE: usize = 256;
 const MARKER: &str = "delivered";
 /// How long the delivery task waits after a letter arrives to an idle spool, gathering more.
-const LINGER: Duration = Duration::from_millis(20);
+const LINGER: Duration = Duration::from_millis(200);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -111,6 +111,9 @@ struct Appender {
     max_bytes: u64,
     /// Frame bytes appended and not yet delivered (the delivery task takes them off).
     waiting: Arc<AtomicU64>,
+    /// `meshgate_dead_letter_spool_bytes`: added to by each append, taken from by each note
+    /// (atomic adds, so that it never shows less than waits).
+    gauge: prometheus::IntGauge,
     current: Mutex<Current>,
     /// Held (locked) for as long as a handle lives.
     _lock: File,
@@ -180,6 +183,7 @@ impl Spool {
             fsync: config.fsync,
             max_bytes: config.max_bytes,
             waiting: waiting.clone(),
+            gauge: counters.waiting_bytes.clone(),
             current: Mutex::new(Current {
                 file: Arc::new(file),
                 segment,
@@ -282,6 +286,7 @@ impl Appender {
         }
         current.size += len;
         self.waiting.fetch_add(len, Ordering::Relaxed);
+        self.gauge.add(len as i64);
         let at = Spooled {
             segment: current.segment,
             offset: current.size,
@@ -517,9 +522,6 @@ struct Delivery {
 impl Delivery {
     async fn run(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Entry>) {
         let mut backoff = BACKOFF_MIN;
-        self.counters
-            .waiting_bytes
-            .set(self.waiting.load(Ordering::Relaxed) as i64);
         loop {
             if self.queue.is_empty() {
                 match rx.recv().await {
@@ -592,11 +594,9 @@ impl Delivery {
                 break;
             };
             self.waiting.fetch_sub(e.frame_bytes, Ordering::Relaxed);
+            self.counters.waiting_bytes.sub(e.frame_bytes as i64);
             last = Some(e.at);
         }
-        self.counters
-            .waiting_bytes
-            .set(self.waiting.load(Ordering::Relaxed) as i64);
         let Some(at) = last else { return Ok(()) };
         let (dir, fsync) = (self.dir.clone(), self.fsync);
         // File system calls, off the runtime's threads.
@@ -778,11 +778,13 @@ mod tests {
             fs::write(segment_path(&d, s), b"").unwrap();
         }
         let waiting = Arc::new(AtomicU64::new(400));
+        let c = counters();
+        c.waiting_bytes.set(400);
         let mut delivery = Delivery {
             dir: d.clone(),
             fsync: false,
             producer: no_cluster(),
-            counters: counters(),
+            counters: c,
             waiting: waiting.clone(),
             queue: VecDeque::from([
                 entry(1, 100, false),
@@ -880,7 +882,9 @@ mod tests {
             max_bytes: 600,
             fsync: true,
         };
-        let spool = Spool::open(config.clone(), no_cluster(), counters()).unwrap();
+        let c = counters();
+        let gauge = c.waiting_bytes.clone();
+        let spool = Spool::open(config.clone(), no_cluster(), c).unwrap();
         // A second meshgate cannot share the directory.
         assert!(matches!(
             Spool::open(config.clone(), no_cluster(), counters()),
@@ -901,6 +905,8 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
+        // The gauge counts what waits as soon as it is appended, not at the next delivery.
+        assert!(gauge.get() > 0);
         // Each frame is about 100 bytes: some fit under 600, the rest are refused.
         assert!(spooled >= 3 && full >= 10, "{spooled} spooled, {full} full");
         // The cluster is unreachable, so nothing was delivered: all of it is read back.

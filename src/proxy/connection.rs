@@ -519,13 +519,23 @@ where
                     settle = Some(settling);
                     (frame, ResponseAction::Passthrough, SlotState::Awaiting)
                 } else {
-                    let finish =
-                        async move { Ok(settling.settle().await.refused_alone(correlation_id)?) };
-                    (
-                        None,
-                        ResponseAction::Passthrough,
-                        SlotState::Deferred(tokio::spawn(finish)),
-                    )
+                    match settling.settle_now() {
+                        Ok(merge) => (
+                            None,
+                            ResponseAction::Passthrough,
+                            SlotState::Ready(merge.refused_alone(correlation_id)?),
+                        ),
+                        Err(settling) => {
+                            let finish = async move {
+                                Ok(settling.settle().await.refused_alone(correlation_id)?)
+                            };
+                            (
+                                None,
+                                ResponseAction::Passthrough,
+                                SlotState::Deferred(tokio::spawn(finish)),
+                            )
+                        }
+                    }
                 }
             }
         };

@@ -348,6 +348,14 @@ enum Answer {
 }
 
 impl Answer {
+    /// Whether the answer has come (awaiting it would not wait).
+    fn is_ready(&self) -> bool {
+        match self {
+            Answer::Direct(a) => !a.is_empty() || a.is_terminated(),
+            Answer::Spooled(a) => !a.is_empty() || a.is_terminated(),
+        }
+    }
+
     async fn landed(self) -> Result<Landed, WriteError> {
         match self {
             Answer::Direct(a) => a
@@ -406,6 +414,22 @@ impl Settling {
             metrics,
             sent: Instant::now(),
         }
+    }
+
+    /// Settles at once when every letter is already answered (the spool without `fsync`
+    /// answers as it appends), so that a refused request's answer needs no task of its own;
+    /// else gives the settling back.
+    pub fn settle_now(self) -> Result<ProduceMerge, Self> {
+        use futures_util::FutureExt;
+        let ready = self.waits.iter().all(|(_, _, answer)| answer.is_ready());
+        if !ready {
+            return Err(self);
+        }
+        // Every await inside is on an answered oneshot: the future completes on its first poll.
+        Ok(self
+            .settle()
+            .now_or_never()
+            .expect("settling answered letters completes at once"))
     }
 
     /// Waits for every letter and answers its partition accordingly; returns the merge to
@@ -675,6 +699,28 @@ contract:
         };
         assert_eq!(l.records.len(), 3);
         assert_eq!(l.records[1].value.as_deref(), Some(BAD.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_ready_once_sent_or_abandoned_and_not_before() {
+        let (tx, rx) = oneshot::channel();
+        let answer = Answer::Spooled(rx);
+        assert!(!answer.is_ready());
+        tx.send(Ok(Spooled {
+            segment: 1,
+            offset: 9,
+        }))
+        .unwrap();
+        assert!(answer.is_ready());
+        assert!(matches!(answer.landed().await, Ok(Landed::Spool(at)) if at.offset == 9));
+        // A dropped sender is answered (Stopped) by `landed`, but `is_ready` does not claim it:
+        // the caller takes the waiting path, which is correct either way.
+        let (tx, rx) = oneshot::channel::<Result<Written, WriteError>>();
+        drop(tx);
+        assert_eq!(
+            Answer::Direct(rx).landed().await.err(),
+            Some(WriteError::Stopped)
+        );
     }
 
     #[test]
