@@ -356,6 +356,20 @@ impl Answer {
         }
     }
 
+    /// The answer, when `is_ready` said it had come.
+    fn take_now(self) -> Result<Landed, WriteError> {
+        match self {
+            Answer::Direct(mut a) => a
+                .try_recv()
+                .unwrap_or(Err(WriteError::Stopped))
+                .map(Landed::Topic),
+            Answer::Spooled(mut a) => a
+                .try_recv()
+                .unwrap_or(Err(WriteError::Stopped))
+                .map(Landed::Spool),
+        }
+    }
+
     async fn landed(self) -> Result<Landed, WriteError> {
         match self {
             Answer::Direct(a) => a
@@ -418,102 +432,126 @@ impl Settling {
 
     /// Settles at once when every letter is already answered (the spool without `fsync`
     /// answers as it appends), so that a refused request's answer needs no task of its own;
-    /// else gives the settling back.
+    /// else gives the settling back. The answers are taken with `try_recv`, never by polling a
+    /// future: a poll may say Pending for a value that is there (tokio's cooperative budget).
     pub fn settle_now(self) -> Result<ProduceMerge, Self> {
-        use futures_util::FutureExt;
-        let ready = self.waits.iter().all(|(_, _, answer)| answer.is_ready());
-        if !ready {
+        if !self.waits.iter().all(|(_, _, answer)| answer.is_ready()) {
             return Err(self);
         }
-        // Every await inside is on an answered oneshot: the future completes on its first poll.
-        Ok(self
-            .settle()
-            .now_or_never()
-            .expect("settling answered letters completes at once"))
+        let Settling {
+            merge,
+            waits,
+            sent,
+            metrics,
+        } = self;
+        let results = waits
+            .into_iter()
+            .map(|(letter, count, answer)| (letter, count, answer.take_now()))
+            .collect();
+        Ok(apply(merge, results, sent, &metrics))
     }
 
     /// Waits for every letter and answers its partition accordingly; returns the merge to
     /// answer the request with.
-    pub async fn settle(mut self) -> ProduceMerge {
-        for (letter, count, answer) in self.waits {
-            let result = answer.landed().await;
-            self.metrics
-                .dead_letter_write
-                .observe(self.sent.elapsed().as_secs_f64());
-            let (outcome, reason) = match &result {
-                Ok(landed) => {
-                    let (place, outcome) = match landed {
-                        Landed::Topic(w) => (
-                            format!(
-                                "dead-lettered to `{}` partition {} offset {}",
-                                letter.dead_letter, w.partition, w.base_offset
-                            ),
-                            "written",
+    pub async fn settle(self) -> ProduceMerge {
+        let Settling {
+            merge,
+            waits,
+            sent,
+            metrics,
+        } = self;
+        let mut results = Vec::with_capacity(waits.len());
+        for (letter, count, answer) in waits {
+            results.push((letter, count, answer.landed().await));
+        }
+        apply(merge, results, sent, &metrics)
+    }
+}
+
+/// Answers each letter's partition in `merge` by how its write went; counts and audits it.
+fn apply(
+    mut merge: ProduceMerge,
+    results: Vec<(Letter, usize, Result<Landed, WriteError>)>,
+    sent: Instant,
+    metrics: &Metrics,
+) -> ProduceMerge {
+    for (letter, count, result) in results {
+        metrics
+            .dead_letter_write
+            .observe(sent.elapsed().as_secs_f64());
+        let (outcome, reason) = match &result {
+            Ok(landed) => {
+                let (place, outcome) = match landed {
+                    Landed::Topic(w) => (
+                        format!(
+                            "dead-lettered to `{}` partition {} offset {}",
+                            letter.dead_letter, w.partition, w.base_offset
                         ),
-                        Landed::Spool(at) => (
-                            format!(
-                                "spooled for dead-letter topic `{}` (segment {} offset {})",
-                                letter.dead_letter, at.segment, at.offset
-                            ),
-                            "spooled",
+                        "written",
+                    ),
+                    Landed::Spool(at) => (
+                        format!(
+                            "spooled for dead-letter topic `{}` (segment {} offset {})",
+                            letter.dead_letter, at.segment, at.offset
                         ),
-                    };
-                    let answer = if letter.acknowledge {
-                        self.merge.acknowledge(&letter.key);
-                        "acknowledged"
+                        "spooled",
+                    ),
+                };
+                let answer = if letter.acknowledge {
+                    merge.acknowledge(&letter.key);
+                    "acknowledged"
+                } else {
+                    merge.note(&letter.key, &format!("; {place}"));
+                    if letter.success_refused {
+                        "not_acknowledged"
                     } else {
-                        self.merge.note(&letter.key, &format!("; {place}"));
-                        if letter.success_refused {
-                            "not_acknowledged"
-                        } else {
-                            "invalid_record"
-                        }
-                    };
-                    self.metrics
-                        .dead_letter_partitions
-                        .with_label_values(&[&letter.contract_topic, answer])
-                        .inc();
-                    (outcome, place)
-                }
-                Err(e) => {
-                    let why = format!(
+                        "invalid_record"
+                    }
+                };
+                metrics
+                    .dead_letter_partitions
+                    .with_label_values(&[&letter.contract_topic, answer])
+                    .inc();
+                (outcome, place)
+            }
+            Err(e) => {
+                let why = format!(
                         "meshgate: the refused records could not be written to dead-letter topic `{}` ({e}); send them again",
                         letter.dead_letter
                     );
-                    self.merge.replace(&letter.key, REQUEST_TIMED_OUT, &why);
-                    self.metrics
-                        .dead_letter_partitions
-                        .with_label_values(&[&letter.contract_topic, "retriable"])
-                        .inc();
-                    if let Some(suppressed) = crate::log_budget::allowed() {
-                        tracing::warn!(topic = %letter.key.0.as_str(), partition = letter.key.1, dead_letter = %letter.dead_letter, error = %e, suppressed_since_last = suppressed, "dead-letter write failed; answering REQUEST_TIMED_OUT");
-                    }
-                    ("failed", why)
+                merge.replace(&letter.key, REQUEST_TIMED_OUT, &why);
+                metrics
+                    .dead_letter_partitions
+                    .with_label_values(&[&letter.contract_topic, "retriable"])
+                    .inc();
+                if let Some(suppressed) = crate::log_budget::allowed() {
+                    tracing::warn!(topic = %letter.key.0.as_str(), partition = letter.key.1, dead_letter = %letter.dead_letter, error = %e, suppressed_since_last = suppressed, "dead-letter write failed; answering REQUEST_TIMED_OUT");
                 }
-            };
-            self.metrics
-                .dead_letter_records
-                .with_label_values(&[&letter.contract_topic, outcome])
-                .inc_by(count as u64);
-            if let Some(a) = &letter.audit {
-                a.record(Decided {
-                    api: "produce",
-                    resource: format!("{}-{}", letter.key.0.as_str(), letter.key.1),
-                    client_id: &letter.client_id,
-                    decision: if result.is_ok() {
-                        "dead_lettered"
-                    } else {
-                        "dead_letter_failed"
-                    },
-                    policy: Some(letter.policy),
-                    rule: Some(&letter.rule),
-                    mode: None,
-                    reason: Some(&reason),
-                });
+                ("failed", why)
             }
+        };
+        metrics
+            .dead_letter_records
+            .with_label_values(&[&letter.contract_topic, outcome])
+            .inc_by(count as u64);
+        if let Some(a) = &letter.audit {
+            a.record(Decided {
+                api: "produce",
+                resource: format!("{}-{}", letter.key.0.as_str(), letter.key.1),
+                client_id: &letter.client_id,
+                decision: if result.is_ok() {
+                    "dead_lettered"
+                } else {
+                    "dead_letter_failed"
+                },
+                policy: Some(letter.policy),
+                rule: Some(&letter.rule),
+                mode: None,
+                reason: Some(&reason),
+            });
         }
-        self.merge
     }
+    merge
 }
 
 #[cfg(test)]
