@@ -519,22 +519,22 @@ where
                     settle = Some(settling);
                     (frame, ResponseAction::Passthrough, SlotState::Awaiting)
                 } else {
-                    match settling.settle_now() {
-                        Ok(merge) => (
+                    if settling.answered() {
+                        let merge = settling.settle_answered();
+                        (
                             None,
                             ResponseAction::Passthrough,
                             SlotState::Ready(merge.refused_alone(correlation_id)?),
-                        ),
-                        Err(settling) => {
-                            let finish = async move {
-                                Ok(settling.settle().await.refused_alone(correlation_id)?)
-                            };
-                            (
-                                None,
-                                ResponseAction::Passthrough,
-                                SlotState::Deferred(tokio::spawn(finish)),
-                            )
-                        }
+                        )
+                    } else {
+                        let finish = async move {
+                            Ok(settling.settle().await.refused_alone(correlation_id)?)
+                        };
+                        (
+                            None,
+                            ResponseAction::Passthrough,
+                            SlotState::Deferred(tokio::spawn(finish)),
+                        )
                     }
                 }
             }

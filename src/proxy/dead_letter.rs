@@ -430,14 +430,18 @@ impl Settling {
         }
     }
 
-    /// Settles at once when every letter is already answered (the spool without `fsync`
-    /// answers as it appends), so that a refused request's answer needs no task of its own;
-    /// else gives the settling back. The answers are taken with `try_recv`, never by polling a
-    /// future: a poll may say Pending for a value that is there (tokio's cooperative budget).
-    pub fn settle_now(self) -> Result<ProduceMerge, Self> {
-        if !self.waits.iter().all(|(_, _, answer)| answer.is_ready()) {
-            return Err(self);
-        }
+    /// Whether every letter is already answered (the spool without `fsync` answers as it
+    /// appends), so that [`Settling::settle_answered`] can settle at once and a refused
+    /// request's answer needs no task of its own.
+    pub fn answered(&self) -> bool {
+        self.waits.iter().all(|(_, _, answer)| answer.is_ready())
+    }
+
+    /// Settles with the answers already there, taken with `try_recv`, never by polling a future
+    /// (a poll may say Pending for a value that is there: tokio's cooperative budget). A letter
+    /// not answered after all (call [`Settling::answered`] first) counts as not written: its
+    /// partition gets the retriable error.
+    pub fn settle_answered(self) -> ProduceMerge {
         let Settling {
             merge,
             waits,
@@ -448,7 +452,7 @@ impl Settling {
             .into_iter()
             .map(|(letter, count, answer)| (letter, count, answer.take_now()))
             .collect();
-        Ok(apply(merge, results, sent, &metrics))
+        apply(merge, results, sent, &metrics)
     }
 
     /// Waits for every letter and answers its partition accordingly; returns the merge to
