@@ -4,7 +4,9 @@ timestamp) plus meshgate's headers, written by meshgate's own idempotent produce
 (SCRAM here, while the client authenticates with PLAIN as someone else). Accepted records are in
 the main topic exactly once, refused ones never; nothing is lost or doubled across a broker
 restart; a dead-letter write that fails answers the producer with a retriable error, and the
-record lands exactly once after the retry; `meshgate replay --to` moves the records that pass now.
+record lands exactly once after the retry; `meshgate replay --to` moves the records that pass now;
+with `own_client.spool`, refused records are answered once on meshgate's disk and reach their
+topic after a kill -9, exactly once.
 """
 
 import json
