@@ -40,7 +40,6 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,11 +108,11 @@ struct Appender {
     dir: PathBuf,
     fsync: bool,
     max_bytes: u64,
-    /// Frame bytes appended and not yet delivered (the delivery task takes them off).
-    waiting: Arc<AtomicU64>,
-    /// `meshgate_dead_letter_spool_bytes`: added to by each append, taken from by each note
-    /// (atomic adds, so that it never shows less than waits).
-    gauge: prometheus::IntGauge,
+    /// Frame bytes appended and not yet delivered: `meshgate_dead_letter_spool_bytes`, added to
+    /// by each append (under the lock, after the bound is checked) and taken from by the
+    /// delivery task as it notes letters written (atomic adds, so it never shows less than
+    /// waits).
+    waiting: prometheus::IntGauge,
     current: Mutex<Current>,
     /// Held (locked) for as long as a handle lives.
     _lock: File,
@@ -131,10 +130,7 @@ struct Current {
 struct Entry {
     at: Spooled,
     frame_bytes: u64,
-    contract_topic: Arc<str>,
-    topic: Arc<str>,
-    hint: i32,
-    records: Vec<OwnedRecord>,
+    letter: Letter,
     done: bool,
 }
 
@@ -165,14 +161,10 @@ impl Spool {
             Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
         let recovered = recover(&dir).map_err(io(&dir))?;
-        let waiting = Arc::new(AtomicU64::new(
-            recovered.entries.iter().map(|e| e.frame_bytes).sum(),
-        ));
-        counters
-            .waiting_bytes
-            .set(waiting.load(Ordering::Relaxed) as i64);
+        let waiting: u64 = recovered.entries.iter().map(|e| e.frame_bytes).sum();
+        counters.waiting_bytes.set(waiting as i64);
         if !recovered.entries.is_empty() {
-            tracing::info!(dir = %dir.display(), letters = recovered.entries.len(), bytes = waiting.load(Ordering::Relaxed), "dead-letter spool: delivering what a previous run left");
+            tracing::info!(dir = %dir.display(), letters = recovered.entries.len(), bytes = waiting, "dead-letter spool: delivering what a previous run left");
         }
         let segment = recovered.next_segment;
         let path = segment_path(&dir, segment);
@@ -182,8 +174,7 @@ impl Spool {
             dir: dir.clone(),
             fsync: config.fsync,
             max_bytes: config.max_bytes,
-            waiting: waiting.clone(),
-            gauge: counters.waiting_bytes.clone(),
+            waiting: counters.waiting_bytes.clone(),
             current: Mutex::new(Current {
                 file: Arc::new(file),
                 segment,
@@ -197,7 +188,6 @@ impl Spool {
             fsync: config.fsync,
             producer,
             counters,
-            waiting,
             queue: recovered.entries.into(),
         };
         tokio::spawn(delivery.run(entries_rx));
@@ -217,20 +207,13 @@ impl Spool {
         records: Vec<OwnedRecord>,
     ) -> oneshot::Receiver<Result<Spooled, WriteError>> {
         let (reply, answer) = oneshot::channel();
-        let frame = encode_frame(&contract_topic, &topic, hint, &records);
-        let entry = Entry {
-            at: Spooled {
-                segment: 0,
-                offset: 0,
-            },
-            frame_bytes: frame.len() as u64,
+        let letter = Letter {
             contract_topic,
             topic,
             hint,
             records,
-            done: false,
         };
-        match self.inner.append(&frame, entry) {
+        match self.inner.append(letter) {
             Ok((at, file)) if self.inner.fsync => {
                 drop(tokio::task::spawn_blocking(move || {
                     let synced = file
@@ -249,11 +232,18 @@ impl Spool {
 }
 
 impl Appender {
-    /// Appends one frame and hands its letter to the delivery task; (where, the file to sync).
-    fn append(&self, frame: &[u8], mut entry: Entry) -> Result<(Spooled, Arc<File>), WriteError> {
+    /// Appends the letter's frame and hands the letter to the delivery task; (where, the file
+    /// to sync).
+    fn append(&self, letter: Letter) -> Result<(Spooled, Arc<File>), WriteError> {
+        let frame = encode_frame(
+            &letter.contract_topic,
+            &letter.topic,
+            letter.hint,
+            &letter.records,
+        );
         let len = frame.len() as u64;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let waiting = self.waiting.load(Ordering::Relaxed);
+        let waiting = self.waiting.get().max(0) as u64;
         if waiting.saturating_add(len) > self.max_bytes {
             return Err(WriteError::SpoolFull {
                 waiting,
@@ -261,41 +251,47 @@ impl Appender {
             });
         }
         if current.size > 0 && current.size + len > SEGMENT_BYTES {
-            let next = current.segment + 1;
-            let file = open_segment(&segment_path(&self.dir, next))
+            current
+                .roll(&self.dir)
                 .map_err(|e| WriteError::Spool(e.to_string()))?;
-            current.file = Arc::new(file);
-            current.segment = next;
-            current.size = 0;
         }
-        if let Err(e) = (&*current.file).write_all(frame) {
+        if let Err(e) = (&*current.file).write_all(&frame) {
             if let Some(suppressed) = crate::log_budget::allowed() {
                 tracing::error!(segment = current.segment, error = %e, suppressed_since_last = suppressed, "dead-letter spool: append failed; the letter is refused with a retriable error");
             }
             // Nothing half-written may stay: cut back to the last whole frame, or go on in a
             // new segment when even that fails.
             if current.file.set_len(current.size).is_err() {
-                let next = current.segment + 1;
-                if let Ok(file) = open_segment(&segment_path(&self.dir, next)) {
-                    current.file = Arc::new(file);
-                    current.segment = next;
-                    current.size = 0;
-                }
+                let _ = current.roll(&self.dir);
             }
             return Err(WriteError::Spool(e.to_string()));
         }
         current.size += len;
-        self.waiting.fetch_add(len, Ordering::Relaxed);
-        self.gauge.add(len as i64);
+        self.waiting.add(len as i64);
         let at = Spooled {
             segment: current.segment,
             offset: current.size,
         };
-        entry.at = at;
         // The delivery task ends only once every handle is gone, so this send cannot fail
         // while `self` lives.
-        let _ = current.entries.send(entry);
+        let _ = current.entries.send(Entry {
+            at,
+            frame_bytes: len,
+            letter,
+            done: false,
+        });
         Ok((at, current.file.clone()))
+    }
+}
+
+impl Current {
+    /// Goes on in the next segment.
+    fn roll(&mut self, dir: &Path) -> std::io::Result<()> {
+        let next = self.segment + 1;
+        self.file = Arc::new(open_segment(&segment_path(dir, next))?);
+        self.segment = next;
+        self.size = 0;
+        Ok(())
     }
 }
 
@@ -387,10 +383,7 @@ fn recover(dir: &Path) -> std::io::Result<Recovered> {
                     offset: end as u64,
                 },
                 frame_bytes: frame_bytes as u64,
-                contract_topic: letter.contract_topic,
-                topic: letter.topic,
-                hint: letter.hint,
-                records: letter.records,
+                letter,
                 done: false,
             });
         }
@@ -515,7 +508,6 @@ struct Delivery {
     fsync: bool,
     producer: Producer,
     counters: SpoolCounters,
-    waiting: Arc<AtomicU64>,
     queue: VecDeque<Entry>,
 }
 
@@ -543,7 +535,7 @@ impl Delivery {
             }
             if let Some(e) = failed {
                 if let Some(suppressed) = crate::log_budget::allowed() {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, waiting_bytes = self.waiting.load(Ordering::Relaxed), suppressed_since_last = suppressed, "dead-letter spool: a write to a dead-letter topic failed; retrying");
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, waiting_bytes = self.counters.waiting_bytes.get(), suppressed_since_last = suppressed, "dead-letter spool: a write to a dead-letter topic failed; retrying");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -561,9 +553,11 @@ impl Delivery {
             if sent.len() == DELIVER_AT_ONCE {
                 break;
             }
-            let answer = self
-                .producer
-                .write(e.topic.clone(), e.hint, e.records.clone());
+            let answer = self.producer.write(
+                e.letter.topic.clone(),
+                e.letter.hint,
+                e.letter.records.clone(),
+            );
             sent.push((i, answer));
         }
         let mut failed = None;
@@ -574,8 +568,8 @@ impl Delivery {
                     e.done = true;
                     self.counters
                         .records
-                        .with_label_values(&[&*e.contract_topic, "written"])
-                        .inc_by(e.records.len() as u64);
+                        .with_label_values(&[&*e.letter.contract_topic, "written"])
+                        .inc_by(e.letter.records.len() as u64);
                 }
                 Err(err) => {
                     failed.get_or_insert(err);
@@ -593,7 +587,6 @@ impl Delivery {
             let Some(e) = self.queue.pop_front() else {
                 break;
             };
-            self.waiting.fetch_sub(e.frame_bytes, Ordering::Relaxed);
             self.counters.waiting_bytes.sub(e.frame_bytes as i64);
             last = Some(e.at);
         }
@@ -711,7 +704,7 @@ mod tests {
         )
         .unwrap();
         let r = recover(&d).unwrap();
-        let hints: Vec<i32> = r.entries.iter().map(|e| e.hint).collect();
+        let hints: Vec<i32> = r.entries.iter().map(|e| e.letter.hint).collect();
         assert_eq!(hints, [3, 4, 5]);
         assert_eq!(r.next_segment, 4);
         assert!(!segment_path(&d, 1).exists());
@@ -763,10 +756,12 @@ mod tests {
         Entry {
             at: Spooled { segment, offset },
             frame_bytes: 100,
-            contract_topic: Arc::from("t"),
-            topic: Arc::from("d"),
-            hint: 0,
-            records: vec![rec(0)],
+            letter: Letter {
+                contract_topic: Arc::from("t"),
+                topic: Arc::from("d"),
+                hint: 0,
+                records: vec![rec(0)],
+            },
             done,
         }
     }
@@ -777,7 +772,6 @@ mod tests {
         for s in 1..=3 {
             fs::write(segment_path(&d, s), b"").unwrap();
         }
-        let waiting = Arc::new(AtomicU64::new(400));
         let c = counters();
         c.waiting_bytes.set(400);
         let mut delivery = Delivery {
@@ -785,7 +779,6 @@ mod tests {
             fsync: false,
             producer: no_cluster(),
             counters: c,
-            waiting: waiting.clone(),
             queue: VecDeque::from([
                 entry(1, 100, false),
                 entry(2, 100, true),
@@ -811,7 +804,6 @@ mod tests {
             }
         );
         assert_eq!(segments(&d).unwrap(), [3]);
-        assert_eq!(waiting.load(Ordering::Relaxed), 100);
         assert_eq!(delivery.counters.waiting_bytes.get(), 100);
         let _ = fs::remove_dir_all(&d);
     }
