@@ -518,24 +518,21 @@ where
                 } else if frame.is_some() {
                     settle = Some(settling);
                     (frame, ResponseAction::Passthrough, SlotState::Awaiting)
+                } else if settling.answered() {
+                    let merge = settling.settle_answered();
+                    (
+                        None,
+                        ResponseAction::Passthrough,
+                        SlotState::Ready(merge.refused_alone(correlation_id)?),
+                    )
                 } else {
-                    if settling.answered() {
-                        let merge = settling.settle_answered();
-                        (
-                            None,
-                            ResponseAction::Passthrough,
-                            SlotState::Ready(merge.refused_alone(correlation_id)?),
-                        )
-                    } else {
-                        let finish = async move {
-                            Ok(settling.settle().await.refused_alone(correlation_id)?)
-                        };
-                        (
-                            None,
-                            ResponseAction::Passthrough,
-                            SlotState::Deferred(tokio::spawn(finish)),
-                        )
-                    }
+                    let finish =
+                        async move { Ok(settling.settle().await.refused_alone(correlation_id)?) };
+                    (
+                        None,
+                        ResponseAction::Passthrough,
+                        SlotState::Deferred(tokio::spawn(finish)),
+                    )
                 }
             }
         };

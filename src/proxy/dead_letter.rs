@@ -442,33 +442,22 @@ impl Settling {
     /// not answered after all (call [`Settling::answered`] first) counts as not written: its
     /// partition gets the retriable error.
     pub fn settle_answered(self) -> ProduceMerge {
-        let Settling {
-            merge,
-            waits,
-            sent,
-            metrics,
-        } = self;
-        let results = waits
+        let results = self
+            .waits
             .into_iter()
             .map(|(letter, count, answer)| (letter, count, answer.take_now()))
             .collect();
-        apply(merge, results, sent, &metrics)
+        apply(self.merge, results, self.sent, &self.metrics)
     }
 
     /// Waits for every letter and answers its partition accordingly; returns the merge to
     /// answer the request with.
     pub async fn settle(self) -> ProduceMerge {
-        let Settling {
-            merge,
-            waits,
-            sent,
-            metrics,
-        } = self;
-        let mut results = Vec::with_capacity(waits.len());
-        for (letter, count, answer) in waits {
+        let mut results = Vec::with_capacity(self.waits.len());
+        for (letter, count, answer) in self.waits {
             results.push((letter, count, answer.landed().await));
         }
-        apply(merge, results, sent, &metrics)
+        apply(self.merge, results, self.sent, &self.metrics)
     }
 }
 
