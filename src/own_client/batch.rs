@@ -6,7 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::records::{put_bytes, put_varlong};
+use crate::protocol::records::{put_bytes, put_varlong, RecordView};
 
 /// One record to write: as it was read, plus meshgate's own headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,23 @@ pub struct OwnedRecord {
     pub headers: Vec<(Bytes, Option<Bytes>)>,
     /// Milliseconds since the epoch (create time).
     pub timestamp: i64,
+}
+
+impl OwnedRecord {
+    /// A record as read from a batch with `base_timestamp`, every header kept, its bytes owned
+    /// by `own` (a copy, or a slice of the buffer the record was read from).
+    pub fn from_view(
+        r: &RecordView<'_>,
+        base_timestamp: i64,
+        own: impl Fn(&[u8]) -> Bytes,
+    ) -> Self {
+        OwnedRecord {
+            key: r.key.map(&own),
+            value: r.value.map(&own),
+            headers: r.headers().map(|(k, v)| (own(k), v.map(&own))).collect(),
+            timestamp: base_timestamp.saturating_add(r.timestamp_delta),
+        }
+    }
 }
 
 /// The idempotent producer's stamp on a batch.

@@ -463,13 +463,11 @@ fn decode_payload(mut p: &[u8]) -> Option<Letter> {
         let inflated = batch.inflate(usize::MAX).ok()?;
         for r in inflated.iter() {
             let r = r.ok()?;
-            let own = |b: &[u8]| Bytes::copy_from_slice(b);
-            records.push(OwnedRecord {
-                key: r.key.map(own),
-                value: r.value.map(own),
-                headers: r.headers().map(|(k, v)| (own(k), v.map(own))).collect(),
-                timestamp: batch.base_timestamp.saturating_add(r.timestamp_delta),
-            });
+            records.push(OwnedRecord::from_view(
+                &r,
+                batch.base_timestamp,
+                Bytes::copy_from_slice,
+            ));
         }
     }
     Some(Letter {

@@ -235,12 +235,7 @@ pub fn prepare(
                 if problem.is_none() && !keep_all {
                     continue;
                 }
-                let record = OwnedRecord {
-                    key: r.key.map(owned),
-                    value: r.value.map(owned),
-                    headers: r.headers().map(|(k, v)| (owned(k), v.map(owned))).collect(),
-                    timestamp: batch.base_timestamp.saturating_add(r.timestamp_delta),
-                };
+                let record = OwnedRecord::from_view(&r, batch.base_timestamp, owned);
                 out.push((record, problem));
             }
         }
